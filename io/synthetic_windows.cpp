@@ -1,0 +1,107 @@
+#include "io/synthetic_windows.h"
+
+#include <cmath>
+#include <numbers>
+
+#include "runtime/error.h"
+#include "runtime/rng.h"
+
+namespace bfm::io {
+
+SyntheticWindows::SyntheticWindows(const SyntheticWindowsConfig& c) : config_(c) {
+  require(c.n_parcels > 0 && c.window > 1 && c.n_networks > 0 && c.n_categories > 0,
+          "synthetic windows: sizes must be positive");
+  Rng rng = Rng::stream(c.seed, 0xB7A1);
+  const int P = c.n_parcels, K = c.n_networks, C = c.n_categories, S = c.stim_dim;
+
+  // Parcels at random points of a unit ball; each network a Gaussian blob around its own centre, with a second,
+  // weaker lobe so networks are distributed rather than local.
+  std::vector<double> xyz(3 * P);
+  for (int p = 0; p < P; ++p) {
+    double v[3], r2;
+    do {
+      for (double& a : v) a = 2 * rng.uniform() - 1;
+      r2 = v[0] * v[0] + v[1] * v[1] + v[2] * v[2];
+    } while (r2 > 1);
+    for (int a = 0; a < 3; ++a) xyz[3 * p + a] = v[a];
+  }
+  maps_.assign(int64_t(K) * P, 0.0f);
+  for (int k = 0; k < K; ++k) {
+    for (int lobe = 0; lobe < 2; ++lobe) {
+      const int centre = static_cast<int>(rng.below(P));
+      const double weight = lobe == 0 ? 1.0 : 0.6 * (rng.uniform() < 0.5 ? -1 : 1);
+      for (int p = 0; p < P; ++p) {
+        double d2 = 0;
+        for (int a = 0; a < 3; ++a) d2 += std::pow(xyz[3 * p + a] - xyz[3 * centre + a], 2);
+        maps_[int64_t(k) * P + p] += static_cast<float>(weight * std::exp(-d2 / (2 * 0.35 * 0.35)));
+      }
+    }
+  }
+  freq_.resize(K);
+  for (int k = 0; k < K; ++k) freq_[k] = 0.02 + 0.10 * rng.uniform();
+  response_.resize(int64_t(C) * K);
+  for (auto& a : response_) a = static_cast<float>(rng.normal());
+  category_embedding_.resize(int64_t(C) * std::max(S, 0));
+  for (auto& e : category_embedding_) e = static_cast<float>(rng.normal());
+  // Double-gamma HRF (peak about 5 samples, undershoot about 15), one sample per time point.
+  hrf_.resize(24);
+  for (size_t t = 0; t < hrf_.size(); ++t) {
+    const double u = double(t);
+    hrf_[t] = std::pow(u, 5) * std::exp(-u) / 120.0 - std::pow(u, 15) * std::exp(-u) / (6.0 * 1.307674368e12);
+  }
+}
+
+void SyntheticWindows::sample(int B, Rng& rng, float* x, float* stim, int32_t* category) const {
+  const SyntheticWindowsConfig& c = config_;
+  const int T = c.window, P = c.n_parcels, K = c.n_networks, S = c.stim_dim;
+  const int burn_in = 64;
+  std::vector<double> latent(int64_t(T) * K), window(int64_t(T) * P);
+  for (int b = 0; b < B; ++b) {
+    // Intrinsic dynamics: a damped AR(2) oscillator per network, unit stationary variance, random phase.
+    for (int k = 0; k < K; ++k) {
+      const double r = 0.95, w = 2 * std::numbers::pi * freq_[k];
+      const double a1 = 2 * r * std::cos(w), a2 = -r * r;
+      double s1 = 0, s2 = 0;
+      for (int t = -burn_in; t < T; ++t) {
+        const double s = a1 * s1 + a2 * s2 + 0.3 * rng.normal();
+        s2 = s1;
+        s1 = s;
+        if (t >= 0) latent[int64_t(t) * K + k] = s;
+      }
+    }
+    // Stimulus: a block of the category's network response, convolved with the HRF.
+    const int cat = static_cast<int>(rng.below(c.n_categories));
+    const int onset = static_cast<int>(rng.below(std::max(1, T / 2)));
+    const int duration = std::max(2, T / 4);
+    for (int t = 0; t < T; ++t) {
+      double drive = 0;
+      for (size_t lag = 0; lag < hrf_.size() && int(lag) <= t; ++lag) {
+        const int ts = t - int(lag);
+        if (ts >= onset && ts < onset + duration) drive += hrf_[lag];
+      }
+      for (int k = 0; k < K; ++k) latent[int64_t(t) * K + k] += c.stim_gain * response_[int64_t(cat) * K + k] * drive;
+    }
+    for (int t = 0; t < T; ++t)
+      for (int p = 0; p < P; ++p) {
+        double v = c.noise * rng.normal();
+        for (int k = 0; k < K; ++k) v += maps_[int64_t(k) * P + p] * latent[int64_t(t) * K + k];
+        window[int64_t(t) * P + p] = v;
+      }
+    // z-score each parcel over the window, as the data pipeline does per run.
+    float* out = x + int64_t(b) * T * P;
+    for (int p = 0; p < P; ++p) {
+      double mean = 0, var = 0;
+      for (int t = 0; t < T; ++t) mean += window[int64_t(t) * P + p];
+      mean /= T;
+      for (int t = 0; t < T; ++t) var += std::pow(window[int64_t(t) * P + p] - mean, 2);
+      const double inv = 1.0 / std::sqrt(var / T + 1e-12);
+      for (int t = 0; t < T; ++t) out[int64_t(t) * P + p] = static_cast<float>((window[int64_t(t) * P + p] - mean) * inv);
+    }
+    if (stim)
+      for (int s = 0; s < S; ++s)
+        stim[int64_t(b) * S + s] = static_cast<float>(category_embedding_[int64_t(cat) * S + s] + 0.1 * rng.normal());
+    if (category) category[b] = cat;
+  }
+}
+
+}  // namespace bfm::io

@@ -1,0 +1,20 @@
+// The `bfm` subcommands. Each registers its options on the CLI11 app and returns the function that runs it.
+#pragma once
+
+#include <functional>
+
+namespace CLI {
+class App;
+}
+
+namespace bfm::launch {
+
+using Command = std::function<int()>;
+
+Command add_init_command(CLI::App& app);      // bfm init: a randomly initialised released checkpoint
+Command add_forward_command(CLI::App& app);   // bfm forward: the conformance interface of MODEL_SPEC.md
+Command add_pretrain_command(CLI::App& app);  // bfm pretrain: train on synthetic windows, write a checkpoint
+Command add_config_command(CLI::App& app);    // bfm config: print the defaults or a resolved config
+Command add_info_command(CLI::App& app);      // bfm info: version, build options, devices
+
+}  // namespace bfm::launch

@@ -1,0 +1,37 @@
+// bfm: pre-train brain foundation models on fMRI. One binary, one subcommand per job.
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "launch/commands.h"
+#include "runtime/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"bfm " BFM_VERSION ": pre-train brain foundation models on fMRI, fine-tune them on new subjects"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "bfm " BFM_VERSION);
+  std::map<std::string, bfm::launch::Command> commands;
+  commands["init"] = bfm::launch::add_init_command(app);
+  commands["forward"] = bfm::launch::add_forward_command(app);
+  commands["pretrain"] = bfm::launch::add_pretrain_command(app);
+  commands["config"] = bfm::launch::add_config_command(app);
+  commands["info"] = bfm::launch::add_info_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    for (const auto* sub : app.get_subcommands()) return commands.at(sub->get_name())();
+  } catch (const bfm::Error& e) {
+    std::cerr << "bfm: error: " << e.what() << std::endl;
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "bfm: internal error: " << e.what() << std::endl;
+    return 3;
+  }
+  return 0;
+}

@@ -1,0 +1,49 @@
+// A run's configuration: one TOML file ([model], [data], [train]) with command-line overrides
+// `--set section.key=value` (the value in TOML syntax: 64, 1e-3, "tube", ["mae", "contrastive"]).
+// Every key is checked: an unknown key, a wrong type or a bad value is an error that names the file and the key.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/masking.h"
+#include "runtime/optimizer.h"
+
+namespace bfm::launch {
+
+struct DataConfig {
+  std::string source = "synthetic";  // windows generated in memory (io/synthetic_windows.h)
+  int n_networks = 6;
+  int n_categories = 16;
+  double noise = 0.3;
+  uint64_t seed = 1;
+};
+
+struct TrainConfig {
+  int64_t steps = 300;
+  int batch_size = 16;
+  int64_t warmup_steps = 30;
+  double min_lr_ratio = 0.1;
+  runtime::AdamWConfig optimizer{};
+  model::MaskStrategy mask_strategy = model::MaskStrategy::random;
+  uint64_t seed = 0;
+  int64_t log_every = 10;
+  std::string out = "runs/bfm";
+};
+
+struct RunConfig {
+  model::ModelConfig model;
+  DataConfig data;
+  TrainConfig train;
+  std::string source;  // where it came from, for messages
+};
+
+// Reads `path` (may be empty: built-in defaults) and applies `overrides` ("train.steps=100"), then validates.
+RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides);
+
+// The built-in defaults as a TOML document (`bfm config --defaults`).
+std::string default_config_toml();
+
+}  // namespace bfm::launch

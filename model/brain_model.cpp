@@ -1,0 +1,181 @@
+#include "model/brain_model.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/contrastive.h"
+#include "kernels/linear.h"
+#include "kernels/mask_fill.h"
+#include "kernels/mean_pool.h"
+#include "kernels/mse_loss.h"
+#include "kernels/patch_embed.h"
+#include "model/masking.h"
+#include "runtime/error.h"
+#include "runtime/rng.h"
+
+namespace bfm::model {
+
+namespace k = bfm::kernels::cpu;
+
+BrainModel::BrainModel(const ModelConfig& config)
+    : config_(config),
+      layout_((config.validate("model config"), config)),
+      params_(layout_.total(), 0.0f),
+      grads_(layout_.total(), 0.0f),
+      encoder_(layout_, "", config.n_layers, config.d_model, config.n_heads, config.mlp_hidden(),
+               static_cast<float>(config.ln_eps)) {
+  if (config_.mae)
+    decoder_ = std::make_unique<TransformerStack>(layout_, "decoder.", config_.decoder->n_layers,
+                                                  config_.decoder->d_model, config_.decoder->n_heads,
+                                                  config_.dec_mlp_hidden(), static_cast<float>(config_.ln_eps));
+}
+
+void BrainModel::initialize(uint64_t seed) {
+  Rng rng(seed);
+  layout_.initialize(params_.data(), rng);
+}
+
+void BrainModel::zero_grads() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+
+Losses BrainModel::forward(const Batch& batch, const std::string& source) {
+  const ModelConfig& c = config_;
+  const int B = batch.size, T = c.window, P = c.n_parcels, L = c.patch_len, D = c.d_model, N = c.n_tokens();
+  require(B > 0 && batch.x != nullptr, source, ": empty batch");
+  B_ = B;
+  const float* p = params_.data();
+  auto at = [&](const char* name) { return p + layout_.offset(name); };
+
+  patches_.resize(int64_t(B) * N * L);
+  k::patchify(patches_.data(), batch.x, B, T, P, L);
+
+  // The mae encoder sees only the visible tokens; every other configuration sees all N.
+  const bool masked = c.mae && batch.mask != nullptr;
+  const int32_t* token_index = nullptr;
+  if (masked) {
+    mask_.assign(batch.mask, batch.mask + int64_t(B) * N);
+    visible_ = visible_indices(mask_.data(), B, N, &n_enc_, source);
+    token_index = visible_.data();
+  } else {
+    mask_.clear();
+    visible_.clear();
+    n_enc_ = N;
+  }
+  const int64_t M = int64_t(B) * n_enc_;
+  tokens_.resize(M * D);
+  k::patch_embed_forward(tokens_.data(), patches_.data(), at("patch_embed.weight"), at("patch_embed.bias"),
+                         at("parcel_embed"), at("time_embed"), token_index, B, N, n_enc_, P, L, D);
+  enc_out_.resize(M * D);
+  encoder_.forward(enc_out_.data(), tokens_.data(), p, B, n_enc_, c.causal ? P : 0);
+  pooled_.resize(int64_t(B) * D);
+  k::mean_pool_forward(pooled_.data(), enc_out_.data(), B, n_enc_, D);
+
+  losses_ = Losses{};
+  double total = 0.0;
+  bool any = false;
+
+  ran_decoder_ = masked;
+  recon_.clear();
+  if (masked) {
+    const int Dd = c.decoder->d_model;
+    dec_z_.resize(M * Dd);
+    k::linear_forward(dec_z_.data(), enc_out_.data(), at("decoder.embed.weight"), at("decoder.embed.bias"), M, D, Dd);
+    dec_in_.resize(int64_t(B) * N * Dd);
+    k::mask_fill_forward(dec_in_.data(), dec_z_.data(), at("decoder.mask_token"), at("decoder.parcel_embed"),
+                         at("decoder.time_embed"), visible_.data(), B, N, n_enc_, P, Dd);
+    dec_out_.resize(int64_t(B) * N * Dd);
+    decoder_->forward(dec_out_.data(), dec_in_.data(), p, B, N, 0);
+    recon_.resize(int64_t(B) * N * L);
+    k::linear_forward(recon_.data(), dec_out_.data(), at("decoder.head.weight"), at("decoder.head.bias"),
+                      int64_t(B) * N, Dd, L);
+    losses_.mae = k::masked_mse_forward(recon_.data(), patches_.data(), mask_.data(), B, N, L);
+    total += c.weight_mae * *losses_.mae;
+    any = true;
+  }
+
+  next_.clear();
+  if (c.causal) {
+    next_.resize(int64_t(B) * N * L);
+    k::linear_forward(next_.data(), enc_out_.data(), at("next_head.weight"), at("next_head.bias"), int64_t(B) * N, D, L);
+    losses_.causal = k::next_patch_mse_forward(next_.data(), patches_.data(), B, c.n_time(), P, L);
+    total += c.weight_causal * *losses_.causal;
+    any = true;
+  }
+
+  ran_contrastive_ = c.contrastive && batch.stim != nullptr;
+  brain_e_.clear();
+  stim_e_.clear();
+  if (ran_contrastive_) {
+    const int S = c.stim_dim, E = c.proj_dim;
+    stim_.assign(batch.stim, batch.stim + int64_t(B) * S);
+    brain_e_.resize(int64_t(B) * E);
+    stim_e_.resize(int64_t(B) * E);
+    k::linear_forward(brain_e_.data(), pooled_.data(), at("brain_proj.weight"), nullptr, B, D, E);
+    k::linear_forward(stim_e_.data(), stim_.data(), at("stim_proj.weight"), nullptr, B, S, E);
+    losses_.contrastive = k::contrastive_forward(brain_e_.data(), stim_e_.data(), *at("logit_scale"),
+                                                 static_cast<float>(kMaxLogitScale), B, E);
+    total += c.weight_contrastive * *losses_.contrastive;
+    any = true;
+  }
+  if (any) losses_.total = total;
+  return losses_;
+}
+
+void BrainModel::backward(float scale) {
+  const ModelConfig& c = config_;
+  require(B_ > 0, "BrainModel::backward called before forward");
+  require(losses_.total.has_value(), "BrainModel::backward: the last forward computed no loss");
+  const int B = B_, P = c.n_parcels, L = c.patch_len, D = c.d_model, N = c.n_tokens();
+  const int64_t M = int64_t(B) * n_enc_;
+  const float* p = params_.data();
+  float* g = grads_.data();
+  auto at = [&](const char* name) { return p + layout_.offset(name); };
+  auto grad = [&](const char* name) { return g + layout_.offset(name); };
+
+  std::vector<float> d_enc_out(M * D, 0.0f);
+
+  if (ran_decoder_) {
+    const int Dd = c.decoder->d_model;
+    std::vector<float> d_recon(int64_t(B) * N * L, 0.0f);
+    k::masked_mse_backward(d_recon.data(), recon_.data(), patches_.data(), mask_.data(), B, N, L,
+                           static_cast<float>(scale * c.weight_mae));
+    std::vector<float> d_dec_out(int64_t(B) * N * Dd, 0.0f);
+    k::linear_backward(d_dec_out.data(), grad("decoder.head.weight"), grad("decoder.head.bias"), d_recon.data(),
+                       dec_out_.data(), at("decoder.head.weight"), int64_t(B) * N, Dd, L);
+    std::vector<float> d_dec_in(int64_t(B) * N * Dd, 0.0f);
+    decoder_->backward(d_dec_in.data(), d_dec_out.data(), p, g);
+    std::vector<float> d_z(M * Dd, 0.0f);
+    k::mask_fill_backward(d_z.data(), grad("decoder.mask_token"), grad("decoder.parcel_embed"),
+                          grad("decoder.time_embed"), d_dec_in.data(), visible_.data(), B, N, n_enc_, P, Dd);
+    k::linear_backward(d_enc_out.data(), grad("decoder.embed.weight"), grad("decoder.embed.bias"), d_z.data(),
+                       enc_out_.data(), at("decoder.embed.weight"), M, D, Dd);
+  }
+
+  if (c.causal) {
+    std::vector<float> d_next(int64_t(B) * N * L, 0.0f);
+    k::next_patch_mse_backward(d_next.data(), next_.data(), patches_.data(), B, c.n_time(), P, L,
+                               static_cast<float>(scale * c.weight_causal));
+    k::linear_backward(d_enc_out.data(), grad("next_head.weight"), grad("next_head.bias"), d_next.data(),
+                       enc_out_.data(), at("next_head.weight"), int64_t(B) * N, D, L);
+  }
+
+  if (ran_contrastive_) {
+    const int S = c.stim_dim, E = c.proj_dim;
+    std::vector<float> d_brain(int64_t(B) * E, 0.0f), d_stim(int64_t(B) * E, 0.0f), d_pooled(int64_t(B) * D, 0.0f);
+    k::contrastive_backward(d_brain.data(), d_stim.data(), grad("logit_scale"), brain_e_.data(), stim_e_.data(),
+                            *at("logit_scale"), static_cast<float>(kMaxLogitScale), B, E,
+                            static_cast<float>(scale * c.weight_contrastive));
+    k::linear_backward(d_pooled.data(), grad("brain_proj.weight"), nullptr, d_brain.data(), pooled_.data(),
+                       at("brain_proj.weight"), B, D, E);
+    k::linear_backward(nullptr, grad("stim_proj.weight"), nullptr, d_stim.data(), stim_.data(),
+                       at("stim_proj.weight"), B, S, E);
+    k::mean_pool_backward(d_enc_out.data(), d_pooled.data(), B, n_enc_, D);
+  }
+
+  std::vector<float> d_tokens(M * D, 0.0f);
+  encoder_.backward(d_tokens.data(), d_enc_out.data(), p, g);
+  k::patch_embed_backward(grad("patch_embed.weight"), grad("patch_embed.bias"), grad("parcel_embed"),
+                          grad("time_embed"), d_tokens.data(), patches_.data(),
+                          visible_.empty() ? nullptr : visible_.data(), B, N, n_enc_, P, L, D);
+}
+
+}  // namespace bfm::model

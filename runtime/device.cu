@@ -1,0 +1,22 @@
+#include <cuda_runtime.h>
+
+#include "runtime/device.h"
+
+namespace bfm::runtime {
+
+int cuda_device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    (void)cudaGetLastError();  // clear the sticky error so later calls start clean
+    return 0;
+  }
+  return count;
+}
+
+std::string cuda_device_name(int device) {
+  cudaDeviceProp prop{};
+  if (device < 0 || device >= cuda_device_count() || cudaGetDeviceProperties(&prop, device) != cudaSuccess) return "";
+  return prop.name;
+}
+
+}  // namespace bfm::runtime

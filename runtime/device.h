@@ -1,0 +1,14 @@
+// Which compute devices this process can use. The CPU is always there; CUDA GPUs where the build has CUDA and the
+// machine a driver and a GPU. Any CUDA error (no driver: cudaErrorInsufficientDriver) counts as "no GPU".
+#pragma once
+
+#include <string>
+
+namespace bfm::runtime {
+
+int cuda_device_count();
+std::string cuda_device_name(int device);  // "" when there is none
+// One line: "cpu (2 threads), cuda: none" or "cpu (16 threads), cuda: 1 x NVIDIA H100 80GB HBM3".
+std::string describe_devices();
+
+}  // namespace bfm::runtime

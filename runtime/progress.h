@@ -1,0 +1,41 @@
+// The one timing helper and the one logging path: a monotonic stopwatch, and the progress line training prints
+// (step, losses, throughput, ETA) on rank 0.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace bfm::runtime {
+
+class Stopwatch {
+ public:
+  Stopwatch() : start_(std::chrono::steady_clock::now()) {}
+  void restart() { start_ = std::chrono::steady_clock::now(); }
+  double seconds() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+};
+
+// "1h02m", "3m05s", "12s"
+std::string format_duration(double seconds);
+
+// Writes one line to stderr, prefixed with "bfm: ". Every human-facing message goes through here.
+void log_line(const std::string& line);
+
+struct ProgressFields {
+  int64_t step = 0, total_steps = 0;
+  std::vector<std::pair<std::string, double>> losses;  // ("mae", 0.91), ...
+  double lr = 0, grad_norm = 0;
+  double samples_per_s = 0, tokens_per_s = 0;
+  double elapsed_s = 0;
+};
+// "step   120/300 | loss 0.8123 mae 0.8123 | lr 8.1e-04 | |g| 0.42 | 512 samples/s 65.5k tok/s | 0m12s, ETA 0m18s"
+std::string format_progress(const ProgressFields& fields);
+
+}  // namespace bfm::runtime
