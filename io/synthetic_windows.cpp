@@ -14,8 +14,7 @@ SyntheticWindows::SyntheticWindows(const SyntheticWindowsConfig& c) : config_(c)
   Rng rng = Rng::stream(c.seed, 0xB7A1);
   const int P = c.n_parcels, K = c.n_networks, C = c.n_categories, S = c.stim_dim;
 
-  // Parcels at random points of a unit ball; each network a Gaussian blob around its own centre, with a second,
-  // weaker lobe so networks are distributed rather than local.
+  // Parcels at random points of a unit ball.
   std::vector<double> xyz(3 * P);
   for (int p = 0; p < P; ++p) {
     double v[3], r2;
@@ -25,17 +24,21 @@ SyntheticWindows::SyntheticWindows(const SyntheticWindowsConfig& c) : config_(c)
     } while (r2 > 1);
     for (int a = 0; a < 3; ++a) xyz[3 * p + a] = v[a];
   }
+  // Each network has a centre; a parcel belongs mostly to its nearest network (as parcels fall into the canonical
+  // resting-state networks) and a little to the others, falling off with distance.
+  std::vector<int> centre(K);
+  for (int k = 0; k < K; ++k) centre[k] = static_cast<int>(rng.below(P));
   maps_.assign(int64_t(K) * P, 0.0f);
-  for (int k = 0; k < K; ++k) {
-    for (int lobe = 0; lobe < 2; ++lobe) {
-      const int centre = static_cast<int>(rng.below(P));
-      const double weight = lobe == 0 ? 1.0 : 0.6 * (rng.uniform() < 0.5 ? -1 : 1);
-      for (int p = 0; p < P; ++p) {
-        double d2 = 0;
-        for (int a = 0; a < 3; ++a) d2 += std::pow(xyz[3 * p + a] - xyz[3 * centre + a], 2);
-        maps_[int64_t(k) * P + p] += static_cast<float>(weight * std::exp(-d2 / (2 * 0.35 * 0.35)));
-      }
+  for (int p = 0; p < P; ++p) {
+    int nearest = 0;
+    double best = 1e9;
+    for (int k = 0; k < K; ++k) {
+      double d2 = 0;
+      for (int a = 0; a < 3; ++a) d2 += std::pow(xyz[3 * p + a] - xyz[3 * centre[k] + a], 2);
+      if (d2 < best) best = d2, nearest = k;
+      maps_[int64_t(k) * P + p] = static_cast<float>(0.4 * std::exp(-d2 / (2 * 0.4 * 0.4)));
     }
+    maps_[int64_t(nearest) * P + p] = static_cast<float>(0.8 + 0.4 * rng.uniform());
   }
   freq_.resize(K);
   for (int k = 0; k < K; ++k) freq_[k] = 0.02 + 0.10 * rng.uniform();
@@ -55,25 +58,28 @@ void SyntheticWindows::sample(int B, Rng& rng, float* x, float* stim, int32_t* c
   const SyntheticWindowsConfig& c = config_;
   const int T = c.window, P = c.n_parcels, K = c.n_networks, S = c.stim_dim;
   const int burn_in = 64;
-  std::vector<double> latent(int64_t(T) * K), window(int64_t(T) * P);
+  // Each window is the middle third of a run three windows long, z-scored over the whole run (as the data pipeline
+  // z-scores per run), so amplitudes inside the window keep their meaning.
+  const int R = 3 * T, start = T;
+  std::vector<double> latent(int64_t(R) * K), run(int64_t(R) * P);
   for (int b = 0; b < B; ++b) {
-    // Intrinsic dynamics: a damped AR(2) oscillator per network, unit stationary variance, random phase.
+    // Intrinsic dynamics: a damped AR(2) oscillator per network, random phase.
     for (int k = 0; k < K; ++k) {
       const double r = 0.95, w = 2 * std::numbers::pi * freq_[k];
       const double a1 = 2 * r * std::cos(w), a2 = -r * r;
       double s1 = 0, s2 = 0;
-      for (int t = -burn_in; t < T; ++t) {
+      for (int t = -burn_in; t < R; ++t) {
         const double s = a1 * s1 + a2 * s2 + 0.3 * rng.normal();
         s2 = s1;
         s1 = s;
         if (t >= 0) latent[int64_t(t) * K + k] = s;
       }
     }
-    // Stimulus: a block of the category's network response, convolved with the HRF.
+    // Stimulus: a block of the category's network response inside the window, convolved with the HRF.
     const int cat = static_cast<int>(rng.below(c.n_categories));
-    const int onset = static_cast<int>(rng.below(std::max(1, T / 2)));
+    const int onset = start + static_cast<int>(rng.below(std::max(1, T / 2)));
     const int duration = std::max(2, T / 4);
-    for (int t = 0; t < T; ++t) {
+    for (int t = onset; t < R; ++t) {
       double drive = 0;
       for (size_t lag = 0; lag < hrf_.size() && int(lag) <= t; ++lag) {
         const int ts = t - int(lag);
@@ -81,21 +87,21 @@ void SyntheticWindows::sample(int B, Rng& rng, float* x, float* stim, int32_t* c
       }
       for (int k = 0; k < K; ++k) latent[int64_t(t) * K + k] += c.stim_gain * response_[int64_t(cat) * K + k] * drive;
     }
-    for (int t = 0; t < T; ++t)
+    for (int t = 0; t < R; ++t)
       for (int p = 0; p < P; ++p) {
         double v = c.noise * rng.normal();
         for (int k = 0; k < K; ++k) v += maps_[int64_t(k) * P + p] * latent[int64_t(t) * K + k];
-        window[int64_t(t) * P + p] = v;
+        run[int64_t(t) * P + p] = v;
       }
-    // z-score each parcel over the window, as the data pipeline does per run.
     float* out = x + int64_t(b) * T * P;
     for (int p = 0; p < P; ++p) {
       double mean = 0, var = 0;
-      for (int t = 0; t < T; ++t) mean += window[int64_t(t) * P + p];
-      mean /= T;
-      for (int t = 0; t < T; ++t) var += std::pow(window[int64_t(t) * P + p] - mean, 2);
-      const double inv = 1.0 / std::sqrt(var / T + 1e-12);
-      for (int t = 0; t < T; ++t) out[int64_t(t) * P + p] = static_cast<float>((window[int64_t(t) * P + p] - mean) * inv);
+      for (int t = 0; t < R; ++t) mean += run[int64_t(t) * P + p];
+      mean /= R;
+      for (int t = 0; t < R; ++t) var += std::pow(run[int64_t(t) * P + p] - mean, 2);
+      const double inv = 1.0 / std::sqrt(var / R + 1e-12);
+      for (int t = 0; t < T; ++t)
+        out[int64_t(t) * P + p] = static_cast<float>((run[int64_t(start + t) * P + p] - mean) * inv);
     }
     if (stim)
       for (int s = 0; s < S; ++s)

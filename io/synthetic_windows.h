@@ -6,7 +6,8 @@
 // s_k is an AR(2) oscillator with its own frequency (intrinsic dynamics, so the next time patch is predictable);
 // the maps make parcels co-vary (so masked parcels are recoverable from visible ones); a stimulus of category c
 // adds a block response a[c, :] shaped by a haemodynamic response h; the window's stimulus embedding is the
-// category's vector plus noise (so brain and stimulus can be paired). Windows are z-scored per parcel.
+// category's vector plus noise (so brain and stimulus can be paired). Each window is cut from a longer run that is
+// z-scored per parcel, as the data pipeline does.
 #pragma once
 
 #include <cstdint>

@@ -1,7 +1,8 @@
 // Symmetric contrastive (CLIP) loss with a learnable temperature, normalisation fused in.
 // zb = brain / |brain|, zs = stim / |stim| (row-wise L2), logits = exp(min(logit_scale, max_logit_scale)) zb zs^T,
 // loss = (CE(logits, diag) + CE(logits^T, diag)) / 2, each CE a mean over the B rows.
-// Above max_logit_scale the scale is clamped and its gradient is zero (as torch.clamp).
+// Above max_logit_scale the scale is clamped and its gradient is zero (as torch.clamp; at equality it flows).
+// As torch.nn.functional.normalize, a row norm below 1e-12 is taken as 1e-12 (no NaN for a zero row).
 #pragma once
 #include <cstdint>
 
@@ -9,7 +10,8 @@ namespace bfm::kernels::cpu {
 // brain [B, E], stim [B, E]. Returns the loss.
 float contrastive_forward(const float* brain, const float* stim, float logit_scale, float max_logit_scale, int B,
                           int E);
-// dbrain [B, E] += ..., dstim [B, E] += ..., *dlogit_scale += ... (all scaled by dloss). Recomputes the logits.
+// dbrain [B, E] += ..., dstim [B, E] += ..., *dlogit_scale += ... (all scaled by dloss; each may be null).
+// Recomputes the logits.
 void contrastive_backward(float* dbrain, float* dstim, float* dlogit_scale, const float* brain, const float* stim,
                           float logit_scale, float max_logit_scale, int B, int E, float dloss);
 }  // namespace bfm::kernels::cpu

@@ -10,6 +10,7 @@ namespace bfm::kernels::cpu {
 void mask_fill_forward(float* out, const float* z, const float* mask_token, const float* parcel_embed,
                        const float* time_embed, const int32_t* visible_index, int B, int N, int n_vis, int P, int D);
 // dout [B, N, D]: dz [B, n_vis, D] += ..., dmask_token [D] += ..., dparcel_embed += ..., dtime_embed += ...
+// (each may be null). visible_index names distinct positions in [0, N) per sample (checked; any order).
 void mask_fill_backward(float* dz, float* dmask_token, float* dparcel_embed, float* dtime_embed, const float* dout,
                         const int32_t* visible_index, int B, int N, int n_vis, int P, int D);
 }  // namespace bfm::kernels::cpu

@@ -15,6 +15,7 @@ void patch_embed_forward(float* out, const float* patches, const float* w, const
                          const float* parcel_embed, const float* time_embed, const int32_t* token_index,
                          int B, int N, int n_tok, int P, int L, int D);
 // dout [B, n_tok, D]: dw [D, L] += ..., db [D] += ..., dparcel_embed [P, D] += ..., dtime_embed [N/P, D] += ...
+// (db, dparcel_embed and dtime_embed may be null). N must be a multiple of P; token_index entries lie in [0, N).
 void patch_embed_backward(float* dw, float* db, float* dparcel_embed, float* dtime_embed, const float* dout,
                           const float* patches, const int32_t* token_index, int B, int N, int n_tok, int P, int L,
                           int D);

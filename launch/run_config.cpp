@@ -40,7 +40,8 @@ contrastive = 1.0
 source = "synthetic"    # windows generated in memory with known structure
 n_networks = 6
 n_categories = 16
-noise = 0.3
+noise = 0.3             # observation noise relative to the network signals
+stim_gain = 1.5         # stimulus-driven response relative to intrinsic dynamics
 seed = 1
 
 [train]
@@ -214,6 +215,7 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   r.get("data", "n_networks", d.n_networks);
   r.get("data", "n_categories", d.n_categories);
   r.get("data", "noise", d.noise);
+  r.get("data", "stim_gain", d.stim_gain);
   r.get("data", "seed", d.seed);
   require(d.n_networks > 0 && d.n_categories > 0 && d.noise >= 0, rc.source,
           ": data.n_networks and data.n_categories must be positive, data.noise not negative");

@@ -18,6 +18,7 @@ struct DataConfig {
   int n_networks = 6;
   int n_categories = 16;
   double noise = 0.3;
+  double stim_gain = 1.5;  // stimulus-driven response relative to intrinsic dynamics
   uint64_t seed = 1;
 };
 

@@ -64,7 +64,7 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
   model.initialize(t.seed);
 
   io::SyntheticWindows data({m.n_parcels, m.window, m.contrastive ? m.stim_dim : 0, rc.data.n_networks,
-                             rc.data.n_categories, rc.data.noise, 1.5, rc.data.seed});
+                             rc.data.n_categories, rc.data.noise, rc.data.stim_gain, rc.data.seed});
   Rng data_rng = Rng::stream(t.seed, 1), mask_rng = Rng::stream(t.seed, 2);
   // A fixed held-out batch from its own stream: the loss people watch, not the noisy training batch.
   Rng val_data_rng = Rng::stream(t.seed, 3), val_mask_rng = Rng::stream(t.seed, 4);

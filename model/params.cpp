@@ -17,8 +17,8 @@ ParamLayout::ParamLayout(const ModelConfig& c) {
   const int64_t D = c.d_model, L = c.patch_len, P = c.n_parcels, nt = c.n_time();
   add("patch_embed.weight", {D, L}, ParamInit::normal, 0.02, true);
   add("patch_embed.bias", {D}, ParamInit::zeros);
-  add("parcel_embed", {P, D}, ParamInit::normal);
-  add("time_embed", {nt, D}, ParamInit::normal);
+  add("parcel_embed", {P, D}, ParamInit::sincos_parcel);
+  add("time_embed", {nt, D}, ParamInit::sincos_time);
   for (int i = 0; i < c.n_layers; ++i)
     add_block("blocks." + std::to_string(i) + ".", D, c.mlp_hidden(), c.n_layers);
   add("ln_f.weight", {D}, ParamInit::ones);
@@ -28,8 +28,8 @@ ParamLayout::ParamLayout(const ModelConfig& c) {
     add("decoder.embed.weight", {Dd, D}, ParamInit::normal, 0.02, true);
     add("decoder.embed.bias", {Dd}, ParamInit::zeros);
     add("decoder.mask_token", {Dd}, ParamInit::normal);
-    add("decoder.parcel_embed", {P, Dd}, ParamInit::normal);
-    add("decoder.time_embed", {nt, Dd}, ParamInit::normal);
+    add("decoder.parcel_embed", {P, Dd}, ParamInit::sincos_parcel);
+    add("decoder.time_embed", {nt, Dd}, ParamInit::sincos_time);
     for (int i = 0; i < c.decoder->n_layers; ++i)
       add_block("decoder.blocks." + std::to_string(i) + ".", Dd, c.dec_mlp_hidden(), c.decoder->n_layers);
     add("decoder.ln_f.weight", {Dd}, ParamInit::ones);
@@ -99,6 +99,20 @@ void ParamLayout::initialize(float* arena, Rng& rng) const {
         break;
       case ParamInit::zeros:
         break;
+      case ParamInit::sincos_parcel:
+      case ParamInit::sincos_time: {
+        // Rows are positions, columns channels; a half of the channels holds [sin(pos w_i) | cos(pos w_i)] with
+        // w_i = 10000^(-i / (quarter)), as in MAE's get_1d_sincos_pos_embed.
+        const int64_t rows = p.shape[0], width = p.shape[1], half = width / 2, quarter = half / 2;
+        const int64_t first = p.init == ParamInit::sincos_parcel ? 0 : width - half;
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t i = 0; i < quarter; ++i) {
+            const double omega = std::pow(10000.0, -double(i) / double(quarter));
+            w[r * width + first + i] = static_cast<float>(std::sin(double(r) * omega));
+            w[r * width + first + quarter + i] = static_cast<float>(std::cos(double(r) * omega));
+          }
+        break;
+      }
       case ParamInit::logit_scale:
         w[0] = static_cast<float>(std::log(1.0 / 0.07));
         break;

@@ -22,6 +22,11 @@ enum class ParamInit {
   ones,          // LayerNorm weights
   zeros,         // biases, LayerNorm biases
   logit_scale,   // ln(1 / 0.07)
+  // MAE's fixed 2-D sin-cos position code, split over the two learnable tables: the parcel table holds the
+  // sin-cos code of the parcel index in its first half of channels (zeros after), the time table the code of the
+  // patch index in its second half. Attention can then match positions from the first step on.
+  sincos_parcel,
+  sincos_time,
 };
 
 struct ParamInfo {

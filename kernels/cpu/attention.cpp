@@ -6,11 +6,15 @@
 // Time-causal mode (causal_block = P > 0): query i sees keys k < (i / P + 1) * P (its own and earlier time patches).
 //
 // Work is split over (sample, head) pairs: one thread owns a head from start to end, so its dq, dk and dv have a
-// single writer and a fixed summation order (deterministic, no atomics). Per head, q (pre-scaled by 1/sqrt(dh)),
-// k and v are first copied into contiguous buffers so that every inner loop runs over contiguous floats:
+// single writer and a fixed summation order (deterministic whatever the thread count, no atomics). Per head, q
+// (pre-scaled by 1/sqrt(dh)), k and v are first copied into contiguous buffers, so that every block product is a
+// small row-major GEMM (block_gemm) over contiguous floats:
 //   qs [N, dh]                    q / sqrt(dh), rows
-//   kt [n_key_tiles][dh][kTileK]  k transposed tile by tile (zero-padded): a score block is kTileK-wide AXPYs
-//   v  [N_pad, dh]                v rows, for P v;   (backward also: k rows for dq, v^T tiles for dO v^T)
+//   kt [n_key_tiles][dh][kTileK]  k transposed tile by tile, zero-padded: scores = qs_tile kt_tile
+//   v  [N_pad, dh]                v rows: acc += P v_tile
+// Backward also keeps k rows (dq += dS k_tile), v^T tiles (dP = dO vt_tile), dO rows and dq, dk, dv [N_pad, dh].
+// Time-causal key tiles wholly in the future of a query tile are skipped; the tiles that straddle a patch boundary
+// are masked row by row (probability 0 beyond key_end).
 #include "kernels/attention.h"
 
 #include <algorithm>

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -46,6 +47,27 @@ inline double rel_error_added(const std::vector<float>& got, const std::vector<f
     scale = std::max(scale, std::abs(want[i]));
   }
   return err / scale;
+}
+
+// What to pre-fill a gradient buffer with before a backward that adds (+=) into it: random values of the size of
+// the expected gradient, so that checking got - before against it is not swamped by the rounding of a large
+// pre-fill.
+inline std::vector<float> prefill_for(const std::vector<double>& want, uint32_t seed) {
+  double scale = 0.0;
+  for (double w : want) scale = std::max(scale, std::abs(w));
+  std::vector<float> v = random_floats(want.size(), seed);
+  for (float& x : v) x = static_cast<float>(x * scale);
+  return v;
+}
+
+// Runs f() with `threads` OpenMP threads, then restores the previous count: for checking that a reduction gives the
+// same bits whatever the thread count.
+template <class F>
+void with_threads(int threads, F f) {
+  const int before = omp_get_max_threads();
+  omp_set_num_threads(threads);
+  f();
+  omp_set_num_threads(before);
 }
 
 // `count` distinct coordinates of a vector of size n (all of them when count >= n), ascending.

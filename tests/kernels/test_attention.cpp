@@ -27,7 +27,8 @@ struct AttentionCase {
 };
 
 std::ostream& operator<<(std::ostream& os, const AttentionCase& c) {
-  return os << "B" << c.B << "_N" << c.N << "_H" << c.H << "_dh" << c.dh << "_P" << c.P << "_amp" << static_cast<int>(c.amplitude);
+  return os << "B" << c.B << "_N" << c.N << "_H" << c.H << "_dh" << c.dh << "_P" << c.P << "_amp"
+            << static_cast<int>(c.amplitude);
 }
 
 std::string case_name(const ::testing::TestParamInfo<AttentionCase>& param_info) {
@@ -165,6 +166,14 @@ TEST_P(AttentionTest, BackwardMatchesFloat64AndAddsIntoGradient) {
   cpu::attention_backward(once.data(), dout.data(), qkv.data(), out.data(), lse.data(), c.B, c.N, c.H, c.dh, c.P);
   cpu::attention_backward(twice.data(), dout.data(), qkv.data(), out.data(), lse.data(), c.B, c.N, c.H, c.dh, c.P);
   EXPECT_EQ(once, twice);
+
+  // And the same whatever the thread count: each head is one thread's, start to end.
+  std::vector<float> one_thread(qkv.size(), 0.0f);
+  with_threads(1, [&] {
+    cpu::attention_backward(one_thread.data(), dout.data(), qkv.data(), out.data(), lse.data(), c.B, c.N, c.H, c.dh,
+                            c.P);
+  });
+  EXPECT_EQ(once, one_thread);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -187,7 +196,7 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionCase{1, 197, 1, 8, 1, 2.0f, 5e-6},    // P = 1: token-causal
                       AttentionCase{1, 320, 1, 8, 64, 2.0f, 5e-6},   // patches aligned with tiles
                       AttentionCase{2, 130, 2, 8, 130, 2.0f, 5e-6},  // one patch: sees everything
-                      AttentionCase{1, 100, 2, 12, 5, 2.0f, 5e-6},    // dh not a multiple of the vector width
+                      AttentionCase{1, 100, 2, 12, 5, 2.0f, 5e-6},   // dh not a multiple of the vector width
                       AttentionCase{1, 210, 1, 16, 70, 8.0f, 5e-5}),
     case_name);
 

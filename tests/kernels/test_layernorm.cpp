@@ -121,6 +121,25 @@ TEST_P(LayerNormTest, BackwardMatchesFiniteDifferences) {
   EXPECT_LT(rel_error(pick(db, idx_w), numeric_gradient(fb, bd, idx_w)), 2e-5);
 }
 
+TEST(LayerNormDeterminismTest, WeightGradientsDoNotDependOnThreadCount) {
+  const int M = 301, C = 130;
+  const std::vector<float> x = random_floats(M * C, 1), w = random_floats(C, 2), b = random_floats(C, 3),
+                           dy = random_floats(M * C, 4);
+  std::vector<float> y(M * C), mean(M), rstd(M);
+  cpu::layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), M, C, kEps);
+  std::vector<float> results[2];
+  for (int threads : {1, 3}) {
+    std::vector<float> dx(M * C, 0.0f), dw(C, 0.0f), db(C, 0.0f);
+    with_threads(threads, [&] {
+      cpu::layernorm_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), mean.data(),
+                              rstd.data(), M, C);
+    });
+    dw.insert(dw.end(), db.begin(), db.end());
+    results[threads == 1 ? 0 : 1] = dw;
+  }
+  EXPECT_EQ(results[0], results[1]);
+}
+
 // C = 130 spans three column blocks of the weight-gradient reduction, C = 7 not even one.
 INSTANTIATE_TEST_SUITE_P(Shapes, LayerNormTest,
                          ::testing::Values(Shape{13, 7}, Shape{130, 64}, Shape{5, 300}, Shape{70, 130}));

@@ -68,8 +68,9 @@ TEST_F(MseLossTest, MaskedBackwardMatchesFiniteDifferencesAndAdds) {
       [&](const std::vector<double>& v) { return kDloss * reference_masked(v, target, mask); }, to_double(pred), all);
   EXPECT_LT(rel_error_added(dpred, d0, want), 1e-5);
   for (int r = 0; r < kB * kN; ++r)  // unmasked tokens get exactly nothing
-    if (!mask[r])
+    if (!mask[r]) {
       for (int l = 0; l < kL; ++l) ASSERT_EQ(dpred[r * kL + l], d0[r * kL + l]);
+    }
 }
 
 TEST_F(MseLossTest, MaskedWithNothingMaskedIsZero) {

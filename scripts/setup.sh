@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package that bfm's build, tests and tools need. Idempotent, and silent when all is there.
+# Needs root (or sudo). The CUDA toolkit is expected under /usr/local/cuda (not a Debian package).
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  libopenmpi-dev openmpi-bin                       # MPI ranks
+  libhdf5-openmpi-dev hdf5-tools                   # parallel HDF5
+  libgtest-dev libgmock-dev libbenchmark-dev       # tests, benchmarks
+  nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libopenblas-dev
+  libnifti2-dev zlib1g-dev                         # NIfTI converter
+  python3 python3-numpy python3-h5py python3-torch python3-nibabel python3-matplotlib  # references, plots
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  SUDO=""
+  [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ ! -x /usr/local/cuda/bin/nvcc ]] && ! command -v nvcc >/dev/null; then
+  echo "setup: no CUDA toolkit found (nvcc); configure with -DBFM_WITH_CUDA=OFF to build without it" >&2
+fi
