@@ -258,6 +258,19 @@ def check_init_checkpoint(result, config, state, expected):
             ok, want = abs(float(v) - math.log(1 / 0.07)) < 1e-6, f"ln(1/0.07) = {math.log(1 / 0.07):.6f}"
         elif name.endswith(".bias"):
             ok, want = float(v.std() if v.numel() > 1 else v.abs()) <= 0.04, "small (std <= 0.04)"
+        elif name.endswith(("parcel_embed", "time_embed")):
+            # MAE's 2-D sin-cos position code split over the two tables (model/params.h, ParamInit):
+            # parcel tables hold the 1-D code of the parcel index in the first half of channels, time tables the
+            # code of the patch index in the second half; the other half is zero.
+            rows, width = shape
+            half, quarter = width // 2, width // 4
+            omega = 1.0 / 10000.0 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+            angle = torch.arange(rows, dtype=torch.float64)[:, None] * omega[None, :]
+            table = torch.zeros(rows, width, dtype=torch.float64)
+            first = 0 if name.endswith("parcel_embed") else width - half
+            table[:, first:first + quarter] = torch.sin(angle)
+            table[:, first + quarter:first + 2 * quarter] = torch.cos(angle)
+            ok, want = bool((v - table).abs().max() < 1e-6), "the sin-cos position table"
         else:
             n = v.numel()
             ok = 0.005 <= float(v.std()) <= 0.04 and abs(float(v.mean())) < 4 * 0.04 / math.sqrt(n) + 1e-3
