@@ -14,10 +14,12 @@
 #include "model/brain_model.h"
 #include "model/masking.h"
 #include "runtime/optimizer.h"
+#include "runtime/blas_core.h"
 #include "runtime/progress.h"
 #include "runtime/rng.h"
 
 int main(int argc, char** argv) {
+  bfm::runtime::select_blas_core(argv);
   int threads = omp_get_max_threads(), steps = 20, warmup = 3, batch = 16;
   std::string objectives = "mae";
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -75,9 +77,9 @@ int main(int argc, char** argv) {
     return v[v.size() / 2];
   };
   std::printf(
-      "{\"impl\": \"bfm\", \"objectives\": \"%s\", \"threads\": %d, \"batch\": %d, \"step_ms\": %.2f, "
+      "{\"impl\": \"bfm\", \"blas_core\": \"%s\", \"objectives\": \"%s\", \"threads\": %d, \"batch\": %d, \"step_ms\": %.2f, "
       "\"forward_ms\": %.2f, \"backward_ms\": %.2f, \"optimizer_ms\": %.2f, \"samples_per_s\": %.1f}\n",
-      objectives.c_str(), threads, batch, 1e3 * median(total), 1e3 * median(fwd), 1e3 * median(bwd), 1e3 * median(opt),
+      bfm::runtime::blas_core_name().c_str(), objectives.c_str(), threads, batch, 1e3 * median(total), 1e3 * median(fwd), 1e3 * median(bwd), 1e3 * median(opt),
       batch / median(total));
   return 0;
 }

@@ -20,7 +20,7 @@ import bfm_torch  # noqa: E402
 
 # P=64 parcels, T=64 time points in patches of 8 -> N = 512 tokens, 384 masked, 128 seen by the encoder.
 CONFIG = dict(n_parcels=64, window=64, patch_len=8, d_model=128, n_heads=4, n_layers=4, mlp_ratio=4,
-              objectives=["mae"], mask_ratio=0.75, decoder=dict(d_model=64, n_heads=2, n_layers=2))
+              objectives=["mae"], mask_ratio=0.75, decoder=dict(d_model=64, n_heads=4, n_layers=2))
 BATCH = 16
 
 

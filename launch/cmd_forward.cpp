@@ -118,7 +118,7 @@ Command add_forward_command(CLI::App& app) {
       ->required();
   cmd->add_option("--output", opt->output, "HDF5 file to write (encoder_out, pooled, ..., losses)")->required();
   cmd->add_option("--grads", opt->grads, "Also write d loss_total / d parameters here (safetensors)");
-  return [opt] {
+  return [opt]() -> int {
 #ifdef BFM_WITH_HDF5
     return run_forward(opt->checkpoint, opt->input, opt->output, opt->grads);
 #else

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include "launch/commands.h"
+#include "runtime/blas_core.h"
 #include "runtime/device.h"
 
 namespace bfm::launch {
@@ -27,6 +28,7 @@ Command add_info_command(CLI::App& app) {
 #else
     std::cout << "cuda: not built\n";
 #endif
+    std::cout << "blas core: " << runtime::blas_core_name() << "\n";
     std::cout << "devices: " << runtime::describe_devices() << std::endl;
     return 0;
   };

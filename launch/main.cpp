@@ -7,9 +7,11 @@
 #include <CLI/CLI.hpp>
 
 #include "launch/commands.h"
+#include "runtime/blas_core.h"
 #include "runtime/error.h"
 
 int main(int argc, char** argv) {
+  bfm::runtime::select_blas_core(argv);
   CLI::App app{"bfm " BFM_VERSION ": pre-train brain foundation models on fMRI, fine-tune them on new subjects"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "bfm " BFM_VERSION);
