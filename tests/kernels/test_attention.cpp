@@ -182,7 +182,9 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionCase{1, 197, 3, 64, 0, 1.0f, 5e-6}, AttentionCase{1, 300, 2, 16, 0, 2.0f, 5e-6},
                       AttentionCase{1, 64, 1, 8, 0, 2.0f, 5e-6},   // exactly one tile
                       AttentionCase{1, 70, 1, 128, 0, 1.0f, 5e-6},
-                      AttentionCase{2, 200, 1, 16, 0, 8.0f, 5e-5}  // scores of tens: exp needs the running max
+                      AttentionCase{2, 200, 1, 16, 0, 8.0f, 5e-5},  // scores of tens: exp needs the running max
+                      // dh of 2 and 3 vectors of 16 lanes (6 of 8): the 2-wide and 1-wide register blocks
+                      AttentionCase{2, 100, 2, 32, 0, 2.0f, 5e-6}, AttentionCase{1, 150, 1, 48, 0, 1.0f, 5e-6}
                       ),
     case_name);
 
@@ -197,6 +199,7 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionCase{1, 320, 1, 8, 64, 2.0f, 5e-6},   // patches aligned with tiles
                       AttentionCase{2, 130, 2, 8, 130, 2.0f, 5e-6},  // one patch: sees everything
                       AttentionCase{1, 100, 2, 12, 5, 2.0f, 5e-6},   // dh not a multiple of the vector width
+                      AttentionCase{1, 130, 2, 24, 13, 2.0f, 5e-6},  // neither, and padded to 32 on AVX-512
                       AttentionCase{1, 210, 1, 16, 70, 8.0f, 5e-5}),
     case_name);
 
