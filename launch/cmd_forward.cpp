@@ -19,14 +19,6 @@ namespace bfm::launch {
 
 namespace {
 #ifdef BFM_WITH_HDF5
-std::string shape_string(const std::vector<int64_t>& shape) {
-  std::ostringstream os;
-  os << "[";
-  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
-  os << "]";
-  return os.str();
-}
-
 void require_shape(const std::string& file, const char* dataset, const std::vector<int64_t>& got,
                    const std::vector<int64_t>& want, const char* meaning) {
   require(got == want, file, ": dataset '", dataset, "' has shape ", shape_string(got), ", the checkpoint needs ",

@@ -4,10 +4,12 @@
 // launch/ catches it at the top and prints it as one line, exiting non-zero.
 #pragma once
 
+#include <cstdint>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace bfm {
 
@@ -28,6 +30,16 @@ template <class... Parts>
 template <class... Parts>
 void require(bool cond, Parts&&... parts) {
   if (!cond) fail(std::forward<Parts>(parts)...);
+}
+
+// "[2, 12, 5]": how errors print a tensor's or dataset's shape.
+template <class Int>
+std::string shape_string(const std::vector<Int>& shape) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  os << "]";
+  return os.str();
 }
 
 }  // namespace bfm

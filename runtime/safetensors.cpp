@@ -34,22 +34,14 @@ namespace {
 // The reference rejects headers above 100 MB; a checkpoint of a few hundred tensors needs some kilobytes.
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::ostringstream os;
-  os << '[';
-  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
-  os << ']';
-  return os.str();
-}
-
 // Number of values of `shape`, or fail() naming the tensor when a dimension is negative or the count overflows.
 uint64_t value_count(const std::string& path, const std::string& name, const std::vector<int64_t>& shape) {
   uint64_t n = 1;
   for (int64_t d : shape) {
-    require(d >= 0, path, ": tensor '", name, "' has a negative dimension in shape ", shape_str(shape));
+    require(d >= 0, path, ": tensor '", name, "' has a negative dimension in shape ", shape_string(shape));
     const auto ud = static_cast<uint64_t>(d);
     require(ud == 0 || n <= std::numeric_limits<uint64_t>::max() / sizeof(float) / ud, path, ": tensor '", name,
-            "' has shape ", shape_str(shape), ", too large to address");
+            "' has shape ", shape_string(shape), ", too large to address");
     n *= ud;
   }
   return n;
@@ -139,7 +131,7 @@ HeaderEntry parse_entry(const std::string& path, const std::string& name, const 
   require(e.begin <= e.end, path, ": tensor '", name, "': data_offsets [", e.begin, ", ", e.end,
           "] end before they begin");
   const uint64_t bytes = value_count(path, name, e.shape) * sizeof(float);
-  require(e.end - e.begin == bytes, path, ": tensor '", name, "' has shape ", shape_str(e.shape), " (", bytes,
+  require(e.end - e.begin == bytes, path, ": tensor '", name, "' has shape ", shape_string(e.shape), " (", bytes,
           " bytes of F32) but data_offsets [", e.begin, ", ", e.end, "] span ", e.end - e.begin, " bytes");
   return e;
 }
@@ -231,7 +223,7 @@ void write_safetensors(const std::string& path, const std::vector<TensorRef>& te
     require(!t.name.empty() && t.name != "__metadata__", path, ": cannot write a tensor named '", t.name, "'");
     require(!header.contains(t.name), path, ": tensor '", t.name, "' is given twice");
     const uint64_t bytes = value_count(path, t.name, t.shape) * sizeof(float);
-    require(bytes == 0 || t.data != nullptr, path, ": tensor '", t.name, "' has shape ", shape_str(t.shape),
+    require(bytes == 0 || t.data != nullptr, path, ": tensor '", t.name, "' has shape ", shape_string(t.shape),
             " but no data");
     header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;

@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev       # tests, benchmarks
   nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libopenblas-dev
   libnifti2-dev zlib1g-dev                         # NIfTI converter
+  mricron-data python3-nitime                      # real atlases (AAL, AICHA) and real 4-D scans for its tests
   python3 python3-numpy python3-h5py python3-torch python3-nibabel python3-matplotlib  # references, plots
 )
 

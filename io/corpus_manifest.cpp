@@ -1,0 +1,117 @@
+// manifest.json of a corpus folder, and the subject-level split rule.
+#include "io/corpus_manifest.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <set>
+#include <sstream>
+
+#include "runtime/error.h"
+
+namespace bfm::io {
+
+namespace {
+
+uint64_t mix(uint64_t z) {  // splitmix64's finalizer
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+uint64_t fnv1a64(const std::string& s) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ULL;
+  return h;
+}
+
+std::string json_string(const std::string& s) {
+  std::ostringstream os;
+  os << '"';
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') os << '\\' << c;
+    else if (c < 0x20) os << "\\u" << std::hex << std::setw(4) << std::setfill('0') << int(c) << std::dec;
+    else os << c;
+  }
+  os << '"';
+  return os.str();
+}
+
+std::string json_list(const std::vector<std::string>& v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + json_string(v[i]);
+  return out + "]";
+}
+
+}  // namespace
+
+Split subject_split(const std::string& subject_id, uint64_t seed, const SplitFractions& f) {
+  require(f.train >= 0 && f.validation >= 0 && f.train + f.validation <= 1.0, "split fractions train ", f.train,
+          " and validation ", f.validation, " must be >= 0 and sum to at most 1");
+  const double u = static_cast<double>(mix(fnv1a64(subject_id) ^ mix(seed)) >> 11) * 0x1.0p-53;
+  if (u < f.train) return Split::train;
+  if (u < f.train + f.validation) return Split::validation;
+  return Split::test;
+}
+
+const char* split_name(Split split) {
+  switch (split) {
+    case Split::train: return "train";
+    case Split::validation: return "validation";
+    default: return "test";
+  }
+}
+
+void write_manifest(const std::string& dir, const std::vector<ShardSummary>& shards, uint64_t split_seed,
+                    const SplitFractions& fractions) {
+  std::set<std::string> subjects;
+  int64_t runs = 0, timepoints = 0;
+  double hours = 0;
+  std::ostringstream list;
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const auto& s = shards[i];
+    subjects.insert(s.subjects.begin(), s.subjects.end());
+    runs += s.runs;
+    timepoints += s.timepoints;
+    hours += s.hours;
+    list << (i ? ",\n" : "") << "    {\"file\": " << json_string(s.file) << ", \"runs\": " << s.runs
+         << ", \"subjects\": " << s.subjects.size() << ", \"timepoints\": " << s.timepoints
+         << ", \"hours\": " << std::setprecision(17) << s.hours << "}";
+  }
+  std::vector<std::string> split[3];
+  for (const auto& id : subjects) split[static_cast<int>(subject_split(id, split_seed, fractions))].push_back(id);
+
+  std::ostringstream os;
+  os << std::setprecision(17) << "{\n  \"format\": \"bfm-corpus\",\n  \"format_version\": 1,\n"
+     << "  \"shard_format_version\": 1,\n"
+     << "  \"n_shards\": " << shards.size() << ",\n  \"n_subjects\": " << subjects.size() << ",\n  \"n_runs\": " << runs
+     << ",\n  \"n_timepoints\": " << timepoints << ",\n  \"hours\": " << hours << ",\n  \"shards\": [\n"
+     << list.str() << "\n  ],\n  \"split\": {\n    \"seed\": " << split_seed << ",\n    \"train_fraction\": "
+     << fractions.train << ",\n    \"validation_fraction\": " << fractions.validation
+     << ",\n    \"train\": " << json_list(split[0]) << ",\n    \"validation\": " << json_list(split[1])
+     << ",\n    \"test\": " << json_list(split[2]) << "\n  }\n}\n";
+
+  const std::string path = (std::filesystem::path(dir) / "manifest.json").string(), tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << os.str();
+    out.close();
+    require(out.good(), path, ": cannot write ", tmp);
+  }
+  require(std::rename(tmp.c_str(), path.c_str()) == 0, path, ": cannot rename ", tmp, " to it");
+}
+
+#ifdef BFM_WITH_HDF5
+ShardSummary summarize(const ShardReader& shard) {
+  ShardSummary s;
+  s.file = std::filesystem::path(shard.path()).filename().string();
+  s.runs = static_cast<int64_t>(shard.runs().size());
+  s.timepoints = shard.n_timepoints();
+  for (const auto& r : shard.runs()) s.hours += static_cast<double>(r.length) * r.tr / 3600.0;
+  for (const auto& subject : shard.subjects()) s.subjects.push_back(subject.id);
+  return s;
+}
+#endif
+
+}  // namespace bfm::io

@@ -1,0 +1,370 @@
+// The shard reader through HDF5's C API. Open reads the root attributes and every table once (they are small); the
+// row datasets stay open with a chunk cache that holds a few chunks, so windows that share a chunk read it once.
+//
+// Strings may be fixed-length (what our writer stores) or variable-length (what h5py stores for a Python str), so a
+// file made by hand with h5py reads too. float16 time series are read as raw half words and widened here
+// (io/half.h); float64 ones are converted by HDF5.
+#ifdef BFM_WITH_HDF5
+
+#include "io/shard_reader.h"
+
+#include <hdf5.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+
+#include "io/h5_handles.h"
+#include "io/half.h"
+#include "runtime/error.h"
+
+namespace bfm::io {
+
+struct ShardReader::File {
+  h5::Id file, timeseries, stim, label;
+  bool half = false;  // timeseries stored as IEEE binary16
+};
+
+namespace {
+
+// Bytes of chunk cache per row dataset: a few 256 x 400 float32 chunks.
+constexpr size_t kChunkCacheBytes = 8u << 20;
+
+std::vector<std::string> read_strings_from(hid_t obj, hid_t type, size_t n, bool is_attribute,
+                                           const std::string& where) {
+  std::vector<std::string> out(n);
+  if (n == 0) return out;
+  herr_t rc;
+  if (H5Tis_variable_str(type) > 0) {
+    h5::Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
+    H5Tset_size(mem.get(), H5T_VARIABLE);
+    H5Tset_cset(mem.get(), H5Tget_cset(type));
+    std::vector<char*> ptrs(n, nullptr);
+    rc = is_attribute ? H5Aread(obj, mem.get(), ptrs.data()) : H5Dread(obj, mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data());
+    if (rc < 0) fail(where, ": cannot read strings: ", h5::reason());
+    for (size_t i = 0; i < n; ++i) out[i] = ptrs[i] ? ptrs[i] : "";
+    if (is_attribute) {
+      for (char* p : ptrs) H5free_memory(p);
+    } else {
+      const hsize_t dims[1] = {n};
+      h5::Id space(H5Screate_simple(1, dims, nullptr), H5Sclose);
+      H5Dvlen_reclaim(mem.get(), space.get(), H5P_DEFAULT, ptrs.data());
+    }
+    return out;
+  }
+  const size_t width = H5Tget_size(type);
+  std::vector<char> buf(n * width);
+  h5::Id mem(H5Tcopy(type), H5Tclose);
+  rc = is_attribute ? H5Aread(obj, mem.get(), buf.data()) : H5Dread(obj, mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data());
+  if (rc < 0) fail(where, ": cannot read strings: ", h5::reason());
+  const bool spaces = H5Tget_strpad(type) == H5T_STR_SPACEPAD;
+  for (size_t i = 0; i < n; ++i) {
+    std::string s(buf.data() + i * width, width);
+    s.resize(std::min(s.size(), s.find('\0')));
+    if (spaces) s.erase(s.find_last_not_of(' ') + 1);
+    out[i] = s;
+  }
+  return out;
+}
+
+class Tables {
+ public:
+  Tables(hid_t file, const std::string& path) : file_(file), path_(path) {}
+
+  bool has(const char* name) const {
+    // Parent groups first: H5Lexists fails on a missing parent.
+    std::string prefix;
+    const std::string full = name;
+    for (size_t at = 1; at <= full.size(); ++at) {
+      if (at == full.size() || full[at] == '/') {
+        prefix = full.substr(0, at);
+        if (H5Lexists(file_, prefix.c_str(), H5P_DEFAULT) <= 0) {
+          H5Eclear2(H5E_DEFAULT);
+          return false;
+        }
+      }
+    }
+    return true;
+  }
+
+  h5::Id open(const char* name, hid_t dapl = H5P_DEFAULT) const {
+    if (!has(name)) fail(path_, ": not a complete bfm shard: no dataset ", name);
+    h5::Id d(H5Dopen2(file_, name, dapl), H5Dclose);
+    if (!d.ok()) fail(path_, ": cannot open dataset ", name, ": ", h5::reason());
+    return d;
+  }
+
+  std::vector<hsize_t> dims(hid_t d, const char* name) const {
+    h5::Id space(H5Dget_space(d), H5Sclose);
+    const int rank = H5Sget_simple_extent_ndims(space.get());
+    if (rank < 0) fail(path_, ": dataset ", name, ": ", h5::reason());
+    std::vector<hsize_t> out(static_cast<size_t>(rank));
+    if (rank > 0) H5Sget_simple_extent_dims(space.get(), out.data(), nullptr);
+    return out;
+  }
+
+  // A 1-D (or [n, k] when k > 0) numeric table read as T, its shape checked.
+  template <class T>
+  std::vector<T> numbers(const char* name, hid_t memtype, size_t n, size_t k = 0) const {
+    h5::Id d = open(name);
+    const auto shape = dims(d.get(), name);
+    const std::vector<hsize_t> want = k ? std::vector<hsize_t>{n, k} : std::vector<hsize_t>{n};
+    if (shape != want) fail(path_, ": dataset ", name, " has shape ", shape_str(shape), ", expected ", shape_str(want));
+    h5::Id type(H5Dget_type(d.get()), H5Tclose);
+    const H5T_class_t cls = H5Tget_class(type.get());
+    if (cls != H5T_INTEGER && cls != H5T_FLOAT) fail(path_, ": dataset ", name, " is not numeric");
+    std::vector<T> out(n * std::max<size_t>(k, 1));
+    if (!out.empty() && H5Dread(d.get(), memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) < 0)
+      fail(path_, ": cannot read dataset ", name, ": ", h5::reason());
+    return out;
+  }
+
+  std::vector<std::string> strings(const char* name, size_t n) const {
+    h5::Id d = open(name);
+    const auto shape = dims(d.get(), name);
+    if (shape != std::vector<hsize_t>{n})
+      fail(path_, ": dataset ", name, " has shape ", shape_str(shape), ", expected [", n, "]");
+    h5::Id type(H5Dget_type(d.get()), H5Tclose);
+    if (H5Tget_class(type.get()) != H5T_STRING) fail(path_, ": dataset ", name, " does not hold strings");
+    return read_strings_from(d.get(), type.get(), n, false, path_ + ": dataset " + name);
+  }
+
+  // Length of a 1-D dataset.
+  size_t length(const char* name) const {
+    h5::Id d = open(name);
+    const auto shape = dims(d.get(), name);
+    if (shape.size() != 1) fail(path_, ": dataset ", name, " has shape ", shape_str(shape), ", expected 1-D");
+    return shape[0];
+  }
+
+  static std::string shape_str(const std::vector<hsize_t>& s) {
+    std::string out = "[";
+    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+    return out + "]";
+  }
+
+ private:
+  hid_t file_;
+  const std::string& path_;
+};
+
+bool has_attribute(hid_t file, const char* name) {
+  const htri_t r = H5Aexists(file, name);
+  H5Eclear2(H5E_DEFAULT);
+  return r > 0;
+}
+
+std::string string_attribute(hid_t file, const char* name, const std::string& path) {
+  if (!has_attribute(file, name)) return "";
+  h5::Id a(H5Aopen(file, name, H5P_DEFAULT), H5Aclose);
+  h5::Id type(H5Aget_type(a.get()), H5Tclose);
+  if (!a.ok() || !type.ok()) fail(path, ": cannot open attribute '", name, "': ", h5::reason());
+  if (H5Tget_class(type.get()) != H5T_STRING) fail(path, ": attribute '", name, "' is not a string");
+  h5::Id space(H5Aget_space(a.get()), H5Sclose);
+  const hssize_t n = H5Sget_simple_extent_npoints(space.get());
+  if (n != 1) fail(path, ": attribute '", name, "' holds ", n, " values, expected one string");
+  return read_strings_from(a.get(), type.get(), 1, true, path + ": attribute '" + name + "'")[0];
+}
+
+int64_t integer_attribute(hid_t file, const char* name, const std::string& path) {
+  if (!has_attribute(file, name)) fail(path, ": not a complete bfm shard: no root attribute '", name, "'");
+  h5::Id a(H5Aopen(file, name, H5P_DEFAULT), H5Aclose);
+  h5::Id type(H5Aget_type(a.get()), H5Tclose);
+  if (!a.ok() || !type.ok()) fail(path, ": cannot open attribute '", name, "': ", h5::reason());
+  if (H5Tget_class(type.get()) != H5T_INTEGER) fail(path, ": attribute '", name, "' is not an integer");
+  h5::Id space(H5Aget_space(a.get()), H5Sclose);
+  if (H5Sget_simple_extent_npoints(space.get()) != 1) fail(path, ": attribute '", name, "' is not one integer");
+  int64_t v = 0;
+  if (H5Aread(a.get(), H5T_NATIVE_INT64, &v) < 0) fail(path, ": cannot read attribute '", name, "': ", h5::reason());
+  return v;
+}
+
+}  // namespace
+
+ShardReader::ShardReader(const std::string& path) : path_(path), file_(std::make_unique<File>()) {
+  open(H5P_DEFAULT);
+}
+
+#ifdef BFM_WITH_MPI
+ShardReader::ShardReader(const std::string& path, MPI_Comm comm) : path_(path), file_(std::make_unique<File>()) {
+  h5::Quiet quiet;
+  h5::Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  if (!fapl.ok() || H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL) < 0)
+    fail(path, ": cannot set up MPI-IO: ", h5::reason());
+  open(fapl.get());
+}
+#endif
+
+ShardReader::~ShardReader() = default;
+
+void ShardReader::open(int64_t fapl) {
+  h5::Quiet quiet;
+  std::error_code ec;
+  require(std::filesystem::is_regular_file(path_, ec), path_, ": no such shard file");
+  file_->file = h5::Id(H5Fopen(path_.c_str(), H5F_ACC_RDONLY, fapl), H5Fclose);
+  if (!file_->file.ok()) fail(path_, ": not a readable HDF5 file (truncated or damaged?): ", h5::reason());
+  const hid_t f = file_->file.get();
+
+  const std::string format = string_attribute(f, "format", path_);
+  if (format != kShardFormat)
+    fail(path_, ": not a bfm shard (root attribute 'format' is ",
+         has_attribute(f, "format") ? "'" + format + "'" : std::string("missing"), ", expected '", kShardFormat, "')");
+  const int64_t version = integer_attribute(f, "format_version", path_);
+  if (version != kShardFormatVersion)
+    fail(path_, ": shard format_version ", version, "; this bfm reads format_version ", kShardFormatVersion);
+
+  header_.n_parcels = integer_attribute(f, "n_parcels", path_);
+  require(header_.n_parcels > 0, path_, ": n_parcels is ", header_.n_parcels);
+  header_.atlas = string_attribute(f, "atlas", path_);
+  header_.converter = string_attribute(f, "converter", path_);
+  header_.preprocessing = string_attribute(f, "preprocessing", path_);
+  const Tables t(f, path_);
+  const auto P = static_cast<size_t>(header_.n_parcels);
+  header_.parcel_labels = t.strings("/parcels/labels", P);
+  if (t.has("/parcels/coords")) header_.parcel_coords = t.numbers<float>("/parcels/coords", H5T_NATIVE_FLOAT, P, 3);
+
+  // Row datasets.
+  h5::Id dapl(H5Pcreate(H5P_DATASET_ACCESS), H5Pclose);
+  H5Pset_chunk_cache(dapl.get(), 521, kChunkCacheBytes, 1.0);
+  file_->timeseries = t.open("/runs/timeseries", dapl.get());
+  const auto ts_shape = t.dims(file_->timeseries.get(), "/runs/timeseries");
+  if (ts_shape.size() != 2 || ts_shape[1] != P)
+    fail(path_, ": /runs/timeseries has shape ", Tables::shape_str(ts_shape), ", expected [time points, ", P, "]");
+  n_timepoints_ = static_cast<int64_t>(ts_shape[0]);
+  {
+    h5::Id type(H5Dget_type(file_->timeseries.get()), H5Tclose);
+    const size_t size = H5Tget_size(type.get());
+    if (H5Tget_class(type.get()) != H5T_FLOAT || (size != 2 && size != 4 && size != 8))
+      fail(path_, ": /runs/timeseries is not float16, float32 or float64");
+    h5::Id half = h5::half_type();
+    file_->half = size == 2;
+    if (file_->half && H5Tequal(type.get(), half.get()) <= 0)
+      fail(path_, ": /runs/timeseries has a 2-byte float type that is not IEEE binary16 little-endian");
+    header_.storage = file_->half ? Storage::float16 : Storage::float32;
+  }
+  if (t.has("/runs/stim_embedding")) {
+    file_->stim = t.open("/runs/stim_embedding", dapl.get());
+    const auto s = t.dims(file_->stim.get(), "/runs/stim_embedding");
+    if (s.size() != 2 || s[0] != ts_shape[0])
+      fail(path_, ": /runs/stim_embedding has shape ", Tables::shape_str(s), ", expected [", ts_shape[0], ", S]");
+    header_.stimulus_dim = static_cast<int64_t>(s[1]);
+  }
+  if (t.has("/runs/label")) {
+    file_->label = t.open("/runs/label", dapl.get());
+    const auto s = t.dims(file_->label.get(), "/runs/label");
+    if (s != std::vector<hsize_t>{ts_shape[0]})
+      fail(path_, ": /runs/label has shape ", Tables::shape_str(s), ", expected [", ts_shape[0], "]");
+    header_.labels = true;
+  }
+
+  // Subjects.
+  const size_t n_subjects = t.length("/subjects/id");
+  const auto ids = t.strings("/subjects/id", n_subjects);
+  const auto age = t.numbers<float>("/subjects/age", H5T_NATIVE_FLOAT, n_subjects);
+  const auto sex = t.strings("/subjects/sex", n_subjects);
+  const auto diagnosis = t.strings("/subjects/diagnosis", n_subjects);
+  std::vector<float> scores;
+  if (t.has("/subjects/scores")) {
+    const size_t k = t.length("/subjects/score_names");
+    header_.score_names = t.strings("/subjects/score_names", k);
+    scores = t.numbers<float>("/subjects/scores", H5T_NATIVE_FLOAT, n_subjects, k);
+  }
+  const size_t k = header_.score_names.size();
+  for (size_t i = 0; i < n_subjects; ++i) {
+    Subject s{ids[i], age[i], sex[i], diagnosis[i], {}};
+    if (k) s.scores.assign(scores.begin() + static_cast<std::ptrdiff_t>(i * k),
+                           scores.begin() + static_cast<std::ptrdiff_t>((i + 1) * k));
+    subjects_.push_back(std::move(s));
+  }
+
+  // Runs.
+  const size_t R = t.length("/runs/offset");
+  const auto offset = t.numbers<int64_t>("/runs/offset", H5T_NATIVE_INT64, R);
+  const auto length = t.numbers<int64_t>("/runs/length", H5T_NATIVE_INT64, R);
+  run_subject_ = t.numbers<int32_t>("/runs/subject", H5T_NATIVE_INT32, R);
+  const auto tr = t.numbers<double>("/runs/tr", H5T_NATIVE_DOUBLE, R);
+  const auto session = t.strings("/runs/session", R), study = t.strings("/runs/study", R),
+             task = t.strings("/runs/task", R), site = t.strings("/runs/site", R);
+  const auto source = t.has("/runs/source") ? t.strings("/runs/source", R) : std::vector<std::string>(R);
+  for (size_t r = 0; r < R; ++r) {
+    if (run_subject_[r] < 0 || static_cast<size_t>(run_subject_[r]) >= n_subjects)
+      fail(path_, ": run ", r, ": /runs/subject is ", run_subject_[r], ", outside the ", n_subjects, " subjects");
+    if (offset[r] < 0 || length[r] <= 0 || offset[r] + length[r] > n_timepoints_)
+      fail(path_, ": run ", r, ": rows [", offset[r], ", ", offset[r] + length[r], ") are outside /runs/timeseries (",
+           n_timepoints_, " rows)");
+    runs_.push_back(Run{ids[static_cast<size_t>(run_subject_[r])], session[r], study[r], task[r], site[r], source[r],
+                        tr[r], length[r], offset[r]});
+  }
+}
+
+void ShardReader::check_window(int64_t run, int64_t start, int64_t T) const {
+  require(run >= 0 && run < static_cast<int64_t>(runs_.size()), path_, ": run ", run, " does not exist (",
+          runs_.size(), " runs)");
+  const Run& r = runs_[static_cast<size_t>(run)];
+  require(start >= 0 && T > 0 && start + T <= r.length, path_, ": run ", run, " (subject '", r.subject,
+          "'): window [", start, ", ", start + T, ") is outside its ", r.length, " time points");
+}
+
+namespace {
+
+// Rows [row0, row0 + T) of a row dataset (cols 0 = 1-D) into `out`.
+void read_rows(hid_t d, hid_t memtype, int64_t row0, int64_t T, int64_t cols, void* out, const std::string& path,
+               const char* name, int64_t run, const Run& r) {
+  const int rank = cols > 0 ? 2 : 1;
+  h5::Id fspace(H5Dget_space(d), H5Sclose);
+  const hsize_t start[2] = {static_cast<hsize_t>(row0), 0};
+  const hsize_t count[2] = {static_cast<hsize_t>(T), static_cast<hsize_t>(cols)};
+  h5::Id mspace(H5Screate_simple(rank, count, nullptr), H5Sclose);
+  if (H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr) < 0 ||
+      H5Dread(d, memtype, mspace.get(), fspace.get(), H5P_DEFAULT, out) < 0) {
+    const std::string why = h5::reason();
+    fail(path, ": run ", run, " (subject '", r.subject, "', rows ", row0, "..", row0 + T, " of ", name,
+         "): read failed, the file is corrupt (checksum or decoding error): ", why);
+  }
+}
+
+}  // namespace
+
+void ShardReader::read_window(int64_t run, int64_t start, int64_t T, float* out) const {
+  check_window(run, start, T);
+  h5::Quiet quiet;
+  const Run& r = runs_[static_cast<size_t>(run)];
+  if (file_->half) {
+    std::vector<uint16_t> halves(static_cast<size_t>(T * header_.n_parcels));
+    h5::Id half = h5::half_type();
+    read_rows(file_->timeseries.get(), half.get(), r.offset + start, T, header_.n_parcels, halves.data(), path_,
+              "/runs/timeseries", run, r);
+    for (size_t i = 0; i < halves.size(); ++i) out[i] = half_to_float(halves[i]);
+  } else {
+    read_rows(file_->timeseries.get(), H5T_NATIVE_FLOAT, r.offset + start, T, header_.n_parcels, out, path_,
+              "/runs/timeseries", run, r);
+  }
+}
+
+std::vector<float> ShardReader::read_window(int64_t run, int64_t start, int64_t T) const {
+  check_window(run, start, T);
+  std::vector<float> out(static_cast<size_t>(T * header_.n_parcels));
+  read_window(run, start, T, out.data());
+  return out;
+}
+
+void ShardReader::read_stimulus(int64_t run, int64_t start, int64_t T, float* out) const {
+  check_window(run, start, T);
+  require(file_->stim.ok(), path_, ": no /runs/stim_embedding in this shard");
+  h5::Quiet quiet;
+  const Run& r = runs_[static_cast<size_t>(run)];
+  read_rows(file_->stim.get(), H5T_NATIVE_FLOAT, r.offset + start, T, header_.stimulus_dim, out, path_,
+            "/runs/stim_embedding", run, r);
+}
+
+void ShardReader::read_labels(int64_t run, int64_t start, int64_t T, int32_t* out) const {
+  check_window(run, start, T);
+  require(file_->label.ok(), path_, ": no /runs/label in this shard");
+  h5::Quiet quiet;
+  const Run& r = runs_[static_cast<size_t>(run)];
+  read_rows(file_->label.get(), H5T_NATIVE_INT32, r.offset + start, T, 0, out, path_, "/runs/label", run, r);
+}
+
+}  // namespace bfm::io
+
+#endif  // BFM_WITH_HDF5
