@@ -8,14 +8,8 @@
 
 namespace bfm::io {
 
-SyntheticWindows::SyntheticWindows(const SyntheticWindowsConfig& c) : config_(c) {
-  require(c.n_parcels > 0 && c.window > 1 && c.n_networks > 0 && c.n_categories > 0,
-          "synthetic windows: sizes must be positive");
-  Rng rng = Rng::stream(c.seed, 0xB7A1);
-  const int P = c.n_parcels, K = c.n_networks, C = c.n_categories, S = c.stim_dim;
-
-  // Parcels at random points of a unit ball.
-  std::vector<double> xyz(3 * P);
+std::vector<float> random_network_maps(Rng& rng, int P, int K, std::vector<double>& xyz) {
+  xyz.assign(3 * int64_t(P), 0.0);
   for (int p = 0; p < P; ++p) {
     double v[3], r2;
     do {
@@ -24,11 +18,9 @@ SyntheticWindows::SyntheticWindows(const SyntheticWindowsConfig& c) : config_(c)
     } while (r2 > 1);
     for (int a = 0; a < 3; ++a) xyz[3 * p + a] = v[a];
   }
-  // Each network has a centre; a parcel belongs mostly to its nearest network (as parcels fall into the canonical
-  // resting-state networks) and a little to the others, falling off with distance.
   std::vector<int> centre(K);
   for (int k = 0; k < K; ++k) centre[k] = static_cast<int>(rng.below(P));
-  maps_.assign(int64_t(K) * P, 0.0f);
+  std::vector<float> maps(int64_t(K) * P, 0.0f);
   for (int p = 0; p < P; ++p) {
     int nearest = 0;
     double best = 1e9;
@@ -36,10 +28,27 @@ SyntheticWindows::SyntheticWindows(const SyntheticWindowsConfig& c) : config_(c)
       double d2 = 0;
       for (int a = 0; a < 3; ++a) d2 += std::pow(xyz[3 * p + a] - xyz[3 * centre[k] + a], 2);
       if (d2 < best) best = d2, nearest = k;
-      maps_[int64_t(k) * P + p] = static_cast<float>(0.4 * std::exp(-d2 / (2 * 0.4 * 0.4)));
+      maps[int64_t(k) * P + p] = static_cast<float>(0.4 * std::exp(-d2 / (2 * 0.4 * 0.4)));
     }
-    maps_[int64_t(nearest) * P + p] = static_cast<float>(0.8 + 0.4 * rng.uniform());
+    maps[int64_t(nearest) * P + p] = static_cast<float>(0.8 + 0.4 * rng.uniform());
   }
+  return maps;
+}
+
+double canonical_hrf(double seconds) {
+  const double u = seconds;
+  if (u <= 0) return 0.0;
+  return std::pow(u, 5) * std::exp(-u) / 120.0 - std::pow(u, 15) * std::exp(-u) / (6.0 * 1.307674368e12);
+}
+
+SyntheticWindows::SyntheticWindows(const SyntheticWindowsConfig& c) : config_(c) {
+  require(c.n_parcels > 0 && c.window > 1 && c.n_networks > 0 && c.n_categories > 0,
+          "synthetic windows: sizes must be positive");
+  Rng rng = Rng::stream(c.seed, 0xB7A1);
+  const int P = c.n_parcels, K = c.n_networks, C = c.n_categories, S = c.stim_dim;
+
+  std::vector<double> xyz;
+  maps_ = random_network_maps(rng, P, K, xyz);
   freq_.resize(K);
   for (int k = 0; k < K; ++k) freq_[k] = 0.02 + 0.10 * rng.uniform();
   response_.resize(int64_t(C) * K);
@@ -49,8 +58,7 @@ SyntheticWindows::SyntheticWindows(const SyntheticWindowsConfig& c) : config_(c)
   // Double-gamma HRF (peak about 5 samples, undershoot about 15), one sample per time point.
   hrf_.resize(24);
   for (size_t t = 0; t < hrf_.size(); ++t) {
-    const double u = double(t);
-    hrf_[t] = std::pow(u, 5) * std::exp(-u) / 120.0 - std::pow(u, 15) * std::exp(-u) / (6.0 * 1.307674368e12);
+    hrf_[t] = canonical_hrf(double(t));
   }
 }
 

@@ -19,6 +19,15 @@ class Rng;
 
 namespace bfm::io {
 
+// Shared with io/synthetic_corpus.h (`bfm synth`).
+// P parcels at random points of the unit ball (xyz [P, 3]) and K smooth network maps over them ([K, P]): a parcel
+// belongs mostly to its nearest network centre (as parcels fall into the canonical resting-state networks) and a
+// little to the others, falling off with distance. Draws from rng only.
+std::vector<float> random_network_maps(Rng& rng, int P, int K, std::vector<double>& xyz);
+// The canonical double-gamma haemodynamic response at `seconds` after a unit impulse (peak about 5 s, undershoot
+// about 15 s).
+double canonical_hrf(double seconds);
+
 struct SyntheticWindowsConfig {
   int n_parcels = 64;
   int window = 64;

@@ -16,5 +16,8 @@ Command add_forward_command(CLI::App& app);   // bfm forward: the conformance in
 Command add_pretrain_command(CLI::App& app);  // bfm pretrain: train on synthetic windows, write a checkpoint
 Command add_config_command(CLI::App& app);    // bfm config: print the defaults or a resolved config
 Command add_info_command(CLI::App& app);      // bfm info: version, build options, devices
+Command add_synth_command(CLI::App& app);     // bfm synth: a synthetic multi-study corpus with ground truth
+Command add_convert_command(CLI::App& app);   // bfm convert: BIDS / NIfTI scans + an atlas -> a corpus
+Command add_inspect_command(CLI::App& app);   // bfm inspect: what a corpus holds; --verify reads every chunk
 
 }  // namespace bfm::launch

@@ -9,6 +9,7 @@
 #include "launch/commands.h"
 #include "runtime/blas_core.h"
 #include "runtime/error.h"
+#include "runtime/world.h"
 
 int main(int argc, char** argv) {
   bfm::runtime::select_blas_core(argv);
@@ -21,6 +22,9 @@ int main(int argc, char** argv) {
   commands["pretrain"] = bfm::launch::add_pretrain_command(app);
   commands["config"] = bfm::launch::add_config_command(app);
   commands["info"] = bfm::launch::add_info_command(app);
+  commands["synth"] = bfm::launch::add_synth_command(app);
+  commands["convert"] = bfm::launch::add_convert_command(app);
+  commands["inspect"] = bfm::launch::add_inspect_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -30,9 +34,11 @@ int main(int argc, char** argv) {
     for (const auto* sub : app.get_subcommands()) return commands.at(sub->get_name())();
   } catch (const bfm::Error& e) {
     std::cerr << "bfm: error: " << e.what() << std::endl;
+    bfm::runtime::abort_world(2);
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "bfm: internal error: " << e.what() << std::endl;
+    bfm::runtime::abort_world(3);
     return 3;
   }
   return 0;

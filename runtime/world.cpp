@@ -1,0 +1,49 @@
+#include "runtime/world.h"
+
+#include <cstdlib>
+
+#include "runtime/error.h"
+
+namespace bfm::runtime {
+
+namespace {
+World the_world;
+bool started = false;
+
+#ifdef BFM_WITH_MPI
+void finalize_at_exit() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+#endif
+}  // namespace
+
+const World& world() {
+  if (started) return the_world;
+  started = true;
+#ifdef BFM_WITH_MPI
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) {
+    int provided = 0;
+    require(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided) == MPI_SUCCESS,
+            "MPI_Init_thread failed");
+    std::atexit(finalize_at_exit);
+  }
+  MPI_Comm_rank(MPI_COMM_WORLD, &the_world.rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &the_world.size);
+#endif
+  return the_world;
+}
+
+bool world_started() { return started; }
+
+void abort_world(int exit_code) {
+#ifdef BFM_WITH_MPI
+  if (started && the_world.size > 1) MPI_Abort(MPI_COMM_WORLD, exit_code);
+#endif
+  (void)exit_code;
+}
+
+}  // namespace bfm::runtime

@@ -1,0 +1,30 @@
+// The set of processes a command runs on: the MPI world under mpirun or srun, a world of one otherwise (a build
+// without MPI, or a plain `bfm ...` that Open MPI starts as a singleton). MPI starts on first use, so commands that
+// never need it (init, forward, config, info) never pay for it, and it is finalised at exit.
+#pragma once
+
+#ifdef BFM_WITH_MPI
+#include <mpi.h>
+#endif
+
+namespace bfm::runtime {
+
+struct World {
+  int rank = 0;
+  int size = 1;
+#ifdef BFM_WITH_MPI
+  MPI_Comm comm = MPI_COMM_WORLD;
+#endif
+};
+
+// Starts MPI (MPI_THREAD_FUNNELED) on the first call.
+const World& world();
+
+// Whether world() has been called (and so MPI, where built, is running).
+bool world_started();
+
+// After an error on one rank: ends every rank of a world larger than one (MPI_Abort), so that none waits forever
+// in a collective. Returns only in a world of one.
+void abort_world(int exit_code);
+
+}  // namespace bfm::runtime

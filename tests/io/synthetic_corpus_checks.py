@@ -1,0 +1,148 @@
+# Independent checks of a `bfm synth` corpus with h5py and numpy (Debian's /usr/bin/python3).
+#   synthetic_corpus_checks.py CHECK CORPUS [OTHER_CORPUS]
+# Prints "ok" and exits 0 when the check holds; raises (exit 1) with the reason otherwise.
+import glob, json, os, sys
+
+import h5py
+import numpy as np
+
+check, corpus = sys.argv[1], sys.argv[2]
+expected_tr = [0.8, 1.5, 2.0]
+
+
+def shards(d):
+    return sorted(glob.glob(os.path.join(d, "shard-*.h5")))
+
+
+def s(x):
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def runs(d):
+    # Yields (study, task, tr, subject_id, diagnosis, x [T, P] float64, stim [T, S], label [T]) per run.
+    for path in shards(d):
+        with h5py.File(path, "r") as f:
+            ts, off, ln = f["runs/timeseries"], f["runs/offset"][:], f["runs/length"][:]
+            ids = [s(v) for v in f["subjects/id"][:]]
+            dx = [s(v) for v in f["subjects/diagnosis"][:]]
+            for r in range(len(off)):
+                o, n = off[r], ln[r]
+                subj = f["runs/subject"][r]
+                yield (s(f["runs/study"][r]), s(f["runs/task"][r]), float(f["runs/tr"][r]), ids[subj], dx[subj],
+                       ts[o:o + n].astype(np.float64), f["runs/stim_embedding"][o:o + n], f["runs/label"][o:o + n])
+
+
+if check == "zscore":
+    count = 0
+    for study, task, tr, sid, dx, x, stim, label in runs(corpus):
+        assert np.allclose(x.mean(0), 0, atol=1e-3), (sid, task, np.abs(x.mean(0)).max())
+        assert np.allclose(x.std(0), 1, atol=1e-3), (sid, task, x.std(0))
+        count += 1
+    assert count > 0
+
+elif check == "studies":
+    gt = json.load(open(os.path.join(corpus, "ground_truth.json")))
+    seen = {}
+    for study, task, tr, sid, dx, x, stim, label in runs(corpus):
+        k = int(study.replace("study", "")) - 1
+        assert abs(tr - expected_tr[k % 3]) < 1e-9, (study, tr)
+        assert sid.startswith(study + "/"), (sid, study)
+        # 2 minutes per subject: the rest and task runs add up to 120 s at the study's TR.
+        seen.setdefault(sid, 0)
+        seen[sid] += len(x) * tr
+        if task == "rest":
+            assert np.all(label == -1) and np.all(stim == 0), (sid, "rest run has stimuli")
+        else:
+            assert task == "emovideo" and k % 3 != 2, (sid, task)
+            shown = label >= 0
+            assert 0.3 < shown.mean() < 0.9, (sid, shown.mean())
+            assert np.all(label < 27)
+            assert np.all(np.abs(stim[shown]).sum(1) > 0) and np.all(stim[~shown] == 0)
+            # Time points of one label run share one clip's embedding; that clip is of the label's category.
+            emb = h5py.File(os.path.join(corpus, "ground_truth.h5"))["clips/embedding"][:]
+            cat = h5py.File(os.path.join(corpus, "ground_truth.h5"))["clips/category"][:]
+            for t in np.nonzero(shown)[0]:
+                clip = np.nonzero(np.all(np.abs(emb - stim[t]) < 1e-6, axis=1))[0]
+                assert len(clip) == 1 and cat[clip[0]] == label[t], (sid, t)
+    assert len(seen) == gt["n_subjects"], (len(seen), gt["n_subjects"])
+    for sid, secs in seen.items():
+        assert abs(secs - 120) < 2.1, (sid, secs)
+
+elif check == "splits":
+    m = json.load(open(os.path.join(corpus, "manifest.json")))
+    sp = m["split"]
+    sets = [set(sp[k]) for k in ("train", "validation", "test")]
+    assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
+    ids = set()
+    for path in shards(corpus):
+        with h5py.File(path, "r") as f:
+            ids |= {s(v) for v in f["subjects/id"][:]}
+    assert sets[0] | sets[1] | sets[2] == ids, "split does not cover the subjects"
+    assert m["n_subjects"] == len(ids) == len(json.load(open(os.path.join(corpus, "ground_truth.json")))["subjects"])
+    assert m["n_shards"] == len(shards(corpus))
+
+elif check == "ground_truth":
+    gt = json.load(open(os.path.join(corpus, "ground_truth.json")))
+    n, P, K, C, N, S = (gt[k] for k in ("n_subjects", "n_parcels", "n_networks", "n_categories", "n_clips", "stim_dim"))
+    with h5py.File(os.path.join(corpus, "ground_truth.h5"), "r") as g:
+        shapes = {"parcels/coords": (P, 3), "networks/maps": (K, P), "networks/group_coupling": (K, K),
+                  "subjects/coupling": (n, K, K), "subjects/coupling_deviation": (n, K, K), "subjects/age": (n,),
+                  "subjects/patient": (n,), "categories/response": (C, K), "clips/embedding": (N, S),
+                  "clips/category": (N,), "studies/tr": (len(gt["studies"]),), "effects/diagnosis": (K, K)}
+        for name, shape in shapes.items():
+            assert g[name].shape == shape, (name, g[name].shape, shape)
+        assert np.allclose(g["studies/tr"][:], [expected_tr[i % 3] for i in range(len(gt["studies"]))])
+        # coupling = I + group + deviation + sum of trait effects (the documented model), recomputed here.
+        M = g["subjects/coupling"][:]
+        base = np.eye(K) + g["networks/group_coupling"][:] + g["subjects/coupling_deviation"][:]
+        code = {"diagnosis": g["subjects/patient"][:], "age": (g["subjects/age"][:] - 45) / 15,
+                "sex": g["subjects/sex_female"][:] - 0.5, "score": g["subjects/score"][:]}
+        for e in gt["trait_effects"]:
+            base = base + code[e["trait"]][:, None, None] * g["effects/" + e["trait"]][:][None]
+        assert np.allclose(M, base, atol=1e-5)
+        with h5py.File(shards(corpus)[0], "r") as f:
+            assert np.allclose(f["parcels/coords"][:], g["parcels/coords"][:])
+            sub = [s(v) for v in f["subjects/diagnosis"][:]]
+            assert sub == ["patient" if v else "control" for v in g["subjects/patient"][:len(sub)]]
+
+elif check == "same":
+    other = sys.argv[3]
+    a, b = shards(corpus), shards(other)
+    assert [os.path.basename(p) for p in a] == [os.path.basename(p) for p in b] and a
+    for pa, pb in zip(a, b):
+        with h5py.File(pa, "r") as fa, h5py.File(pb, "r") as fb:
+            for name in ("runs/timeseries", "runs/stim_embedding", "runs/label", "runs/length", "subjects/id"):
+                x, y = fa[name][:], fb[name][:]
+                assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes(), (pa, name)
+    ma = json.load(open(os.path.join(corpus, "manifest.json")))
+    mb = json.load(open(os.path.join(other, "manifest.json")))
+    assert ma == mb
+
+elif check == "float16":
+    for path in shards(corpus):
+        with h5py.File(path, "r") as f:
+            assert f["runs/timeseries"].dtype == np.float16, f["runs/timeseries"].dtype
+
+elif check == "diagnosis":
+    # Correlation of the mean signals of the parcels that belong to networks a and b (the diagnosis effect's pair),
+    # per subject over its rest run: patients (effect > 0) must show a higher correlation than controls.
+    gt = json.load(open(os.path.join(corpus, "ground_truth.json")))
+    e = [e for e in gt["trait_effects"] if e["trait"] == "diagnosis"][0]
+    a, b = e["networks"]
+    maps = h5py.File(os.path.join(corpus, "ground_truth.h5"))["networks/maps"][:]
+    owner = maps.argmax(0)
+    pa, pb = owner == a, owner == b
+    assert pa.any() and pb.any()
+    r = {"patient": [], "control": []}
+    for study, task, tr, sid, dx, x, stim, label in runs(corpus):
+        if task == "rest":
+            r[dx].append(np.corrcoef(x[:, pa].mean(1), x[:, pb].mean(1))[0, 1])
+    p, c = np.array(r["patient"]), np.array(r["control"])
+    assert len(p) >= 5 and len(c) >= 5, (len(p), len(c))
+    t = (p.mean() - c.mean()) / np.sqrt(p.var(ddof=1) / len(p) + c.var(ddof=1) / len(c))
+    print("patients r=%.3f (n=%d), controls r=%.3f (n=%d), t=%.2f" % (p.mean(), len(p), c.mean(), len(c), t))
+    assert e["effect"] > 0 and t > 3, t
+
+else:
+    raise SystemExit("unknown check " + check)
+print("ok")
