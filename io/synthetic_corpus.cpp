@@ -119,8 +119,9 @@ SyntheticSubject SyntheticCorpus::subject(int64_t index) const {
   std::snprintf(id, sizeof id, "%s/sub-%06lld", studies_[s.study].name.c_str(), static_cast<long long>(index));
   s.id = id;
   s.age = static_cast<float>(18 + 62 * rng.uniform());
-  s.sex = rng.uniform() < 0.5 ? "F" : "M";
-  s.diagnosis = rng.uniform() < 0.3 ? "patient" : "control";
+  // Built as std::string first: assigning the ternary's const char* trips a GCC 12 -Wrestrict false positive.
+  s.sex = std::string(rng.uniform() < 0.5 ? "F" : "M");
+  s.diagnosis = std::string(rng.uniform() < 0.3 ? "patient" : "control");
   s.score = static_cast<float>(rng.normal());
   s.coupling_deviation.assign(int64_t(K) * K, 0.0f);
   for (int a = 0; a < K; ++a)
