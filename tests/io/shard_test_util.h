@@ -2,6 +2,8 @@
 // as the independent reader and writer.
 #pragma once
 
+#include "tests/common/test_files.h"
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,26 +16,6 @@
 #include <vector>
 
 namespace bfm::test {
-
-inline std::filesystem::path make_temp_dir(const std::string& name) {
-  auto dir = std::filesystem::path("/tmp") /
-             ("bfm-test-" + name + "-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}()));
-  std::filesystem::create_directories(dir);
-  return dir;
-}
-
-// Runs `code` with /usr/bin/python3 and `args`; returns the exit code, output in `output`.
-inline int run_python(const std::filesystem::path& dir, const std::string& code, const std::string& args,
-                      std::string& output) {
-  const std::string script = (dir / "snippet.py").string(), out = (dir / "snippet.out").string();
-  std::ofstream(script) << code;
-  const int rc = std::system(("/usr/bin/python3 " + script + " " + args + " > " + out + " 2>&1").c_str());
-  std::ifstream in(out);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  output = ss.str();
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
 
 template <class T>
 void write_raw(const std::filesystem::path& path, const std::vector<T>& v) {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "runtime/error.h"
+#include "tests/common/test_files.h"
 
 namespace {
 
@@ -30,23 +31,14 @@ class H5Arrays : public ::testing::Test {
  protected:
   void SetUp() override {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::path("/tmp") / ("bfm-test-" + std::string(info->test_suite_name()) + "-" + info->name() + "-" +
-                               std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}()));
-    fs::create_directories(dir_);
+    dir_ = bfm::test::make_temp_dir(std::string(info->test_suite_name()) + "-" + info->name());
   }
   void TearDown() override { fs::remove_all(dir_); }
   std::string file(const std::string& name) const { return (dir_ / name).string(); }
 
   // Runs a Python snippet with Debian's python3 (which has h5py and numpy); returns its exit code.
   int python(const std::string& code, const std::string& args, std::string& output) const {
-    const std::string script = file("snippet.py"), out = file("snippet.out");
-    std::ofstream(script) << code;
-    const int rc = std::system(("/usr/bin/python3 " + script + " " + args + " > " + out + " 2>&1").c_str());
-    std::ifstream in(out);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    output = ss.str();
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    return bfm::test::run_python(dir_, code, args, output);
   }
 
   // A file written by h5py with every kind of dataset the reader meets.

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "runtime/error.h"
+#include "tests/common/test_files.h"
 
 namespace {
 
@@ -40,9 +41,7 @@ struct Reference {
 class Parcellate : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new fs::path(fs::path("/tmp") / ("bfm-test-parcellate-" + std::to_string(::getpid()) + "-" +
-                                            std::to_string(std::random_device{}())));
-    fs::create_directories(*dir_);
+    dir_ = new fs::path(bfm::test::make_temp_dir("parcellate"));
     const std::string log = (*dir_ / "fixtures.log").string();
     const std::string command = "/usr/bin/python3 " BFM_PARCELLATE_FIXTURES " " + dir_->string() + " > " + log + " 2>&1";
     const int rc = std::system(command.c_str());

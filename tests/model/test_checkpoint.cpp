@@ -11,6 +11,7 @@
 #include "model/checkpoint.h"
 #include "runtime/error.h"
 #include "runtime/safetensors.h"
+#include "tests/common/test_files.h"
 
 namespace {
 
@@ -30,9 +31,7 @@ ModelConfig config(bool contrastive = true) {
 class CheckpointTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("bfm-ckpt-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}()));
-    fs::create_directories(dir_);
+    dir_ = bfm::test::make_temp_dir("checkpoint");
   }
   void TearDown() override { fs::remove_all(dir_); }
 
