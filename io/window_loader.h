@@ -1,0 +1,107 @@
+// The prefetching window loader: the training loop's source of batches. It turns the sampler's windows into one
+// contiguous float32 buffer per batch, read by ONE background thread that runs ahead of compute by as many batches as
+// fit in a memory budget the user sets.
+//
+// One thread, because Debian's HDF5 is not thread-safe: the thread opens the shards itself, makes every HDF5 call,
+// and closes them. Several loaders (training and validation) may live together: their threads take turns through one
+// process-wide lock, a batch at a time. Code outside the loaders must make no HDF5 call while one lives.
+// The thread reads batch after batch into a bounded queue (mutex + condition variables) and waits while the queue
+// holds `depth()` batches; an error on the thread (a corrupt chunk...) is queued after the good batches and
+// re-thrown by next() on the caller's thread, naming the file and run. The destructor stops and joins the thread,
+// whatever the queue holds.
+//
+// The sampler runs on the thread, ahead of the caller; state() is its state after the batches the caller has taken
+// with next() (not the prefetched ones), which is what a checkpoint must save.
+#pragma once
+
+#ifdef BFM_WITH_HDF5
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "io/corpus.h"
+#include "io/window_sampler.h"
+
+namespace bfm::io {
+
+struct LoaderOptions {
+  int64_t window = 0;               // T, time points per window (the sampler's window length)
+  int64_t memory_budget_bytes = 0;  // for prefetched batches: depth = budget / batch bytes, clamped to [1, kMaxDepth]
+};
+
+// One local batch of B windows. Rows of the corpus' shards without stimulus embeddings (labels) hold 0 (-1).
+struct WindowBatch {
+  std::vector<float> timeseries;  // [B, T, P]
+  std::vector<float> stimulus;    // [B, S] /runs/stim_embedding averaged over the window; empty when S = 0
+  std::vector<int32_t> label;     // [B] most frequent /runs/label >= 0 in the window (ties: the smallest), -1 if none;
+                                  // empty when no shard has labels
+  std::vector<Window> windows;    // [B] (global run, start) of each row, runs numbered as in io::Corpus
+  SamplerState state_after;       // the sampler's state once this batch is taken
+};
+
+class WindowLoader {
+ public:
+  static constexpr int64_t kMaxDepth = 8;
+
+  // shard_paths: the corpus' shard files in corpus order (the sampler's runs are theirs, numbered shard 0's runs
+  // first, as io::Corpus does). Opens them on the loader's thread and starts reading; throws bfm::Error (naming the
+  // file) when a shard cannot be opened, parcels differ between shards, or the options are invalid.
+  WindowLoader(std::vector<std::string> shard_paths, WindowSampler sampler, const LoaderOptions& options);
+  // The same shards as `corpus` (only their paths are taken: no HDF5 call on this thread).
+  WindowLoader(const Corpus& corpus, WindowSampler sampler, const LoaderOptions& options);
+  ~WindowLoader();
+  WindowLoader(const WindowLoader&) = delete;
+  WindowLoader& operator=(const WindowLoader&) = delete;
+
+  // The next local batch; blocks until the thread has read it. Re-throws the thread's error (bfm::Error naming the
+  // shard file, the run and the window); after an error every call throws it again.
+  WindowBatch next();
+  // Hands a taken batch's buffers back for the thread to fill again (saves allocating and zeroing B*T*P floats per
+  // batch). Optional; kept only while queued + being read + spare batches stay within depth().
+  void recycle(WindowBatch&& used);
+
+  int64_t batch_size() const { return batch_; }
+  int64_t window() const { return window_; }
+  int64_t n_parcels() const { return parcels_; }
+  int64_t stimulus_dim() const { return stimulus_dim_; }
+  bool labels() const { return labels_; }
+  int64_t batch_bytes() const;  // bytes of one WindowBatch's buffers
+  int64_t depth() const { return depth_; }  // batches read ahead at most (queued + being read)
+
+  SamplerState state() const;          // after the batches taken by next()
+  double data_wait_seconds() const;    // total time next() has blocked, waiting for the thread
+  double last_wait_seconds() const;    // how long the last next() blocked
+  int64_t batches_read() const;        // batches the thread has finished reading (taken or queued)
+
+ private:
+  void run_thread();  // the loader's thread: opens the shards, then reads until stopped or failed
+  void read_batch(const std::vector<ShardReader*>& shards, const std::vector<int64_t>& first_run, WindowBatch& b);
+
+  std::vector<std::string> paths_;
+  WindowSampler sampler_;  // used by the thread only, after the constructor has returned
+  int64_t window_ = 0, batch_ = 0, parcels_ = 0, stimulus_dim_ = 0, depth_ = 1;
+  bool labels_ = false;
+  int64_t memory_budget_ = 0;
+
+  mutable std::mutex mutex_;
+  std::condition_variable ready_;  // the thread has queued a batch, failed, or finished opening
+  std::condition_variable space_;  // the caller took a batch, or the loader is stopping
+  std::deque<WindowBatch> queue_;
+  std::vector<WindowBatch> spare_;  // recycled buffers
+  std::exception_ptr error_;       // the thread's error, re-thrown by next() once the queue is drained
+  bool opened_ = false, open_failed_ = false, stopping_ = false;
+  int64_t read_ = 0;
+  SamplerState consumed_;
+  double wait_total_ = 0, wait_last_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace bfm::io
+
+#endif  // BFM_WITH_HDF5

@@ -1,0 +1,259 @@
+// io::WindowLoader against independent paths: every batch equals the sampler's windows read one by one with
+// ShardReader and the closed-form values the test wrote (x = 1000 run + t + p / 8); the memory budget bounds how far
+// the thread reads ahead; state() follows the batches taken, not the prefetched ones; a corrupted chunk (located with
+// h5py) surfaces from next() naming the file; the destructor returns with a full queue.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "io/corpus.h"
+#include "io/shard_writer.h"
+#include "io/window_loader.h"
+#include "runtime/error.h"
+#include "tests/io/shard_test_util.h"
+
+namespace bfm::io {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+constexpr int64_t P = 5, S = 3;
+
+// g: the run's global number (shard 0's runs first).
+float value(int64_t g, int64_t t, int64_t p) {
+  return static_cast<float>(1000 * g + t) + 0.125f * static_cast<float>(p);
+}
+float stim_value(int64_t g, int64_t t, int64_t k) {
+  return static_cast<float>(g) + 0.25f * static_cast<float>(t % 8) - static_cast<float>(k);
+}
+int32_t label_value(int64_t g, int64_t t) { return t % 7 < 3 ? -1 : static_cast<int32_t>((g + t / 7) % 4); }
+
+// Shard 0: runs of 40 and 23 time points with stimulus embeddings and labels; shard 1: runs of 31, 50, 12 (or
+// `long_run` time points for its second run) without them.
+std::vector<int64_t> write_corpus(const fs::path& dir, int64_t long_run = 50) {
+  const std::vector<std::vector<int64_t>> lengths = {{40, 23}, {31, long_run, 12}};
+  std::vector<int64_t> all;
+  int64_t g = 0;
+  for (size_t s = 0; s < lengths.size(); ++s) {
+    ShardHeader h;
+    h.n_parcels = P;
+    h.atlas = "toy";
+    h.stimulus_dim = s == 0 ? S : 0;
+    h.labels = s == 0;
+    ShardWriter w((dir / shard_file_name(static_cast<int64_t>(s))).string(), h);
+    for (int64_t n : lengths[s]) {
+      std::vector<float> x(static_cast<size_t>(n * P)), e(static_cast<size_t>(n * S));
+      std::vector<int32_t> l(static_cast<size_t>(n));
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t p = 0; p < P; ++p) x[static_cast<size_t>(t * P + p)] = value(g, t, p);
+        for (int64_t k = 0; k < S; ++k) e[static_cast<size_t>(t * S + k)] = stim_value(g, t, k);
+        l[static_cast<size_t>(t)] = label_value(g, t);
+      }
+      RunView v;
+      v.meta.subject = "studyX/sub-" + std::to_string(g);
+      v.meta.tr = 2.0;
+      v.meta.length = n;
+      v.timeseries = x.data();
+      if (s == 0) {
+        v.stim_embedding = e.data();
+        v.labels = l.data();
+      }
+      w.add_run(v);
+      all.push_back(n);
+      ++g;
+    }
+    w.commit();
+  }
+  return all;
+}
+
+class WindowLoaderTest : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = test::make_temp_dir(::testing::UnitTest::GetInstance()->current_test_info()->name()); }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::vector<std::string> paths() const {
+    return {(dir_ / shard_file_name(0)).string(), (dir_ / shard_file_name(1)).string()};
+  }
+  // Waits (at most 10 s) until the loader's thread has read `n` batches.
+  static bool wait_read(const WindowLoader& loader, int64_t n) {
+    for (int i = 0; i < 1000 && loader.batches_read() < n; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return loader.batches_read() == n;
+  }
+  fs::path dir_;
+};
+
+TEST_F(WindowLoaderTest, BatchesEqualTheSamplersWindowsReadWithShardReaderAndTheFormula) {
+  const auto lengths = write_corpus(dir_);
+  const int64_t T = 8;
+  const SamplerOptions opt{T, 1, false, 4, 3};
+  WindowSampler reference(lengths, opt, 1, 2);  // rank 1 of 2: local batch 2
+  Corpus corpus(dir_.string(), {shard_file_name(0), shard_file_name(1)});
+  const int64_t batches = reference.batches_per_epoch() + 5;  // into the second epoch
+  std::vector<std::vector<Window>> want_windows;
+  std::vector<std::vector<float>> want_rows;  // read here, before the loader's thread exists (one HDF5 user at a time)
+  for (int64_t k = 0; k < batches; ++k) {
+    want_windows.push_back(reference.next_batch());
+    std::vector<float> rows;
+    for (const Window& w : want_windows.back()) {
+      const auto [s, r] = corpus.locate(w.run);
+      const auto x = corpus.shard(s).read_window(r, w.start, T);
+      rows.insert(rows.end(), x.begin(), x.end());
+    }
+    want_rows.push_back(rows);
+  }
+  WindowLoader loader(corpus, WindowSampler(lengths, opt, 1, 2), LoaderOptions{T, 1 << 20});
+  EXPECT_EQ(loader.batch_size(), 2);
+  EXPECT_EQ(loader.n_parcels(), P);
+  EXPECT_EQ(loader.stimulus_dim(), S);
+  EXPECT_TRUE(loader.labels());
+  for (int64_t k = 0; k < batches; ++k) {
+    WindowBatch b = loader.next();
+    ASSERT_EQ(b.windows, want_windows[static_cast<size_t>(k)]) << "batch " << k;
+    ASSERT_EQ(b.timeseries.size(), static_cast<size_t>(2 * T * P));
+    ASSERT_EQ(b.timeseries, want_rows[static_cast<size_t>(k)]) << "batch " << k;
+    for (size_t i = 0; i < b.windows.size(); ++i) {
+      const Window w = b.windows[i];
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t p = 0; p < P; ++p)
+          ASSERT_EQ(b.timeseries[static_cast<size_t>((static_cast<int64_t>(i) * T + t) * P + p)],
+                    value(w.run, w.start + t, p));
+      const bool tagged = w.run < 2;  // shard 0's runs have embeddings and labels
+      std::map<int32_t, int> count;
+      for (int64_t t = 0; t < T; ++t) ++count[label_value(w.run, w.start + t)];
+      int32_t majority = -1;
+      int best = 0;
+      for (auto [l, c] : count)
+        if (l >= 0 && c > best) majority = l, best = c;
+      EXPECT_EQ(b.label[i], tagged ? majority : -1) << "batch " << k << " row " << i;
+      for (int64_t kk = 0; kk < S; ++kk) {
+        double mean = 0;
+        for (int64_t t = 0; t < T; ++t) mean += stim_value(w.run, w.start + t, kk) / static_cast<double>(T);
+        EXPECT_NEAR(b.stimulus[i * S + static_cast<size_t>(kk)], tagged ? mean : 0.0, 1e-5);
+      }
+    }
+    if (k % 2) loader.recycle(std::move(b));  // refilled buffers must hold the new values only
+  }
+  EXPECT_GE(loader.data_wait_seconds(), loader.last_wait_seconds());
+  EXPECT_GE(loader.last_wait_seconds(), 0.0);
+}
+
+TEST_F(WindowLoaderTest, MemoryBudgetBoundsTheReadAhead) {
+  const auto lengths = write_corpus(dir_);
+  const SamplerOptions opt{8, 1, false, 4, 3};
+  int64_t bytes = 0;
+  {
+    WindowLoader one(paths(), WindowSampler(lengths, opt), LoaderOptions{8, 1});  // under one batch: depth 1
+    EXPECT_EQ(one.depth(), 1);
+    bytes = one.batch_bytes();
+    EXPECT_EQ(bytes, 4 * (8 * P + S) * 4 + 4 * 4 + 4 * static_cast<int64_t>(sizeof(Window)));
+    EXPECT_TRUE(wait_read(one, 1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_EQ(one.batches_read(), 1);
+  }
+  {
+    WindowLoader big(paths(), WindowSampler(lengths, opt), LoaderOptions{8, 1000 * bytes});
+    EXPECT_EQ(big.depth(), WindowLoader::kMaxDepth);
+  }
+  WindowLoader three(paths(), WindowSampler(lengths, opt), LoaderOptions{8, 4 * bytes - 1});
+  EXPECT_EQ(three.depth(), 3);
+  EXPECT_TRUE(wait_read(three, 3));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(three.batches_read(), 3);  // stopped: the queue is full
+  three.next();
+  EXPECT_TRUE(wait_read(three, 4));  // one taken, one more read
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(three.batches_read(), 4);
+}
+
+TEST_F(WindowLoaderTest, StateIsAfterTheBatchesTakenNotThePrefetchedOnes) {
+  const auto lengths = write_corpus(dir_);
+  const SamplerOptions opt{8, 1, true, 4, 11};
+  WindowSampler reference(lengths, opt);
+  WindowLoader loader(paths(), WindowSampler(lengths, opt), LoaderOptions{8, 1 << 20});
+  EXPECT_EQ(loader.state(), reference.state());
+  const int64_t taken = reference.batches_per_epoch() + 2;  // the state crosses an epoch
+  for (int64_t k = 0; k < taken; ++k) {
+    loader.next();
+    reference.next_batch();
+  }
+  EXPECT_TRUE(wait_read(loader, taken + loader.depth()));
+  EXPECT_EQ(loader.state(), reference.state());
+  EXPECT_EQ(loader.state(), (SamplerState{1, 2}));
+  // Resuming from the saved state gives the batch the first loader would have given next.
+  WindowSampler restored(lengths, opt);
+  restored.restore(loader.state());
+  const WindowBatch expected = loader.next();
+  // Beside `loader`, whose thread goes on reading: the two threads take turns on HDF5.
+  WindowLoader resumed(paths(), std::move(restored), LoaderOptions{8, 1 << 20});
+  const WindowBatch got = resumed.next();
+  EXPECT_EQ(got.windows, expected.windows);
+  EXPECT_EQ(got.timeseries, expected.timeseries);
+}
+
+TEST_F(WindowLoaderTest, CorruptChunkSurfacesFromNextNamingTheFile) {
+  const auto lengths = write_corpus(dir_, 600);  // shard 1 run 1 (corpus run 3) spans chunks 0..2 of its shard
+  const std::string path = paths()[1];
+  std::string out;
+  ASSERT_EQ(test::run_python(dir_,
+                             "import sys, h5py\n"
+                             "with h5py.File(sys.argv[1], 'r') as f:\n"
+                             "    print(f['runs/timeseries'].id.get_chunk_info_by_coord((256, 0)).byte_offset + 100)\n",
+                             path, out),
+            0)
+      << out;
+  const long offset = std::stol(out);
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(offset);
+    char c;
+    f.get(c);
+    f.seekp(offset);
+    f.put(static_cast<char>(c ^ 0x5a));
+  }
+  const SamplerOptions opt{16, 1, false, 4, 5};
+  WindowSampler sampler(lengths, opt);
+  const int64_t batches = sampler.batches_per_epoch();  // an epoch visits every window, the damaged ones included
+  WindowLoader loader(paths(), std::move(sampler), LoaderOptions{16, 1 << 20});
+  int64_t good = 0;
+  std::string message;
+  try {
+    for (; good < batches; ++good) loader.next();
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  EXPECT_LT(good, batches);
+  EXPECT_THAT(message, AllOf(HasSubstr(path), HasSubstr("run 1"), HasSubstr("corrupt"), HasSubstr("corpus run 3")));
+  EXPECT_THROW(loader.next(), Error);  // and again
+}
+
+TEST_F(WindowLoaderTest, MissingShardIsNamedByTheConstructor) {
+  const auto lengths = write_corpus(dir_);
+  auto files = paths();
+  files[1] = (dir_ / "absent.h5").string();
+  const SamplerOptions opt{8, 1, false, 4, 0};
+  EXPECT_THAT([&] { WindowLoader l(files, WindowSampler(lengths, opt), LoaderOptions{8, 1}); },
+              ::testing::ThrowsMessage<Error>(HasSubstr("absent.h5")));
+}
+
+TEST_F(WindowLoaderTest, DestructorReturnsWithAFullQueueOrMidRead) {
+  const auto lengths = write_corpus(dir_);
+  const SamplerOptions opt{8, 1, false, 4, 3};
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    WindowLoader full(paths(), WindowSampler(lengths, opt), LoaderOptions{8, 1 << 30});
+    EXPECT_TRUE(wait_read(full, WindowLoader::kMaxDepth));
+  }
+  { WindowLoader fresh(paths(), WindowSampler(lengths, opt), LoaderOptions{8, 1 << 30}); }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+}
+
+}  // namespace
+}  // namespace bfm::io
