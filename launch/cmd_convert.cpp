@@ -214,6 +214,34 @@ std::vector<Scan> find_bids_scans(const fs::path& root, const std::string& study
   return scans;
 }
 
+// Parcel names from a label list beside the atlas, as atlases ship them (mricron's aal.nii.txt, FSL-style lists):
+// one "index name ..." line per label, looked for as ATLAS.txt, ATLAS-without-.gz.txt and ATLAS-without-.nii.gz.txt.
+// Labels without a line (or no list at all) are named "label-<index>".
+std::map<int64_t, std::string> atlas_label_names(const std::string& atlas, std::string& source) {
+  std::string stem = atlas;
+  std::vector<std::string> candidates{atlas + ".txt"};
+  for (const char* ext : {".gz", ".nii"})
+    if (stem.size() > std::strlen(ext) && stem.compare(stem.size() - std::strlen(ext), std::string::npos, ext) == 0) {
+      stem.resize(stem.size() - std::strlen(ext));
+      candidates.push_back(stem + ".txt");
+    }
+  std::map<int64_t, std::string> names;
+  for (const auto& path : candidates) {
+    std::ifstream in(path);
+    if (!in) continue;
+    std::string line;
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      int64_t index = 0;
+      std::string name;
+      if (fields >> index >> name) names.emplace(index, name);
+    }
+    source = path;
+    break;
+  }
+  return names;
+}
+
 std::string preprocessing_text(const ConvertOptions& o) {
   std::ostringstream os;
   os << "parcel means of the scan's voxels (nearest atlas voxel through both affines), non-finite values left out; "
@@ -228,6 +256,11 @@ int convert(const ConvertOptions& o) {
   require(!o.bids.empty() != !o.scans.empty(), "bfm convert: give either --bids DIR or scan files, not both");
   require(o.subjects_per_shard > 0, "--subjects-per-shard must be > 0");
   require(fs::is_regular_file(o.atlas), o.atlas, ": no such atlas file");
+  std::string label_list;
+  const std::map<int64_t, std::string> label_names = atlas_label_names(o.atlas, label_list);
+  if (w.rank == 0 && !label_list.empty())
+    runtime::log_line("convert: parcel names from " + label_list + " (" + std::to_string(label_names.size()) +
+                      " labels)");
   io::ParcellateOptions popt;
   popt.preprocess.detrend = !o.no_detrend;
   popt.preprocess.target_tr = o.target_tr;
@@ -316,7 +349,11 @@ int convert(const ConvertOptions& o) {
         if (!writer) {
           header.n_parcels = P;
           header.parcel_labels.clear();
-          for (int64_t label : x.labels) header.parcel_labels.push_back("label-" + std::to_string(label));
+          for (int64_t label : x.labels) {
+            const auto named = label_names.find(label);
+            header.parcel_labels.push_back(named != label_names.end() ? named->second
+                                                                      : "label-" + std::to_string(label));
+          }
           writer = std::make_unique<io::ShardWriter>(path, header);
         }
         require(P == header.n_parcels, scan->path, ": ", P, " parcels, but other runs have ", header.n_parcels);

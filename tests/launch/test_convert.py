@@ -146,6 +146,21 @@ def main():
     assert not [f for f in os.listdir(out1) if f.endswith(".tmp")]
     print("convert (1 rank): values, metadata, manifest ok")
 
+    # 1b. parcel names from a label list beside the atlas ("index name" lines, as mricron's aal.nii.txt)
+    named = os.path.join(work, "named_atlas.nii.gz")
+    shutil.copy(atlas, named)
+    with open(os.path.join(work, "named_atlas.nii.txt"), "w") as f:
+        f.write("3 Precentral_L 2001\n4 Unused_label 2002\n\n9 Cuneus_L 5001\n40 Far_Away 9000\n")
+    out1b = os.path.join(work, "corpus1b")
+    run([bfm, "convert", "--bids", bids, "--atlas", named, "--out", out1b, "--overwrite"])
+    with h5py.File(os.path.join(out1b, "shard-00000.h5"), "r") as f:
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["parcels/labels"][...]]
+    listed = {3: "Precentral_L", 4: "Unused_label", 9: "Cuneus_L", 40: "Far_Away"}
+    present = sorted(int(v) for v in np.unique(np.asarray(nib.load(atlas).dataobj)) if v != 0)
+    want = [listed.get(v, f"label-{v}") for v in present]
+    assert names == want, names
+    print("convert: parcel names from the atlas's label list")
+
     # 2. inspect
     p = run([bfm, "inspect", out1])
     for needle in ("2 subjects", "4 runs", "101 TRs", "7 parcels", "tiny", "rest", "motor"):
