@@ -20,6 +20,7 @@
 #include <sstream>
 #include <type_traits>
 
+#include "io/h5_handles.h"
 #include "runtime/error.h"
 
 namespace bfm::io {
@@ -27,57 +28,6 @@ namespace bfm::io {
 static_assert(std::is_same_v<hid_t, int64_t>, "the header stores hid_t as int64_t");
 
 namespace {
-
-// Silences HDF5's automatic error printing for one scope and restores whatever was installed before.
-class QuietH5Errors {
- public:
-  QuietH5Errors() {
-    H5Eget_auto2(H5E_DEFAULT, &func_, &client_data_);
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  }
-  ~QuietH5Errors() { H5Eset_auto2(H5E_DEFAULT, func_, client_data_); }
-  QuietH5Errors(const QuietH5Errors&) = delete;
-  QuietH5Errors& operator=(const QuietH5Errors&) = delete;
-
- private:
-  H5E_auto2_t func_ = nullptr;
-  void* client_data_ = nullptr;
-};
-
-// The most specific message on HDF5's error stack (which then is cleared).
-std::string h5_reason() {
-  std::string reason;
-  H5Ewalk2(
-      H5E_DEFAULT, H5E_WALK_UPWARD,
-      [](unsigned n, const H5E_error2_t* err, void* out) -> herr_t {
-        if (n == 0 && err->desc) *static_cast<std::string*>(out) = err->desc;
-        return 0;
-      },
-      &reason);
-  H5Eclear2(H5E_DEFAULT);
-  return reason.empty() ? "unknown HDF5 error" : reason;
-}
-
-// An HDF5 identifier closed on scope exit.
-class H5Id {
- public:
-  H5Id(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
-  ~H5Id() {
-    if (id_ >= 0) close_(id_);
-  }
-  H5Id(const H5Id&) = delete;
-  H5Id& operator=(const H5Id&) = delete;
-  hid_t get() const { return id_; }
-  bool ok() const { return id_ >= 0; }
-  void reset(hid_t id) {
-    if (id_ >= 0) close_(id_);
-    id_ = id;
-  }
-
- private:
-  hid_t id_;
-  herr_t (*close_)(hid_t);
-};
 
 // Whether `name` ("x", "group/x", "/x") names a link in the file. H5Lexists fails when a parent is missing, so each
 // prefix is checked in turn.
@@ -102,7 +52,7 @@ bool link_exists(hid_t file, const std::string& name) {
 
 bool dataset_exists(hid_t file, const std::string& name) {
   if (!link_exists(file, name)) return false;
-  H5Id obj(H5Oopen(file, name.c_str(), H5P_DEFAULT), H5Oclose);  // fails for a dangling soft link
+  h5::Id obj(H5Oopen(file, name.c_str(), H5P_DEFAULT), H5Oclose);  // fails for a dangling soft link
   if (!obj.ok()) {
     H5Eclear2(H5E_DEFAULT);
     return false;
@@ -132,32 +82,28 @@ std::string index_str(size_t flat, const std::vector<int64_t>& shape) {
     idx[d] = static_cast<int64_t>(flat % static_cast<size_t>(shape[d]));
     flat /= static_cast<size_t>(shape[d]);
   }
-  std::ostringstream os;
-  os << '[';
-  for (size_t d = 0; d < idx.size(); ++d) os << (d ? ", " : "") << idx[d];
-  os << ']';
-  return os.str();
+  return shape_string(idx);
 }
 
 // An open dataset with its stored type and shape.
 struct OpenDataset {
-  H5Id dataset{-1, H5Dclose};
-  H5Id type{-1, H5Tclose};
+  h5::Id dataset;
+  h5::Id type;
   std::vector<int64_t> shape;
   size_t count = 1;
 };
 
 void open_dataset(const std::string& path, hid_t file, const std::string& name, OpenDataset& out) {
   require(dataset_exists(file, name), path, ": no dataset '", name, "'");
-  out.dataset.reset(H5Dopen2(file, name.c_str(), H5P_DEFAULT));
-  require(out.dataset.ok(), path, ": cannot open dataset '", name, "': ", h5_reason());
-  out.type.reset(H5Dget_type(out.dataset.get()));
-  H5Id space(H5Dget_space(out.dataset.get()), H5Sclose);
-  require(out.type.ok() && space.ok(), path, ": dataset '", name, "': ", h5_reason());
+  out.dataset = h5::Id(H5Dopen2(file, name.c_str(), H5P_DEFAULT), H5Dclose);
+  require(out.dataset.ok(), path, ": cannot open dataset '", name, "': ", h5::reason());
+  out.type = h5::Id(H5Dget_type(out.dataset.get()), H5Tclose);
+  h5::Id space(H5Dget_space(out.dataset.get()), H5Sclose);
+  require(out.type.ok() && space.ok(), path, ": dataset '", name, "': ", h5::reason());
   require(H5Sget_simple_extent_type(space.get()) != H5S_NULL, path, ": dataset '", name,
           "' has a null dataspace (no data)");
   const int rank = H5Sget_simple_extent_ndims(space.get());
-  require(rank >= 0, path, ": dataset '", name, "': ", h5_reason());
+  require(rank >= 0, path, ": dataset '", name, "': ", h5::reason());
   std::vector<hsize_t> dims(static_cast<size_t>(rank));
   if (rank > 0) H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
   for (hsize_t d : dims) {
@@ -201,30 +147,30 @@ int64_t load_integer(const unsigned char* p, size_t size, bool is_signed, bool& 
 }  // namespace
 
 H5ArrayReader::H5ArrayReader(const std::string& path) : path_(path), file_(-1) {
-  QuietH5Errors quiet;
+  h5::Quiet quiet;
   std::error_code ec;
   require(std::filesystem::exists(path, ec), path, ": no such file");
   require(!std::filesystem::is_directory(path, ec), path, ": is a directory, not an HDF5 file");
   const htri_t is_hdf5 = H5Fis_hdf5(path.c_str());
-  require(is_hdf5 >= 0, path, ": cannot read: ", h5_reason());
+  require(is_hdf5 >= 0, path, ": cannot read: ", h5::reason());
   require(is_hdf5 > 0, path, ": not an HDF5 file");
   file_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  require(file_ >= 0, path, ": cannot open HDF5 file: ", h5_reason());
+  require(file_ >= 0, path, ": cannot open HDF5 file: ", h5::reason());
 }
 
 H5ArrayReader::~H5ArrayReader() {
   if (file_ < 0) return;
-  QuietH5Errors quiet;
+  h5::Quiet quiet;
   H5Fclose(file_);
 }
 
 bool H5ArrayReader::has(const std::string& dataset) const {
-  QuietH5Errors quiet;
+  h5::Quiet quiet;
   return dataset_exists(file_, dataset);
 }
 
 Array<float> H5ArrayReader::read_f32(const std::string& dataset) const {
-  QuietH5Errors quiet;
+  h5::Quiet quiet;
   OpenDataset ds;
   open_dataset(path_, file_, dataset, ds);
   const H5T_class_t cls = H5Tget_class(ds.type.get());
@@ -234,23 +180,23 @@ Array<float> H5ArrayReader::read_f32(const std::string& dataset) const {
   out.shape = ds.shape;
   out.data.resize(ds.count);
   if (ds.count == 0) return out;
-  H5Id xfer(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
+  h5::Id xfer(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
   bool overflow = false;
   require(xfer.ok() && H5Pset_type_conv_cb(xfer.get(), abort_on_overflow, &overflow) >= 0, path_, ": dataset '",
-          dataset, "': ", h5_reason());
+          dataset, "': ", h5::reason());
   const herr_t rc = H5Dread(ds.dataset.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, xfer.get(), out.data.data());
   require(!overflow, path_, ": dataset '", dataset, "' holds a value out of float32 range");
-  require(rc >= 0, path_, ": cannot read dataset '", dataset, "': ", h5_reason());
+  require(rc >= 0, path_, ": cannot read dataset '", dataset, "': ", h5::reason());
   return out;
 }
 
 Array<uint8_t> H5ArrayReader::read_u8(const std::string& dataset) const {
-  QuietH5Errors quiet;
+  h5::Quiet quiet;
   OpenDataset ds;
   open_dataset(path_, file_, dataset, ds);
   const H5T_class_t cls = H5Tget_class(ds.type.get());
   // Integers of any width, and enums over an integer (h5py stores numpy bool as enum {FALSE=0, TRUE=1} over int8).
-  H5Id base(cls == H5T_ENUM ? H5Tget_super(ds.type.get()) : H5Tcopy(ds.type.get()), H5Tclose);
+  h5::Id base(cls == H5T_ENUM ? H5Tget_super(ds.type.get()) : H5Tcopy(ds.type.get()), H5Tclose);
   require((cls == H5T_INTEGER || cls == H5T_ENUM) && base.ok() && H5Tget_class(base.get()) == H5T_INTEGER, path_,
           ": dataset '", dataset, "' has ", class_name(cls), " type; expected integer or bool values 0..255");
   Array<uint8_t> out;
@@ -259,15 +205,15 @@ Array<uint8_t> H5ArrayReader::read_u8(const std::string& dataset) const {
   if (ds.count == 0) return out;
 
   // Read in the stored width (native byte order), then range-check each value: HDF5 would clip silently.
-  H5Id native(H5Tget_native_type(ds.type.get(), H5T_DIR_ASCEND), H5Tclose);
-  require(native.ok(), path_, ": dataset '", dataset, "': ", h5_reason());
+  h5::Id native(H5Tget_native_type(ds.type.get(), H5T_DIR_ASCEND), H5Tclose);
+  require(native.ok(), path_, ": dataset '", dataset, "': ", h5::reason());
   const size_t size = H5Tget_size(native.get());
   require(size == 1 || size == 2 || size == 4 || size == 8, path_, ": dataset '", dataset, "' has ", size,
           "-byte integers; expected 1, 2, 4 or 8");
   const bool is_signed = H5Tget_sign(base.get()) == H5T_SGN_2;
   std::vector<unsigned char> raw(ds.count * size);
   require(H5Dread(ds.dataset.get(), native.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, raw.data()) >= 0, path_,
-          ": cannot read dataset '", dataset, "': ", h5_reason());
+          ": cannot read dataset '", dataset, "': ", h5::reason());
   for (size_t i = 0; i < ds.count; ++i) {
     bool too_big = false;
     const int64_t v = load_integer(raw.data() + i * size, size, is_signed, too_big);
@@ -280,21 +226,21 @@ Array<uint8_t> H5ArrayReader::read_u8(const std::string& dataset) const {
 }
 
 H5ArrayWriter::H5ArrayWriter(const std::string& path) : path_(path), file_(-1) {
-  QuietH5Errors quiet;
+  h5::Quiet quiet;
   const std::string tmp = path + ".tmp";
   file_ = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  require(file_ >= 0, path, ": cannot create ", tmp, ": ", h5_reason());
+  require(file_ >= 0, path, ": cannot create ", tmp, ": ", h5::reason());
 }
 
 H5ArrayWriter::~H5ArrayWriter() {
   if (file_ < 0) return;
-  QuietH5Errors quiet;
+  h5::Quiet quiet;
   H5Fclose(file_);
   std::remove((path_ + ".tmp").c_str());
 }
 
 void H5ArrayWriter::write_f32(const std::string& dataset, const std::vector<int64_t>& shape, const float* data) {
-  QuietH5Errors quiet;
+  h5::Quiet quiet;
   require(file_ >= 0, path_, ": dataset '", dataset, "' written after commit()");
   require(!link_exists(file_, dataset), path_, ": dataset '", dataset, "' is written twice");
   std::vector<hsize_t> dims;
@@ -306,32 +252,32 @@ void H5ArrayWriter::write_f32(const std::string& dataset, const std::vector<int6
   }
   require(count == 0 || data != nullptr, path_, ": dataset '", dataset, "' has no data");
 
-  H5Id space(shape.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(static_cast<int>(dims.size()), dims.data(),
+  h5::Id space(shape.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(static_cast<int>(dims.size()), dims.data(),
                                                                       nullptr),
              H5Sclose);
-  H5Id link_props(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+  h5::Id link_props(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
   require(space.ok() && link_props.ok() && H5Pset_create_intermediate_group(link_props.get(), 1) >= 0, path_,
-          ": dataset '", dataset, "': ", h5_reason());
-  H5Id ds(H5Dcreate2(file_, dataset.c_str(), H5T_IEEE_F32LE, space.get(), link_props.get(), H5P_DEFAULT,
+          ": dataset '", dataset, "': ", h5::reason());
+  h5::Id ds(H5Dcreate2(file_, dataset.c_str(), H5T_IEEE_F32LE, space.get(), link_props.get(), H5P_DEFAULT,
                      H5P_DEFAULT),
           H5Dclose);
-  require(ds.ok(), path_, ": cannot create dataset '", dataset, "': ", h5_reason());
+  require(ds.ok(), path_, ": cannot create dataset '", dataset, "': ", h5::reason());
   if (count > 0)
     require(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0, path_,
-            ": cannot write dataset '", dataset, "': ", h5_reason());
+            ": cannot write dataset '", dataset, "': ", h5::reason());
 }
 
 void H5ArrayWriter::write_scalar_f32(const std::string& dataset, float value) { write_f32(dataset, {}, &value); }
 
 void H5ArrayWriter::commit() {
-  QuietH5Errors quiet;
+  h5::Quiet quiet;
   require(file_ >= 0, path_, ": commit() called twice");
   const std::string tmp = path_ + ".tmp";
   const herr_t rc = H5Fclose(file_);
   file_ = -1;
   std::string reason;
   if (rc < 0) {
-    reason = "cannot close " + tmp + ": " + h5_reason();
+    reason = "cannot close " + tmp + ": " + h5::reason();
   } else {
     // HDF5's sec2 driver does not fsync on close; the rename must not become visible before the data.
     const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);

@@ -34,4 +34,14 @@ inline int run_python(const std::filesystem::path& dir, const std::string& code,
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
+// Flips the bits of one byte of a file in place: how the tests corrupt a chunk that a checksum must catch.
+inline void flip_byte(const std::string& path, long offset) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(offset);
+  char c = 0;
+  f.get(c);
+  f.seekp(offset);
+  f.put(static_cast<char>(c ^ 0x5a));
+}
+
 }  // namespace bfm::test

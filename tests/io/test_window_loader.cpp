@@ -210,14 +210,7 @@ TEST_F(WindowLoaderTest, CorruptChunkSurfacesFromNextNamingTheFile) {
             0)
       << out;
   const long offset = std::stol(out);
-  {
-    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekg(offset);
-    char c;
-    f.get(c);
-    f.seekp(offset);
-    f.put(static_cast<char>(c ^ 0x5a));
-  }
+  bfm::test::flip_byte(path, offset);
   const SamplerOptions opt{16, 1, false, 4, 5};
   WindowSampler sampler(lengths, opt);
   const int64_t batches = sampler.batches_per_epoch();  // an epoch visits every window, the damaged ones included
