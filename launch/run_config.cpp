@@ -1,5 +1,6 @@
 #include "launch/run_config.h"
 
+#include <limits>
 #include <sstream>
 
 #include <toml++/toml.h>
@@ -78,6 +79,9 @@ class Reader {
       auto v = node->value<int64_t>();
       require(v.has_value() && node->is_integer(), where, " must be an integer");
       require(*v >= 0 || std::is_signed_v<T>, where, " must not be negative");
+      require(std::is_same_v<T, uint64_t> || std::is_same_v<T, int64_t> ||
+                  (*v >= int64_t(std::numeric_limits<T>::min()) && *v <= int64_t(std::numeric_limits<T>::max())),
+              where, " = ", *v, " is out of range");
       value = static_cast<T>(*v);
     } else if constexpr (std::is_floating_point_v<T>) {
       auto v = node->value<double>();

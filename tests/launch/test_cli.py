@@ -80,6 +80,8 @@ def bad_values_are_named(bfm, work):
                    "window 30 is not a multiple of patch_len 8")
     one_error_line(run(bfm, "init", "--out", os.path.join(work, "x"),
                        "--set", 'model.objectives=["mae","causal"]', ok=False), "cannot be combined")
+    one_error_line(run(bfm, "init", "--out", os.path.join(work, "x"), "--set", "model.d_model=1000000000000",
+                       ok=False), "model.d_model = 1000000000000 is out of range")
     one_error_line(run(bfm, "init", "--out", os.path.join(work, "x"), "--set", "train.mask_strategy=blocks",
                        ok=False), "unknown mask strategy")
     path = os.path.join(work, "broken.toml")
