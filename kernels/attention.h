@@ -15,3 +15,19 @@ void attention_forward(float* out, float* lse, const float* qkv, int B, int N, i
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out, const float* lse,
                         int B, int N, int H, int dh, int causal_block);
 }  // namespace bfm::kernels::cpu
+
+#ifdef BFM_WITH_CUDA
+#include "kernels/cuda_types.h"
+namespace bfm::kernels::cuda {
+// Fused attention (kernels/cuda/attention.cu): the same contract as the CPU twin, qkv read in place from the fused
+// [B, N, 3D] layout, out [B, N, D], lse [B, H, N] fp32. bf16 runs on tensor cores with fp32 softmax; float is the
+// checking mode. Head dims 32, 64, 128; any N.
+template <typename T>
+void attention_forward(T* out, float* lse, const T* qkv, int B, int N, int H, int dh, int causal_block,
+                       cudaStream_t stream);
+// dqkv [B, N, 3D] += ... (recomputes the scores from q, k and lse; no atomics).
+template <typename T>
+void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const float* lse, int B, int N, int H,
+                        int dh, int causal_block, cudaStream_t stream);
+}  // namespace bfm::kernels::cuda
+#endif

@@ -15,3 +15,16 @@ float contrastive_forward(const float* brain, const float* stim, float logit_sca
 void contrastive_backward(float* dbrain, float* dstim, float* dlogit_scale, const float* brain, const float* stim,
                           float logit_scale, float max_logit_scale, int B, int E, float dloss);
 }  // namespace bfm::kernels::cpu
+
+#ifdef BFM_WITH_CUDA
+#include "kernels/cuda_types.h"
+namespace bfm::kernels::cuda {
+// Fused forward and backward of the symmetric loss: normalisation, the B x B logits, softmax over rows and over
+// columns, the loss, and (when dbrain/dstim/dlogit_scale are non-null) the gradients scaled by dloss, in one launch;
+// only per-row and per-column log-sum-exps live beyond a tile. logit_scale, *loss and *dlogit_scale are device
+// floats. Deterministic.
+template <typename T>
+void contrastive(float* loss, T* dbrain, T* dstim, float* dlogit_scale, const T* brain, const T* stim,
+                 const float* logit_scale, float max_logit_scale, int B, int E, float dloss, cudaStream_t stream);
+}  // namespace bfm::kernels::cuda
+#endif

@@ -8,8 +8,13 @@ void gelu_forward(float* y, const float* x, int64_t n);
 void gelu_backward(float* dx, const float* dy, const float* x, int64_t n);
 }  // namespace bfm::kernels::cpu
 
+#ifdef BFM_WITH_CUDA
+#include "kernels/cuda_types.h"
 namespace bfm::kernels::cuda {
-// Device pointers; runs on the current stream (0). Same maths as the CPU twin.
-void gelu_forward(float* y, const float* x, int64_t n);
-void gelu_backward(float* dx, const float* dy, const float* x, int64_t n);
+template <typename T>
+void gelu_forward(T* y, const T* x, int64_t n, cudaStream_t stream);
+// dx[i] += dy[i] * gelu'(x[i])
+template <typename T>
+void gelu_backward(T* dx, const T* dy, const T* x, int64_t n, cudaStream_t stream);
 }  // namespace bfm::kernels::cuda
+#endif

@@ -10,3 +10,20 @@ void linear_forward(float* y, const float* x, const float* w, const float* b, in
 void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
                      int64_t M, int in, int out);
 }  // namespace bfm::kernels::cpu
+
+#ifdef BFM_WITH_CUDA
+#include "kernels/cuda_types.h"
+namespace bfm::kernels::cuda {
+// cuBLASLt GEMMs with fp32 accumulation (float mode: plain fp32, no TF32). x [M, in], w [out, in], b [out] (may be
+// null; the same element type as w: the arena's mirror) -> y [M, out] (overwritten). With gelu_pre non-null the
+// GELU (tanh) is fused as an epilogue: gelu_pre [M, out] receives x W^T + b and y receives gelu of it.
+template <typename T>
+void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t M, int in, int out, cudaStream_t stream,
+                    T* gelu_pre = nullptr);
+// dy [M, out]: dx [M, in] += dy w (null: skipped); dw [out, in] += dy^T x (fp32); db [out] += column sums of dy
+// (fp32, reduced in a fixed order; null: skipped).
+template <typename T>
+void linear_backward(T* dx, float* dw, float* db, const T* dy, const T* x, const T* w, int64_t M, int in, int out,
+                     cudaStream_t stream);
+}  // namespace bfm::kernels::cuda
+#endif

@@ -14,3 +14,18 @@ void mask_fill_forward(float* out, const float* z, const float* mask_token, cons
 void mask_fill_backward(float* dz, float* dmask_token, float* dparcel_embed, float* dtime_embed, const float* dout,
                         const int32_t* visible_index, int B, int N, int n_vis, int P, int D);
 }  // namespace bfm::kernels::cpu
+
+#ifdef BFM_WITH_CUDA
+#include "kernels/cuda_types.h"
+namespace bfm::kernels::cuda {
+// visible_index is a device array; it must name distinct positions (the caller checked it on the host).
+template <typename T>
+void mask_fill_forward(T* out, const T* z, const float* mask_token, const float* parcel_embed,
+                       const float* time_embed, const int32_t* visible_index, int B, int N, int n_vis, int P, int D,
+                       cudaStream_t stream);
+// Deterministic (no atomics).
+template <typename T>
+void mask_fill_backward(T* dz, float* dmask_token, float* dparcel_embed, float* dtime_embed, const T* dout,
+                        const int32_t* visible_index, int B, int N, int n_vis, int P, int D, cudaStream_t stream);
+}  // namespace bfm::kernels::cuda
+#endif

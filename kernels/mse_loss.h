@@ -17,3 +17,18 @@ float next_patch_mse_forward(const float* pred, const float* target, int B, int 
 void next_patch_mse_backward(float* dpred, const float* pred, const float* target, int B, int n_t, int P, int L,
                              float dloss);
 }  // namespace bfm::kernels::cpu
+
+#ifdef BFM_WITH_CUDA
+#include "kernels/cuda_types.h"
+namespace bfm::kernels::cuda {
+// Fused forward and backward, one pass over pred: *loss (a device float) = the loss; dpred += dloss * dloss/dpred
+// when dpred is non-null. Partial sums per block, reduced by a second pass in a fixed order (deterministic).
+// target fp32, mask a device array.
+template <typename T>
+void masked_mse(float* loss, T* dpred, const T* pred, const float* target, const uint8_t* mask, int B, int N, int L,
+                float dloss, cudaStream_t stream);
+template <typename T>
+void next_patch_mse(float* loss, T* dpred, const T* pred, const float* target, int B, int n_t, int P, int L,
+                    float dloss, cudaStream_t stream);
+}  // namespace bfm::kernels::cuda
+#endif

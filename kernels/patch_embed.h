@@ -20,3 +20,21 @@ void patch_embed_backward(float* dw, float* db, float* dparcel_embed, float* dti
                           const float* patches, const int32_t* token_index, int B, int N, int n_tok, int P, int L,
                           int D);
 }  // namespace bfm::kernels::cpu
+
+#ifdef BFM_WITH_CUDA
+#include "kernels/cuda_types.h"
+namespace bfm::kernels::cuda {
+// Same shapes as the CPU twins. patches stay fp32 (they are also the loss targets); w, b, parcel_embed, time_embed
+// are the fp32 master copy; token_index is a device array (null: all tokens).
+void patchify(float* patches, const float* x, int B, int T, int P, int L, cudaStream_t stream);
+template <typename T>
+void patch_embed_forward(T* out, const float* patches, const float* w, const float* b, const float* parcel_embed,
+                         const float* time_embed, const int32_t* token_index, int B, int N, int n_tok, int P, int L,
+                         int D, cudaStream_t stream);
+// Deterministic (no atomics): parameter gradients are reduced in a fixed order.
+template <typename T>
+void patch_embed_backward(float* dw, float* db, float* dparcel_embed, float* dtime_embed, const T* dout,
+                          const float* patches, const int32_t* token_index, int B, int N, int n_tok, int P, int L,
+                          int D, cudaStream_t stream);
+}  // namespace bfm::kernels::cuda
+#endif
