@@ -19,12 +19,13 @@ struct AdamWSegment {
   int weight_decay;  // 1: decay this range
 };
 // Global-norm clipping without a host round trip: *norm = sqrt(sum g^2) over [0, n) (fp32 partials per block,
-// reduced in a fixed order, the final sum in double), *scale = min(1, max_norm / (norm + 1e-6)) (1 when
-// max_norm <= 0), and *finite = 0 if the norm is not finite (then the update below is skipped on the device).
+// reduced in a fixed order, the final sum in double), *scale = max_norm / norm when max_norm > 0 and norm > max_norm,
+// else 1 (the CPU AdamW::step's clipping, runtime/optimizer.cpp), and *finite = 1 if the norm is finite, else 0 (and
+// then the update below is skipped on the device).
 void grad_norm(float* norm, float* scale, int* finite, const float* grad, int64_t n, float max_norm,
                cudaStream_t stream);
 // One fused AdamW step over every segment (a device array of n_segments) of the arena: fp32 master param, m, v;
-// the grad scaled by *grad_scale; writes the updated parameter's bf16 mirror when mirror is non-null. Skips
+// the grad scaled by *grad_scale (null: 1); writes the updated parameter's bf16 mirror when mirror is non-null. Skips
 // everything when *finite == 0 (finite may be null). Same maths and order as the CPU adamw_update.
 template <typename M>
 void adamw_update(float* param, M* mirror, float* m, float* v, const float* grad, const AdamWSegment* segments,

@@ -20,9 +20,9 @@ void contrastive_backward(float* dbrain, float* dstim, float* dlogit_scale, cons
 #include "kernels/cuda_types.h"
 namespace bfm::kernels::cuda {
 // Fused forward and backward of the symmetric loss: normalisation, the B x B logits, softmax over rows and over
-// columns, the loss, and (when dbrain/dstim/dlogit_scale are non-null) the gradients scaled by dloss, in one launch;
-// only per-row and per-column log-sum-exps live beyond a tile. logit_scale, *loss and *dlogit_scale are device
-// floats. Deterministic.
+// columns, the loss, and (when dbrain/dstim/dlogit_scale are non-null) the gradients scaled by dloss, in one call of a
+// few kernels on the stream; the B x B gram is kept in scratch (4 B^2 bytes, 4 MiB at B = 1024). logit_scale, *loss
+// and *dlogit_scale are device floats. Deterministic.
 template <typename T>
 void contrastive(float* loss, T* dbrain, T* dstim, float* dlogit_scale, const T* brain, const T* stim,
                  const float* logit_scale, float max_logit_scale, int B, int E, float dloss, cudaStream_t stream);

@@ -20,10 +20,13 @@ namespace bfm::kernels::cuda {
 template <typename T>
 void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t M, int in, int out, cudaStream_t stream,
                     T* gelu_pre = nullptr);
-// dy [M, out]: dx [M, in] += dy w (null: skipped); dw [out, in] += dy^T x (fp32); db [out] += column sums of dy
-// (fp32, reduced in a fixed order; null: skipped).
+// dy [M, out]: dx [M, in] += dy w (null: skipped; overwritten instead when accumulate_dx is false, which saves
+// zeroing it); dw [out, in] += dy^T x (fp32; null: skipped); db [out] += column sums of dy (fp32, partial sums
+// over row blocks reduced in a fixed order, so deterministic; null: skipped).
 template <typename T>
 void linear_backward(T* dx, float* dw, float* db, const T* dy, const T* x, const T* w, int64_t M, int in, int out,
-                     cudaStream_t stream);
+                     cudaStream_t stream, bool accumulate_dx = true);
+// The cuBLASLt handle and workspace of bfm's GEMMs; created on first use, for the current device.
+void linear_release();  // frees them (tests; process exit does it anyway)
 }  // namespace bfm::kernels::cuda
 #endif

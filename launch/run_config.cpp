@@ -60,6 +60,8 @@ mask_strategy = "random"  # random | tube | future
 seed = 0
 log_every = 10
 out = "runs/bfm"
+device = "auto"         # auto: the GPU where the build and the machine have one, else the CPU | cpu | cuda
+precision = "bf16"      # GPU only: bf16 (bf16 activations, fp32 master weights) | fp32 (for checking)
 )";
 
 class Reader {
@@ -241,6 +243,12 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   r.get("train", "seed", t.seed);
   r.get("train", "log_every", t.log_every);
   r.get("train", "out", t.out);
+  r.get("train", "device", t.device);
+  r.get("train", "precision", t.precision);
+  require(t.device == "auto" || t.device == "cpu" || t.device == "cuda", rc.source, ": train.device is '", t.device,
+          "', expected auto, cpu or cuda");
+  require(t.precision == "bf16" || t.precision == "fp32", rc.source, ": train.precision is '", t.precision,
+          "', expected bf16 or fp32");
   require(t.steps > 0, rc.source, ": train.steps must be positive");
   require(t.batch_size > 0, rc.source, ": train.batch_size must be positive");
   require(t.optimizer.lr > 0, rc.source, ": train.lr must be positive");

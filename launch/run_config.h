@@ -32,6 +32,8 @@ struct TrainConfig {
   uint64_t seed = 0;
   int64_t log_every = 10;
   std::string out = "runs/bfm";
+  std::string device = "auto";     // auto (the GPU where there is one) | cpu | cuda
+  std::string precision = "bf16";  // on the GPU: bf16 (mixed precision) | fp32 (checking)
 };
 
 struct RunConfig {

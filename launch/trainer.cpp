@@ -8,7 +8,11 @@
 
 #include "io/synthetic_windows.h"
 #include "model/masking.h"
+#include "runtime/device.h"
 #include "runtime/error.h"
+#ifdef BFM_WITH_CUDA
+#include "model/gpu_model.h"
+#endif
 #include "runtime/optimizer.h"
 #include "runtime/progress.h"
 #include "runtime/rng.h"
@@ -44,6 +48,20 @@ std::string describe(const char* what, const model::Losses& l) {
   return os.str();
 }
 
+// train.device: "auto" takes the GPU where the build and the machine have one.
+bool use_gpu(const std::string& device, const std::string& source) {
+#ifdef BFM_WITH_CUDA
+  if (device == "cpu") return false;
+  const bool have = runtime::cuda_device_count() > 0;
+  require(have || device != "cuda", source, ": train.device = \"cuda\" but this machine has no CUDA GPU (",
+          runtime::describe_devices(), ")");
+  return have;
+#else
+  require(device != "cuda", source, ": train.device = \"cuda\" but this bfm was built without CUDA (BFM_WITH_CUDA=OFF)");
+  return false;
+#endif
+}
+
 }  // namespace
 
 std::vector<std::pair<std::string, double>> named_losses(const model::Losses& l) {
@@ -62,6 +80,20 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
   result.model = std::make_unique<model::BrainModel>(m);
   model::BrainModel& model = *result.model;
   model.initialize(t.seed);
+#ifdef BFM_WITH_CUDA
+  std::unique_ptr<model::GpuBrainModel> gpu;
+  const std::string gpu_gap = model::GpuBrainModel::unsupported(m);
+  if (use_gpu(t.device, rc.source) && (t.device == "cuda" || gpu_gap.empty())) {
+    gpu = std::make_unique<model::GpuBrainModel>(m, model::parse_gpu_precision(t.precision), t.optimizer);
+    gpu->load_params(model.params());
+  }
+  const bool on_gpu = gpu != nullptr;
+  if (!on_gpu && t.device == "auto" && !gpu_gap.empty() && runtime::cuda_device_count() > 0 && options.verbose)
+    runtime::log_line("pretrain: on the CPU although there is a GPU: " + gpu_gap);
+#else
+  use_gpu(t.device, rc.source);
+  const bool on_gpu = false;
+#endif
 
   io::SyntheticWindows data({m.n_parcels, m.window, m.contrastive ? m.stim_dim : 0, rc.data.n_networks,
                              rc.data.n_categories, rc.data.noise, rc.data.stim_gain, rc.data.seed});
@@ -83,7 +115,12 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
     require(static_cast<bool>(metrics), options.metrics_path, ": cannot write");
   }
   auto evaluate = [&](int64_t step) {
+#ifdef BFM_WITH_CUDA
+    const model::Losses l = on_gpu ? gpu->forward(validation.batch, "held-out batch")
+                                   : model.forward(validation.batch, "held-out batch");
+#else
     const model::Losses l = model.forward(validation.batch, "held-out batch");
+#endif
     if (metrics.is_open()) {
       nlohmann::json j{{"step", step}, {"split", "validation"}};
       for (const auto& [name, v] : named_losses(l)) j[name] = v;
@@ -96,7 +133,7 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
     runtime::log_line("pretrain: " + std::to_string(model.arena_size()) + " parameters, objectives " +
                       nlohmann::json(m.objectives()).dump() + ", " + std::to_string(m.n_tokens()) +
                       " tokens per window, batch " + std::to_string(t.batch_size) + ", " + std::to_string(t.steps) +
-                      " steps");
+                      " steps, on " + (on_gpu ? "the GPU (" + t.precision + ")" : std::string("the CPU")));
   result.first = evaluate(0);
   if (options.verbose) runtime::log_line(describe("held-out loss at step 0", result.first));
 
@@ -104,14 +141,28 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
   const int64_t tokens_per_sample = m.mae ? m.n_tokens() - m.n_masked_tokens() : m.n_tokens();
   for (int64_t step = 0; step < t.steps; ++step) {
     draw_batch(batch, rc, data, data_rng, mask_rng);
-    model.zero_grads();
-    const model::Losses losses = model.forward(batch.batch);
     const double lr = runtime::learning_rate(t.optimizer.lr, step, t.warmup_steps, t.steps, t.min_lr_ratio);
     double norm = 0;
-    if (!losses.total || !std::isfinite(*losses.total)) {
+    model::Losses losses;
+#ifdef BFM_WITH_CUDA
+    if (on_gpu) {
+      const model::GpuStepResult r = gpu->train_step(batch.batch, lr);
+      losses = r.losses;
+      norm = r.grad_norm;
+      if (!r.applied) {
+        ++result.skipped_steps;
+        runtime::log_line("step " + std::to_string(step + 1) + ": non-finite loss or gradient, update skipped");
+      }
+    }
+#endif
+    if (!on_gpu) losses = model.forward(batch.batch);
+    if (on_gpu) {
+      // done above
+    } else if (!losses.total || !std::isfinite(*losses.total)) {
       ++result.skipped_steps;  // a non-finite loss: skip the update rather than poison the weights
       runtime::log_line("step " + std::to_string(step + 1) + ": non-finite loss, update skipped");
     } else {
+      model.zero_grads();
       model.backward();
       norm = optimizer.grad_norm(model.grads());
       if (!std::isfinite(norm)) {
@@ -143,6 +194,9 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
   }
   result.seconds = clock.seconds();
   result.last = evaluate(t.steps);
+#ifdef BFM_WITH_CUDA
+  if (on_gpu) gpu->store_params(model.params());  // the checkpoint is written from the CPU arena
+#endif
   if (options.verbose) {
     std::string line = describe(("held-out loss after " + std::to_string(t.steps) + " steps").c_str(), result.last);
     if (result.first.total && result.last.total) {

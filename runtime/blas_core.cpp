@@ -1,6 +1,8 @@
 #include "runtime/blas_core.h"
 
+#ifdef BFM_WITH_BLAS
 #include <cblas.h>
+#endif
 #include <unistd.h>
 
 #include <cstdlib>

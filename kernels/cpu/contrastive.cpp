@@ -10,7 +10,7 @@
 // Like torch.nn.functional.normalize, the norm is clamped to at least 1e-12 (a zero row gives zero, not NaN).
 #include "kernels/contrastive.h"
 
-#include <cblas.h>
+#include "kernels/cpu/sgemm.h"
 
 #include <algorithm>
 #include <cmath>

@@ -10,7 +10,7 @@
 // order into float64 accumulators, so the result does not depend on the thread count.
 #include "kernels/linear.h"
 
-#include <cblas.h>
+#include "kernels/cpu/sgemm.h"
 
 #include <omp.h>
 

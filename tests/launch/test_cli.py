@@ -84,6 +84,10 @@ def bad_values_are_named(bfm, work):
                        ok=False), "model.d_model = 1000000000000 is out of range")
     one_error_line(run(bfm, "init", "--out", os.path.join(work, "x"), "--set", "train.mask_strategy=blocks",
                        ok=False), "unknown mask strategy")
+    one_error_line(run(bfm, "init", "--out", os.path.join(work, "x"), "--set", "train.device=tpu", ok=False),
+                   "train.device is 'tpu', expected auto, cpu or cuda")
+    one_error_line(run(bfm, "init", "--out", os.path.join(work, "x"), "--set", "train.precision=fp16", ok=False),
+                   "train.precision is 'fp16', expected bf16 or fp32")
     path = os.path.join(work, "broken.toml")
     with open(path, "w") as f:
         f.write("[model\nd_model = 64\n")
@@ -168,6 +172,19 @@ def pretrain_writes_metrics_and_a_loadable_checkpoint(bfm, work):
     config = json.load(open(os.path.join(out, "checkpoint", "config.json")))
     assert config["train_steps"] == 20 and config["format"] == "bfm-checkpoint"
     assert os.path.exists(os.path.join(out, "checkpoint", "README.md"))
+
+
+@case
+def pretrain_on_cuda_without_a_gpu_is_a_clear_error(bfm, work):
+    # CI machines have no GPU: asking for one must say so (and what the machine has), and write nothing.
+    import subprocess as sp
+    has_gpu = sp.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0 if shutil.which("nvidia-smi") else False
+    if has_gpu:
+        return
+    out = os.path.join(work, "run")
+    one_error_line(run(bfm, "pretrain", *TINY, "--set", "train.device=cuda", "--out", out, ok=False),
+                   "train.device = \"cuda\" but this")
+    assert not os.path.exists(os.path.join(out, "checkpoint"))
 
 
 def main():

@@ -1,0 +1,581 @@
+// GpuBrainModel: model/brain_model.cpp's forward and backward, op for op, on the GPU (see gpu_model.h).
+#include "model/gpu_model.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/adamw.h"
+#include "kernels/attention.h"
+#include "kernels/contrastive.h"
+#include "kernels/cuda/common.cuh"
+#include "kernels/gelu.h"
+#include "kernels/layernorm.h"
+#include "kernels/linear.h"
+#include "kernels/mask_fill.h"
+#include "kernels/mean_pool.h"
+#include "kernels/mse_loss.h"
+#include "kernels/patch_embed.h"
+#include "kernels/residual.h"
+#include "model/masking.h"
+#include "runtime/error.h"
+
+namespace bfm::model {
+
+namespace kc = bfm::kernels::cuda;
+using kc::bf16;
+
+namespace {
+
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) bfm::fail("GPU model: ", what, ": ", cudaGetErrorString(err));
+}
+
+// A device array that grows on demand and keeps its memory between steps.
+template <typename U>
+class DeviceVec {
+ public:
+  DeviceVec() = default;
+  DeviceVec(const DeviceVec&) = delete;
+  DeviceVec& operator=(const DeviceVec&) = delete;
+  ~DeviceVec() { cudaFree(ptr_); }
+  U* resize(int64_t n) {
+    if (n > capacity_) {
+      cudaFree(ptr_);
+      ptr_ = nullptr;
+      check(cudaMalloc(&ptr_, std::max<int64_t>(n, 1) * sizeof(U)), "cudaMalloc");
+      capacity_ = n;
+    }
+    size_ = n;
+    return ptr_;
+  }
+  U* get() const { return ptr_; }
+  int64_t size() const { return size_; }
+  size_t bytes() const { return size_t(capacity_) * sizeof(U); }
+  void zero(cudaStream_t s) {
+    if (size_ > 0) check(cudaMemsetAsync(ptr_, 0, size_ * sizeof(U), s), "cudaMemsetAsync");
+  }
+
+ private:
+  U* ptr_ = nullptr;
+  int64_t size_ = 0, capacity_ = 0;
+};
+
+template <typename U>
+void copy_device(U* dst, const U* src, int64_t n, cudaStream_t s) {
+  check(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyDeviceToDevice, s), "cudaMemcpyAsync");
+}
+
+__global__ void clamp_max_kernel(float* p, float max) {
+  if (*p > max) *p = max;
+}
+
+constexpr int64_t kAlign = 64;  // elements: 256 bytes of fp32, 128 of bf16
+
+}  // namespace
+
+GpuPrecision parse_gpu_precision(const std::string& name) {
+  if (name == "bf16") return GpuPrecision::bf16;
+  if (name == "fp32") return GpuPrecision::fp32;
+  bfm::fail("unknown GPU precision '", name, "' (bf16 or fp32)");
+}
+const char* to_string(GpuPrecision p) { return p == GpuPrecision::bf16 ? "bf16" : "fp32"; }
+
+// The parameter arena on the device: offsets of each tensor in padded coordinates.
+struct DeviceLayout {
+  std::vector<int64_t> offset;  // per ParamLayout entry
+  int64_t total = 0;
+  explicit DeviceLayout(const ParamLayout& layout) {
+    for (const auto& p : layout.params()) {
+      offset.push_back(total);
+      total += (p.size + kAlign - 1) / kAlign * kAlign;
+    }
+  }
+};
+
+struct GpuBrainModel::Impl {
+  virtual ~Impl() = default;
+  virtual void load_params(const float* host) = 0;
+  virtual void store(float* host, bool grads) const = 0;
+  virtual void zero_grads() = 0;
+  virtual Losses run(const Batch& batch, bool backward, float scale, const std::string& source) = 0;
+  virtual double optimizer_step(double lr, bool* applied) = 0;
+  virtual int64_t steps_taken() const = 0;
+  virtual std::vector<float> encoder_out() const = 0;
+  virtual std::vector<float> pooled() const = 0;
+  virtual int encoder_tokens() const = 0;
+  virtual size_t device_bytes() const = 0;
+  ModelConfig config;
+  ParamLayout layout;
+  GpuPrecision precision;
+  Impl(const ModelConfig& c, GpuPrecision p) : config(c), layout((c.validate("model config"), c)), precision(p) {}
+};
+
+namespace {
+
+// The parameter, mirror and gradient pointers of one tensor, looked up by name once.
+struct Tensor {
+  int64_t off = 0;
+};
+
+template <typename T>
+class Model;
+
+// One TransformerStack (encoder or decoder) on the GPU.
+template <typename T>
+class Stack {
+ public:
+  struct Block {
+    int64_t ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b;
+  };
+  struct Acts {
+    DeviceVec<T> ln1, qkv, attn, mid, ln2, fc1, gelu;
+    DeviceVec<float> ln1_mean, ln1_rstd, ln2_mean, ln2_rstd, lse;
+  };
+
+  Stack(const ParamLayout& layout, const DeviceLayout& dl, const std::string& prefix, int n_layers, int width,
+        int heads, int hidden, float eps)
+      : n_layers_(n_layers), W_(width), H_(heads), F_(hidden), eps_(eps), acts_(n_layers), residual_(n_layers + 1) {
+    auto at = [&](const std::string& name) {
+      const auto& params = layout.params();
+      for (size_t i = 0; i < params.size(); ++i)
+        if (params[i].name == name) return dl.offset[i];
+      bfm::fail("GPU model: no parameter '", name, "'");
+    };
+    for (int l = 0; l < n_layers; ++l) {
+      const std::string p = prefix + "blocks." + std::to_string(l) + ".";
+      blocks_.push_back({at(p + "ln1.weight"), at(p + "ln1.bias"), at(p + "attn.qkv.weight"), at(p + "attn.qkv.bias"),
+                         at(p + "attn.proj.weight"), at(p + "attn.proj.bias"), at(p + "ln2.weight"),
+                         at(p + "ln2.bias"), at(p + "mlp.fc1.weight"), at(p + "mlp.fc1.bias"),
+                         at(p + "mlp.fc2.weight"), at(p + "mlp.fc2.bias")});
+    }
+    lnf_w_ = at(prefix + "ln_f.weight");
+    lnf_b_ = at(prefix + "ln_f.bias");
+  }
+
+  // in [B, n, W] -> out [B, n, W]; P: master fp32, Wm: the GEMM mirror (T).
+  void forward(T* out, const T* in, const float* P, const T* Wm, int B, int n, int causal_block, cudaStream_t s) {
+    B_ = B, n_ = n, causal_ = causal_block;
+    const int64_t M = int64_t(B) * n;
+    for (auto& r : residual_) r.resize(M * W_);
+    copy_device(residual_[0].get(), in, M * W_, s);
+    for (int l = 0; l < n_layers_; ++l) {
+      const Block& o = blocks_[l];
+      Acts& a = acts_[l];
+      const T* h = residual_[l].get();
+      a.ln1.resize(M * W_), a.qkv.resize(M * 3 * W_), a.attn.resize(M * W_), a.mid.resize(M * W_);
+      a.ln2.resize(M * W_), a.fc1.resize(M * F_), a.gelu.resize(M * F_);
+      a.ln1_mean.resize(M), a.ln1_rstd.resize(M), a.ln2_mean.resize(M), a.ln2_rstd.resize(M);
+      a.lse.resize(int64_t(B) * H_ * n);
+      kc::layernorm_forward<T>(a.ln1.get(), a.ln1_mean.get(), a.ln1_rstd.get(), h, P + o.ln1_w, P + o.ln1_b, M, W_,
+                               eps_, s);
+      kc::linear_forward<T>(a.qkv.get(), a.ln1.get(), Wm + o.qkv_w, Wm + o.qkv_b, M, W_, 3 * W_, s);
+      kc::attention_forward<T>(a.attn.get(), a.lse.get(), a.qkv.get(), B, n, H_, W_ / H_, causal_block, s);
+      kc::linear_forward<T>(a.mid.get(), a.attn.get(), Wm + o.proj_w, Wm + o.proj_b, M, W_, W_, s);
+      kc::residual_forward<T>(a.mid.get(), a.mid.get(), h, M * W_, s);
+      kc::layernorm_forward<T>(a.ln2.get(), a.ln2_mean.get(), a.ln2_rstd.get(), a.mid.get(), P + o.ln2_w,
+                               P + o.ln2_b, M, W_, eps_, s);
+      // fc1 with bias and GELU fused in cuBLASLt's epilogue: fc1 keeps the pre-activation for backward.
+      kc::linear_forward<T>(a.gelu.get(), a.ln2.get(), Wm + o.fc1_w, Wm + o.fc1_b, M, W_, F_, s, a.fc1.get());
+      T* next = residual_[l + 1].get();
+      kc::linear_forward<T>(next, a.gelu.get(), Wm + o.fc2_w, Wm + o.fc2_b, M, F_, W_, s);
+      kc::residual_forward<T>(next, next, a.mid.get(), M * W_, s);
+    }
+    lnf_mean_.resize(M), lnf_rstd_.resize(M);
+    kc::layernorm_forward<T>(out, lnf_mean_.get(), lnf_rstd_.get(), residual_[n_layers_].get(), P + lnf_w_,
+                             P + lnf_b_, M, W_, eps_, s);
+  }
+
+  // dout [B, n, W] -> din += ...; parameter gradients += into G.
+  void backward(T* din, const T* dout, const float* P, const T* Wm, float* G, cudaStream_t s) {
+    const int64_t M = int64_t(B_) * n_;
+    d_res_.resize(M * W_), d_mid_.resize(M * W_), d_ln_.resize(M * W_), d_qkv_.resize(M * 3 * W_);
+    d_attn_.resize(M * W_), d_fc1_.resize(M * F_), d_gelu_.resize(M * F_);
+    d_res_.zero(s);
+    kc::layernorm_backward<T>(d_res_.get(), G + lnf_w_, G + lnf_b_, dout, residual_[n_layers_].get(), P + lnf_w_,
+                              lnf_mean_.get(), lnf_rstd_.get(), M, W_, s);
+    for (int l = n_layers_ - 1; l >= 0; --l) {
+      const Block& o = blocks_[l];
+      Acts& a = acts_[l];
+      copy_device(d_mid_.get(), d_res_.get(), M * W_, s);
+      kc::linear_backward<T>(d_gelu_.get(), G + o.fc2_w, G + o.fc2_b, d_res_.get(), a.gelu.get(), Wm + o.fc2_w, M,
+                             F_, W_, s, /*accumulate_dx=*/false);
+      d_fc1_.zero(s);
+      kc::gelu_backward<T>(d_fc1_.get(), d_gelu_.get(), a.fc1.get(), M * F_, s);
+      kc::linear_backward<T>(d_ln_.get(), G + o.fc1_w, G + o.fc1_b, d_fc1_.get(), a.ln2.get(), Wm + o.fc1_w, M, W_,
+                             F_, s, false);
+      kc::layernorm_backward<T>(d_mid_.get(), G + o.ln2_w, G + o.ln2_b, d_ln_.get(), a.mid.get(), P + o.ln2_w,
+                                a.ln2_mean.get(), a.ln2_rstd.get(), M, W_, s);
+      copy_device(d_res_.get(), d_mid_.get(), M * W_, s);
+      kc::linear_backward<T>(d_attn_.get(), G + o.proj_w, G + o.proj_b, d_mid_.get(), a.attn.get(), Wm + o.proj_w, M,
+                             W_, W_, s, false);
+      d_qkv_.zero(s);
+      kc::attention_backward<T>(d_qkv_.get(), d_attn_.get(), a.qkv.get(), a.attn.get(), a.lse.get(), B_, n_, H_,
+                                W_ / H_, causal_, s);
+      kc::linear_backward<T>(d_ln_.get(), G + o.qkv_w, G + o.qkv_b, d_qkv_.get(), a.ln1.get(), Wm + o.qkv_w, M, W_,
+                             3 * W_, s, false);
+      kc::layernorm_backward<T>(d_res_.get(), G + o.ln1_w, G + o.ln1_b, d_ln_.get(), residual_[l].get(), P + o.ln1_w,
+                                a.ln1_mean.get(), a.ln1_rstd.get(), M, W_, s);
+    }
+    kc::residual_forward<T>(din, din, d_res_.get(), M * W_, s);
+  }
+
+  size_t bytes() const {
+    size_t b = 0;
+    for (const auto& a : acts_)
+      b += a.ln1.bytes() + a.qkv.bytes() + a.attn.bytes() + a.mid.bytes() + a.ln2.bytes() + a.fc1.bytes() +
+           a.gelu.bytes() + a.ln1_mean.bytes() * 4 + a.lse.bytes();
+    for (const auto& r : residual_) b += r.bytes();
+    return b + d_res_.bytes() * 4 + d_qkv_.bytes() + d_fc1_.bytes() * 2;
+  }
+
+ private:
+  int n_layers_, W_, H_, F_;
+  float eps_;
+  std::vector<Block> blocks_;
+  int64_t lnf_w_ = 0, lnf_b_ = 0;
+  int B_ = 0, n_ = 0, causal_ = 0;
+  std::vector<Acts> acts_;
+  std::vector<DeviceVec<T>> residual_;
+  DeviceVec<float> lnf_mean_, lnf_rstd_;
+  DeviceVec<T> d_res_, d_mid_, d_ln_, d_qkv_, d_attn_, d_fc1_, d_gelu_;
+};
+
+template <typename T>
+class Model final : public GpuBrainModel::Impl {
+ public:
+  Model(const ModelConfig& c, GpuPrecision p, const runtime::AdamWConfig& opt)
+      : Impl(c, p), dl_(layout), opt_(opt),
+        encoder_(layout, dl_, "", c.n_layers, c.d_model, c.n_heads, c.mlp_hidden(), float(c.ln_eps)) {
+    check(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreate");
+    if (c.mae)
+      decoder_ = std::make_unique<Stack<T>>(layout, dl_, "decoder.", c.decoder->n_layers, c.decoder->d_model,
+                                            c.decoder->n_heads, c.dec_mlp_hidden(), float(c.ln_eps));
+    params_.resize(dl_.total), grads_.resize(dl_.total), m_.resize(dl_.total), v_.resize(dl_.total);
+    params_.zero(s_), grads_.zero(s_), m_.zero(s_), v_.zero(s_);
+    if constexpr (!std::is_same_v<T, float>) {
+      mirror_.resize(dl_.total);
+      mirror_.zero(s_);
+    }
+    // AdamW segments: every tensor, in device coordinates.
+    std::vector<kc::AdamWSegment> segs;
+    for (size_t i = 0; i < layout.params().size(); ++i) {
+      const auto& pi = layout.params()[i];
+      segs.push_back({dl_.offset[i], pi.size, pi.weight_decay ? 1 : 0});
+      max_segment_ = std::max(max_segment_, pi.size);
+    }
+    n_segments_ = int(segs.size());
+    segments_.resize(n_segments_);
+    check(cudaMemcpyAsync(segments_.get(), segs.data(), segs.size() * sizeof(segs[0]), cudaMemcpyHostToDevice, s_),
+          "upload segments");
+    scalars_.resize(8);  // 0..2 losses, 3 norm, 4 clip scale, 5 finite (as int), 6..7 spare
+    scalars_.zero(s_);
+    check(cudaStreamSynchronize(s_), "init");
+  }
+  ~Model() override { cudaStreamDestroy(s_); }
+
+  int64_t off(const char* name) const {
+    const auto& params = layout.params();
+    for (size_t i = 0; i < params.size(); ++i)
+      if (params[i].name == name) return dl_.offset[i];
+    bfm::fail("GPU model: no parameter '", name, "'");
+  }
+  const float* P() const { return params_.get(); }
+  const T* Wm() const {
+    if constexpr (std::is_same_v<T, float>) return params_.get();
+    else return mirror_.get();
+  }
+  float* G() { return grads_.get(); }
+
+  void load_params(const float* host) override {
+    const auto& params = layout.params();
+    for (size_t i = 0; i < params.size(); ++i)
+      check(cudaMemcpyAsync(params_.get() + dl_.offset[i], host + params[i].offset, params[i].size * sizeof(float),
+                            cudaMemcpyHostToDevice, s_),
+            "upload parameters");
+    if constexpr (!std::is_same_v<T, float>) kc::copy_to_mirror<T>(mirror_.get(), params_.get(), dl_.total, s_);
+    check(cudaStreamSynchronize(s_), "upload parameters");
+  }
+  void store(float* host, bool grads) const override {
+    const auto& params = layout.params();
+    const float* src = grads ? grads_.get() : params_.get();
+    for (size_t i = 0; i < params.size(); ++i)
+      check(cudaMemcpyAsync(host + params[i].offset, src + dl_.offset[i], params[i].size * sizeof(float),
+                            cudaMemcpyDeviceToHost, s_),
+            "download parameters");
+    check(cudaStreamSynchronize(s_), "download parameters");
+  }
+  void zero_grads() override { grads_.zero(s_); }
+
+  Losses run(const Batch& batch, bool backward, float scale, const std::string& source) override {
+    const ModelConfig& c = config;
+    const int B = batch.size, Tt = c.window, Pn = c.n_parcels, L = c.patch_len, D = c.d_model, N = c.n_tokens();
+    require(B > 0 && batch.x != nullptr, source, ": empty batch");
+    B_ = B;
+    // Inputs to the device.
+    x_.resize(int64_t(B) * Tt * Pn);
+    check(cudaMemcpyAsync(x_.get(), batch.x, x_.size() * sizeof(float), cudaMemcpyHostToDevice, s_), "upload x");
+    patches_.resize(int64_t(B) * N * L);
+    kc::patchify(patches_.get(), x_.get(), B, Tt, Pn, L, s_);
+    const bool masked = c.mae && batch.mask != nullptr;
+    masked_ = masked;
+    if (masked) {
+      std::vector<int32_t> visible = visible_indices(batch.mask, B, N, &n_enc_, source);
+      mask_.resize(int64_t(B) * N);
+      check(cudaMemcpyAsync(mask_.get(), batch.mask, int64_t(B) * N, cudaMemcpyHostToDevice, s_), "upload mask");
+      visible_.resize(int64_t(visible.size()));
+      check(cudaMemcpyAsync(visible_.get(), visible.data(), visible.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
+                            s_),
+            "upload visible indices");
+      check(cudaStreamSynchronize(s_), "upload");  // `visible` leaves scope
+    } else {
+      n_enc_ = N;
+    }
+    const int32_t* vis = masked ? visible_.get() : nullptr;
+    const int64_t M = int64_t(B) * n_enc_;
+    const float* P = this->P();
+    const T* Wm = this->Wm();
+    float* loss = scalars_.get();
+    scalars_.zero(s_);
+
+    tokens_.resize(M * D);
+    kc::patch_embed_forward<T>(tokens_.get(), patches_.get(), P + off("patch_embed.weight"),
+                               P + off("patch_embed.bias"), P + off("parcel_embed"), P + off("time_embed"), vis, B, N,
+                               n_enc_, Pn, L, D, s_);
+    enc_out_.resize(M * D);
+    encoder_.forward(enc_out_.get(), tokens_.get(), P, Wm, B, n_enc_, c.causal ? Pn : 0, s_);
+    pooled_.resize(int64_t(B) * D);
+    kc::mean_pool_forward<T>(pooled_.get(), enc_out_.get(), B, n_enc_, D, s_);
+
+    Losses out;
+    if (masked) {
+      const int Dd = c.decoder->d_model;
+      dec_z_.resize(M * Dd);
+      kc::linear_forward<T>(dec_z_.get(), enc_out_.get(), Wm + off("decoder.embed.weight"),
+                            Wm + off("decoder.embed.bias"), M, D, Dd, s_);
+      dec_in_.resize(int64_t(B) * N * Dd);
+      kc::mask_fill_forward<T>(dec_in_.get(), dec_z_.get(), P + off("decoder.mask_token"),
+                               P + off("decoder.parcel_embed"), P + off("decoder.time_embed"), vis, B, N, n_enc_, Pn,
+                               Dd, s_);
+      dec_out_.resize(int64_t(B) * N * Dd);
+      decoder_->forward(dec_out_.get(), dec_in_.get(), P, Wm, B, N, 0, s_);
+      recon_.resize(int64_t(B) * N * L);
+      kc::linear_forward<T>(recon_.get(), dec_out_.get(), Wm + off("decoder.head.weight"),
+                            Wm + off("decoder.head.bias"), int64_t(B) * N, Dd, L, s_);
+      d_recon_.resize(recon_.size());
+      if (backward) d_recon_.zero(s_);
+      kc::masked_mse<T>(loss + 0, backward ? d_recon_.get() : nullptr, recon_.get(), patches_.get(), mask_.get(), B,
+                        N, L, float(scale * c.weight_mae), s_);
+    }
+    if (c.causal) {
+      next_.resize(int64_t(B) * N * L);
+      kc::linear_forward<T>(next_.get(), enc_out_.get(), Wm + off("next_head.weight"), Wm + off("next_head.bias"),
+                            int64_t(B) * N, D, L, s_);
+      d_next_.resize(next_.size());
+      if (backward) d_next_.zero(s_);
+      kc::next_patch_mse<T>(loss + 1, backward ? d_next_.get() : nullptr, next_.get(), patches_.get(), B, c.n_time(),
+                            Pn, L, float(scale * c.weight_causal), s_);
+    }
+    contrastive_ = c.contrastive && batch.stim != nullptr;
+    if (contrastive_) {
+      const int S = c.stim_dim, E = c.proj_dim;
+      stim_f_.resize(int64_t(B) * S);
+      check(cudaMemcpyAsync(stim_f_.get(), batch.stim, stim_f_.size() * sizeof(float), cudaMemcpyHostToDevice, s_),
+            "upload stim");
+      stim_.resize(int64_t(B) * S);
+      kc::copy_to_mirror<T>(stim_.get(), stim_f_.get(), int64_t(B) * S, s_);
+      brain_e_.resize(int64_t(B) * E), stim_e_.resize(int64_t(B) * E);
+      kc::linear_forward<T>(brain_e_.get(), pooled_.get(), Wm + off("brain_proj.weight"), nullptr, B, D, E, s_);
+      kc::linear_forward<T>(stim_e_.get(), stim_.get(), Wm + off("stim_proj.weight"), nullptr, B, S, E, s_);
+      d_brain_.resize(int64_t(B) * E), d_stim_.resize(int64_t(B) * E);
+      if (backward) d_brain_.zero(s_), d_stim_.zero(s_);
+      kc::contrastive<T>(loss + 2, backward ? d_brain_.get() : nullptr, backward ? d_stim_.get() : nullptr,
+                         backward ? G() + off("logit_scale") : nullptr, brain_e_.get(), stim_e_.get(),
+                         P + off("logit_scale"), float(BrainModel::kMaxLogitScale), B, E,
+                         float(scale * c.weight_contrastive), s_);
+    }
+    if (backward) backward_pass();
+
+    float host_loss[3];
+    check(cudaMemcpyAsync(host_loss, loss, sizeof(host_loss), cudaMemcpyDeviceToHost, s_), "read losses");
+    check(cudaStreamSynchronize(s_), "step");
+    double total = 0;
+    bool any = false;
+    if (masked) out.mae = host_loss[0], total += c.weight_mae * host_loss[0], any = true;
+    if (c.causal) out.causal = host_loss[1], total += c.weight_causal * host_loss[1], any = true;
+    if (contrastive_) out.contrastive = host_loss[2], total += c.weight_contrastive * host_loss[2], any = true;
+    if (any) out.total = total;
+    return out;
+  }
+
+  void backward_pass() {
+    const ModelConfig& c = config;
+    const int B = B_, Pn = c.n_parcels, L = c.patch_len, D = c.d_model, N = c.n_tokens();
+    const int64_t M = int64_t(B) * n_enc_;
+    const float* P = this->P();
+    const T* Wm = this->Wm();
+    float* G = this->G();
+    const int32_t* vis = masked_ ? visible_.get() : nullptr;
+    d_enc_out_.resize(M * D);
+    d_enc_out_.zero(s_);
+    if (masked_) {
+      const int Dd = c.decoder->d_model;
+      d_dec_out_.resize(int64_t(B) * N * Dd);
+      kc::linear_backward<T>(d_dec_out_.get(), G + off("decoder.head.weight"), G + off("decoder.head.bias"),
+                             d_recon_.get(), dec_out_.get(), Wm + off("decoder.head.weight"), int64_t(B) * N, Dd, L,
+                             s_, false);
+      d_dec_in_.resize(int64_t(B) * N * Dd);
+      d_dec_in_.zero(s_);
+      decoder_->backward(d_dec_in_.get(), d_dec_out_.get(), P, Wm, G, s_);
+      d_z_.resize(M * Dd);
+      d_z_.zero(s_);
+      kc::mask_fill_backward<T>(d_z_.get(), G + off("decoder.mask_token"), G + off("decoder.parcel_embed"),
+                                G + off("decoder.time_embed"), d_dec_in_.get(), vis, B, N, n_enc_, Pn, Dd, s_);
+      kc::linear_backward<T>(d_enc_out_.get(), G + off("decoder.embed.weight"), G + off("decoder.embed.bias"),
+                             d_z_.get(), enc_out_.get(), Wm + off("decoder.embed.weight"), M, D, Dd, s_);
+    }
+    if (c.causal)
+      kc::linear_backward<T>(d_enc_out_.get(), G + off("next_head.weight"), G + off("next_head.bias"), d_next_.get(),
+                             enc_out_.get(), Wm + off("next_head.weight"), int64_t(B) * N, D, L, s_);
+    if (contrastive_) {
+      const int S = c.stim_dim, E = c.proj_dim;
+      d_pooled_.resize(int64_t(B) * D);
+      kc::linear_backward<T>(d_pooled_.get(), G + off("brain_proj.weight"), nullptr, d_brain_.get(), pooled_.get(),
+                             Wm + off("brain_proj.weight"), B, D, E, s_, false);
+      kc::linear_backward<T>(nullptr, G + off("stim_proj.weight"), nullptr, d_stim_.get(), stim_.get(),
+                             Wm + off("stim_proj.weight"), B, S, E, s_);
+      kc::mean_pool_backward<T>(d_enc_out_.get(), d_pooled_.get(), B, n_enc_, D, s_);
+    }
+    d_tokens_.resize(M * D);
+    d_tokens_.zero(s_);
+    encoder_.backward(d_tokens_.get(), d_enc_out_.get(), P, Wm, G, s_);
+    kc::patch_embed_backward<T>(G + off("patch_embed.weight"), G + off("patch_embed.bias"), G + off("parcel_embed"),
+                                G + off("time_embed"), d_tokens_.get(), patches_.get(), vis, B, N, n_enc_, Pn, L, D,
+                                s_);
+  }
+
+  double optimizer_step(double lr, bool* applied) override {
+    float* sc = scalars_.get();
+    int* finite = reinterpret_cast<int*>(sc + 5);
+    kc::grad_norm(sc + 3, sc + 4, finite, grads_.get(), dl_.total, float(opt_.grad_clip), s_);
+    ++step_;
+    T* mirror = nullptr;
+    if constexpr (!std::is_same_v<T, float>) mirror = mirror_.get();
+    kc::adamw_update<T>(params_.get(), mirror, m_.get(), v_.get(), grads_.get(), segments_.get(), n_segments_,
+                        max_segment_, float(lr), float(opt_.beta1), float(opt_.beta2), float(opt_.eps),
+                        float(opt_.weight_decay), sc + 4, finite, step_, s_);
+    if (config.contrastive) {
+      const int64_t o = off("logit_scale");
+      clamp_max_kernel<<<1, 1, 0, s_>>>(params_.get() + o, float(BrainModel::kMaxLogitScale));
+      kc::detail::check_launch("clamp logit_scale");
+      if constexpr (!std::is_same_v<T, float>) kc::copy_to_mirror<T>(mirror_.get() + o, params_.get() + o, 1, s_);
+    }
+    float norm = 0;
+    int ok = 0;
+    check(cudaMemcpyAsync(&norm, sc + 3, sizeof(float), cudaMemcpyDeviceToHost, s_), "read norm");
+    check(cudaMemcpyAsync(&ok, finite, sizeof(int), cudaMemcpyDeviceToHost, s_), "read finite");
+    check(cudaStreamSynchronize(s_), "optimizer step");
+    if (!ok) --step_;  // the device skipped the update: the CPU AdamW does not count skipped steps either
+    if (applied) *applied = ok != 0;
+    return norm;
+  }
+
+  int64_t steps_taken() const override { return step_; }
+  std::vector<float> encoder_out() const override { return download(enc_out_); }
+  std::vector<float> pooled() const override { return download(pooled_); }
+  int encoder_tokens() const override { return n_enc_; }
+  size_t device_bytes() const override {
+    return params_.bytes() * 4 + mirror_.bytes() + encoder_.bytes() + (decoder_ ? decoder_->bytes() : 0) +
+           tokens_.bytes() * 3 + dec_in_.bytes() * 3 + d_dec_in_.bytes() * 2;
+  }
+
+ private:
+  std::vector<float> download(const DeviceVec<T>& v) const {
+    std::vector<T> t(v.size());
+    check(cudaMemcpyAsync(t.data(), v.get(), t.size() * sizeof(T), cudaMemcpyDeviceToHost, s_), "download");
+    check(cudaStreamSynchronize(s_), "download");
+    std::vector<float> out(t.size());
+    for (size_t i = 0; i < t.size(); ++i) {
+      if constexpr (std::is_same_v<T, float>) out[i] = t[i];
+      else out[i] = __bfloat162float(t[i]);
+    }
+    return out;
+  }
+
+  DeviceLayout dl_;
+  runtime::AdamWConfig opt_;
+  cudaStream_t s_ = nullptr;
+  Stack<T> encoder_;
+  std::unique_ptr<Stack<T>> decoder_;
+  DeviceVec<float> params_, grads_, m_, v_, scalars_;
+  DeviceVec<T> mirror_;
+  DeviceVec<kc::AdamWSegment> segments_;
+  int n_segments_ = 0;
+  int64_t max_segment_ = 0, step_ = 0;
+  // Last forward.
+  int B_ = 0, n_enc_ = 0;
+  bool masked_ = false, contrastive_ = false;
+  DeviceVec<float> x_, patches_, stim_f_;
+  DeviceVec<uint8_t> mask_;
+  DeviceVec<int32_t> visible_;
+  DeviceVec<T> tokens_, enc_out_, pooled_, dec_z_, dec_in_, dec_out_, recon_, next_, stim_, brain_e_, stim_e_;
+  DeviceVec<T> d_recon_, d_next_, d_brain_, d_stim_, d_enc_out_, d_dec_out_, d_dec_in_, d_z_, d_pooled_, d_tokens_;
+};
+
+}  // namespace
+
+std::string GpuBrainModel::unsupported(const ModelConfig& c) {
+  auto ok = [](int dh) { return dh == 32 || dh == 64 || dh == 128; };
+  if (c.n_heads > 0 && !ok(c.head_dim()))
+    return "encoder head dim " + std::to_string(c.head_dim()) + " (d_model " + std::to_string(c.d_model) + " / " +
+           std::to_string(c.n_heads) + " heads): the GPU attention takes head dims 32, 64 and 128";
+  if (c.mae && c.decoder && c.decoder->n_heads > 0 && !ok(c.decoder->d_model / c.decoder->n_heads))
+    return "decoder head dim " + std::to_string(c.decoder->d_model / c.decoder->n_heads) +
+           ": the GPU attention takes head dims 32, 64 and 128";
+  return "";
+}
+
+GpuBrainModel::GpuBrainModel(const ModelConfig& config, GpuPrecision precision,
+                             const runtime::AdamWConfig& optimizer) {
+  config.validate("model config");
+  if (const std::string why = unsupported(config); !why.empty()) bfm::fail("GPU model: unsupported ", why);
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    cudaGetLastError();
+    bfm::fail("GPU model: no CUDA GPU on this machine (run on the CPU instead: --set train.device=cpu)");
+  }
+  if (precision == GpuPrecision::bf16) impl_ = std::make_unique<Model<bf16>>(config, precision, optimizer);
+  else impl_ = std::make_unique<Model<float>>(config, precision, optimizer);
+}
+GpuBrainModel::~GpuBrainModel() = default;
+
+const ModelConfig& GpuBrainModel::config() const { return impl_->config; }
+const ParamLayout& GpuBrainModel::layout() const { return impl_->layout; }
+GpuPrecision GpuBrainModel::precision() const { return impl_->precision; }
+void GpuBrainModel::load_params(const float* host) { impl_->load_params(host); }
+void GpuBrainModel::store_params(float* host) const { impl_->store(host, false); }
+void GpuBrainModel::store_grads(float* host) const { impl_->store(host, true); }
+void GpuBrainModel::zero_grads() { impl_->zero_grads(); }
+Losses GpuBrainModel::forward(const Batch& batch, const std::string& source) {
+  return impl_->run(batch, false, 1.0f, source);
+}
+Losses GpuBrainModel::forward_backward(const Batch& batch, float scale, const std::string& source) {
+  return impl_->run(batch, true, scale, source);
+}
+double GpuBrainModel::optimizer_step(double lr, bool* applied) { return impl_->optimizer_step(lr, applied); }
+GpuStepResult GpuBrainModel::train_step(const Batch& batch, double lr) {
+  GpuStepResult r;
+  impl_->zero_grads();
+  r.losses = impl_->run(batch, true, 1.0f, "batch");
+  if (!r.losses.total || !std::isfinite(*r.losses.total)) return r;
+  r.grad_norm = impl_->optimizer_step(lr, &r.applied);
+  return r;
+}
+int64_t GpuBrainModel::steps_taken() const { return impl_->steps_taken(); }
+std::vector<float> GpuBrainModel::encoder_out() const { return impl_->encoder_out(); }
+std::vector<float> GpuBrainModel::pooled() const { return impl_->pooled(); }
+int GpuBrainModel::encoder_tokens() const { return impl_->encoder_tokens(); }
+size_t GpuBrainModel::device_bytes() const { return impl_->device_bytes(); }
+
+}  // namespace bfm::model

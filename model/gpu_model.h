@@ -1,0 +1,83 @@
+// The brain transformer of MODEL_SPEC.md on one GPU: the same forward, losses and backward as model/brain_model.h,
+// with every op a CUDA kernel of kernels/cuda (attention fused, GEMMs through cuBLASLt), the fused losses computing
+// their gradients in the forward pass, and AdamW with global-norm clipping on the device.
+//
+// Precision: bf16 activations and GEMM operands with fp32 accumulation, fp32 master weights, gradients and moments
+// (GpuPrecision::bf16), or float32 throughout (GpuPrecision::fp32, the mode that checks the GPU against the CPU).
+// The parameter arena on the device is the CPU arena's tensors in the same order, each starting on a 256-byte
+// boundary (so every GEMM operand is aligned for the fastest kernels); load_params/store_params translate.
+//
+// A step costs one host synchronisation: reading the losses and the gradient norm.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/brain_model.h"
+#include "model/config.h"
+#include "model/params.h"
+#include "runtime/optimizer.h"
+
+namespace bfm::model {
+
+enum class GpuPrecision { bf16, fp32 };
+GpuPrecision parse_gpu_precision(const std::string& name);  // "bf16" | "fp32"; throws bfm::Error otherwise
+const char* to_string(GpuPrecision precision);
+
+struct GpuStepResult {
+  Losses losses;
+  double grad_norm = 0.0;
+  bool applied = false;  // false: the loss or the gradient was not finite and the update was skipped
+};
+
+class GpuBrainModel {
+ public:
+  // Why this configuration cannot run on the GPU ("" when it can): the fused attention takes head dims 32, 64 and
+  // 128 only.
+  static std::string unsupported(const ModelConfig& config);
+
+  // Allocates the arenas on the current CUDA device; throws bfm::Error when there is no GPU or the configuration
+  // is unsupported.
+  GpuBrainModel(const ModelConfig& config, GpuPrecision precision, const runtime::AdamWConfig& optimizer = {});
+  ~GpuBrainModel();
+  GpuBrainModel(const GpuBrainModel&) = delete;
+  GpuBrainModel& operator=(const GpuBrainModel&) = delete;
+
+  const ModelConfig& config() const;
+  const ParamLayout& layout() const;
+  GpuPrecision precision() const;
+
+  // The CPU arena (ParamLayout order, arena_size floats) <-> the device's fp32 master copy (and its bf16 mirror).
+  void load_params(const float* host_arena);
+  void store_params(float* host_arena) const;
+  void store_grads(float* host_arena) const;  // the gradient arena, in the CPU layout
+  void zero_grads();
+
+  // Forward only (evaluation): the losses the batch allows. Host pointers, as BrainModel::forward.
+  Losses forward(const Batch& batch, const std::string& source = "batch");
+  // Forward, fused losses, backward: grads += scale * d(total)/d(params). Host pointers.
+  Losses forward_backward(const Batch& batch, float scale = 1.0f, const std::string& source = "batch");
+  // Global-norm clipping and one AdamW step over the arena at learning rate lr (steps count from 1 internally);
+  // skipped on the device when the gradient is not finite. Clamps logit_scale to ln(100) as the CPU trainer does.
+  double optimizer_step(double lr, bool* applied = nullptr);
+  // zero_grads + forward_backward + optimizer_step, as the trainer calls it.
+  GpuStepResult train_step(const Batch& batch, double lr);
+
+  int64_t steps_taken() const;
+  // The outputs of the last forward, copied to the host as float32: [B, N_enc, D] and [B, D].
+  std::vector<float> encoder_out() const;
+  std::vector<float> pooled() const;
+  int encoder_tokens() const;
+
+  // Device memory held now (parameters, moments, activations), bytes.
+  size_t device_bytes() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace bfm::model
