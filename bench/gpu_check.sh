@@ -55,7 +55,7 @@ if [ "$phase" = all ] || [ "$phase" = test ]; then
   run_gtest gpu_model_tests $build/tests/model/bfm_gpu_model_tests '*' 240
   if command -v compute-sanitizer >/dev/null; then
     for tool in racecheck memcheck; do
-      timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 \
+      timeout 90 compute-sanitizer --tool $tool --error-exitcode 9 \
         $build/tests/kernels/bfm_cuda_kernel_tests --gtest_filter="${SANITIZE_FILTER:-CudaAttentionDeterminismTest.*:CudaOps*Determin*}" --gtest_brief=1 \
         >"$out/sanitize_$tool.log" 2>&1
       rc=$?
