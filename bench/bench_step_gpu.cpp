@@ -1,7 +1,7 @@
 // One training step (forward, fused losses, backward, clipping, AdamW) of the brain model on the GPU, timed with
 // the step's own host synchronisation (one per step: the losses and the gradient norm are read back).
 //   bench_step_gpu --model brainlm|causal [--batch B] [--steps N] [--warmup N] [--precision bf16|fp32]
-//                  [--peak-tflops F]
+//                  [--peak-tflops F] [--profile]
 //   brainlm: P=424, T=200, L=20 (N = 4,240 tokens), D=768, 12 layers, 12 heads, MAE with mask ratio 0.75 (1,060
 //            visible tokens), decoder 512 wide, 8 heads, 4 layers over all 4,240 tokens.
 //   causal:  the same encoder over all 4,240 tokens, time-causal attention, next-patch loss.
@@ -40,6 +40,9 @@ int main(int argc, char** argv) {
   std::string which = "brainlm", precision = "bf16";
   int batch = 32, steps = 10, warmup = 3;
   double peak = 989.0;  // H100/H200 SXM dense bf16, TFLOP/s (datasheet)
+  bool profile = false;
+  for (int i = 1; i < argc; ++i)
+    if (!std::strcmp(argv[i], "--profile")) profile = true;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--model")) which = argv[i + 1];
     else if (!std::strcmp(argv[i], "--batch")) batch = std::atoi(argv[i + 1]);
@@ -87,6 +90,19 @@ int main(int argc, char** argv) {
     }
     std::sort(times.begin(), times.end());
     const double step_s = times[times.size() / 2];
+    if (profile) {  // a few more steps with an event between every two ops: where the time goes
+      model.set_profiling(true);
+      const int n = 3;
+      for (int s = 0; s < n; ++s) model.train_step(b, 1e-4);
+      auto prof = model.take_profile();
+      std::sort(prof.begin(), prof.end(), [](const auto& l, const auto& r) { return l.second > r.second; });
+      double sum = 0;
+      for (const auto& p : prof) sum += p.second / n;
+      std::fprintf(stderr, "profile of %s %s batch %d (ms per step, %.1f ms accounted):\n", which.c_str(),
+                   precision.c_str(), batch, sum);
+      for (const auto& p : prof)
+        std::fprintf(stderr, "  %-40s %8.2f  %5.1f%%\n", p.first.c_str(), p.second / n, 100.0 * p.second / n / sum);
+    }
 
     const double N = c.n_tokens(), D = c.d_model, F = c.mlp_hidden();
     double fwd = 0;

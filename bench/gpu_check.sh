@@ -6,7 +6,8 @@
 #   here:   bench/gpu_deps.sh                       (fills the git-ignored .deps/ with GoogleTest and headers)
 #   there:  bench/gpu_check.sh [all|test|bench]     (carry .deps; logs and CSVs go to $OUT, else out/gpu_check)
 #
-# Every step has a time limit so that the whole check ends inside the device's 10-minute command limit; a step
+# Environment: SKIP_TORCH, SKIP_ATTN_BENCH, SKIP_SANITIZE (non-empty: leave that part out), BENCH_BATCH (16),
+# BFM_CUDA_ARCH (90). Every step has a time limit so that the whole check ends inside the device's 10-minute command limit; a step
 # that fails is reported in the table and the others still run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +44,7 @@ run_gtest() {  # name binary [filter] [limit]
   timeout "$limit" "$bin" --gtest_filter="$filter" --gtest_brief=1 --gtest_output="xml:$out/$name.xml" \
     >"$out/$name.log" 2>&1
   local rc=$?
-  grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|error|Expected|Which is|actual|rel|gradient of" "$out/$name.log" | head -60
+  grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|error|Expected|Which is|actual|rel|gradient of|parameter |cpu " "$out/$name.log" | head -60
   local pass fail
   pass=$(grep -o 'tests="[0-9]*"' "$out/$name.xml" 2>/dev/null | head -1 | tr -dc 0-9)
   fail=$(grep -o 'failures="[0-9]*"' "$out/$name.xml" 2>/dev/null | head -1 | tr -dc 0-9)
@@ -53,7 +54,7 @@ run_gtest() {  # name binary [filter] [limit]
 if [ "$phase" = all ] || [ "$phase" = test ]; then
   run_gtest cuda_kernel_tests $build/tests/kernels/bfm_cuda_kernel_tests '*' 240
   run_gtest gpu_model_tests $build/tests/model/bfm_gpu_model_tests '*' 240
-  if command -v compute-sanitizer >/dev/null; then
+  if [ -z "${SKIP_SANITIZE:-}" ] && command -v compute-sanitizer >/dev/null; then
     for tool in racecheck memcheck; do
       timeout 90 compute-sanitizer --tool $tool --error-exitcode 9 \
         $build/tests/kernels/bfm_cuda_kernel_tests --gtest_filter="${SANITIZE_FILTER:-CudaAttentionDeterminismTest.*:CudaOps*Determin*}" --gtest_brief=1 \
@@ -76,24 +77,28 @@ fi
 
 if [ "$phase" = all ] || [ "$phase" = bench ]; then
   : >"$out/bench.csv"
-  if [ -x $build/bench/bench_attention ]; then
+  if [ -z "${SKIP_ATTN_BENCH:-}" ] && [ -x $build/bench/bench_attention ]; then
     timeout 120 $build/bench/bench_attention 20 >>"$out/bench.csv" 2>"$out/bench_attention.err"
     row "bench_attention" "rc=$? ($(elapsed))"
   fi
-  timeout 150 python3 bench/attention_torch.py --reps 20 >>"$out/bench.csv" 2>"$out/attention_torch.err"
+  [ -n "${SKIP_TORCH:-}${SKIP_ATTN_BENCH:-}" ] || timeout 150 python3 bench/attention_torch.py --reps 20 >>"$out/bench.csv" 2>"$out/attention_torch.err"
   row "attention_torch.py" "rc=$? ($(elapsed))"
   for model in brainlm causal; do
     b=${BENCH_BATCH:-16}
-    timeout 120 $build/bench/bench_step_gpu --model $model --batch $b >>"$out/bench.csv" 2>>"$out/bench_step.err"
+    timeout 120 $build/bench/bench_step_gpu --model $model --batch $b --profile >>"$out/bench.csv" 2>>"$out/bench_step.err"
     row "bench_step_gpu $model" "rc=$? ($(elapsed))"
-    timeout 120 python3 bench/torch_step_gpu.py --model $model --batch $b >>"$out/bench.csv" 2>>"$out/bench_step.err"
+    [ -n "${SKIP_TORCH:-}" ] || timeout 120 python3 bench/torch_step_gpu.py --model $model --batch $b >>"$out/bench.csv" 2>>"$out/bench_step.err"
     row "torch_step_gpu.py $model" "rc=$? ($(elapsed))"
   done
-  cat "$out/bench_step.err" | tail -8
+  grep -v "^  " "$out/bench_step.err" | tail -6
+  grep -A14 "^profile of" "$out/bench_step.err" | head -60
   echo "---- bench.csv"
   cat "$out/bench.csv"
 fi
 
+# The device returns at most 8 files: the logs travel as one archive beside gpu_check.log and bench.csv.
+(cd "$out" && tar czf logs.tar.gz --exclude=logs.tar.gz --exclude=gpu_check.log --exclude=bench.csv . 2>/dev/null &&
+  find . -mindepth 1 ! -name logs.tar.gz ! -name gpu_check.log ! -name bench.csv -delete)
 echo
 echo "== gpu_check on ${gpu:-?}, $(date -u +%F), $(elapsed) in all"
 printf '%s\n' "${rows[@]}"

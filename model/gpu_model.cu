@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "kernels/adamw.h"
 #include "kernels/attention.h"
@@ -73,6 +74,46 @@ __global__ void clamp_max_kernel(float* p, float max) {
 
 constexpr int64_t kAlign = 64;  // elements: 256 bytes of fp32, 128 of bf16
 
+// Where a step's time goes, op by op: events recorded on the stream between ops (only when profiling is on), the
+// time between one mark and the next charged to the first one's name.
+class Profiler {
+ public:
+  ~Profiler() {
+    for (auto& m : marks_) cudaEventDestroy(m.second);
+  }
+  bool on = false;
+  void mark(cudaStream_t s, const char* name) {
+    if (!on) return;
+    if (used_ == marks_.size()) {
+      cudaEvent_t e;
+      check(cudaEventCreate(&e), "cudaEventCreate");
+      marks_.push_back({name, e});
+    }
+    marks_[used_].first = name;
+    check(cudaEventRecord(marks_[used_].second, s), "cudaEventRecord");
+    ++used_;
+  }
+  // After the stream has synchronised: adds the intervals into totals (ms) and starts over.
+  void collect() {
+    for (size_t i = 0; i + 1 < used_; ++i) {
+      float ms = 0;
+      check(cudaEventElapsedTime(&ms, marks_[i].second, marks_[i + 1].second), "cudaEventElapsedTime");
+      totals_[marks_[i].first] += ms;
+    }
+    used_ = 0;
+  }
+  std::vector<std::pair<std::string, double>> take() {
+    std::vector<std::pair<std::string, double>> out(totals_.begin(), totals_.end());
+    totals_.clear();
+    return out;
+  }
+
+ private:
+  std::vector<std::pair<const char*, cudaEvent_t>> marks_;
+  size_t used_ = 0;
+  std::map<std::string, double> totals_;
+};
+
 }  // namespace
 
 GpuPrecision parse_gpu_precision(const std::string& name) {
@@ -106,6 +147,8 @@ struct GpuBrainModel::Impl {
   virtual std::vector<float> pooled() const = 0;
   virtual int encoder_tokens() const = 0;
   virtual size_t device_bytes() const = 0;
+  virtual void set_profiling(bool on) = 0;
+  virtual std::vector<std::pair<std::string, double>> take_profile() = 0;
   ModelConfig config;
   ParamLayout layout;
   GpuPrecision precision;
@@ -135,8 +178,8 @@ class Stack {
   };
 
   Stack(const ParamLayout& layout, const DeviceLayout& dl, const std::string& prefix, int n_layers, int width,
-        int heads, int hidden, float eps)
-      : n_layers_(n_layers), W_(width), H_(heads), F_(hidden), eps_(eps), acts_(n_layers), residual_(n_layers + 1) {
+        int heads, int hidden, float eps, Profiler* prof)
+      : prof_(prof), n_layers_(n_layers), W_(width), H_(heads), F_(hidden), eps_(eps), acts_(n_layers), residual_(n_layers + 1) {
     auto at = [&](const std::string& name) {
       const auto& params = layout.params();
       for (size_t i = 0; i < params.size(); ++i)
@@ -168,21 +211,31 @@ class Stack {
       a.ln2.resize(M * W_), a.fc1.resize(M * F_), a.gelu.resize(M * F_);
       a.ln1_mean.resize(M), a.ln1_rstd.resize(M), a.ln2_mean.resize(M), a.ln2_rstd.resize(M);
       a.lse.resize(int64_t(B) * H_ * n);
+      prof_->mark(s, "layernorm");
       kc::layernorm_forward<T>(a.ln1.get(), a.ln1_mean.get(), a.ln1_rstd.get(), h, P + o.ln1_w, P + o.ln1_b, M, W_,
                                eps_, s);
+      prof_->mark(s, "linear qkv");
       kc::linear_forward<T>(a.qkv.get(), a.ln1.get(), Wm + o.qkv_w, Wm + o.qkv_b, M, W_, 3 * W_, s);
+      prof_->mark(s, "attention forward");
       kc::attention_forward<T>(a.attn.get(), a.lse.get(), a.qkv.get(), B, n, H_, W_ / H_, causal_block, s);
+      prof_->mark(s, "linear proj");
       kc::linear_forward<T>(a.mid.get(), a.attn.get(), Wm + o.proj_w, Wm + o.proj_b, M, W_, W_, s);
+      prof_->mark(s, "residual");
       kc::residual_forward<T>(a.mid.get(), a.mid.get(), h, M * W_, s);
+      prof_->mark(s, "layernorm");
       kc::layernorm_forward<T>(a.ln2.get(), a.ln2_mean.get(), a.ln2_rstd.get(), a.mid.get(), P + o.ln2_w,
                                P + o.ln2_b, M, W_, eps_, s);
       // fc1 with bias and GELU fused in cuBLASLt's epilogue: fc1 keeps the pre-activation for backward.
+      prof_->mark(s, "linear fc1+gelu");
       kc::linear_forward<T>(a.gelu.get(), a.ln2.get(), Wm + o.fc1_w, Wm + o.fc1_b, M, W_, F_, s, a.fc1.get());
       T* next = residual_[l + 1].get();
+      prof_->mark(s, "linear fc2");
       kc::linear_forward<T>(next, a.gelu.get(), Wm + o.fc2_w, Wm + o.fc2_b, M, F_, W_, s);
+      prof_->mark(s, "residual");
       kc::residual_forward<T>(next, next, a.mid.get(), M * W_, s);
     }
     lnf_mean_.resize(M), lnf_rstd_.resize(M);
+    prof_->mark(s, "layernorm");
     kc::layernorm_forward<T>(out, lnf_mean_.get(), lnf_rstd_.get(), residual_[n_layers_].get(), P + lnf_w_,
                              P + lnf_b_, M, W_, eps_, s);
   }
@@ -192,32 +245,47 @@ class Stack {
     const int64_t M = int64_t(B_) * n_;
     d_res_.resize(M * W_), d_mid_.resize(M * W_), d_ln_.resize(M * W_), d_qkv_.resize(M * 3 * W_);
     d_attn_.resize(M * W_), d_fc1_.resize(M * F_), d_gelu_.resize(M * F_);
+    prof_->mark(s, "copy/zero");
     d_res_.zero(s);
+    prof_->mark(s, "layernorm backward");
     kc::layernorm_backward<T>(d_res_.get(), G + lnf_w_, G + lnf_b_, dout, residual_[n_layers_].get(), P + lnf_w_,
                               lnf_mean_.get(), lnf_rstd_.get(), M, W_, s);
     for (int l = n_layers_ - 1; l >= 0; --l) {
       const Block& o = blocks_[l];
       Acts& a = acts_[l];
+      prof_->mark(s, "copy/zero");
       copy_device(d_mid_.get(), d_res_.get(), M * W_, s);
+      prof_->mark(s, "linear fc2 backward");
       kc::linear_backward<T>(d_gelu_.get(), G + o.fc2_w, G + o.fc2_b, d_res_.get(), a.gelu.get(), Wm + o.fc2_w, M,
                              F_, W_, s, /*accumulate_dx=*/false);
+      prof_->mark(s, "copy/zero");
       d_fc1_.zero(s);
+      prof_->mark(s, "gelu backward");
       kc::gelu_backward<T>(d_fc1_.get(), d_gelu_.get(), a.fc1.get(), M * F_, s);
+      prof_->mark(s, "linear fc1 backward");
       kc::linear_backward<T>(d_ln_.get(), G + o.fc1_w, G + o.fc1_b, d_fc1_.get(), a.ln2.get(), Wm + o.fc1_w, M, W_,
                              F_, s, false);
+      prof_->mark(s, "layernorm backward");
       kc::layernorm_backward<T>(d_mid_.get(), G + o.ln2_w, G + o.ln2_b, d_ln_.get(), a.mid.get(), P + o.ln2_w,
                                 a.ln2_mean.get(), a.ln2_rstd.get(), M, W_, s);
+      prof_->mark(s, "copy/zero");
       copy_device(d_res_.get(), d_mid_.get(), M * W_, s);
+      prof_->mark(s, "linear proj backward");
       kc::linear_backward<T>(d_attn_.get(), G + o.proj_w, G + o.proj_b, d_mid_.get(), a.attn.get(), Wm + o.proj_w, M,
                              W_, W_, s, false);
+      prof_->mark(s, "copy/zero");
       d_qkv_.zero(s);
+      prof_->mark(s, "attention backward");
       kc::attention_backward<T>(d_qkv_.get(), d_attn_.get(), a.qkv.get(), a.attn.get(), a.lse.get(), B_, n_, H_,
                                 W_ / H_, causal_, s);
+      prof_->mark(s, "linear qkv backward");
       kc::linear_backward<T>(d_ln_.get(), G + o.qkv_w, G + o.qkv_b, d_qkv_.get(), a.ln1.get(), Wm + o.qkv_w, M, W_,
                              3 * W_, s, false);
+      prof_->mark(s, "layernorm backward");
       kc::layernorm_backward<T>(d_res_.get(), G + o.ln1_w, G + o.ln1_b, d_ln_.get(), residual_[l].get(), P + o.ln1_w,
                                 a.ln1_mean.get(), a.ln1_rstd.get(), M, W_, s);
     }
+    prof_->mark(s, "residual");
     kc::residual_forward<T>(din, din, d_res_.get(), M * W_, s);
   }
 
@@ -231,6 +299,7 @@ class Stack {
   }
 
  private:
+  Profiler* prof_;
   int n_layers_, W_, H_, F_;
   float eps_;
   std::vector<Block> blocks_;
@@ -247,11 +316,11 @@ class Model final : public GpuBrainModel::Impl {
  public:
   Model(const ModelConfig& c, GpuPrecision p, const runtime::AdamWConfig& opt)
       : Impl(c, p), dl_(layout), opt_(opt),
-        encoder_(layout, dl_, "", c.n_layers, c.d_model, c.n_heads, c.mlp_hidden(), float(c.ln_eps)) {
+        encoder_(layout, dl_, "", c.n_layers, c.d_model, c.n_heads, c.mlp_hidden(), float(c.ln_eps), &prof_) {
     check(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreate");
     if (c.mae)
       decoder_ = std::make_unique<Stack<T>>(layout, dl_, "decoder.", c.decoder->n_layers, c.decoder->d_model,
-                                            c.decoder->n_heads, c.dec_mlp_hidden(), float(c.ln_eps));
+                                            c.decoder->n_heads, c.dec_mlp_hidden(), float(c.ln_eps), &prof_);
     params_.resize(dl_.total), grads_.resize(dl_.total), m_.resize(dl_.total), v_.resize(dl_.total);
     params_.zero(s_), grads_.zero(s_), m_.zero(s_), v_.zero(s_);
     if constexpr (!std::is_same_v<T, float>) {
@@ -314,6 +383,7 @@ class Model final : public GpuBrainModel::Impl {
     require(B > 0 && batch.x != nullptr, source, ": empty batch");
     B_ = B;
     // Inputs to the device.
+    prof_.mark(s_, "inputs and embedding");
     x_.resize(int64_t(B) * Tt * Pn);
     check(cudaMemcpyAsync(x_.get(), batch.x, x_.size() * sizeof(float), cudaMemcpyHostToDevice, s_), "upload x");
     patches_.resize(int64_t(B) * N * L);
@@ -345,6 +415,7 @@ class Model final : public GpuBrainModel::Impl {
                                n_enc_, Pn, L, D, s_);
     enc_out_.resize(M * D);
     encoder_.forward(enc_out_.get(), tokens_.get(), P, Wm, B, n_enc_, c.causal ? Pn : 0, s_);
+    prof_.mark(s_, "heads and losses");
     pooled_.resize(int64_t(B) * D);
     kc::mean_pool_forward<T>(pooled_.get(), enc_out_.get(), B, n_enc_, D, s_);
 
@@ -359,7 +430,9 @@ class Model final : public GpuBrainModel::Impl {
                                P + off("decoder.parcel_embed"), P + off("decoder.time_embed"), vis, B, N, n_enc_, Pn,
                                Dd, s_);
       dec_out_.resize(int64_t(B) * N * Dd);
+      prof_.mark(s_, "decoder: embed and mask fill");
       decoder_->forward(dec_out_.get(), dec_in_.get(), P, Wm, B, N, 0, s_);
+      prof_.mark(s_, "heads and losses");
       recon_.resize(int64_t(B) * N * L);
       kc::linear_forward<T>(recon_.get(), dec_out_.get(), Wm + off("decoder.head.weight"),
                             Wm + off("decoder.head.bias"), int64_t(B) * N, Dd, L, s_);
@@ -397,9 +470,11 @@ class Model final : public GpuBrainModel::Impl {
     }
     if (backward) backward_pass();
 
+    prof_.mark(s_, "read losses");
     float host_loss[3];
     check(cudaMemcpyAsync(host_loss, loss, sizeof(host_loss), cudaMemcpyDeviceToHost, s_), "read losses");
     check(cudaStreamSynchronize(s_), "step");
+    prof_.collect();
     double total = 0;
     bool any = false;
     if (masked) out.mae = host_loss[0], total += c.weight_mae * host_loss[0], any = true;
@@ -417,6 +492,7 @@ class Model final : public GpuBrainModel::Impl {
     const T* Wm = this->Wm();
     float* G = this->G();
     const int32_t* vis = masked_ ? visible_.get() : nullptr;
+    prof_.mark(s_, "heads and losses backward");
     d_enc_out_.resize(M * D);
     d_enc_out_.zero(s_);
     if (masked_) {
@@ -428,6 +504,7 @@ class Model final : public GpuBrainModel::Impl {
       d_dec_in_.resize(int64_t(B) * N * Dd);
       d_dec_in_.zero(s_);
       decoder_->backward(d_dec_in_.get(), d_dec_out_.get(), P, Wm, G, s_);
+      prof_.mark(s_, "decoder: mask fill and embed backward");
       d_z_.resize(M * Dd);
       d_z_.zero(s_);
       kc::mask_fill_backward<T>(d_z_.get(), G + off("decoder.mask_token"), G + off("decoder.parcel_embed"),
@@ -435,6 +512,7 @@ class Model final : public GpuBrainModel::Impl {
       kc::linear_backward<T>(d_enc_out_.get(), G + off("decoder.embed.weight"), G + off("decoder.embed.bias"),
                              d_z_.get(), enc_out_.get(), Wm + off("decoder.embed.weight"), M, D, Dd, s_);
     }
+    prof_.mark(s_, "heads and losses backward");
     if (c.causal)
       kc::linear_backward<T>(d_enc_out_.get(), G + off("next_head.weight"), G + off("next_head.bias"), d_next_.get(),
                              enc_out_.get(), Wm + off("next_head.weight"), int64_t(B) * N, D, L, s_);
@@ -447,15 +525,18 @@ class Model final : public GpuBrainModel::Impl {
                              Wm + off("stim_proj.weight"), B, S, E, s_);
       kc::mean_pool_backward<T>(d_enc_out_.get(), d_pooled_.get(), B, n_enc_, D, s_);
     }
+    prof_.mark(s_, "copy/zero");
     d_tokens_.resize(M * D);
     d_tokens_.zero(s_);
     encoder_.backward(d_tokens_.get(), d_enc_out_.get(), P, Wm, G, s_);
+    prof_.mark(s_, "embedding backward");
     kc::patch_embed_backward<T>(G + off("patch_embed.weight"), G + off("patch_embed.bias"), G + off("parcel_embed"),
                                 G + off("time_embed"), d_tokens_.get(), patches_.get(), vis, B, N, n_enc_, Pn, L, D,
                                 s_);
   }
 
   double optimizer_step(double lr, bool* applied) override {
+    prof_.mark(s_, "optimizer");
     float* sc = scalars_.get();
     int* finite = reinterpret_cast<int*>(sc + 5);
     kc::grad_norm(sc + 3, sc + 4, finite, grads_.get(), dl_.total, float(opt_.grad_clip), s_);
@@ -475,13 +556,17 @@ class Model final : public GpuBrainModel::Impl {
     int ok = 0;
     check(cudaMemcpyAsync(&norm, sc + 3, sizeof(float), cudaMemcpyDeviceToHost, s_), "read norm");
     check(cudaMemcpyAsync(&ok, finite, sizeof(int), cudaMemcpyDeviceToHost, s_), "read finite");
+    prof_.mark(s_, "end");
     check(cudaStreamSynchronize(s_), "optimizer step");
+    prof_.collect();
     if (!ok) --step_;  // the device skipped the update: the CPU AdamW does not count skipped steps either
     if (applied) *applied = ok != 0;
     return norm;
   }
 
   int64_t steps_taken() const override { return step_; }
+  void set_profiling(bool on) override { prof_.on = on; }
+  std::vector<std::pair<std::string, double>> take_profile() override { return prof_.take(); }
   std::vector<float> encoder_out() const override { return download(enc_out_); }
   std::vector<float> pooled() const override { return download(pooled_); }
   int encoder_tokens() const override { return n_enc_; }
@@ -505,6 +590,7 @@ class Model final : public GpuBrainModel::Impl {
 
   DeviceLayout dl_;
   runtime::AdamWConfig opt_;
+  Profiler prof_;  // before the stacks, which keep a pointer to it
   cudaStream_t s_ = nullptr;
   Stack<T> encoder_;
   std::unique_ptr<Stack<T>> decoder_;
@@ -577,5 +663,7 @@ std::vector<float> GpuBrainModel::encoder_out() const { return impl_->encoder_ou
 std::vector<float> GpuBrainModel::pooled() const { return impl_->pooled(); }
 int GpuBrainModel::encoder_tokens() const { return impl_->encoder_tokens(); }
 size_t GpuBrainModel::device_bytes() const { return impl_->device_bytes(); }
+void GpuBrainModel::set_profiling(bool on) { impl_->set_profiling(on); }
+std::vector<std::pair<std::string, double>> GpuBrainModel::take_profile() { return impl_->take_profile(); }
 
 }  // namespace bfm::model

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "model/brain_model.h"
@@ -73,6 +74,11 @@ class GpuBrainModel {
 
   // Device memory held now (parameters, moments, activations), bytes.
   size_t device_bytes() const;
+
+  // Op-by-op timing with CUDA events between the ops (off by default: it adds an event per op). take_profile()
+  // returns the milliseconds spent per op name since the last call, summed over the steps run.
+  void set_profiling(bool on);
+  std::vector<std::pair<std::string, double>> take_profile();
 
   struct Impl;
 
