@@ -54,6 +54,7 @@ run_gtest() {  # name binary [filter] [limit]
 if [ "$phase" = all ] || [ "$phase" = test ]; then
   run_gtest cuda_kernel_tests $build/tests/kernels/bfm_cuda_kernel_tests '*' 240
   run_gtest gpu_model_tests $build/tests/model/bfm_gpu_model_tests '*' 240
+  grep "held-out losses" "$out/gpu_model_tests.log"
   if [ -z "${SKIP_SANITIZE:-}" ] && command -v compute-sanitizer >/dev/null; then
     for tool in racecheck memcheck; do
       timeout 90 compute-sanitizer --tool $tool --error-exitcode 9 \
@@ -97,8 +98,8 @@ if [ "$phase" = all ] || [ "$phase" = bench ]; then
 fi
 
 # The device returns at most 8 files: the logs travel as one archive beside gpu_check.log and bench.csv.
-(cd "$out" && tar czf logs.tar.gz --exclude=logs.tar.gz --exclude=gpu_check.log --exclude=bench.csv . 2>/dev/null &&
-  find . -mindepth 1 ! -name logs.tar.gz ! -name gpu_check.log ! -name bench.csv -delete)
+(cd "$out" && tar czf /tmp/bfm_logs.tar.gz --exclude=gpu_check.log --exclude=bench.csv . 2>/dev/null;
+  find . -mindepth 1 ! -name gpu_check.log ! -name bench.csv -delete; mv /tmp/bfm_logs.tar.gz logs.tar.gz)
 echo
 echo "== gpu_check on ${gpu:-?}, $(date -u +%F), $(elapsed) in all"
 printf '%s\n' "${rows[@]}"

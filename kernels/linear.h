@@ -23,9 +23,11 @@ void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t M, int in,
 // dy [M, out]: dx [M, in] += dy w (null: skipped; overwritten instead when accumulate_dx is false, which saves
 // zeroing it); dw [out, in] += dy^T x (fp32; null: skipped); db [out] += column sums of dy (fp32, partial sums
 // over row blocks reduced in a fixed order, so deterministic; null: skipped).
+// With gelu_pre non-null (the pre-activation [M, in] saved by a GELU forward), dx is instead overwritten with
+// gelu'(gelu_pre) * (dy w), the GELU's backward fused into the GEMM's epilogue (accumulate_dx must be false).
 template <typename T>
 void linear_backward(T* dx, float* dw, float* db, const T* dy, const T* x, const T* w, int64_t M, int in, int out,
-                     cudaStream_t stream, bool accumulate_dx = true);
+                     cudaStream_t stream, bool accumulate_dx = true, const T* gelu_pre = nullptr);
 // The cuBLASLt handle and workspace of bfm's GEMMs; created on first use, for the current device.
 void linear_release();  // frees them (tests; process exit does it anyway)
 }  // namespace bfm::kernels::cuda

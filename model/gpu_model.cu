@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 
 #include "kernels/adamw.h"
@@ -73,6 +74,16 @@ __global__ void clamp_max_kernel(float* p, float max) {
 }
 
 constexpr int64_t kAlign = 64;  // elements: 256 bytes of fp32, 128 of bf16
+
+// The GELU's backward runs in cuBLASLt's epilogue of the fc2 dx GEMM unless BFM_UNFUSED_GELU=1 asks for the
+// separate kernel (kept for comparison: bench_step_gpu --profile shows both).
+bool fused_gelu_backward() {
+  static const bool fused = [] {
+    const char* v = std::getenv("BFM_UNFUSED_GELU");
+    return v == nullptr || std::string(v) != "1";
+  }();
+  return fused;
+}
 
 // Where a step's time goes, op by op: events recorded on the stream between ops (only when profiling is on), the
 // time between one mark and the next charged to the first one's name.
@@ -145,6 +156,8 @@ struct GpuBrainModel::Impl {
   virtual int64_t steps_taken() const = 0;
   virtual std::vector<float> encoder_out() const = 0;
   virtual std::vector<float> pooled() const = 0;
+  virtual std::vector<float> reconstruction() const = 0;
+  virtual std::vector<float> next_prediction() const = 0;
   virtual int encoder_tokens() const = 0;
   virtual size_t device_bytes() const = 0;
   virtual void set_profiling(bool on) = 0;
@@ -244,7 +257,8 @@ class Stack {
   void backward(T* din, const T* dout, const float* P, const T* Wm, float* G, cudaStream_t s) {
     const int64_t M = int64_t(B_) * n_;
     d_res_.resize(M * W_), d_mid_.resize(M * W_), d_ln_.resize(M * W_), d_qkv_.resize(M * 3 * W_);
-    d_attn_.resize(M * W_), d_fc1_.resize(M * F_), d_gelu_.resize(M * F_);
+    d_attn_.resize(M * W_), d_fc1_.resize(M * F_);
+    if (!fused_gelu_backward()) d_gelu_.resize(M * F_);
     prof_->mark(s, "copy/zero");
     d_res_.zero(s);
     prof_->mark(s, "layernorm backward");
@@ -255,13 +269,16 @@ class Stack {
       Acts& a = acts_[l];
       prof_->mark(s, "copy/zero");
       copy_device(d_mid_.get(), d_res_.get(), M * W_, s);
-      prof_->mark(s, "linear fc2 backward");
-      kc::linear_backward<T>(d_gelu_.get(), G + o.fc2_w, G + o.fc2_b, d_res_.get(), a.gelu.get(), Wm + o.fc2_w, M,
-                             F_, W_, s, /*accumulate_dx=*/false);
-      prof_->mark(s, "copy/zero");
-      d_fc1_.zero(s);
-      prof_->mark(s, "gelu backward");
-      kc::gelu_backward<T>(d_fc1_.get(), d_gelu_.get(), a.fc1.get(), M * F_, s);
+      prof_->mark(s, "linear fc2 backward (+gelu)");
+      if (fused_gelu_backward()) {  // d_fc1 = gelu'(fc1) * (d_res W2), in the GEMM's epilogue
+        kc::linear_backward<T>(d_fc1_.get(), G + o.fc2_w, G + o.fc2_b, d_res_.get(), a.gelu.get(), Wm + o.fc2_w, M,
+                               F_, W_, s, /*accumulate_dx=*/false, a.fc1.get());
+      } else {
+        kc::linear_backward<T>(d_gelu_.get(), G + o.fc2_w, G + o.fc2_b, d_res_.get(), a.gelu.get(), Wm + o.fc2_w, M,
+                               F_, W_, s, /*accumulate_dx=*/false);
+        d_fc1_.zero(s);
+        kc::gelu_backward<T>(d_fc1_.get(), d_gelu_.get(), a.fc1.get(), M * F_, s);
+      }
       prof_->mark(s, "linear fc1 backward");
       kc::linear_backward<T>(d_ln_.get(), G + o.fc1_w, G + o.fc1_b, d_fc1_.get(), a.ln2.get(), Wm + o.fc1_w, M, W_,
                              F_, s, false);
@@ -569,6 +586,12 @@ class Model final : public GpuBrainModel::Impl {
   std::vector<std::pair<std::string, double>> take_profile() override { return prof_.take(); }
   std::vector<float> encoder_out() const override { return download(enc_out_); }
   std::vector<float> pooled() const override { return download(pooled_); }
+  std::vector<float> reconstruction() const override {
+    return masked_ ? download(recon_) : std::vector<float>{};
+  }
+  std::vector<float> next_prediction() const override {
+    return config.causal ? download(next_) : std::vector<float>{};
+  }
   int encoder_tokens() const override { return n_enc_; }
   size_t device_bytes() const override {
     return params_.bytes() * 4 + mirror_.bytes() + encoder_.bytes() + (decoder_ ? decoder_->bytes() : 0) +
@@ -661,6 +684,8 @@ GpuStepResult GpuBrainModel::train_step(const Batch& batch, double lr) {
 int64_t GpuBrainModel::steps_taken() const { return impl_->steps_taken(); }
 std::vector<float> GpuBrainModel::encoder_out() const { return impl_->encoder_out(); }
 std::vector<float> GpuBrainModel::pooled() const { return impl_->pooled(); }
+std::vector<float> GpuBrainModel::reconstruction() const { return impl_->reconstruction(); }
+std::vector<float> GpuBrainModel::next_prediction() const { return impl_->next_prediction(); }
 int GpuBrainModel::encoder_tokens() const { return impl_->encoder_tokens(); }
 size_t GpuBrainModel::device_bytes() const { return impl_->device_bytes(); }
 void GpuBrainModel::set_profiling(bool on) { impl_->set_profiling(on); }

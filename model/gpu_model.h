@@ -70,6 +70,8 @@ class GpuBrainModel {
   // The outputs of the last forward, copied to the host as float32: [B, N_enc, D] and [B, D].
   std::vector<float> encoder_out() const;
   std::vector<float> pooled() const;
+  std::vector<float> reconstruction() const;   // [B, N, L]; empty unless the last forward ran the decoder
+  std::vector<float> next_prediction() const;  // [B, N, L]; empty unless causal
   int encoder_tokens() const;
 
   // Device memory held now (parameters, moments, activations), bytes.

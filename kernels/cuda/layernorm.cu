@@ -5,6 +5,7 @@
 // Forward and dx: one warp per row (8 rows per 256-thread block), each lane walking columns c = lane, lane + 32, ...
 // (coalesced), so any C works; the row statistics are two passes (mean, then the sum of squared deviations) reduced
 // by warp shuffles in a fixed order.
+// Backward has a one-pass fast path for the model's widths (layernorm_backward_fused_kernel, below); otherwise
 // dw, db are sums over all M rows, deterministic without atomics: the rows are cut into at most kMaxChunks chunks (a
 // number fixed by M alone); block (column tile of 32, chunk) sums its chunk into a partial [chunk, 2, C] in scratch,
 // then one thread per column adds the partials in chunk order (in double) into dw, db.
@@ -127,6 +128,108 @@ __global__ void layernorm_param_reduce_kernel(float* __restrict__ dw, float* __r
   if (db != nullptr) db[c] += static_cast<float>(tb);
 }
 
+// The fast backward for the widths the model uses (C a multiple of the 16-byte vector, C <= 1024, 16-byte aligned
+// rows): ONE pass over x and dy. Block k owns rows [k * rows_per_block, ...); each warp takes every 8th row of
+// them, reads x and dy as 16-byte vectors into registers, writes dx, and keeps its own running dw and db for the
+// columns its lane holds; at the end the 8 warps' sums are added in warp order through shared memory into the
+// block's partial [k, 2, C], which layernorm_param_reduce_kernel adds in block order. The number of blocks depends
+// on M alone, so the result repeats bit for bit.
+constexpr int kFusedMaxC = 1024;
+
+template <typename T, int NV>
+__global__ void __launch_bounds__(256) layernorm_backward_fused_kernel(
+    T* __restrict__ dx, float* __restrict__ partial, const T* __restrict__ dy, const T* __restrict__ x,
+    const float* __restrict__ w, const float* __restrict__ mean, const float* __restrict__ rstd, int64_t M, int C,
+    int64_t rows_per_block) {
+  constexpr int V = 16 / sizeof(T);
+  using Pack = detail::Pack16<T>;
+  __shared__ float red[8][kFusedMaxC];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t r0 = blockIdx.x * rows_per_block;
+  const int64_t r1 = min(M, r0 + rows_per_block);
+  float acc_w[NV][V], acc_b[NV][V], wv[NV][V];
+#pragma unroll
+  for (int i = 0; i < NV; ++i) {
+    const int c0 = (i * 32 + lane) * V;
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      acc_w[i][e] = acc_b[i][e] = 0.0f;
+      wv[i][e] = c0 < C ? w[c0 + e] : 0.0f;
+    }
+  }
+  for (int64_t r = r0 + warp; r < r1; r += 8) {
+    Pack xp[NV], gp[NV];
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      const int c0 = (i * 32 + lane) * V;
+      if (c0 < C) {
+        xp[i] = *reinterpret_cast<const Pack*>(x + r * C + c0);
+        gp[i] = *reinterpret_cast<const Pack*>(dy + r * C + c0);
+      }
+    }
+    const float m = mean[r], sd = rstd[r];
+    float sum_g = 0.0f, sum_gx = 0.0f;
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      if ((i * 32 + lane) * V >= C) continue;
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const float xh = (to_float(xp[i].v[e]) - m) * sd;
+        const float d = to_float(gp[i].v[e]);
+        const float g = d * wv[i][e];
+        sum_g += g;
+        sum_gx += g * xh;
+        acc_w[i][e] += d * xh;
+        acc_b[i][e] += d;
+      }
+    }
+    const float mean_g = warp_sum(sum_g) / C;
+    const float mean_gx = warp_sum(sum_gx) / C;
+    if (dx == nullptr) continue;  // dw, db only
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      const int c0 = (i * 32 + lane) * V;
+      if (c0 >= C) continue;
+      Pack* out = reinterpret_cast<Pack*>(dx + r * C + c0);
+      Pack o = *out;
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const float xh = (to_float(xp[i].v[e]) - m) * sd;
+        const float g = to_float(gp[i].v[e]) * wv[i][e];
+        o.v[e] = from_float<T>(to_float(o.v[e]) + sd * (g - mean_g - xh * mean_gx));
+      }
+      *out = o;
+    }
+  }
+  // dw then db: the 8 warps' sums added in warp order.
+#pragma unroll
+  for (int pass = 0; pass < 2; ++pass) {
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      const int c0 = (i * 32 + lane) * V;
+      if (c0 >= C) continue;
+#pragma unroll
+      for (int e = 0; e < V; ++e) red[warp][c0 + e] = pass == 0 ? acc_w[i][e] : acc_b[i][e];
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+      float t = 0.0f;
+#pragma unroll
+      for (int k = 0; k < 8; ++k) t += red[k][c];
+      partial[(blockIdx.x * 2 + pass) * int64_t(C) + c] = t;
+    }
+    __syncthreads();
+  }
+}
+
+template <typename T, int NV>
+void launch_fused_backward(T* dx, float* partial, const T* dy, const T* x, const float* w, const float* mean,
+                           const float* rstd, int64_t M, int C, int64_t n_blocks, int64_t rows_per_block,
+                           cudaStream_t stream) {
+  layernorm_backward_fused_kernel<T, NV><<<static_cast<unsigned>(n_blocks), 256, 0, stream>>>(
+      dx, partial, dy, x, w, mean, rstd, M, C, rows_per_block);
+}
+
 }  // namespace
 
 template <typename T>
@@ -146,6 +249,26 @@ void layernorm_backward(T* dx, float* dw, float* db, const T* dy, const T* x, co
                         const float* rstd, int64_t M, int C, cudaStream_t stream) {
   require(M >= 0 && C > 0, "cuda::layernorm_backward: bad sizes M=", M, " C=", C);
   if (M == 0) return;
+  constexpr int V = 16 / sizeof(T);
+  // The fast path also serves dw/db-only calls, so that they add in the same order (the same bits) as a full one.
+  if ((dw != nullptr || db != nullptr) && C % V == 0 && C <= kFusedMaxC && C <= 4 * 32 * V &&
+      (dx == nullptr || detail::aligned16(dx)) && detail::aligned16(dy) && detail::aligned16(x)) {
+    const int64_t n_blocks = std::min<int64_t>(256, (M + 31) / 32);
+    const int64_t rows_per_block = (M + n_blocks - 1) / n_blocks;
+    const int64_t used = (M + rows_per_block - 1) / rows_per_block;
+    float* partial = static_cast<float*>(detail::scratch(sizeof(float) * 2 * used * C, stream));
+    const int nv = (C / V + 31) / 32;  // vectors per lane
+    switch (nv) {
+      case 1: launch_fused_backward<T, 1>(dx, partial, dy, x, w, mean, rstd, M, C, used, rows_per_block, stream); break;
+      case 2: launch_fused_backward<T, 2>(dx, partial, dy, x, w, mean, rstd, M, C, used, rows_per_block, stream); break;
+      case 3: launch_fused_backward<T, 3>(dx, partial, dy, x, w, mean, rstd, M, C, used, rows_per_block, stream); break;
+      default: launch_fused_backward<T, 4>(dx, partial, dy, x, w, mean, rstd, M, C, used, rows_per_block, stream); break;
+    }
+    detail::check_launch("cuda::layernorm_backward (fused)");
+    layernorm_param_reduce_kernel<<<(C + 255) / 256, 256, 0, stream>>>(dw, db, partial, static_cast<int>(used), C);
+    detail::check_launch("cuda::layernorm_backward (dw, db)");
+    return;
+  }
   if (dx != nullptr) {
     const int64_t blocks = (M + kRowsPerBlock - 1) / kRowsPerBlock;
     require(blocks <= 0x7fffffff, "cuda::layernorm_backward: too many rows M=", M);

@@ -107,7 +107,8 @@ void matmul(cudaDataType_t ab_type, cudaDataType_t cd_type, cublasOperation_t ta
     check_lt(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "TRANSB");
     check_lt(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)),
              "EPILOGUE");
-    if (epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || epilogue == CUBLASLT_EPILOGUE_GELU_AUX) {
+    if (epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || epilogue == CUBLASLT_EPILOGUE_GELU_AUX ||
+        epilogue == CUBLASLT_EPILOGUE_DGELU) {
       const int64_t ld = int64_t(ldd);
       check_lt(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof(ld)),
                "AUX_LD");
@@ -223,13 +224,16 @@ void linear_forward(T* y, const T* x, const T* w, const T* b, int64_t M, int in,
 
 template <typename T>
 void linear_backward(T* dx, float* dw, float* db, const T* dy, const T* x, const T* w, int64_t M, int in, int out,
-                     cudaStream_t stream, bool accumulate_dx) {
+                     cudaStream_t stream, bool accumulate_dx, const T* gelu_pre) {
   check_sizes("linear_backward (cuda)", M, in, out);
   if (M == 0) return;
+  if (gelu_pre != nullptr && accumulate_dx)
+    bfm::fail("linear_backward (cuda): the fused GELU backward overwrites dx (accumulate_dx must be false)");
   const cudaDataType_t t = data_type<T>();
   if (dx != nullptr)
     matmul(t, t, CUBLAS_OP_N, CUBLAS_OP_N, in, M, out, w, in, dy, out, dx, in, accumulate_dx,
-           CUBLASLT_EPILOGUE_DEFAULT, nullptr, nullptr, stream, "linear_backward dx (cuda)");
+           gelu_pre ? CUBLASLT_EPILOGUE_DGELU : CUBLASLT_EPILOGUE_DEFAULT, nullptr, const_cast<T*>(gelu_pre), stream,
+           "linear_backward dx (cuda)");
   if (dw != nullptr)
     matmul(t, CUDA_R_32F, CUBLAS_OP_N, CUBLAS_OP_T, in, out, M, x, in, dy, out, dw, in, true,
            CUBLASLT_EPILOGUE_DEFAULT, nullptr, nullptr, stream, "linear_backward dw (cuda)");
@@ -254,8 +258,8 @@ template void linear_forward<float>(float*, const float*, const float*, const fl
 template void linear_forward<bf16>(bf16*, const bf16*, const bf16*, const bf16*, int64_t, int, int, cudaStream_t,
                                    bf16*);
 template void linear_backward<float>(float*, float*, float*, const float*, const float*, const float*, int64_t, int,
-                                     int, cudaStream_t, bool);
+                                     int, cudaStream_t, bool, const float*);
 template void linear_backward<bf16>(bf16*, float*, float*, const bf16*, const bf16*, const bf16*, int64_t, int, int,
-                                    cudaStream_t, bool);
+                                    cudaStream_t, bool, const bf16*);
 
 }  // namespace bfm::kernels::cuda

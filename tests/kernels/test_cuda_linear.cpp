@@ -78,6 +78,22 @@ void check_linear(const Shape& s, bool bias, bool gelu, uint32_t seed) {
                                          s.out, 0, /*accumulate_dx=*/false);
   ASSERT_CUDA_OK(cudaDeviceSynchronize());
   EXPECT_LT(norm_rel_error(d_dx_over.host(), added(dx, dx0)), tol) << "dx overwritten";
+
+  // The GELU backward fused into the dx GEMM: dx = gelu'(pre) * (dy W), pre [M, in] (a layer below whose GELU
+  // output was this layer's x).
+  if (gelu) {
+    const auto pre_in = rounded_to<T>(random_floats(s.M * s.in, seed + 7, -3.0f, 3.0f));
+    std::vector<float> dx_plain(s.M * s.in, 0.0f), want(s.M * s.in, 0.0f), dw_unused(int64_t(s.out) * s.in);
+    bfm::kernels::cpu::linear_backward(dx_plain.data(), dw_unused.data(), nullptr, dy.data(), x.data(), w.data(), s.M,
+                                       s.in, s.out);
+    // want = gelu'(pre) * dx_plain, through the CPU gelu_backward (which adds dy * gelu'(x) into dx).
+    bfm::kernels::cpu::gelu_backward(want.data(), dx_plain.data(), pre_in.data(), s.M * s.in);
+    DeviceBuffer<T> d_pre_in(pre_in), d_dx_gelu(s.M * s.in);
+    bfm::kernels::cuda::linear_backward<T>(d_dx_gelu.ptr, nullptr, nullptr, d_dy.ptr, d_x.ptr, d_w.ptr, s.M, s.in,
+                                           s.out, 0, false, d_pre_in.ptr);
+    ASSERT_CUDA_OK(cudaDeviceSynchronize());
+    EXPECT_LT(norm_rel_error(d_dx_gelu.host(), want), tol) << "dx with the fused GELU backward";
+  }
 }
 
 const Shape kShapes[] = {{1, 8, 8}, {77, 40, 24}, {300, 64, 192}, {1000, 96, 384}, {513, 256, 64}};

@@ -205,6 +205,8 @@ TYPED_TEST(CudaOpsTest, LayerNormMatchesCpuAndRepeats) {
   check_layernorm<TypeParam>(77, 203, 120);    // rows not a multiple of 8, C not of 8 or 32
   check_layernorm<TypeParam>(301, 1000, 130);  // several row chunks, a ragged last one
   check_layernorm<TypeParam>(9000, 64, 140);   // the maximum number of chunks
+  check_layernorm<TypeParam>(3000, 768, 150);  // the one-pass path at a model width (bf16: 3 vectors per lane)
+  check_layernorm<TypeParam>(517, 512, 160);   // the one-pass path, ragged row blocks
 }
 
 // ---- patchify, patch_embed ----

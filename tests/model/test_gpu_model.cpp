@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <vector>
 
 #include "../kernels/cuda_test_util.h"
@@ -95,6 +96,15 @@ void compare_step(const std::string& objectives, GpuPrecision precision, double 
     EXPECT_NEAR(*lg.contrastive, *lc.contrastive, loss_tol * std::abs(*lc.contrastive));
   }
   EXPECT_LT(bfm::test::norm_rel_error(gpu.encoder_out(), cpu->encoder_out()), loss_tol) << "encoder output";
+  EXPECT_LT(bfm::test::norm_rel_error(gpu.pooled(), cpu->pooled()), loss_tol) << "pooled";
+  EXPECT_EQ(gpu.reconstruction().empty(), cpu->reconstruction().empty());
+  if (!cpu->reconstruction().empty()) {
+    EXPECT_LT(bfm::test::norm_rel_error(gpu.reconstruction(), cpu->reconstruction()), loss_tol) << "reconstruction";
+  }
+  EXPECT_EQ(gpu.next_prediction().empty(), cpu->next_prediction().empty());
+  if (!cpu->next_prediction().empty()) {
+    EXPECT_LT(bfm::test::norm_rel_error(gpu.next_prediction(), cpu->next_prediction()), loss_tol) << "next_pred";
+  }
 
   std::vector<float> g_gpu(cpu->arena_size()), g_cpu(cpu->grads(), cpu->grads() + cpu->arena_size());
   gpu.store_grads(g_gpu.data());
@@ -195,14 +205,20 @@ TEST(GpuModel, Bf16TrainingFollowsCpu) {
   const auto cpu = bfm::launch::pretrain(with("cpu"), {false, ""});
   const auto gpu = bfm::launch::pretrain(with("cuda"), {false, ""});
   ASSERT_TRUE(cpu.last.mae && gpu.last.mae && cpu.last.contrastive && gpu.last.contrastive);
+  std::printf("held-out losses, cpu: total %.4f -> %.4f (mae %.4f -> %.4f, contrastive %.4f -> %.4f)\n",
+              *cpu.first.total, *cpu.last.total, *cpu.first.mae, *cpu.last.mae, *cpu.first.contrastive,
+              *cpu.last.contrastive);
+  std::printf("held-out losses, gpu: total %.4f -> %.4f (mae %.4f -> %.4f, contrastive %.4f -> %.4f)\n",
+              *gpu.first.total, *gpu.last.total, *gpu.first.mae, *gpu.last.mae, *gpu.first.contrastive,
+              *gpu.last.contrastive);
   EXPECT_EQ(gpu.skipped_steps, 0);
   EXPECT_NEAR(*gpu.first.total, *cpu.first.total, 1e-2 * *cpu.first.total);
-  EXPECT_LT(*gpu.last.mae, 0.9 * *gpu.first.mae);
-  EXPECT_NEAR(*gpu.last.mae, *cpu.last.mae, 0.1 * *cpu.last.mae)
-      << "cpu " << *cpu.first.mae << " -> " << *cpu.last.mae << ", gpu " << *gpu.first.mae << " -> " << *gpu.last.mae;
-  EXPECT_NEAR(*gpu.last.contrastive, *cpu.last.contrastive, 0.25 * *cpu.last.contrastive + 0.05)
-      << "cpu " << *cpu.first.contrastive << " -> " << *cpu.last.contrastive << ", gpu " << *gpu.first.contrastive
-      << " -> " << *gpu.last.contrastive;
+  // Both runs learn (the contrastive loss falls far below chance, ln 16 = 2.77) and end close together: bf16
+  // rounding sends the two runs down different paths, so only the level is compared, not the trajectory.
+  EXPECT_LT(*gpu.last.total, 0.8 * *gpu.first.total);
+  EXPECT_NEAR(*gpu.last.total, *cpu.last.total, 0.1 * *cpu.last.total);
+  EXPECT_NEAR(*gpu.last.mae, *cpu.last.mae, 0.1 * *cpu.last.mae);
+  EXPECT_NEAR(*gpu.last.contrastive, *cpu.last.contrastive, 0.25 * *cpu.last.contrastive + 0.05);
 }
 
 }  // namespace
