@@ -18,16 +18,20 @@
 //   3. per QUERY tile: dQ in registers over every key tile it sees (the scores recomputed once more)
 // Every gradient element has exactly one writer, which adds (+=) its value into dqkv read-modify-write.
 //
-// Where a Hopper variant (wgmma + TMA, sm_90a) would go: launch_forward_mma / launch_backward_mma pick the kernel
-// for a head size; a run-time check of the device's compute capability there would select it.
+// The bf16 forward has a Hopper twin (attention_sm90.cu: warpgroup MMA, sm_90a, dh 64 and 128), chosen at run
+// time on a device of compute capability 9.0 unless BFM_ATTENTION=mma (attention_sm90.cuh says how);
+// attention_forward_variant below dispatches. Backward is the same whichever forward ran.
 #include "kernels/attention.h"
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 #include <type_traits>
 
+#include "kernels/cuda/attention_sm90.cuh"
 #include "kernels/cuda/common.cuh"
 
 namespace bfm::kernels::cuda {
@@ -989,22 +993,86 @@ void launch_backward_simt(float* dqkv, const float* dout, const float* qkv, cons
   detail::check_launch("attention_backward dq (float)");
 }
 
+// True on a device of compute capability 9.0 (H100, H200), the only one sm_90a code runs on.
+bool current_device_is_sm90() {
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    cudaGetLastError();  // not sticky: clear it so that the next launch check does not report it
+    return false;
+  }
+  return major == 9 && minor == 0;
+}
+
 }  // namespace
+
+namespace attention_detail {
+
+const char* variant_name(ForwardVariant v) {
+  switch (v) {
+    case ForwardVariant::kMma: return "mma";
+    case ForwardVariant::kWgmma: return "wgmma";
+    default: return "auto";
+  }
+}
+
+bool wgmma_forward_available(int dh) {
+  return (dh == 64 || dh == 128) && current_device_is_sm90() && forward_wgmma_image_present();
+}
+
+ForwardVariant resolve_forward_variant(ForwardVariant requested, int dh) {
+  ForwardVariant v = requested;
+  if (v == ForwardVariant::kAuto) {
+    if (const char* env = std::getenv("BFM_ATTENTION"); env != nullptr && *env != '\0') {
+      const std::string_view e(env);
+      if (e == "mma") v = ForwardVariant::kMma;
+      else if (e == "wgmma") v = ForwardVariant::kWgmma;
+      else require(e == "auto", "BFM_ATTENTION='", e, "' is not one of mma, wgmma, auto");
+    }
+  }
+  if (v == ForwardVariant::kAuto) return wgmma_forward_available(dh) ? ForwardVariant::kWgmma : ForwardVariant::kMma;
+  if (v == ForwardVariant::kWgmma) {
+    require(dh == 64 || dh == 128, "attention_forward: the Hopper (wgmma) forward covers dh 64 and 128, not dh=", dh,
+            " (unset BFM_ATTENTION or set it to mma)");
+    require(current_device_is_sm90(),
+            "attention_forward: the Hopper (wgmma) forward needs a GPU of compute capability 9.0 (H100, H200)");
+    require(forward_wgmma_image_present(),
+            "attention_forward: this build has no sm_90a code for the Hopper (wgmma) forward, or it cannot be loaded");
+  }
+  return v;
+}
+
+void attention_forward_variant(ForwardVariant variant, bf16* out, float* lse, const bf16* qkv, int B, int N, int H,
+                               int dh, int causal_block, cudaStream_t stream, int wgmma_key_tile) {
+  check_sizes("attention_forward", B, N, H, dh, causal_block);
+  const ForwardVariant v = resolve_forward_variant(variant, dh);
+  if (B == 0 || N == 0) return;
+  check_aligned("attention_forward", "qkv", qkv);
+  if (v == ForwardVariant::kWgmma) {
+    launch_forward_wgmma(out, lse, qkv, B, N, H, dh, causal_block, wgmma_key_tile, stream);
+    return;
+  }
+  with_head_dim(dh, [&](auto dh_c) {
+    launch_forward_mma<decltype(dh_c)::value>(out, lse, qkv, B, N, H, causal_block, stream);
+  });
+}
+
+}  // namespace attention_detail
 
 template <typename T>
 void attention_forward(T* out, float* lse, const T* qkv, int B, int N, int H, int dh, int causal_block,
                        cudaStream_t stream) {
-  check_sizes("attention_forward", B, N, H, dh, causal_block);
-  if (B == 0 || N == 0) return;
-  with_head_dim(dh, [&](auto dh_c) {
-    constexpr int kDh = decltype(dh_c)::value;
-    if constexpr (std::is_same_v<T, float>) {
-      launch_forward_simt<kDh>(out, lse, qkv, B, N, H, causal_block, stream);
-    } else {
-      check_aligned("attention_forward", "qkv", qkv);
-      launch_forward_mma<kDh>(out, lse, qkv, B, N, H, causal_block, stream);
-    }
-  });
+  if constexpr (std::is_same_v<T, float>) {
+    check_sizes("attention_forward", B, N, H, dh, causal_block);
+    if (B == 0 || N == 0) return;
+    with_head_dim(dh, [&](auto dh_c) {
+      launch_forward_simt<decltype(dh_c)::value>(out, lse, qkv, B, N, H, causal_block, stream);
+    });
+  } else {
+    attention_detail::attention_forward_variant(attention_detail::ForwardVariant::kAuto, out, lse, qkv, B, N, H, dh,
+                                                causal_block, stream);
+  }
 }
 
 template <typename T>

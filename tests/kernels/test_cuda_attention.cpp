@@ -1,5 +1,6 @@
 // The GPU attention (kernels/cuda/attention.cu) in both modes, float (SIMT, the checking mode) and bf16 (tensor
-// cores), against two oracles on the same inputs rounded to the mode's type: the CPU twin
+// cores; every bf16 forward kernel: the portable mma.sync one and, on a GPU of compute capability 9.0, the Hopper
+// wgmma ones of kernels/cuda/attention_sm90.cu, each followed by the one backward), against two oracles on the same inputs rounded to the mode's type: the CPU twin
 // (kernels/cpu/attention.cpp) and a plain full softmax in float64 written here (every score of a head at once,
 // the mask from the rule "query i sees key k iff k / P <= i / P").
 //
@@ -18,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <ostream>
@@ -26,6 +28,7 @@
 #include <vector>
 
 #include "cuda_test_util.h"
+#include "kernels/cuda/attention_sm90.cuh"
 #include "reference.h"
 #include "runtime/error.h"
 
@@ -35,6 +38,14 @@ using namespace bfm::test;
 namespace cpu = bfm::kernels::cpu;
 namespace gpu = bfm::kernels::cuda;
 using bf16 = bfm::kernels::cuda::bf16;
+namespace variants = bfm::kernels::cuda::attention_detail;
+using variants::ForwardVariant;
+
+// Which bf16 forward a check runs: the variant, and for wgmma its keys per tile (0: the default).
+struct ForwardChoice {
+  ForwardVariant variant = ForwardVariant::kAuto;
+  int wgmma_key_tile = 0;
+};
 
 struct CudaAttentionCase {
   int B, N, H, dh;
@@ -168,7 +179,7 @@ void expect_gradient_close(const std::vector<float>& got, const std::vector<floa
 }
 
 template <typename T>
-void check_forward_and_backward(const CudaAttentionCase& c) {
+void check_forward_and_backward(const CudaAttentionCase& c, ForwardChoice choice = {}) {
   const int D = c.H * c.dh;
   const uint32_t seed = static_cast<uint32_t>(c.B * 1000003 + c.N * 1009 + c.H * 101 + c.dh * 7 + c.P);
   // The inputs a T kernel really sees; both oracles get exactly these.
@@ -186,7 +197,12 @@ void check_forward_and_backward(const CudaAttentionCase& c) {
   // Forward: out and lse start as NaN (DeviceBuffer poisons them), so anything left unwritten fails.
   DeviceBuffer<T> d_qkv(qkv), d_out(out_cpu.size()), d_dout(dout);
   DeviceBuffer<float> d_lse(lse_cpu.size());
-  gpu::attention_forward<T>(d_out.ptr, d_lse.ptr, d_qkv.ptr, c.B, c.N, c.H, c.dh, c.P, nullptr);
+  if constexpr (std::is_same_v<T, bf16>) {
+    variants::attention_forward_variant(choice.variant, d_out.ptr, d_lse.ptr, d_qkv.ptr, c.B, c.N, c.H, c.dh, c.P,
+                                        nullptr, choice.wgmma_key_tile);
+  } else {
+    gpu::attention_forward<T>(d_out.ptr, d_lse.ptr, d_qkv.ptr, c.B, c.N, c.H, c.dh, c.P, nullptr);
+  }
   ASSERT_CUDA_OK(cudaDeviceSynchronize());
   const std::vector<float> out = d_out.host(), lse = d_lse.host();
   EXPECT_EQ(count_nonfinite(out), 0u);
@@ -220,13 +236,34 @@ TEST_P(CudaAttentionTest, Float32MatchesCpuTwinAndFloat64) {
   check_forward_and_backward<float>(GetParam());
 }
 
+// The portable bf16 forward (mma.sync), forced whatever the GPU.
 TEST_P(CudaAttentionTest, Bf16MatchesCpuTwinAndFloat64) {
   SKIP_WITHOUT_GPU();
-  check_forward_and_backward<bf16>(GetParam());
+  check_forward_and_backward<bf16>(GetParam(), {ForwardVariant::kMma, 0});
 }
 
-// Tiles: bf16 forward 128 queries x 64 keys; bf16 backward 64-row blocks streaming 64 (dh <= 64) or 32 (dh 128)
-// rows; float 32 x 32. The lengths below end inside tiles of every size.
+// The Hopper bf16 forward (wgmma, sm_90a), every key tile it has for the head dim; skipped where it cannot run
+// (not a compute capability 9.0 GPU, or dh 32, which has only the portable kernel).
+TEST_P(CudaAttentionTest, Bf16WgmmaMatchesCpuTwinAndFloat64) {
+  SKIP_WITHOUT_GPU();
+  const CudaAttentionCase& c = GetParam();
+  if (!variants::wgmma_forward_available(c.dh))
+    GTEST_SKIP() << "the wgmma forward does not run here (needs compute capability 9.0 and dh 64 or 128)";
+  for (const int key_tile : c.dh == 64 ? std::vector<int>{64, 128} : std::vector<int>{128}) {
+    SCOPED_TRACE("wgmma key tile " + std::to_string(key_tile));
+    check_forward_and_backward<bf16>(c, {ForwardVariant::kWgmma, key_tile});
+  }
+}
+
+// What attention_forward<bf16> runs by itself (wgmma on an H100/H200 for dh 64 and 128, else mma).
+TEST_P(CudaAttentionTest, Bf16DefaultMatchesCpuTwinAndFloat64) {
+  SKIP_WITHOUT_GPU();
+  check_forward_and_backward<bf16>(GetParam(), {ForwardVariant::kAuto, 0});
+}
+
+// Tiles: bf16 forward 128 queries x 64 keys (mma), 128 queries x 64 or 128 keys (wgmma); bf16 backward 64-row
+// blocks streaming 64 (dh <= 64) or 32 (dh 128) rows; float 32 x 32. The lengths below end inside tiles of every
+// size, and N = 1060 is the encoder's length in the training step (17 tiles of 64 keys, 9 of 128, a partial last).
 INSTANTIATE_TEST_SUITE_P(
     Bidirectional, CudaAttentionTest,
     ::testing::Values(CudaAttentionCase{2, 1, 2, 32, 0, 2.0f},     // a single token
@@ -234,7 +271,8 @@ INSTANTIATE_TEST_SUITE_P(
                       CudaAttentionCase{2, 128, 2, 64, 0, 2.0f},   // exactly one forward tile
                       CudaAttentionCase{2, 130, 2, 128, 0, 2.0f},  // two rows into the next tile
                       CudaAttentionCase{2, 257, 2, 32, 0, 2.0f},
-                      CudaAttentionCase{1, 257, 2, 64, 0, 4.0f}),  // scores of tens: the running max matters
+                      CudaAttentionCase{1, 257, 2, 64, 0, 4.0f},   // scores of tens: the running max matters
+                      CudaAttentionCase{1, 1060, 2, 64, 0, 2.0f}),  // many key tiles through both stages
     case_name);
 
 INSTANTIATE_TEST_SUITE_P(
@@ -246,7 +284,8 @@ INSTANTIATE_TEST_SUITE_P(
                       CudaAttentionCase{2, 256, 2, 64, 64, 2.0f},    // patches aligned with the tiles
                       CudaAttentionCase{1, 257, 2, 32, 1, 2.0f},     // P = 1: token-causal
                       CudaAttentionCase{1, 100, 2, 128, 7, 2.0f},    // P does not divide N: the last patch is short
-                      CudaAttentionCase{1, 130, 2, 32, 424, 2.0f}),  // one patch longer than N: sees everything
+                      CudaAttentionCase{1, 130, 2, 32, 424, 2.0f},   // one patch longer than N: sees everything
+                      CudaAttentionCase{1, 1060, 2, 128, 106, 2.0f}),  // 10 patches over many key tiles
     case_name);
 
 // Backward twice from the same start gives the same bits: every gradient element has one writer that sums in a
@@ -281,6 +320,63 @@ TEST(CudaAttentionDeterminismTest, BackwardRepeatsBitForBitFloat32) {
 TEST(CudaAttentionDeterminismTest, BackwardRepeatsBitForBitBf16) {
   SKIP_WITHOUT_GPU();
   check_backward_repeats<bf16>();
+}
+
+// The Hopper and the portable forward agree with each other more closely than either with the oracles: same
+// inputs, the same fp32 softmax, P rounded to bf16 in both; they differ only in the order of the fp32 sums.
+TEST(CudaAttentionVariantTest, WgmmaAgreesWithMma) {
+  SKIP_WITHOUT_GPU();
+  for (const int dh : {64, 128}) {
+    if (!variants::wgmma_forward_available(dh)) GTEST_SKIP() << "the wgmma forward does not run here";
+    const int B = 2, N = 333, H = 3, D = H * dh, P = 37;
+    for (const int causal_block : {0, P}) {
+      const std::vector<float> qkv = random_floats(static_cast<size_t>(B) * N * 3 * D, 21 + dh, -2.0f, 2.0f);
+      DeviceBuffer<bf16> d_qkv(qkv), d_mma(static_cast<size_t>(B) * N * D), d_wgmma(static_cast<size_t>(B) * N * D);
+      DeviceBuffer<float> lse_mma(static_cast<size_t>(B) * H * N), lse_wgmma(static_cast<size_t>(B) * H * N);
+      variants::attention_forward_variant(ForwardVariant::kMma, d_mma.ptr, lse_mma.ptr, d_qkv.ptr, B, N, H, dh,
+                                          causal_block, nullptr);
+      variants::attention_forward_variant(ForwardVariant::kWgmma, d_wgmma.ptr, lse_wgmma.ptr, d_qkv.ptr, B, N, H,
+                                          dh, causal_block, nullptr);
+      ASSERT_CUDA_OK(cudaDeviceSynchronize());
+      const std::vector<float> out_mma = d_mma.host(), out_wgmma = d_wgmma.host();
+      EXPECT_EQ(count_nonfinite(out_wgmma), 0u);
+      EXPECT_LT(norm_rel_error(out_wgmma, out_mma), 1e-2) << "dh " << dh << " causal_block " << causal_block;
+      EXPECT_LT(norm_rel_error(lse_wgmma.host(), lse_mma.host()), 1e-5) << "dh " << dh;
+    }
+  }
+}
+
+// On an H100/H200 the Hopper forward must really be there (else every wgmma test above would only skip).
+TEST(CudaAttentionVariantTest, WgmmaAvailableOnComputeCapability90) {
+  SKIP_WITHOUT_GPU();
+  int device = 0, major = 0, minor = 0;
+  ASSERT_CUDA_OK(cudaGetDevice(&device));
+  ASSERT_CUDA_OK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  ASSERT_CUDA_OK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  if (major != 9 || minor != 0) GTEST_SKIP() << "compute capability " << major << "." << minor << ", not 9.0";
+  EXPECT_TRUE(variants::wgmma_forward_available(64));
+  EXPECT_TRUE(variants::wgmma_forward_available(128));
+  EXPECT_FALSE(variants::wgmma_forward_available(32));
+}
+
+// BFM_ATTENTION: a bad value, or wgmma where it cannot run (dh 32 never has it), is a clear error before any launch.
+TEST(CudaAttentionVariantTest, EnvironmentChoiceIsChecked) {
+  const char* old = std::getenv("BFM_ATTENTION");
+  const std::string saved = old ? old : "";
+  const auto run_dh32 = [] { gpu::attention_forward<bf16>(nullptr, nullptr, nullptr, 1, 4, 1, 32, 0, nullptr); };
+  setenv("BFM_ATTENTION", "fastest", 1);
+  EXPECT_THROW(run_dh32(), bfm::Error);
+  setenv("BFM_ATTENTION", "wgmma", 1);
+  EXPECT_THROW(run_dh32(), bfm::Error);
+  EXPECT_THROW(variants::resolve_forward_variant(ForwardVariant::kWgmma, 32), bfm::Error);
+  setenv("BFM_ATTENTION", "mma", 1);
+  EXPECT_EQ(variants::resolve_forward_variant(ForwardVariant::kAuto, 64), ForwardVariant::kMma);
+  EXPECT_EQ(variants::resolve_forward_variant(ForwardVariant::kAuto, 128), ForwardVariant::kMma);
+  unsetenv("BFM_ATTENTION");
+  EXPECT_EQ(variants::resolve_forward_variant(ForwardVariant::kAuto, 32), ForwardVariant::kMma);
+  EXPECT_EQ(variants::resolve_forward_variant(ForwardVariant::kAuto, 64),
+            variants::wgmma_forward_available(64) ? ForwardVariant::kWgmma : ForwardVariant::kMma);
+  if (old) setenv("BFM_ATTENTION", saved.c_str(), 1);
 }
 
 // Unsupported head sizes are refused before anything touches the GPU, naming the value.
