@@ -32,7 +32,7 @@ if ! cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHI
      -DBFM_WITH_MPI=OFF -DBFM_WITH_HDF5=OFF -DBFM_WITH_BLAS=OFF -DBFM_DEPS_DIR="$PWD/.deps" -DCMAKE_POLICY_VERSION_MINIMUM=3.5 >"$out/configure.log" 2>&1; then
   tail -30 "$out/configure.log"; echo "gpu_check: configure failed"; exit 1
 fi
-targets="bfm_cuda_kernel_tests bfm_gpu_model_tests bench_attention bench_step_gpu bfm"
+targets="bfm_cuda_kernel_tests bfm_gpu_model_tests bench_attention bench_attention_bwd bench_step_gpu bfm"
 timeout 300 cmake --build $build -j "$(nproc)" --target $targets -- -k 0 >"$out/build.log" 2>&1
 build_rc=$?
 grep -E "error|FAILED" "$out/build.log" | head -40
@@ -81,6 +81,9 @@ if [ "$phase" = all ] || [ "$phase" = bench ]; then
   if [ -z "${SKIP_ATTN_BENCH:-}" ] && [ -x $build/bench/bench_attention ]; then
     timeout 120 $build/bench/bench_attention 20 >>"$out/bench.csv" 2>"$out/bench_attention.err"
     row "bench_attention" "rc=$? ($(elapsed))"
+    timeout 90 $build/bench/bench_attention_bwd 20 >>"$out/bench.csv" 2>"$out/bench_attention_bwd.err"
+    row "bench_attention_bwd" "rc=$? ($(elapsed))"
+    grep -i "warning" "$out/bench_attention.err" "$out/bench_attention_bwd.err" | head
   fi
   [ -n "${SKIP_TORCH:-}${SKIP_ATTN_BENCH:-}" ] || timeout 150 python3 bench/attention_torch.py --reps 20 >>"$out/bench.csv" 2>"$out/attention_torch.err"
   row "attention_torch.py" "rc=$? ($(elapsed))"

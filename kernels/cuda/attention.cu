@@ -32,6 +32,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/attention_sm90.cuh"
+#include "kernels/cuda/attention_sm90_bwd.cuh"
 #include "kernels/cuda/common.cuh"
 
 namespace bfm::kernels::cuda {
@@ -1075,11 +1076,32 @@ void attention_forward(T* out, float* lse, const T* qkv, int B, int N, int H, in
   }
 }
 
+namespace {
+// The Hopper backward (attention_sm90_bwd.cu) where it can run, unless BFM_ATTENTION_BWD=mma asks for the portable
+// one; BFM_ATTENTION_BWD=wgmma insists (an error where it cannot run).
+bool use_sm90_backward(int dh) {
+  const char* env = std::getenv("BFM_ATTENTION_BWD");
+  const std::string e = env ? env : "auto";
+  require(e == "auto" || e == "mma" || e == "wgmma", "BFM_ATTENTION_BWD='", e, "' is not one of mma, wgmma, auto");
+  if (e == "mma") return false;
+  const bool available = detail::attention_backward_sm90_available(dh);
+  require(available || e != "wgmma", "BFM_ATTENTION_BWD=wgmma: the Hopper backward cannot run here (head dim ", dh,
+          "; it needs compute capability 9.0 and head dim 64 or 128)");
+  return available;
+}
+}  // namespace
+
 template <typename T>
 void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const float* lse, int B, int N, int H,
                         int dh, int causal_block, cudaStream_t stream) {
   check_sizes("attention_backward", B, N, H, dh, causal_block);
   if (B == 0 || N == 0) return;
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (use_sm90_backward(dh)) {
+      detail::attention_backward_sm90(dqkv, dout, qkv, out, lse, B, N, H, dh, causal_block, stream);
+      return;
+    }
+  }
   // Pass 1: delta [B, H, N] in this stream's scratch (read only by passes 2 and 3, queued behind it).
   const int64_t rows = int64_t(B) * H * N;
   float* delta = static_cast<float*>(detail::scratch(size_t(rows) * sizeof(float), stream, kScratchDelta));
