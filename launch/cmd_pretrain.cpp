@@ -43,6 +43,7 @@ std::string model_card(const RunConfig& rc, const TrainResult& r) {
 
 int run(const RunConfig& rc) {
   namespace fs = std::filesystem;
+  train_on_gpu(rc);  // a GPU asked for and missing is an error before anything is written
   fs::create_directories(rc.train.out);
   runtime::log_line("output folder " + rc.train.out + " (metrics.jsonl, checkpoint/)");
   const TrainResult result = pretrain(rc, {true, (fs::path(rc.train.out) / "metrics.jsonl").string()});

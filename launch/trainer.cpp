@@ -64,6 +64,15 @@ bool use_gpu(const std::string& device, const std::string& source) {
 
 }  // namespace
 
+bool train_on_gpu(const RunConfig& rc) {
+#ifdef BFM_WITH_CUDA
+  return use_gpu(rc.train.device, rc.source) &&
+         (rc.train.device == "cuda" || model::GpuBrainModel::unsupported(rc.model).empty());
+#else
+  return use_gpu(rc.train.device, rc.source);
+#endif
+}
+
 std::vector<std::pair<std::string, double>> named_losses(const model::Losses& l) {
   std::vector<std::pair<std::string, double>> out;
   if (l.total) out.emplace_back("loss", *l.total);

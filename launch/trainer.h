@@ -26,6 +26,10 @@ struct TrainOptions {
 
 TrainResult pretrain(const RunConfig& config, const TrainOptions& options);
 
+// Whether train.device puts the run on the GPU; throws bfm::Error (naming the config) when it asks for a GPU this
+// build or machine does not have. pretrain() calls it too; commands call it first, before writing anything.
+bool train_on_gpu(const RunConfig& config);
+
 // ("loss", total), ("mae", ...), ... for the losses present.
 std::vector<std::pair<std::string, double>> named_losses(const model::Losses& losses);
 
