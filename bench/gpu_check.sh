@@ -28,11 +28,14 @@ gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 
 # ---- build
 build=build-gpu
+# NCCL: under the CUDA toolkit where it is installed, else the copy inside PyTorch's packages.
+nccl_dir=$(python3 -c "import nvidia.nccl as m; print(list(m.__path__)[0])" 2>/dev/null || true)
 if ! cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="${BFM_CUDA_ARCH:-90}" \
-     -DBFM_WITH_MPI=OFF -DBFM_WITH_HDF5=OFF -DBFM_WITH_BLAS=OFF -DBFM_DEPS_DIR="$PWD/.deps" -DCMAKE_POLICY_VERSION_MINIMUM=3.5 >"$out/configure.log" 2>&1; then
+     -DBFM_WITH_MPI=OFF -DBFM_WITH_HDF5=OFF -DBFM_WITH_BLAS=OFF -DBFM_DEPS_DIR="$PWD/.deps" -DCMAKE_POLICY_VERSION_MINIMUM=3.5 \
+     ${nccl_dir:+-DBFM_NCCL_DIR="$nccl_dir"} >"$out/configure.log" 2>&1; then
   tail -30 "$out/configure.log"; echo "gpu_check: configure failed"; exit 1
 fi
-targets="bfm_cuda_kernel_tests bfm_gpu_model_tests bench_attention bench_attention_bwd bench_step_gpu bfm"
+targets="bfm_cuda_kernel_tests bfm_gpu_model_tests bfm_comm_tests bench_attention bench_attention_bwd bench_step_gpu bfm"
 timeout 300 cmake --build $build -j "$(nproc)" --target $targets -- -k 0 >"$out/build.log" 2>&1
 build_rc=$?
 grep -E "error|FAILED" "$out/build.log" | head -40
@@ -54,6 +57,9 @@ run_gtest() {  # name binary [filter] [limit]
 if [ "$phase" = all ] || [ "$phase" = test ]; then
   run_gtest cuda_kernel_tests $build/tests/kernels/bfm_cuda_kernel_tests '*' 240
   run_gtest gpu_model_tests $build/tests/model/bfm_gpu_model_tests '*' 240
+  grep -m1 "NCCL" "$out/configure.log"
+  run_gtest comm_tests $build/tests/runtime/bfm_comm_tests '*' 60
+  grep -iE "nccl" "$out/comm_tests.log" | head -5
   grep "held-out losses" "$out/gpu_model_tests.log"
   if [ -z "${SKIP_SANITIZE:-}" ] && command -v compute-sanitizer >/dev/null; then
     for tool in racecheck memcheck; do

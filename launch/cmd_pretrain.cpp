@@ -1,62 +1,77 @@
 // bfm pretrain: train the model (launch/trainer.h) and write a released checkpoint with its model card.
-// (Corpora, MPI ranks and resumable training checkpoints come with the data path and the distributed runtime.)
+// Under mpirun every rank trains its part of each global batch; rank 0 writes the metrics and the released checkpoint.
+// Exit status: 0 done, 75 stopped by SIGUSR1/SIGTERM after writing a training checkpoint (run again to continue),
+// 4 too many non-finite steps in a row, 2 bad input.
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
 #include <sstream>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "launch/commands.h"
+#include "launch/model_card.h"
 #include "launch/run_config.h"
 #include "launch/trainer.h"
 #include "model/checkpoint.h"
 #include "runtime/progress.h"
+#include "runtime/world.h"
 
 namespace bfm::launch {
 
 namespace {
 
-std::string model_card(const RunConfig& rc, const TrainResult& r) {
-  std::ostringstream os;
-  const auto& m = rc.model;
-  os << "# bfm checkpoint\n\n"
-     << "A brain transformer (MODEL_SPEC v1) pre-trained by `bfm pretrain` with objectives "
-     << nlohmann::json(m.objectives()).dump() << ".\n\n"
-     << "- Input: windows of " << m.window << " time points x " << m.n_parcels << " parcels, patches of "
-     << m.patch_len << " time points (" << m.n_tokens() << " tokens)\n"
-     << "- Encoder: " << m.n_layers << " layers, width " << m.d_model << ", " << m.n_heads << " heads\n"
-     << "- Data: " << rc.data.source << " windows (data seed " << rc.data.seed << ")\n"
-     << "- Training: " << rc.train.steps << " steps of batch " << rc.train.batch_size << ", AdamW lr "
-     << rc.train.optimizer.lr << ", mask strategy " << model::to_string(rc.train.mask_strategy) << ", "
-     << runtime::format_duration(r.seconds) << "\n";
-  os << "- Held-out losses:";
-  for (const auto& [name, v] : named_losses(r.first)) os << " " << name << " " << v;
-  os << " at step 0;";
-  for (const auto& [name, v] : named_losses(r.last)) os << " " << name << " " << v;
-  os << " at the end\n\n"
-     << "Load it in PyTorch with `tools/bfm_torch.py` of the bfm repository:\n\n"
-     << "```python\nfrom bfm_torch import load_checkpoint, BrainModel\n"
-     << "config, state = load_checkpoint(\"path/to/this/folder\")\n"
-     << "model = BrainModel(config)\nmodel.load_state_dict(state)\n```\n";
-  return os.str();
-}
-
 int run(const RunConfig& rc) {
   namespace fs = std::filesystem;
   train_on_gpu(rc);  // a GPU asked for and missing is an error before anything is written
-  fs::create_directories(rc.train.out);
-  runtime::log_line("output folder " + rc.train.out + " (metrics.jsonl, checkpoint/)");
-  const TrainResult result = pretrain(rc, {true, (fs::path(rc.train.out) / "metrics.jsonl").string()});
+  const bool lead = runtime::world().rank == 0;
+  if (lead) {
+    fs::create_directories(fs::path(rc.train.out) / "checkpoints");
+    runtime::log_line("output folder " + rc.train.out + " (metrics.jsonl, checkpoints/, checkpoint/)");
+  }
+  const TrainResult result = pretrain(rc, {true, (fs::path(rc.train.out) / "metrics.jsonl").string(),
+                                           (fs::path(rc.train.out) / "checkpoints").string()});
+  if (result.stopped_by_signal) {
+    if (lead)
+      runtime::log_line("stopped by a signal after step " + std::to_string(result.steps_done) + "; checkpoint " +
+                        result.last_checkpoint + "; run the same command again to continue (exit status " +
+                        std::to_string(kExitStoppedBySignal) + ")");
+    return kExitStoppedBySignal;
+  }
+  if (result.diverged) {
+    if (lead) runtime::log_line("diverged: see the non-finite steps above (exit status " + std::to_string(kExitDiverged) + ")");
+    return kExitDiverged;
+  }
+  if (!lead) return 0;
 
   model::ModelConfig released = rc.model;
-  released.atlas = "synthetic";
-  released.train_steps = rc.train.steps;
-  released.train_datasets = {"synthetic-windows"};
+  released.atlas = rc.data.source == "corpus" ? "corpus" : "synthetic";
+  released.train_steps = result.steps_done;
+  released.train_datasets = {rc.data.source == "corpus" ? fs::path(rc.data.corpus).filename().string()
+                                                        : std::string("synthetic-windows")};
   model::BrainModel out_model(released);
   std::copy(result.model->params(), result.model->params() + result.model->arena_size(), out_model.params());
   const std::string checkpoint = (fs::path(rc.train.out) / "checkpoint").string();
-  model::save_released_checkpoint(checkpoint, out_model, {{"README.md", model_card(rc, result)}});
-  runtime::log_line("released checkpoint: " + checkpoint + " (model.safetensors, config.json, README.md)");
+  CardInputs card;
+  card.config = released;
+  card.steps = result.steps_done;
+  card.batch_size = rc.train.batch_size;
+  card.ranks = runtime::world().size;
+  card.data = result.data_description;
+  card.seconds = result.seconds;
+  std::ifstream metrics(fs::path(rc.train.out) / "metrics.jsonl");
+  card.metrics_jsonl.assign(std::istreambuf_iterator<char>(metrics), std::istreambuf_iterator<char>());
+  std::map<std::string, std::string> files;
+  if (std::string plot = render_loss_plot(card.metrics_jsonl); !plot.empty()) {
+    files["loss.png"] = std::move(plot);
+    card.plot_file = "loss.png";
+  }
+  files["README.md"] = model_card(card);
+  model::save_released_checkpoint(checkpoint, out_model, files);
+  runtime::log_line("released checkpoint: " + checkpoint + " (model.safetensors, config.json, README.md" +
+                    (card.plot_file.empty() ? "" : ", loss.png") + ")");
   return 0;
 }
 
@@ -68,7 +83,7 @@ Command add_pretrain_command(CLI::App& app) {
     std::vector<std::string> overrides;
   };
   auto opt = std::make_shared<Options>();
-  CLI::App* cmd = app.add_subcommand("pretrain", "Pre-train the model (for now on synthetic windows, one process)");
+  CLI::App* cmd = app.add_subcommand("pretrain", "Pre-train the model (synthetic windows or a corpus; over MPI ranks under mpirun; resumes by itself)");
   cmd->add_option("--config", opt->config, "Run config (TOML); see `bfm config --defaults`")
       ->check(CLI::ExistingFile);
   cmd->add_option("--set", opt->overrides, "Override a config key, e.g. --set train.steps=100 (repeatable)");

@@ -19,5 +19,7 @@ Command add_info_command(CLI::App& app);      // bfm info: version, build option
 Command add_synth_command(CLI::App& app);     // bfm synth: a synthetic multi-study corpus with ground truth
 Command add_convert_command(CLI::App& app);   // bfm convert: BIDS / NIfTI scans + an atlas -> a corpus
 Command add_inspect_command(CLI::App& app);   // bfm inspect: what a corpus holds; --verify reads every chunk
+Command add_plot_command(CLI::App& app);      // bfm plot: a run's metrics.jsonl as PNG charts
+Command add_export_command(CLI::App& app);    // bfm export: a released checkpoint from a training checkpoint
 
 }  // namespace bfm::launch

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   commands["synth"] = bfm::launch::add_synth_command(app);
   commands["convert"] = bfm::launch::add_convert_command(app);
   commands["inspect"] = bfm::launch::add_inspect_command(app);
+  commands["plot"] = bfm::launch::add_plot_command(app);
+  commands["export"] = bfm::launch::add_export_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

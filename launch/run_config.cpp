@@ -38,7 +38,10 @@ causal = 1.0
 contrastive = 1.0
 
 [data]
-source = "synthetic"    # windows generated in memory with known structure
+source = "synthetic"    # windows generated in memory with known structure | "corpus" (data.corpus = its folder)
+corpus = ""
+stride = 10             # corpus: window starts every `stride` time points, jittered per epoch
+memory_budget_mb = 256  # corpus: read-ahead per rank
 n_networks = 6
 n_categories = 16
 noise = 0.3             # observation noise relative to the network signals
@@ -47,7 +50,8 @@ seed = 1
 
 [train]
 steps = 300
-batch_size = 16
+batch_size = 16         # global batch: windows per optimizer step over all ranks
+micro_batch = 0         # windows per forward/backward on one rank (0: batch_size / ranks); smaller = accumulation
 warmup_steps = 30
 lr = 1e-3
 min_lr_ratio = 0.1      # cosine decay ends at lr * min_lr_ratio
@@ -62,6 +66,12 @@ log_every = 10
 out = "runs/bfm"
 device = "auto"         # auto: the GPU where the build and the machine have one, else the CPU | cpu | cuda
 precision = "bf16"      # GPU only: bf16 (bf16 activations, fp32 master weights) | fp32 (for checking)
+validate_every = 50     # held-out loss every N steps
+checkpoint_every = 100  # training checkpoint (resumable) every N steps; 0: only on a stop signal and at the end
+keep_checkpoints = 2    # the newest K training checkpoints are kept
+max_bad_steps = 5       # non-finite loss or gradient this many steps in a row stops the run
+comm = "auto"           # gradient all-reduce: auto | self | mpi | nccl
+bucket_mb = 25          # all-reduce bucket size: buckets start while backward goes on
 )";
 
 class Reader {
@@ -217,7 +227,13 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
 
   auto& d = rc.data;
   r.get("data", "source", d.source);
-  require(d.source == "synthetic", rc.source, ": data.source \"", d.source, "\" is not supported yet (\"synthetic\")");
+  require(d.source == "synthetic" || d.source == "corpus", rc.source, ": data.source \"", d.source,
+          "\" is not one of \"synthetic\", \"corpus\"");
+  r.get("data", "corpus", d.corpus);
+  r.get("data", "stride", d.stride);
+  r.get("data", "memory_budget_mb", d.memory_budget_mb);
+  require(d.source != "corpus" || !d.corpus.empty(), rc.source, ": data.source = \"corpus\" needs data.corpus (a folder)");
+  require(d.stride > 0 && d.memory_budget_mb > 0, rc.source, ": data.stride and data.memory_budget_mb must be positive");
   r.get("data", "n_networks", d.n_networks);
   r.get("data", "n_categories", d.n_categories);
   r.get("data", "noise", d.noise);
@@ -229,6 +245,7 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   auto& t = rc.train;
   r.get("train", "steps", t.steps);
   r.get("train", "batch_size", t.batch_size);
+  r.get("train", "micro_batch", t.micro_batch);
   r.get("train", "warmup_steps", t.warmup_steps);
   r.get("train", "lr", t.optimizer.lr);
   r.get("train", "min_lr_ratio", t.min_lr_ratio);
@@ -243,6 +260,19 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   r.get("train", "seed", t.seed);
   r.get("train", "log_every", t.log_every);
   r.get("train", "out", t.out);
+  r.get("train", "validate_every", t.validate_every);
+  r.get("train", "checkpoint_every", t.checkpoint_every);
+  r.get("train", "keep_checkpoints", t.keep_checkpoints);
+  r.get("train", "max_bad_steps", t.max_bad_steps);
+  r.get("train", "comm", t.comm);
+  r.get("train", "bucket_mb", t.bucket_mb);
+  require(t.micro_batch >= 0, rc.source, ": train.micro_batch must not be negative");
+  require(t.validate_every > 0 && t.checkpoint_every >= 0 && t.keep_checkpoints >= 1 && t.max_bad_steps >= 1,
+          rc.source, ": train.validate_every, keep_checkpoints and max_bad_steps must be positive, checkpoint_every "
+          "not negative");
+  require(t.comm == "auto" || t.comm == "self" || t.comm == "mpi" || t.comm == "nccl", rc.source, ": train.comm is '",
+          t.comm, "', expected auto, self, mpi or nccl");
+  require(t.bucket_mb > 0, rc.source, ": train.bucket_mb must be positive");
   r.get("train", "device", t.device);
   r.get("train", "precision", t.precision);
   require(t.device == "auto" || t.device == "cpu" || t.device == "cuda", rc.source, ": train.device is '", t.device,

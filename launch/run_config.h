@@ -14,7 +14,10 @@
 namespace bfm::launch {
 
 struct DataConfig {
-  std::string source = "synthetic";  // windows generated in memory (io/synthetic_windows.h)
+  std::string source = "synthetic";  // windows generated in memory (io/synthetic_windows.h) | "corpus"
+  std::string corpus;                // source = "corpus": the corpus folder (bfm synth / bfm convert)
+  int64_t stride = 10;               // corpus windows start every `stride` time points (jittered per epoch)
+  int64_t memory_budget_mb = 256;    // corpus read-ahead per rank
   int n_networks = 6;
   int n_categories = 16;
   double noise = 0.3;
@@ -24,7 +27,8 @@ struct DataConfig {
 
 struct TrainConfig {
   int64_t steps = 300;
-  int batch_size = 16;
+  int batch_size = 16;     // the GLOBAL batch: windows per optimizer step over all ranks
+  int micro_batch = 0;     // windows per forward/backward on one rank; 0: batch_size / ranks (no accumulation)
   int64_t warmup_steps = 30;
   double min_lr_ratio = 0.1;
   runtime::AdamWConfig optimizer{};
@@ -34,6 +38,12 @@ struct TrainConfig {
   std::string out = "runs/bfm";
   std::string device = "auto";     // auto (the GPU where there is one) | cpu | cuda
   std::string precision = "bf16";  // on the GPU: bf16 (mixed precision) | fp32 (checking)
+  int64_t validate_every = 50;     // held-out loss every N steps (and at the start and the end)
+  int64_t checkpoint_every = 100;  // training checkpoint every N steps (0: only when stopped by a signal and at the end)
+  int keep_checkpoints = 2;        // the newest K kept
+  int64_t max_bad_steps = 5;       // this many non-finite steps in a row stop the run
+  std::string comm = "auto";       // auto | self | mpi | nccl
+  double bucket_mb = 25;           // gradient all-reduce bucket size
 };
 
 struct RunConfig {

@@ -1,45 +1,218 @@
 #include "launch/trainer.h"
 
+#include <atomic>
 #include <cmath>
+#include <csignal>
+#include <filesystem>
 #include <fstream>
+#include <functional>
+#include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "io/synthetic_windows.h"
 #include "model/masking.h"
+#include "runtime/comm.h"
 #include "runtime/device.h"
 #include "runtime/error.h"
-#ifdef BFM_WITH_CUDA
-#include "model/gpu_model.h"
-#endif
+#include "runtime/grad_buckets.h"
 #include "runtime/optimizer.h"
 #include "runtime/progress.h"
 #include "runtime/rng.h"
+#include "runtime/world.h"
+#ifdef BFM_WITH_CUDA
+#include "model/gpu_model.h"
+#endif
+#ifdef BFM_WITH_HDF5
+#include "io/corpus.h"
+#include "io/window_loader.h"
+#include "launch/corpus_manifest_reader.h"
+#include "runtime/train_checkpoint.h"
+#endif
 
 namespace bfm::launch {
 
 namespace {
 
-struct BatchBuffers {
-  std::vector<float> x, stim;
-  std::vector<uint8_t> mask;
-  model::Batch batch;
+// SIGUSR1 / SIGTERM: stop at the next step boundary (every rank agrees through the communicator), write a
+// checkpoint, exit with kExitStoppedBySignal.
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+struct SignalGuard {
+  struct sigaction old_usr1 {}, old_term {};
+  SignalGuard() {
+    g_stop_signal.store(0);
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, &old_usr1);
+    sigaction(SIGTERM, &sa, &old_term);
+  }
+  ~SignalGuard() {
+    sigaction(SIGUSR1, &old_usr1, nullptr);
+    sigaction(SIGTERM, &old_term, nullptr);
+  }
 };
 
-void draw_batch(BatchBuffers& b, const RunConfig& rc, const io::SyntheticWindows& data, Rng& data_rng,
-                Rng& mask_rng) {
-  const auto& m = rc.model;
-  const int B = rc.train.batch_size;
-  b.x.resize(int64_t(B) * m.window * m.n_parcels);
-  if (m.contrastive) b.stim.resize(int64_t(B) * m.stim_dim);
-  data.sample(B, data_rng, b.x.data(), m.contrastive ? b.stim.data() : nullptr, nullptr);
-  if (m.mae) {
-    b.mask.resize(int64_t(B) * m.n_tokens());
-    model::make_masks(b.mask.data(), B, m.n_time(), m.n_parcels, m.mask_ratio, rc.train.mask_strategy, mask_rng);
+// This rank's share of a global batch: global rows r, r + R, r + 2R, ... (the window sampler's assignment), so that
+// the union over ranks is the global batch whatever R is.
+struct LocalBatch {
+  int rows = 0;
+  std::vector<float> x;       // [rows, T, P]
+  std::vector<float> stim;    // [rows, S] or empty
+  std::vector<uint8_t> mask;  // [rows, N] or empty
+};
+
+class DataSource {
+ public:
+  virtual ~DataSource() = default;
+  // x and stim of this rank's rows of the next global batch.
+  virtual void next(LocalBatch& b) = 0;
+  virtual std::vector<uint64_t> state() const = 0;
+  virtual void restore(const std::vector<uint64_t>& state) = 0;
+  virtual double wait_seconds() const { return 0.0; }
+  virtual std::string describe() const = 0;
+};
+
+// Windows generated in memory: every rank draws the whole global batch from the same stream and keeps its rows.
+class SyntheticSource final : public DataSource {
+ public:
+  SyntheticSource(const RunConfig& rc, int global, int rank, int ranks, uint64_t stream)
+      : data_({rc.model.n_parcels, rc.model.window, rc.model.contrastive ? rc.model.stim_dim : 0, rc.data.n_networks,
+               rc.data.n_categories, rc.data.noise, rc.data.stim_gain, rc.data.seed}),
+        rng_(Rng::stream(rc.train.seed, stream)), global_(global), rank_(rank), ranks_(ranks),
+        tp_(int64_t(rc.model.window) * rc.model.n_parcels), s_(rc.model.contrastive ? rc.model.stim_dim : 0) {}
+
+  void next(LocalBatch& b) override {
+    gx_.resize(global_ * tp_);
+    gs_.resize(int64_t(global_) * s_);
+    data_.sample(global_, rng_, gx_.data(), s_ ? gs_.data() : nullptr, nullptr);
+    b.rows = global_ / ranks_;
+    b.x.resize(b.rows * tp_);
+    b.stim.resize(int64_t(b.rows) * s_);
+    for (int j = 0; j < b.rows; ++j) {
+      const int64_t g = rank_ + int64_t(j) * ranks_;
+      std::copy_n(gx_.data() + g * tp_, tp_, b.x.data() + j * tp_);
+      if (s_) std::copy_n(gs_.data() + g * s_, s_, b.stim.data() + int64_t(j) * s_);
+    }
   }
-  b.batch = {B, b.x.data(), m.mae ? b.mask.data() : nullptr, m.contrastive ? b.stim.data() : nullptr};
+  std::vector<uint64_t> state() const override {
+    const auto s = rng_.state();
+    return {s.begin(), s.end()};
+  }
+  void restore(const std::vector<uint64_t>& s) override {
+    require(s.size() == 6, "training checkpoint: synthetic data state has ", s.size(), " words, expected 6");
+    std::array<uint64_t, 6> a{};
+    std::copy(s.begin(), s.end(), a.begin());
+    rng_.set_state(a);
+  }
+  std::string describe() const override { return "synthetic windows"; }
+
+ private:
+  io::SyntheticWindows data_;
+  Rng rng_;
+  int global_, rank_, ranks_;
+  int64_t tp_, s_;
+  std::vector<float> gx_, gs_;
+};
+
+#ifdef BFM_WITH_HDF5
+// A corpus folder (bfm synth / bfm convert): windows of the manifest's training subjects through the prefetching
+// loader, this rank's part of each global batch as the distributed sampler assigns it.
+struct CorpusRuns {
+  std::vector<std::string> shard_paths;
+  std::vector<int64_t> train_lengths, validation_lengths;  // per global run; 0 outside the split
+  int64_t n_parcels = 0, stimulus_dim = 0;
+  std::string summary;
+};
+
+CorpusRuns scan_corpus(const std::string& dir) {
+  const CorpusManifest manifest = read_corpus_manifest(dir);
+  CorpusRuns out;
+  std::set<std::string> train(manifest.train.begin(), manifest.train.end());
+  std::set<std::string> validation(manifest.validation.begin(), manifest.validation.end());
+  {
+    io::Corpus corpus(dir, manifest.shard_files);
+    for (int64_t s = 0; s < corpus.n_shards(); ++s) {
+      const io::ShardReader& shard = corpus.shard(s);
+      out.n_parcels = shard.header().n_parcels;
+      out.stimulus_dim = std::max<int64_t>(out.stimulus_dim, shard.header().stimulus_dim);
+      for (const io::Run& run : shard.runs()) {
+        out.train_lengths.push_back(train.count(run.subject) ? run.length : 0);
+        out.validation_lengths.push_back(validation.count(run.subject) ? run.length : 0);
+      }
+    }
+  }  // no HDF5 call of ours may overlap a loader's
+  for (const auto& f : manifest.shard_files) out.shard_paths.push_back((std::filesystem::path(dir) / f).string());
+  std::ostringstream os;
+  os << "corpus " << dir << " (" << manifest.shard_files.size() << " shards, " << manifest.n_subjects
+     << " subjects: " << manifest.train.size() << " train, " << manifest.validation.size() << " validation)";
+  out.summary = os.str();
+  return out;
 }
+
+class CorpusSource final : public DataSource {
+ public:
+  CorpusSource(const RunConfig& rc, const CorpusRuns& runs, int global, int rank, int ranks)
+      : summary_(runs.summary), s_(rc.model.contrastive ? rc.model.stim_dim : 0) {
+    io::SamplerOptions so;
+    so.window = rc.model.window;
+    so.stride = rc.data.stride;
+    so.jitter = true;
+    so.global_batch = global;
+    so.seed = rc.train.seed;
+    sampler_options_ = so;
+    lengths_ = runs.train_lengths;
+    paths_ = runs.shard_paths;
+    rank_ = rank, ranks_ = ranks;
+    budget_ = rc.data.memory_budget_mb << 20;
+    start(io::SamplerState{});
+  }
+  void next(LocalBatch& b) override {
+    io::WindowBatch w = loader_->next();
+    b.rows = static_cast<int>(w.windows.size());
+    b.x.swap(w.timeseries);
+    if (s_) {
+      require(static_cast<int64_t>(w.stimulus.size()) == int64_t(b.rows) * s_, summary_,
+              ": model.stim_dim = ", s_, " but the corpus' stimulus embeddings have ",
+              b.rows ? w.stimulus.size() / b.rows : 0, " dimensions");
+      b.stim.swap(w.stimulus);
+    }
+    loader_->recycle(std::move(w));
+  }
+  std::vector<uint64_t> state() const override {
+    const io::SamplerState s = loader_->state();
+    return {s.epoch, s.batch};
+  }
+  void restore(const std::vector<uint64_t>& s) override {
+    require(s.size() == 2, "training checkpoint: corpus sampler state has ", s.size(), " words, expected 2");
+    start({s[0], s[1]});
+  }
+  double wait_seconds() const override { return waited_ + (loader_ ? loader_->data_wait_seconds() : 0.0); }
+  std::string describe() const override { return summary_; }
+
+ private:
+  void start(const io::SamplerState& state) {
+    if (loader_) waited_ += loader_->data_wait_seconds();
+    loader_.reset();
+    io::WindowSampler sampler(lengths_, sampler_options_, rank_, ranks_);
+    sampler.restore(state);
+    loader_ = std::make_unique<io::WindowLoader>(paths_, std::move(sampler),
+                                                 io::LoaderOptions{sampler_options_.window, budget_});
+  }
+  std::string summary_;
+  int64_t s_;
+  io::SamplerOptions sampler_options_;
+  std::vector<int64_t> lengths_;
+  std::vector<std::string> paths_;
+  int rank_ = 0, ranks_ = 1;
+  int64_t budget_ = 0;
+  double waited_ = 0;
+  std::unique_ptr<io::WindowLoader> loader_;
+};
+#endif
 
 std::string describe(const char* what, const model::Losses& l) {
   std::ostringstream os;
@@ -61,6 +234,24 @@ bool use_gpu(const std::string& device, const std::string& source) {
   return false;
 #endif
 }
+
+// Sums of the losses present over micro-batches (and ranks): weights of each objective's mean.
+struct LossSums {
+  double v[4] = {0, 0, 0, 0};  // total, mae, causal, contrastive
+  double n[4] = {0, 0, 0, 0};
+  void add(const model::Losses& l) {
+    const std::optional<double>* f[4] = {&l.total, &l.mae, &l.causal, &l.contrastive};
+    for (int i = 0; i < 4; ++i)
+      if (f[i]->has_value()) v[i] += **f[i], n[i] += 1;
+  }
+  model::Losses mean() const {
+    model::Losses l;
+    std::optional<double>* f[4] = {&l.total, &l.mae, &l.causal, &l.contrastive};
+    for (int i = 0; i < 4; ++i)
+      if (n[i] > 0) *f[i] = v[i] / n[i];
+    return l;
+  }
+};
 
 }  // namespace
 
@@ -86,108 +277,339 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
   const auto& m = rc.model;
   const auto& t = rc.train;
   TrainResult result;
+
+  // ---- the ranks and the batch geometry
+  const bool gpu_requested = train_on_gpu(rc);
+  // Gradients of a GPU run are averaged on the host for now (one rank per job until NCCL is wired in): the host
+  // communicator carries the losses, the stop flag and the checkpoints' coordination.
+  std::unique_ptr<runtime::Communicator> comm = runtime::make_communicator(t.comm, /*on_gpu=*/false);
+  const int rank = comm->rank(), ranks = comm->size();
+  const bool lead = rank == 0;
+  const bool verbose = options.verbose && lead;
+  require(t.batch_size % ranks == 0, rc.source, ": train.batch_size = ", t.batch_size, " is not a multiple of the ",
+          ranks, " ranks");
+  const int local = t.batch_size / ranks;
+  const int micro = t.micro_batch > 0 ? t.micro_batch : local;
+  require(local % micro == 0, rc.source, ": train.micro_batch = ", micro, " does not divide the ", local,
+          " windows each of the ", ranks, " ranks takes from a global batch of ", t.batch_size);
+  const int accumulation = local / micro;
+
   result.model = std::make_unique<model::BrainModel>(m);
   model::BrainModel& model = *result.model;
   model.initialize(t.seed);
+
 #ifdef BFM_WITH_CUDA
   std::unique_ptr<model::GpuBrainModel> gpu;
-  const std::string gpu_gap = model::GpuBrainModel::unsupported(m);
-  if (use_gpu(t.device, rc.source) && (t.device == "cuda" || gpu_gap.empty())) {
+  if (gpu_requested) {
+    require(ranks == 1, rc.source, ": training on GPUs over ", ranks,
+            " ranks needs the NCCL gradient path, which is not wired into the trainer yet: run one rank per job, "
+            "or set train.device = \"cpu\"");
     gpu = std::make_unique<model::GpuBrainModel>(m, model::parse_gpu_precision(t.precision), t.optimizer);
     gpu->load_params(model.params());
   }
   const bool on_gpu = gpu != nullptr;
-  if (!on_gpu && t.device == "auto" && !gpu_gap.empty() && runtime::cuda_device_count() > 0 && options.verbose)
+  const std::string gpu_gap = model::GpuBrainModel::unsupported(m);
+  if (!on_gpu && t.device == "auto" && !gpu_gap.empty() && runtime::cuda_device_count() > 0 && verbose)
     runtime::log_line("pretrain: on the CPU although there is a GPU: " + gpu_gap);
 #else
-  use_gpu(t.device, rc.source);
   const bool on_gpu = false;
 #endif
 
-  io::SyntheticWindows data({m.n_parcels, m.window, m.contrastive ? m.stim_dim : 0, rc.data.n_networks,
-                             rc.data.n_categories, rc.data.noise, rc.data.stim_gain, rc.data.seed});
-  Rng data_rng = Rng::stream(t.seed, 1), mask_rng = Rng::stream(t.seed, 2);
-  // A fixed held-out batch from its own stream: the loss people watch, not the noisy training batch.
-  Rng val_data_rng = Rng::stream(t.seed, 3), val_mask_rng = Rng::stream(t.seed, 4);
-  BatchBuffers validation, batch;
-  draw_batch(validation, rc, data, val_data_rng, val_mask_rng);
+  // ---- data: training source and a fixed held-out batch (this rank's rows of it)
+  std::unique_ptr<DataSource> data;
+  LocalBatch validation;
+  Rng mask_rng = Rng::stream(t.seed, 2);
+  auto draw_masks = [&](LocalBatch& b, Rng& rng, int global) {
+    if (!m.mae) return;
+    const int N = m.n_tokens();
+    std::vector<uint8_t> all(int64_t(global) * N);
+    model::make_masks(all.data(), global, m.n_time(), m.n_parcels, m.mask_ratio, t.mask_strategy, rng);
+    b.mask.resize(int64_t(b.rows) * N);
+    for (int j = 0; j < b.rows; ++j)
+      std::copy_n(all.data() + (rank + int64_t(j) * ranks) * N, N, b.mask.data() + int64_t(j) * N);
+  };
+  if (rc.data.source == "synthetic") {
+    data = std::make_unique<SyntheticSource>(rc, t.batch_size, rank, ranks, 1);
+    SyntheticSource held_out(rc, t.batch_size, rank, ranks, 3);
+    held_out.next(validation);
+  } else {
+#ifdef BFM_WITH_HDF5
+    const CorpusRuns runs = scan_corpus(rc.data.corpus);
+    require(runs.n_parcels == m.n_parcels, rc.data.corpus, ": the corpus has ", runs.n_parcels,
+            " parcels, the model (model.n_parcels) ", m.n_parcels);
+    {
+      CorpusRuns held = runs;
+      held.train_lengths = runs.validation_lengths;
+      RunConfig vc = rc;
+      vc.train.seed = t.seed + 1;
+      CorpusSource held_out(vc, held, t.batch_size, rank, ranks);
+      held_out.next(validation);
+    }
+    data = std::make_unique<CorpusSource>(rc, runs, t.batch_size, rank, ranks);
+#else
+    fail(rc.source, ": data.source = \"corpus\" needs HDF5, and this bfm was built without it");
+#endif
+  }
+  result.data_description = data->describe();
+  {
+    Rng val_mask_rng = Rng::stream(t.seed, 4);
+    draw_masks(validation, val_mask_rng, t.batch_size);
+  }
 
+  // ---- optimizer, gradient buckets
   std::vector<runtime::ArenaSegment> segments;
-  for (const auto& p : model.layout().params()) segments.push_back({p.offset, p.size, p.weight_decay});
+  std::vector<std::pair<int64_t, int64_t>> tensors;
+  for (const auto& p : model.layout().params()) {
+    segments.push_back({p.offset, p.size, p.weight_decay});
+    tensors.emplace_back(p.offset, p.size);
+  }
   runtime::AdamW optimizer(model.arena_size(), segments, t.optimizer);
+  runtime::GradientBuckets buckets(tensors, static_cast<int64_t>(t.bucket_mb * (1 << 20)));
+  std::vector<char> reported(model.layout().params().size(), 0);
+  const std::function<void(const std::string&)> on_ready = [&](const std::string& prefix) {
+    const auto& params = model.layout().params();
+    for (size_t i = 0; i < params.size(); ++i)
+      if (!reported[i] && params[i].name.compare(0, prefix.size(), prefix) == 0) {
+        reported[i] = 1;
+        buckets.tensor_ready(i);
+      }
+  };
+  double hidden_sum = 0;  // the share of each step's all-reduce time that backward hid, summed over steps
   const float max_logit_scale = static_cast<float>(model::BrainModel::kMaxLogitScale);
   float* logit_scale = m.contrastive ? model.params() + model.layout().offset("logit_scale") : nullptr;
 
+  // ---- resume
+  int64_t start_step = 0, bad_in_a_row = 0;
+  std::string restored_metrics;
+  const std::string ckpt_dir =
+      options.checkpoint_dir.empty() ? "" : options.checkpoint_dir;
+#ifdef BFM_WITH_HDF5
+  model::ModelConfig provenance = m;
+  provenance.atlas = rc.data.source == "corpus" ? "corpus" : "synthetic";
+  nlohmann::json config_json = model::to_checkpoint_json(provenance);
+  config_json["batch_size"] = t.batch_size;
+  config_json["seed"] = t.seed;
+  config_json["data"] = data->describe();
+  if (!ckpt_dir.empty()) {
+    const std::string latest = runtime::latest_train_checkpoint(ckpt_dir);
+    if (!latest.empty()) {
+      runtime::CheckpointTensors ct{&model.layout(), model.params(), optimizer.first_moment().data(),
+                                    optimizer.second_moment().data()};
+      const runtime::TrainState s = runtime::read_train_checkpoint(latest, ct);
+      const nlohmann::json saved = nlohmann::json::parse(s.config_json);
+      require(saved == config_json, latest, ": written by a run with another model, batch or seed (",
+              saved.dump(), "), not this one (", config_json.dump(), ")");
+      start_step = s.step;
+      result.skipped_steps = s.skipped_steps;
+      bad_in_a_row = s.skipped_in_a_row;
+      optimizer.set_steps_taken(s.step - s.skipped_steps);
+      const size_t n_data = s.rng_state.size() - 6;
+      data->restore(std::vector<uint64_t>(s.rng_state.begin(), s.rng_state.begin() + n_data));
+      std::array<uint64_t, 6> ms{};
+      std::copy(s.rng_state.begin() + n_data, s.rng_state.end(), ms.begin());
+      mask_rng.set_state(ms);
+      restored_metrics = s.metrics_jsonl;
+      result.resumed_from = latest;
+      if (verbose)
+        runtime::log_line("pretrain: resumed from " + latest + " at step " + std::to_string(start_step) +
+                          " (written by " + std::to_string(s.world_size) + " ranks, now " + std::to_string(ranks) +
+                          ")");
+    }
+  }
+  if (!ckpt_dir.empty() && lead) {  // what bfm export builds the model from (after the resume check passed)
+    std::filesystem::create_directories(ckpt_dir);
+    std::ofstream(std::filesystem::path(ckpt_dir) / "config.json") << config_json.dump(2) << "\n";
+  }
+#endif
+#ifdef BFM_WITH_CUDA
+  if (on_gpu) {
+    gpu->load_params(model.params());
+    gpu->load_moments(optimizer.first_moment().data(), optimizer.second_moment().data());
+    gpu->set_steps_taken(optimizer.steps_taken());
+  }
+#endif
+
   std::ofstream metrics;
-  if (!options.metrics_path.empty()) {
+  if (lead && !options.metrics_path.empty()) {
     metrics.open(options.metrics_path, std::ios::trunc);
     require(static_cast<bool>(metrics), options.metrics_path, ": cannot write");
+    metrics << restored_metrics << std::flush;
   }
+  std::ostringstream metrics_so_far;  // what the next checkpoint stores
+  metrics_so_far << restored_metrics;
+  auto emit = [&](const nlohmann::json& j) {
+    if (!lead) return;
+    const std::string line = j.dump() + "\n";
+    metrics_so_far << line;
+    if (metrics.is_open()) metrics << line << std::flush;
+  };
+
+  auto batch_of = [&](const LocalBatch& b, int first, int rows) {
+    const int64_t tp = int64_t(m.window) * m.n_parcels;
+    model::Batch out;
+    out.size = rows;
+    out.x = b.x.data() + first * tp;
+    out.mask = m.mae && !b.mask.empty() ? b.mask.data() + int64_t(first) * m.n_tokens() : nullptr;
+    out.stim = m.contrastive && !b.stim.empty() ? b.stim.data() + int64_t(first) * m.stim_dim : nullptr;
+    return out;
+  };
+  // Held-out losses: each rank evaluates its rows in micro-batches, means over all ranks.
   auto evaluate = [&](int64_t step) {
+    LossSums sums;
+    for (int a = 0; a < validation.rows / micro; ++a) {
+      const model::Batch b = batch_of(validation, a * micro, micro);
 #ifdef BFM_WITH_CUDA
-    const model::Losses l = on_gpu ? gpu->forward(validation.batch, "held-out batch")
-                                   : model.forward(validation.batch, "held-out batch");
+      sums.add(on_gpu ? gpu->forward(b, "held-out batch") : model.forward(b, "held-out batch"));
 #else
-    const model::Losses l = model.forward(validation.batch, "held-out batch");
+      sums.add(model.forward(b, "held-out batch"));
 #endif
-    if (metrics.is_open()) {
-      nlohmann::json j{{"step", step}, {"split", "validation"}};
-      for (const auto& [name, v] : named_losses(l)) j[name] = v;
-      metrics << j.dump() << "\n" << std::flush;
     }
+    double buf[8];
+    for (int i = 0; i < 4; ++i) buf[i] = sums.v[i], buf[4 + i] = sums.n[i];
+    comm->allreduce_sum_host(buf, 8);
+    for (int i = 0; i < 4; ++i) sums.v[i] = buf[i], sums.n[i] = buf[4 + i];
+    const model::Losses l = sums.mean();
+    nlohmann::json j{{"step", step}, {"split", "validation"}};
+    for (const auto& [name, v] : named_losses(l)) j[name] = v;
+    emit(j);
     return l;
   };
 
-  if (options.verbose)
-    runtime::log_line("pretrain: " + std::to_string(model.arena_size()) + " parameters, objectives " +
-                      nlohmann::json(m.objectives()).dump() + ", " + std::to_string(m.n_tokens()) +
-                      " tokens per window, batch " + std::to_string(t.batch_size) + ", " + std::to_string(t.steps) +
-                      " steps, on " + (on_gpu ? "the GPU (" + t.precision + ")" : std::string("the CPU")));
-  result.first = evaluate(0);
-  if (options.verbose) runtime::log_line(describe("held-out loss at step 0", result.first));
+  if (verbose) {
+    std::ostringstream os;
+    os << "pretrain: " << model.arena_size() << " parameters, objectives " << nlohmann::json(m.objectives()).dump()
+       << ", " << m.n_tokens() << " tokens per window, global batch " << t.batch_size << " (" << ranks << " rank"
+       << (ranks > 1 ? "s" : "") << " x " << accumulation << " micro-batch" << (accumulation > 1 ? "es" : "")
+       << " of " << micro << "), " << t.steps << " steps, " << data->describe() << ", on "
+       << (on_gpu ? "the GPU (" + t.precision + ")" : std::string("the CPU")) << ", all-reduce " << comm->backend();
+    runtime::log_line(os.str());
+  }
+  result.first = evaluate(start_step);
+  if (verbose) runtime::log_line(describe(("held-out loss at step " + std::to_string(start_step)).c_str(), result.first));
 
-  runtime::Stopwatch clock;
-  const int64_t tokens_per_sample = m.mae ? m.n_tokens() - m.n_masked_tokens() : m.n_tokens();
-  for (int64_t step = 0; step < t.steps; ++step) {
-    draw_batch(batch, rc, data, data_rng, mask_rng);
-    const double lr = runtime::learning_rate(t.optimizer.lr, step, t.warmup_steps, t.steps, t.min_lr_ratio);
-    double norm = 0;
-    model::Losses losses;
+  auto checkpoint = [&](int64_t step) {
+#ifdef BFM_WITH_HDF5
+    if (ckpt_dir.empty()) return;
+    runtime::TrainState s;
+    s.step = step;
+    s.skipped_steps = result.skipped_steps;
+    s.skipped_in_a_row = bad_in_a_row;
+    s.rng_state = data->state();
+    const auto ms = mask_rng.state();
+    s.rng_state.insert(s.rng_state.end(), ms.begin(), ms.end());
+    s.config_json = config_json.dump();
+    s.metrics_jsonl = metrics_so_far.str();
+    s.world_size = ranks;
 #ifdef BFM_WITH_CUDA
     if (on_gpu) {
-      const model::GpuStepResult r = gpu->train_step(batch.batch, lr);
-      losses = r.losses;
-      norm = r.grad_norm;
-      if (!r.applied) {
-        ++result.skipped_steps;
-        runtime::log_line("step " + std::to_string(step + 1) + ": non-finite loss or gradient, update skipped");
-      }
+      gpu->store_params(model.params());
+      gpu->store_moments(optimizer.first_moment().data(), optimizer.second_moment().data());
     }
 #endif
-    if (!on_gpu) losses = model.forward(batch.batch);
+    runtime::CheckpointTensors ct{&model.layout(), model.params(), optimizer.first_moment().data(),
+                                  optimizer.second_moment().data()};
+    runtime::Stopwatch clock;
+    const std::string path = runtime::write_train_checkpoint(ckpt_dir, ct, s, t.keep_checkpoints);
+    if (verbose) runtime::log_line("checkpoint " + path + " (" + runtime::format_duration(clock.seconds()) + ")");
+    result.last_checkpoint = path;
+#else
+    (void)step;
+#endif
+  };
+
+  SignalGuard signals;
+  runtime::Stopwatch clock;
+  const double wait0 = data->wait_seconds(), comm0 = comm->blocked_seconds();
+  const int64_t tokens_per_sample = m.mae ? m.n_tokens() - m.n_masked_tokens() : m.n_tokens();
+  LocalBatch batch;
+  int64_t step = start_step;
+  for (; step < t.steps; ++step) {
+    // Every rank agrees to stop (a signal reached any of them) before the step starts.
+    double stop = g_stop_signal.load() != 0 || step == options.stop_before_step ? 1.0 : 0.0;
+    comm->allreduce_max_host(&stop, 1);
+    if (stop > 0) {
+      result.stopped_by_signal = true;
+      if (verbose) runtime::log_line("pretrain: stop signal: checkpoint at step " + std::to_string(step) + ", exit");
+      break;
+    }
+    data->next(batch);
+    draw_masks(batch, mask_rng, t.batch_size);
+    for (int64_t bad : options.nan_input_steps)
+      if (bad == step) std::fill(batch.x.begin(), batch.x.end(), std::nanf(""));
+    const double lr = runtime::learning_rate(t.optimizer.lr, step, t.warmup_steps, t.steps, t.min_lr_ratio);
+    LossSums sums;
+    double norm = 0;
+    bool finite = true;
+#ifdef BFM_WITH_CUDA
     if (on_gpu) {
-      // done above
-    } else if (!losses.total || !std::isfinite(*losses.total)) {
-      ++result.skipped_steps;  // a non-finite loss: skip the update rather than poison the weights
-      runtime::log_line("step " + std::to_string(step + 1) + ": non-finite loss, update skipped");
-    } else {
+      gpu->zero_grads();
+      for (int a = 0; a < accumulation; ++a) {
+        const model::Losses l = gpu->forward_backward(batch_of(batch, a * micro, micro), 1.0f / accumulation);
+        sums.add(l);
+        finite = finite && l.total && std::isfinite(*l.total);
+      }
+      bool applied = false;
+      if (finite) norm = gpu->optimizer_step(lr, &applied);
+      finite = finite && applied;
+    }
+#endif
+    if (!on_gpu) {
       model.zero_grads();
-      model.backward();
-      norm = optimizer.grad_norm(model.grads());
-      if (!std::isfinite(norm)) {
-        ++result.skipped_steps;
-        runtime::log_line("step " + std::to_string(step + 1) + ": non-finite gradient, update skipped");
-      } else {
+      for (int a = 0; a < accumulation; ++a) {
+        const model::Losses l = model.forward(batch_of(batch, a * micro, micro));
+        sums.add(l);
+        finite = finite && l.total && std::isfinite(*l.total);
+        const bool last = a + 1 == accumulation;
+        // Gradient mean over ranks: the last micro-batch's backward reports each group of tensors as its
+        // gradients become final, and their bucket's all-reduce starts while backward goes on.
+        if (last) {
+          buckets.begin_step(model.grads(), *comm);
+          std::fill(reported.begin(), reported.end(), 0);
+        }
+        if (l.total) model.backward(1.0f / accumulation, last ? on_ready : std::function<void(const std::string&)>{});
+      }
+      buckets.finish(1.0f / ranks);
+      hidden_sum += buckets.hidden_fraction();
+      double flag = finite ? 0.0 : 1.0;
+      comm->allreduce_max_host(&flag, 1);
+      finite = flag == 0.0;
+      if (finite) {
+        norm = optimizer.grad_norm(model.grads());
+        finite = std::isfinite(norm);
+      }
+      if (finite) {
         optimizer.step(model.params(), model.grads(), lr);
         if (logit_scale && *logit_scale > max_logit_scale) *logit_scale = max_logit_scale;
       }
     }
-    if (metrics.is_open()) {
-      nlohmann::json j{{"step", step + 1}, {"split", "train"}, {"lr", lr}, {"grad_norm", norm}};
-      for (const auto& [name, v] : named_losses(losses)) j[name] = v;
-      metrics << j.dump() << "\n";
+    // Losses: means over micro-batches and ranks.
+    double buf[8];
+    for (int i = 0; i < 4; ++i) buf[i] = sums.v[i], buf[4 + i] = sums.n[i];
+    comm->allreduce_sum_host(buf, 8);
+    for (int i = 0; i < 4; ++i) sums.v[i] = buf[i], sums.n[i] = buf[4 + i];
+    const model::Losses losses = sums.mean();
+    if (!finite) {
+      ++result.skipped_steps;
+      ++bad_in_a_row;
+      if (verbose)
+        runtime::log_line("step " + std::to_string(step + 1) + ": non-finite loss or gradient, update skipped (" +
+                          std::to_string(bad_in_a_row) + " in a row)");
+      if (bad_in_a_row >= t.max_bad_steps) {
+        result.diverged = true;
+        if (verbose)
+          runtime::log_line("pretrain: " + std::to_string(bad_in_a_row) +
+                            " non-finite steps in a row (train.max_bad_steps): stopping");
+        ++step;
+        break;
+      }
+    } else {
+      bad_in_a_row = 0;
     }
-    if (options.verbose && ((step + 1) % t.log_every == 0 || step + 1 == t.steps)) {
+    nlohmann::json j{{"step", step + 1}, {"split", "train"}, {"lr", lr}, {"grad_norm", norm}};
+    for (const auto& [name, v] : named_losses(losses)) j[name] = v;
+    emit(j);
+    const int64_t done = step + 1 - start_step;
+    if (verbose && ((step + 1) % t.log_every == 0 || step + 1 == t.steps)) {
       const double elapsed = clock.seconds();
       runtime::ProgressFields f;
       f.step = step + 1;
@@ -195,20 +617,38 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
       f.losses = named_losses(losses);
       f.lr = lr;
       f.grad_norm = norm;
-      f.samples_per_s = double(step + 1) * t.batch_size / elapsed;
+      f.samples_per_s = double(done) * t.batch_size / elapsed;
       f.tokens_per_s = f.samples_per_s * double(tokens_per_sample);
       f.elapsed_s = elapsed;
+      f.eta_s = elapsed / double(done) * double(t.steps - step - 1);
+      f.data_wait_s = data->wait_seconds() - wait0;
+      f.comm_s = comm->blocked_seconds() - comm0;
       runtime::log_line(runtime::format_progress(f));
+      if (ranks > 1 && !on_gpu && step + 1 == t.steps)
+        runtime::log_line("all-reduce: " + std::to_string(buckets.n_buckets()) + " buckets, " +
+                          std::to_string(int(100 * hidden_sum / double(done))) + "% of their time hidden behind "
+                          "backward on average");
     }
+    if ((step + 1) % t.validate_every == 0 && step + 1 < t.steps) {
+      const model::Losses v = evaluate(step + 1);
+      if (verbose) runtime::log_line(describe(("held-out loss at step " + std::to_string(step + 1)).c_str(), v));
+    }
+    if (t.checkpoint_every > 0 && (step + 1) % t.checkpoint_every == 0 && step + 1 < t.steps) checkpoint(step + 1);
   }
+  result.steps_done = step;
   result.seconds = clock.seconds();
-  result.last = evaluate(t.steps);
 #ifdef BFM_WITH_CUDA
   if (on_gpu) gpu->store_params(model.params());  // the checkpoint is written from the CPU arena
 #endif
-  if (options.verbose) {
-    std::string line = describe(("held-out loss after " + std::to_string(t.steps) + " steps").c_str(), result.last);
-    if (result.first.total && result.last.total) {
+  if (result.stopped_by_signal) {
+    checkpoint(step);
+    return result;
+  }
+  result.last = evaluate(step);
+  if (step >= t.steps) checkpoint(step);  // the final state, its held-out losses included in the metrics
+  if (verbose) {
+    std::string line = describe(("held-out loss after " + std::to_string(step) + " steps").c_str(), result.last);
+    if (result.first.total && result.last.total && start_step == 0) {
       std::ostringstream os;
       os.precision(3);
       os << " (" << 100.0 * (1.0 - *result.last.total / *result.first.total) << "% below step 0)";

@@ -120,7 +120,10 @@ Losses BrainModel::forward(const Batch& batch, const std::string& source) {
   return losses_;
 }
 
-void BrainModel::backward(float scale) {
+void BrainModel::backward(float scale, const std::function<void(const std::string&)>& on_ready) {
+  auto ready = [&](const char* prefix) {
+    if (on_ready) on_ready(prefix);
+  };
   const ModelConfig& c = config_;
   require(B_ > 0, "BrainModel::backward called before forward");
   require(losses_.total.has_value(), "BrainModel::backward: the last forward computed no loss");
@@ -141,14 +144,16 @@ void BrainModel::backward(float scale) {
     std::vector<float> d_dec_out(int64_t(B) * N * Dd, 0.0f);
     k::linear_backward(d_dec_out.data(), grad("decoder.head.weight"), grad("decoder.head.bias"), d_recon.data(),
                        dec_out_.data(), at("decoder.head.weight"), int64_t(B) * N, Dd, L);
+    ready("decoder.head.");
     std::vector<float> d_dec_in(int64_t(B) * N * Dd, 0.0f);
-    decoder_->backward(d_dec_in.data(), d_dec_out.data(), p, g);
+    decoder_->backward(d_dec_in.data(), d_dec_out.data(), p, g, on_ready);
     std::vector<float> d_z(M * Dd, 0.0f);
     k::mask_fill_backward(d_z.data(), grad("decoder.mask_token"), grad("decoder.parcel_embed"),
                           grad("decoder.time_embed"), d_dec_in.data(), visible_.data(), B, N, n_enc_, P, Dd);
     k::linear_backward(d_enc_out.data(), grad("decoder.embed.weight"), grad("decoder.embed.bias"), d_z.data(),
                        enc_out_.data(), at("decoder.embed.weight"), M, D, Dd);
   }
+  if (c.mae) ready("decoder.");  // embed, mask_token, its position tables (and all of it when no mask ran)
 
   if (c.causal) {
     std::vector<float> d_next(int64_t(B) * N * L, 0.0f);
@@ -156,6 +161,7 @@ void BrainModel::backward(float scale) {
                                static_cast<float>(scale * c.weight_causal));
     k::linear_backward(d_enc_out.data(), grad("next_head.weight"), grad("next_head.bias"), d_next.data(),
                        enc_out_.data(), at("next_head.weight"), int64_t(B) * N, D, L);
+    ready("next_head.");
   }
 
   if (ran_contrastive_) {
@@ -170,12 +176,20 @@ void BrainModel::backward(float scale) {
                        at("stim_proj.weight"), B, S, E);
     k::mean_pool_backward(d_enc_out.data(), d_pooled.data(), B, n_enc_, D);
   }
+  if (c.contrastive) {
+    ready("brain_proj.");
+    ready("stim_proj.");
+    ready("logit_scale");
+  }
 
   std::vector<float> d_tokens(M * D, 0.0f);
-  encoder_.backward(d_tokens.data(), d_enc_out.data(), p, g);
+  encoder_.backward(d_tokens.data(), d_enc_out.data(), p, g, on_ready);
   k::patch_embed_backward(grad("patch_embed.weight"), grad("patch_embed.bias"), grad("parcel_embed"),
                           grad("time_embed"), d_tokens.data(), patches_.data(),
                           visible_.empty() ? nullptr : visible_.data(), B, N, n_enc_, P, L, D);
+  ready("patch_embed.");
+  ready("parcel_embed");
+  ready("time_embed");
 }
 
 }  // namespace bfm::model

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -46,8 +47,10 @@ class BrainModel {
 
   // Runs the model on a batch and keeps what backward needs. `source` names the input in errors (bad mask rows).
   Losses forward(const Batch& batch, const std::string& source = "batch");
-  // grads += scale * d(loss_total)/d(params) for the last forward.
-  void backward(float scale = 1.0f);
+  // grads += scale * d(loss_total)/d(params) for the last forward. on_ready (may be empty) is called with a name
+  // prefix ("decoder.head.", "blocks.11.", "patch_embed.", "logit_scale") as soon as the gradients of every
+  // tensor under it are final for this call (the all-reduce of their bucket can start); every tensor is covered.
+  void backward(float scale = 1.0f, const std::function<void(const std::string&)>& on_ready = {});
 
   // Outputs of the last forward.
   int batch_size() const { return B_; }

@@ -150,6 +150,9 @@ struct GpuBrainModel::Impl {
   virtual ~Impl() = default;
   virtual void load_params(const float* host) = 0;
   virtual void store(float* host, bool grads) const = 0;
+  virtual void store_moments(float* m, float* v) const = 0;
+  virtual void load_moments(const float* m, const float* v) = 0;
+  virtual void set_steps_taken(int64_t steps) = 0;
   virtual void zero_grads() = 0;
   virtual Losses run(const Batch& batch, bool backward, float scale, const std::string& source) = 0;
   virtual double optimizer_step(double lr, bool* applied) = 0;
@@ -393,6 +396,27 @@ class Model final : public GpuBrainModel::Impl {
     check(cudaStreamSynchronize(s_), "download parameters");
   }
   void zero_grads() override { grads_.zero(s_); }
+  void store_moments(float* m, float* v) const override {
+    copy_arena(m, m_.get(), true);
+    copy_arena(v, v_.get(), true);
+  }
+  void load_moments(const float* m, const float* v) override {
+    copy_arena(const_cast<float*>(m), m_.get(), false);
+    copy_arena(const_cast<float*>(v), v_.get(), false);
+  }
+  void set_steps_taken(int64_t steps) override { step_ = steps; }
+  // host (CPU layout) <-> device (padded layout), one tensor at a time.
+  void copy_arena(float* host, float* device, bool to_host) const {
+    const auto& params = layout.params();
+    for (size_t i = 0; i < params.size(); ++i) {
+      float* d = device + dl_.offset[i];
+      float* h = host + params[i].offset;
+      check(cudaMemcpyAsync(to_host ? h : d, to_host ? d : h, params[i].size * sizeof(float),
+                            to_host ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice, s_),
+            "copy optimizer moments");
+    }
+    check(cudaStreamSynchronize(s_), "copy optimizer moments");
+  }
 
   Losses run(const Batch& batch, bool backward, float scale, const std::string& source) override {
     const ModelConfig& c = config;
@@ -666,6 +690,9 @@ void GpuBrainModel::load_params(const float* host) { impl_->load_params(host); }
 void GpuBrainModel::store_params(float* host) const { impl_->store(host, false); }
 void GpuBrainModel::store_grads(float* host) const { impl_->store(host, true); }
 void GpuBrainModel::zero_grads() { impl_->zero_grads(); }
+void GpuBrainModel::store_moments(float* m, float* v) const { impl_->store_moments(m, v); }
+void GpuBrainModel::load_moments(const float* m, const float* v) { impl_->load_moments(m, v); }
+void GpuBrainModel::set_steps_taken(int64_t steps) { impl_->set_steps_taken(steps); }
 Losses GpuBrainModel::forward(const Batch& batch, const std::string& source) {
   return impl_->run(batch, false, 1.0f, source);
 }

@@ -54,6 +54,10 @@ class GpuBrainModel {
   void load_params(const float* host_arena);
   void store_params(float* host_arena) const;
   void store_grads(float* host_arena) const;  // the gradient arena, in the CPU layout
+  // AdamW's moments and step count (training checkpoints), in the CPU layout.
+  void store_moments(float* m, float* v) const;
+  void load_moments(const float* m, const float* v);
+  void set_steps_taken(int64_t steps);
   void zero_grads();
 
   // Forward only (evaluation): the losses the batch allows. Host pointers, as BrainModel::forward.

@@ -25,7 +25,7 @@ BlockOffsets BlockOffsets::find(const ParamLayout& layout, const std::string& pr
 
 TransformerStack::TransformerStack(const ParamLayout& layout, const std::string& prefix, int n_layers, int width,
                                    int n_heads, int hidden, float ln_eps)
-    : n_layers_(n_layers), width_(width), n_heads_(n_heads), hidden_(hidden), eps_(ln_eps) {
+    : prefix_(prefix), n_layers_(n_layers), width_(width), n_heads_(n_heads), hidden_(hidden), eps_(ln_eps) {
   for (int i = 0; i < n_layers; ++i)
     blocks_.push_back(BlockOffsets::find(layout, prefix + "blocks." + std::to_string(i) + "."));
   lnf_w_ = layout.offset(prefix + "ln_f.weight");
@@ -71,7 +71,8 @@ void TransformerStack::forward(float* out, const float* in, const float* params,
                        M, W, eps_);
 }
 
-void TransformerStack::backward(float* din, const float* dout, const float* params, float* grads) {
+void TransformerStack::backward(float* din, const float* dout, const float* params, float* grads,
+                                const std::function<void(const std::string&)>& on_ready) {
   const int B = B_, n = n_, H = n_heads_, W = width_, F = hidden_;
   const int64_t M = int64_t(B) * n;
   const float* p = params;
@@ -83,6 +84,7 @@ void TransformerStack::backward(float* din, const float* dout, const float* para
   // out = ln_f(h_L): d_residual = dL/dh_L.
   k::layernorm_backward(d_residual_.data(), g + lnf_w_, g + lnf_b_, dout, residual_[n_layers_].data(), p + lnf_w_,
                         lnf_mean_.data(), lnf_rstd_.data(), M, W);
+  if (on_ready) on_ready(prefix_ + "ln_f.");
 
   for (int l = n_layers_ - 1; l >= 0; --l) {
     const BlockOffsets& o = blocks_[l];
@@ -110,6 +112,7 @@ void TransformerStack::backward(float* din, const float* dout, const float* para
     k::linear_backward(d_ln_.data(), g + o.qkv_w, g + o.qkv_b, d_qkv_.data(), a.ln1.data(), p + o.qkv_w, M, W, 3 * W);
     k::layernorm_backward(d_residual_.data(), g + o.ln1_w, g + o.ln1_b, d_ln_.data(), residual_[l].data(),
                           p + o.ln1_w, a.ln1_mean.data(), a.ln1_rstd.data(), M, W);
+    if (on_ready) on_ready(prefix_ + "blocks." + std::to_string(l) + ".");
   }
   k::residual_forward(din, din, d_residual_.data(), M * W);
 }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -28,7 +29,10 @@ class TransformerStack {
   // in [B, n, width] -> out [B, n, width]. causal_block = 0 bidirectional, P for time-causal (kernels/attention.h).
   void forward(float* out, const float* in, const float* params, int B, int n, int causal_block);
   // dout [B, n, width] of the last forward -> din [B, n, width] += ...; parameter gradients += ... into grads.
-  void backward(float* din, const float* dout, const float* params, float* grads);
+  // on_ready (may be empty) is called with a name prefix ("decoder.blocks.3.", "ln_f.") as soon as the gradients of
+  // the tensors under it are final, so that their all-reduce can start while backward goes on.
+  void backward(float* din, const float* dout, const float* params, float* grads,
+                const std::function<void(const std::string&)>& on_ready = {});
 
   int width() const { return width_; }
 
@@ -42,6 +46,7 @@ class TransformerStack {
     std::vector<float> fc1, gelu;                // [M, F] before and after the activation
   };
 
+  std::string prefix_;
   int n_layers_, width_, n_heads_, hidden_;
   float eps_;
   std::vector<BlockOffsets> blocks_;

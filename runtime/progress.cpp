@@ -45,8 +45,21 @@ std::string format_progress(const ProgressFields& f) {
   std::snprintf(buffer, sizeof buffer, " | lr %.2e | |g| %.3f | ", f.lr, f.grad_norm);
   line += buffer;
   line += si(f.samples_per_s) + " samples/s " + si(f.tokens_per_s) + " tok/s | ";
+  if (f.data_wait_s >= 0 || f.comm_s >= 0) {
+    const double e = f.elapsed_s > 0 ? f.elapsed_s : 1.0;
+    if (f.data_wait_s >= 0) {
+      std::snprintf(buffer, sizeof buffer, "data %.0f%% ", 100.0 * f.data_wait_s / e);
+      line += buffer;
+    }
+    if (f.comm_s >= 0) {
+      std::snprintf(buffer, sizeof buffer, "comm %.0f%% ", 100.0 * f.comm_s / e);
+      line += buffer;
+    }
+    line += "| ";
+  }
   const double remaining =
-      f.step > 0 ? f.elapsed_s / double(f.step) * double(f.total_steps - f.step) : std::nan("");
+      f.eta_s >= 0 ? f.eta_s
+                   : f.step > 0 ? f.elapsed_s / double(f.step) * double(f.total_steps - f.step) : std::nan("");
   line += format_duration(f.elapsed_s) + ", ETA " + format_duration(remaining);
   return line;
 }

@@ -34,8 +34,12 @@ struct ProgressFields {
   double lr = 0, grad_norm = 0;
   double samples_per_s = 0, tokens_per_s = 0;
   double elapsed_s = 0;
+  double eta_s = -1;        // < 0: from elapsed_s and the steps done (a run that started at step 0)
+  double data_wait_s = -1;  // >= 0: time spent waiting for data so far, shown as a share of elapsed
+  double comm_s = -1;       // >= 0: time blocked in gradient communication so far, likewise
 };
-// "step   120/300 | loss 0.8123 mae 0.8123 | lr 8.1e-04 | |g| 0.42 | 512 samples/s 65.5k tok/s | 0m12s, ETA 0m18s"
+// "step   120/300 | loss 0.8123 mae 0.8123 | lr 8.1e-04 | |g| 0.42 | 512 samples/s 65.5k tok/s | data 2% comm 11% |
+//  0m12s, ETA 0m18s" (the data/comm part only when given)
 std::string format_progress(const ProgressFields& fields);
 
 }  // namespace bfm::runtime

@@ -1,0 +1,82 @@
+// The communicator of distributed pre-training (data parallel): the collectives the trainer needs, behind one
+// interface with three back-ends.
+//   self  a world of one: every collective is the identity (or a copy); no MPI, no GPU.
+//   mpi   host buffers over a duplicate of an MPI communicator (runtime/comm_mpi.cpp); counts above INT_MAX are
+//         split into several MPI calls; errors return (MPI_ERRORS_RETURN) and throw.
+//   nccl  device buffers over NCCL on the communicator's own CUDA stream (runtime/comm_nccl.cu); the host scalars,
+//         the barrier and the bootstrap of the NCCL id go through a host communicator (mpi, or self in a world of one).
+// Every call is collective unless it says otherwise: all ranks make the same calls, in the same order, with the same
+// counts. A failed call throws bfm::Error naming the operation and the rank.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#ifdef BFM_WITH_MPI
+#include <mpi.h>
+#endif
+
+namespace bfm::runtime {
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual const char* backend() const = 0;  // "self", "mpi", "nccl"
+
+  // Blocking collectives. Buffers are host memory for self/mpi, device memory for nccl (then they run on the
+  // communicator's stream and return after it has finished; the caller's writes to `data`/`send` must be complete,
+  // its stream synchronised, before the call). send and recv must not overlap, except the in-place all-gather:
+  // send == recv + rank() * n_per_rank.
+  virtual void allreduce_sum(float* data, int64_t n) = 0;                                   // in place
+  virtual void allgather(const float* send, float* recv, int64_t n_per_rank) = 0;           // recv: size()*n, rank order
+  virtual void reduce_scatter_sum(const float* send, float* recv, int64_t n_per_rank) = 0;  // send: size()*n
+  virtual void broadcast(float* data, int64_t n, int root) = 0;
+
+  // Host-side scalars (losses, norms, counters) in double, always on the host, whatever the back-end.
+  virtual void allreduce_sum_host(double* data, int64_t n) = 0;
+  virtual void allreduce_max_host(double* data, int64_t n) = 0;
+  virtual void barrier() = 0;
+
+  // Non-blocking all-reduce (sum, in place) of one range, for gradient buckets: returns a handle; progress() lets
+  // the library advance pending operations (MPI_Testall on the CPU); wait(h) completes one; wait_all() all.
+  // Ranks must start their operations in the same order (GradientBuckets does). progress() and wait() are local.
+  // A wait on a handle never returned, or already completed, throws.
+  virtual int64_t start_allreduce_sum(float* data, int64_t n) = 0;
+  virtual void progress() = 0;
+  virtual void wait(int64_t handle) = 0;
+  virtual void wait_all() = 0;
+
+  // Seconds spent blocked inside this communicator's calls (waits included) since construction: what the progress
+  // line reports as communication time.
+  virtual double blocked_seconds() const = 0;
+};
+
+std::unique_ptr<Communicator> make_self_communicator();
+
+#ifdef BFM_WITH_MPI
+// Duplicates comm (MPI_Comm_dup), so that its traffic never matches anyone else's; MPI must be running
+// (runtime::world()).
+std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm comm);
+namespace detail {
+// As above, with at most max_count elements per MPI call: the tests split small counts to exercise the path that
+// counts above INT_MAX take.
+std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm comm, int64_t max_count);
+}  // namespace detail
+#endif
+
+#ifdef BFM_WITH_NCCL
+// An NCCL communicator over the same ranks as `host` (mpi on the world, or self: with no MPI only a world of one is
+// possible), which it keeps for the host scalars and the barrier. Rank 0 makes the NCCL unique id and broadcasts it
+// over `host`. The caller has selected the GPU (cudaSetDevice to its local rank) before; the communicator makes its
+// own CUDA stream on that device.
+std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicator> host);
+#endif
+
+// backend: "self", "mpi", "nccl" or "auto": nccl where built and the training runs on the GPU, else mpi where MPI is
+// built (on the world: runtime::world()), else self. A back-end this build lacks, or nccl with on_gpu false, throws.
+std::unique_ptr<Communicator> make_communicator(const std::string& backend, bool on_gpu);
+
+}  // namespace bfm::runtime
