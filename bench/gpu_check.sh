@@ -73,7 +73,7 @@ if [ "$phase" = all ] || [ "$phase" = test ]; then
   fi
   # bfm itself: pretrain on the GPU from the CLI (quick-start model with head dim 32)
   if [ -x $build/launch/bfm ]; then
-    timeout 120 $build/launch/bfm pretrain --config configs/quickstart.toml --set model.n_heads=2 \
+    timeout 120 $build/launch/bfm pretrain --config configs/quickstart.toml --set data.source=\"synthetic\" --set model.n_heads=2 \
       --set model.decoder.n_heads=2 --set train.steps=100 --set train.device=cuda --set train.out=$out/run \
       >"$out/bfm_pretrain.log" 2>&1
     rc=$?
