@@ -297,6 +297,10 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
   result.model = std::make_unique<model::BrainModel>(m);
   model::BrainModel& model = *result.model;
   model.initialize(t.seed);
+  if (ranks > 1 && m.contrastive)  // CLIP's negatives from all ranks' micro-batches
+    model.set_contrastive_group(rank, ranks, [&comm](const float* local, float* all, int64_t n) {
+      comm->allgather(local, all, n);
+    });
 
 #ifdef BFM_WITH_CUDA
   std::unique_ptr<model::GpuBrainModel> gpu;

@@ -30,6 +30,15 @@ BrainModel::BrainModel(const ModelConfig& config)
                                                   config_.dec_mlp_hidden(), static_cast<float>(config_.ln_eps));
 }
 
+void BrainModel::set_contrastive_group(int rank, int ranks,
+                                       std::function<void(const float*, float*, int64_t)> allgather) {
+  require(ranks >= 1 && rank >= 0 && rank < ranks && (ranks == 1 || allgather), "set_contrastive_group: rank ", rank,
+          " of ", ranks, (ranks > 1 && !allgather ? " without an all-gather" : ""));
+  group_rank_ = rank;
+  group_size_ = ranks;
+  allgather_ = std::move(allgather);
+}
+
 void BrainModel::initialize(uint64_t seed) {
   Rng rng(seed);
   layout_.initialize(params_.data(), rng);
@@ -111,8 +120,20 @@ Losses BrainModel::forward(const Batch& batch, const std::string& source) {
     stim_e_.resize(int64_t(B) * E);
     k::linear_forward(brain_e_.data(), pooled_.data(), at("brain_proj.weight"), nullptr, B, D, E);
     k::linear_forward(stim_e_.data(), stim_.data(), at("stim_proj.weight"), nullptr, B, S, E);
-    losses_.contrastive = k::contrastive_forward(brain_e_.data(), stim_e_.data(), *at("logit_scale"),
-                                                 static_cast<float>(kMaxLogitScale), B, E);
+    const float* be = brain_e_.data();
+    const float* se = stim_e_.data();
+    int rows = B;
+    if (group_size_ > 1) {  // the global batch's embeddings, rank order
+      rows = B * group_size_;
+      brain_all_.resize(int64_t(rows) * E);
+      stim_all_.resize(int64_t(rows) * E);
+      allgather_(brain_e_.data(), brain_all_.data(), int64_t(B) * E);
+      allgather_(stim_e_.data(), stim_all_.data(), int64_t(B) * E);
+      be = brain_all_.data();
+      se = stim_all_.data();
+    }
+    losses_.contrastive = k::contrastive_forward(be, se, *at("logit_scale"),
+                                                 static_cast<float>(kMaxLogitScale), rows, E);
     total += c.weight_contrastive * *losses_.contrastive;
     any = true;
   }
@@ -167,9 +188,25 @@ void BrainModel::backward(float scale, const std::function<void(const std::strin
   if (ran_contrastive_) {
     const int S = c.stim_dim, E = c.proj_dim;
     std::vector<float> d_brain(int64_t(B) * E, 0.0f), d_stim(int64_t(B) * E, 0.0f), d_pooled(int64_t(B) * D, 0.0f);
-    k::contrastive_backward(d_brain.data(), d_stim.data(), grad("logit_scale"), brain_e_.data(), stim_e_.data(),
-                            *at("logit_scale"), static_cast<float>(kMaxLogitScale), B, E,
-                            static_cast<float>(scale * c.weight_contrastive));
+    const float dloss = static_cast<float>(scale * c.weight_contrastive);
+    if (group_size_ == 1) {
+      k::contrastive_backward(d_brain.data(), d_stim.data(), grad("logit_scale"), brain_e_.data(), stim_e_.data(),
+                              *at("logit_scale"), static_cast<float>(kMaxLogitScale), B, E, dloss);
+    } else {
+      // The global loss's gradient for every gathered row (the same on every rank), of which this rank keeps its
+      // own rows, times the group size (the trainer averages summed gradients over ranks); logit_scale's once.
+      const int rows = B * group_size_;
+      std::vector<float> d_brain_all(int64_t(rows) * E, 0.0f), d_stim_all(int64_t(rows) * E, 0.0f);
+      float d_scale = 0.0f;
+      k::contrastive_backward(d_brain_all.data(), d_stim_all.data(), &d_scale, brain_all_.data(), stim_all_.data(),
+                              *at("logit_scale"), static_cast<float>(kMaxLogitScale), rows, E, dloss);
+      *grad("logit_scale") += d_scale;
+      const int64_t first = int64_t(group_rank_) * B * E;
+      for (int64_t i = 0; i < int64_t(B) * E; ++i) {
+        d_brain[i] = d_brain_all[first + i] * float(group_size_);
+        d_stim[i] = d_stim_all[first + i] * float(group_size_);
+      }
+    }
     k::linear_backward(d_pooled.data(), grad("brain_proj.weight"), nullptr, d_brain.data(), pooled_.data(),
                        at("brain_proj.weight"), B, D, E);
     k::linear_backward(nullptr, grad("stim_proj.weight"), nullptr, d_stim.data(), stim_.data(),

@@ -45,6 +45,14 @@ class BrainModel {
   void initialize(uint64_t seed);
   void zero_grads();
 
+  // The contrastive loss over the micro-batches of `ranks` data-parallel ranks at once (CLIP's negatives from the
+  // global batch): forward all-gathers the brain and stimulus embeddings (allgather(local, global, n_per_rank), rank
+  // order), every rank computes the same loss over all rows, and backward returns, for this rank's rows, the
+  // gradient of that loss multiplied by `ranks` (so that the trainer's mean over ranks of the summed gradients is
+  // the gradient of the global loss); logit_scale's gradient, the same on every rank, is not multiplied. ranks = 1
+  // (the default) is the plain local loss.
+  void set_contrastive_group(int rank, int ranks, std::function<void(const float*, float*, int64_t)> allgather);
+
   // Runs the model on a batch and keeps what backward needs. `source` names the input in errors (bad mask rows).
   Losses forward(const Batch& batch, const std::string& source = "batch");
   // grads += scale * d(loss_total)/d(params) for the last forward. on_ready (may be empty) is called with a name
@@ -82,6 +90,9 @@ class BrainModel {
   std::vector<float> dec_z_, dec_in_, dec_out_, recon_, next_;
   std::vector<float> stim_;           // [B, S] copy
   std::vector<float> brain_e_, stim_e_;
+  int group_rank_ = 0, group_size_ = 1;
+  std::function<void(const float*, float*, int64_t)> allgather_;
+  std::vector<float> brain_all_, stim_all_;  // [ranks * B, E] gathered, when group_size_ > 1
   Losses losses_;
 };
 

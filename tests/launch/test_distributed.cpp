@@ -83,10 +83,23 @@ TEST_P(Objectives, AccumulationMatchesOneBigBatch) {
   EXPECT_LT(rel_diff(params_of(acc), params_of(big)), 2e-5) << "4 micro-batches of 2 against one batch of 8";
 }
 
-// The contrastive loss takes its negatives from each micro-batch, so it is left out of these equalities (the
-// global-batch all-gather is still to come).
 INSTANTIATE_TEST_SUITE_P(Mae, Objectives, ::testing::Values("[\"mae\"]"));
 INSTANTIATE_TEST_SUITE_P(Causal, Objectives, ::testing::Values("[\"causal\"]"));
+
+// The contrastive loss takes its negatives from the micro-batches of all ranks together (an all-gather of the
+// embeddings): R ranks on a global batch equal one rank on it. (Accumulation changes the negatives: not compared.)
+class Contrastive : public ::testing::TestWithParam<const char*> {};
+TEST_P(Contrastive, RanksMatchOneRankOnTheGlobalBatch) {
+  const std::string objectives = GetParam();
+  const auto dist = bfm::launch::pretrain(run_config({"model.objectives=" + objectives}), {false, "", ""});
+  const auto one =
+      bfm::launch::pretrain(run_config({"model.objectives=" + objectives, "train.comm=\"self\""}), {false, "", ""});
+  EXPECT_LT(rel_diff(params_of(dist), params_of(one)), 2e-5) << ranks() << " ranks against 1";
+  ASSERT_TRUE(dist.last.contrastive && one.last.contrastive);
+  EXPECT_NEAR(*dist.last.contrastive, *one.last.contrastive, 1e-5 * std::abs(*one.last.contrastive));
+}
+INSTANTIATE_TEST_SUITE_P(WithMae, Contrastive, ::testing::Values("[\"mae\", \"contrastive\"]"));
+INSTANTIATE_TEST_SUITE_P(WithCausal, Contrastive, ::testing::Values("[\"causal\", \"contrastive\"]"));
 
 #ifdef BFM_WITH_HDF5
 TEST(Distributed, StoppedAndResumedEqualsUninterrupted) {
