@@ -44,6 +44,7 @@ struct TrainConfig {
   int64_t max_bad_steps = 5;       // this many non-finite steps in a row stop the run
   std::string comm = "auto";       // auto | self | mpi | nccl
   double bucket_mb = 25;           // gradient all-reduce bucket size
+  bool zero = false;               // ZeRO stage 1: AdamW's moments sharded over the ranks (CPU)
 };
 
 struct RunConfig {

@@ -21,6 +21,7 @@
 #include "runtime/progress.h"
 #include "runtime/rng.h"
 #include "runtime/world.h"
+#include "runtime/zero.h"
 #ifdef BFM_WITH_CUDA
 #include "model/gpu_model.h"
 #endif
@@ -367,7 +368,22 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
     segments.push_back({p.offset, p.size, p.weight_decay});
     tensors.emplace_back(p.offset, p.size);
   }
-  runtime::AdamW optimizer(model.arena_size(), segments, t.optimizer);
+  runtime::AdamW optimizer(t.zero ? 0 : model.arena_size(),
+                           t.zero ? std::vector<runtime::ArenaSegment>{} : segments, t.optimizer);
+  std::unique_ptr<runtime::ShardedAdamW> zero;
+  if (t.zero) {
+    require(!on_gpu, rc.source, ": train.zero (sharded optimizer state) is for CPU ranks; GPU runs keep AdamW on "
+            "the device");
+    zero = std::make_unique<runtime::ShardedAdamW>(model.arena_size(), segments, t.optimizer, *comm);
+  }
+  // The moments a checkpoint holds: the whole arena, or this rank's shard.
+  auto checkpoint_tensors = [&]() {
+    if (zero)
+      return runtime::CheckpointTensors{&model.layout(), model.params(), zero->first_moment().data(),
+                                        zero->second_moment().data(), zero->shard_begin(), zero->shard_end()};
+    return runtime::CheckpointTensors{&model.layout(), model.params(), optimizer.first_moment().data(),
+                                      optimizer.second_moment().data()};
+  };
   runtime::GradientBuckets buckets(tensors, static_cast<int64_t>(t.bucket_mb * (1 << 20)));
   std::vector<char> reported(model.layout().params().size(), 0);
   const std::function<void(const std::string&)> on_ready = [&](const std::string& prefix) {
@@ -397,9 +413,7 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
   if (!ckpt_dir.empty()) {
     const std::string latest = runtime::latest_train_checkpoint(ckpt_dir);
     if (!latest.empty()) {
-      runtime::CheckpointTensors ct{&model.layout(), model.params(), optimizer.first_moment().data(),
-                                    optimizer.second_moment().data()};
-      const runtime::TrainState s = runtime::read_train_checkpoint(latest, ct);
+      const runtime::TrainState s = runtime::read_train_checkpoint(latest, checkpoint_tensors());
       const nlohmann::json saved = nlohmann::json::parse(s.config_json);
       require(saved == config_json, latest, ": written by a run with another model, batch or seed (",
               saved.dump(), "), not this one (", config_json.dump(), ")");
@@ -407,6 +421,7 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
       result.skipped_steps = s.skipped_steps;
       bad_in_a_row = s.skipped_in_a_row;
       optimizer.set_steps_taken(s.step - s.skipped_steps);
+      if (zero) zero->set_steps_taken(s.step - s.skipped_steps);
       const size_t n_data = s.rng_state.size() - 6;
       data->restore(std::vector<uint64_t>(s.rng_state.begin(), s.rng_state.begin() + n_data));
       std::array<uint64_t, 6> ms{};
@@ -510,10 +525,8 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
       gpu->store_moments(optimizer.first_moment().data(), optimizer.second_moment().data());
     }
 #endif
-    runtime::CheckpointTensors ct{&model.layout(), model.params(), optimizer.first_moment().data(),
-                                  optimizer.second_moment().data()};
     runtime::Stopwatch clock;
-    const std::string path = runtime::write_train_checkpoint(ckpt_dir, ct, s, t.keep_checkpoints);
+    const std::string path = runtime::write_train_checkpoint(ckpt_dir, checkpoint_tensors(), s, t.keep_checkpoints);
     if (verbose) runtime::log_line("checkpoint " + path + " (" + runtime::format_duration(clock.seconds()) + ")");
     result.last_checkpoint = path;
 #else
@@ -566,25 +579,35 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
         const bool last = a + 1 == accumulation;
         // Gradient mean over ranks: the last micro-batch's backward reports each group of tensors as its
         // gradients become final, and their bucket's all-reduce starts while backward goes on.
-        if (last) {
+        const bool hook = last && !zero;
+        if (hook) {
           buckets.begin_step(model.grads(), *comm);
           std::fill(reported.begin(), reported.end(), 0);
         }
-        if (l.total) model.backward(1.0f / accumulation, last ? on_ready : std::function<void(const std::string&)>{});
+        if (l.total) model.backward(1.0f / accumulation, hook ? on_ready : std::function<void(const std::string&)>{});
       }
-      buckets.finish(1.0f / ranks);
-      hidden_sum += buckets.hidden_fraction();
+      if (!zero) {
+        buckets.finish(1.0f / ranks);
+        hidden_sum += buckets.hidden_fraction();
+      }
       double flag = finite ? 0.0 : 1.0;
       comm->allreduce_max_host(&flag, 1);
       finite = flag == 0.0;
-      if (finite) {
-        norm = optimizer.grad_norm(model.grads());
-        finite = std::isfinite(norm);
+      if (zero) {
+        // ZeRO-1: reduce-scatter of the gradient sums, clipping on the global norm, AdamW on this rank's shard,
+        // all-gather of the parameters (runtime/zero.h).
+        if (finite) {
+          norm = zero->step(model.params(), model.grads(), 1.0f / ranks, lr);
+          finite = std::isfinite(norm);
+        }
+      } else {
+        if (finite) {
+          norm = optimizer.grad_norm(model.grads());
+          finite = std::isfinite(norm);
+        }
+        if (finite) optimizer.step(model.params(), model.grads(), lr);
       }
-      if (finite) {
-        optimizer.step(model.params(), model.grads(), lr);
-        if (logit_scale && *logit_scale > max_logit_scale) *logit_scale = max_logit_scale;
-      }
+      if (finite && logit_scale && *logit_scale > max_logit_scale) *logit_scale = max_logit_scale;
     }
     // Losses: means over micro-batches and ranks.
     double buf[8];
@@ -628,7 +651,7 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
       f.data_wait_s = data->wait_seconds() - wait0;
       f.comm_s = comm->blocked_seconds() - comm0;
       runtime::log_line(runtime::format_progress(f));
-      if (ranks > 1 && !on_gpu && step + 1 == t.steps)
+      if (ranks > 1 && !on_gpu && !zero && step + 1 == t.steps)
         runtime::log_line("all-reduce: " + std::to_string(buckets.n_buckets()) + " buckets, " +
                           std::to_string(int(100 * hidden_sum / double(done))) + "% of their time hidden behind "
                           "backward on average");

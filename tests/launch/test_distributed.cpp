@@ -101,7 +101,27 @@ TEST_P(Contrastive, RanksMatchOneRankOnTheGlobalBatch) {
 INSTANTIATE_TEST_SUITE_P(WithMae, Contrastive, ::testing::Values("[\"mae\", \"contrastive\"]"));
 INSTANTIATE_TEST_SUITE_P(WithCausal, Contrastive, ::testing::Values("[\"causal\", \"contrastive\"]"));
 
+// ZeRO-1 (AdamW's moments sharded over the ranks) trains the same parameters as the replicated optimizer.
+TEST(Distributed, ShardedOptimizerMatchesReplicated) {
+  const auto plain = bfm::launch::pretrain(run_config({"model.objectives=[\"mae\", \"contrastive\"]"}), {false, "", ""});
+  const auto zero = bfm::launch::pretrain(
+      run_config({"model.objectives=[\"mae\", \"contrastive\"]", "train.zero=true"}), {false, "", ""});
+  EXPECT_LT(rel_diff(params_of(zero), params_of(plain)), 1e-6) << ranks() << " ranks";
+}
+
 #ifdef BFM_WITH_HDF5
+TEST(Distributed, ShardedOptimizerStopsAndResumesBitForBit) {
+  const auto rc = run_config({"model.objectives=[\"mae\"]", "train.steps=8", "train.zero=true"});
+  const std::string a = shared_dir("zero_straight"), b = shared_dir("zero_stopped");
+  const auto straight = bfm::launch::pretrain(rc, {false, "", a});
+  bfm::launch::TrainOptions stop{false, "", b};
+  stop.stop_before_step = 4;
+  ASSERT_TRUE(bfm::launch::pretrain(rc, stop).stopped_by_signal);
+  const auto resumed = bfm::launch::pretrain(rc, {false, "", b});
+  EXPECT_EQ(resumed.steps_done, 8);
+  EXPECT_TRUE(params_of(resumed) == params_of(straight)) << "resumed ZeRO run differs from the uninterrupted one";
+}
+
 TEST(Distributed, StoppedAndResumedEqualsUninterrupted) {
   const auto rc = run_config({"model.objectives=[\"mae\", \"contrastive\"]", "train.steps=8"});
   const std::string a = shared_dir("straight"), b = shared_dir("stopped");
