@@ -50,6 +50,7 @@ seed = 1
 
 [train]
 steps = 300
+epochs = 0              # corpus data: > 0 trains this many passes over the training windows instead of `steps`
 batch_size = 16         # global batch: windows per optimizer step over all ranks
 micro_batch = 0         # windows per forward/backward on one rank (0: batch_size / ranks); smaller = accumulation
 warmup_steps = 30
@@ -245,6 +246,8 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
 
   auto& t = rc.train;
   r.get("train", "steps", t.steps);
+  r.get("train", "epochs", t.epochs);
+  require(t.epochs >= 0, rc.source, ": train.epochs must not be negative");
   r.get("train", "batch_size", t.batch_size);
   r.get("train", "micro_batch", t.micro_batch);
   r.get("train", "warmup_steps", t.warmup_steps);

@@ -27,6 +27,7 @@ struct DataConfig {
 
 struct TrainConfig {
   int64_t steps = 300;
+  int64_t epochs = 0;      // > 0 (corpus data): train this many passes over the training windows instead of `steps`
   int batch_size = 16;     // the GLOBAL batch: windows per optimizer step over all ranks
   int micro_batch = 0;     // windows per forward/backward on one rank; 0: batch_size / ranks (no accumulation)
   int64_t warmup_steps = 30;

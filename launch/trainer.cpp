@@ -75,6 +75,7 @@ class DataSource {
   virtual void restore(const std::vector<uint64_t>& state) = 0;
   virtual double wait_seconds() const { return 0.0; }
   virtual std::string describe() const = 0;
+  virtual int64_t batches_per_epoch() const { return 0; }  // 0: no epochs (generated data)
 };
 
 // Windows generated in memory: every rank draws the whole global batch from the same stream and keeps its rows.
@@ -192,6 +193,7 @@ class CorpusSource final : public DataSource {
     start({s[0], s[1]});
   }
   double wait_seconds() const override { return waited_ + (loader_ ? loader_->data_wait_seconds() : 0.0); }
+  int64_t batches_per_epoch() const override { return per_epoch_; }
   std::string describe() const override { return summary_; }
 
  private:
@@ -199,6 +201,7 @@ class CorpusSource final : public DataSource {
     if (loader_) waited_ += loader_->data_wait_seconds();
     loader_.reset();
     io::WindowSampler sampler(lengths_, sampler_options_, rank_, ranks_);
+    per_epoch_ = sampler.batches_per_epoch();
     sampler.restore(state);
     loader_ = std::make_unique<io::WindowLoader>(paths_, std::move(sampler),
                                                  io::LoaderOptions{sampler_options_.window, budget_});
@@ -209,7 +212,7 @@ class CorpusSource final : public DataSource {
   std::vector<int64_t> lengths_;
   std::vector<std::string> paths_;
   int rank_ = 0, ranks_ = 1;
-  int64_t budget_ = 0;
+  int64_t budget_ = 0, per_epoch_ = 0;
   double waited_ = 0;
   std::unique_ptr<io::WindowLoader> loader_;
 };
@@ -343,6 +346,12 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
     require(runs.n_parcels == m.n_parcels, rc.data.corpus, ": the corpus has ", runs.n_parcels,
             " parcels, the model (model.n_parcels) ", m.n_parcels);
     {
+      int64_t held_windows = 0;
+      for (int64_t len : runs.validation_lengths)
+        if (len >= m.window) held_windows += (len - m.window) / rc.data.stride + 1;
+      require(held_windows >= t.batch_size, rc.data.corpus, ": its validation subjects hold ", held_windows,
+              " windows of ", m.window, " time points (stride ", rc.data.stride, "), fewer than one global batch of ",
+              t.batch_size, " for the held-out loss: use a corpus with more subjects or a smaller train.batch_size");
       CorpusRuns held = runs;
       held.train_lengths = runs.validation_lengths;
       RunConfig vc = rc;
@@ -356,6 +365,13 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
 #endif
   }
   result.data_description = data->describe();
+  // train.epochs (corpus data): passes over the training windows, each of batches_per_epoch() global batches.
+  int64_t total_steps = t.steps;
+  if (t.epochs > 0) {
+    const int64_t per_epoch = data->batches_per_epoch();
+    require(per_epoch > 0, rc.source, ": train.epochs needs corpus data (data.source = \"corpus\")");
+    total_steps = t.epochs * per_epoch;
+  }
   {
     Rng val_mask_rng = Rng::stream(t.seed, 4);
     draw_masks(validation, val_mask_rng, t.batch_size);
@@ -499,7 +515,7 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
     os << "pretrain: " << model.arena_size() << " parameters, objectives " << nlohmann::json(m.objectives()).dump()
        << ", " << m.n_tokens() << " tokens per window, global batch " << t.batch_size << " (" << ranks << " rank"
        << (ranks > 1 ? "s" : "") << " x " << accumulation << " micro-batch" << (accumulation > 1 ? "es" : "")
-       << " of " << micro << "), " << t.steps << " steps, " << data->describe() << ", on "
+       << " of " << micro << "), " << total_steps << " steps, " << data->describe() << ", on "
        << (on_gpu ? "the GPU (" + t.precision + ")" : std::string("the CPU")) << ", all-reduce " << comm->backend();
     runtime::log_line(os.str());
   }
@@ -540,7 +556,7 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
   const int64_t tokens_per_sample = m.mae ? m.n_tokens() - m.n_masked_tokens() : m.n_tokens();
   LocalBatch batch;
   int64_t step = start_step;
-  for (; step < t.steps; ++step) {
+  for (; step < total_steps; ++step) {
     // Every rank agrees to stop (a signal reached any of them) before the step starts.
     double stop = g_stop_signal.load() != 0 || step == options.stop_before_step ? 1.0 : 0.0;
     comm->allreduce_max_host(&stop, 1);
@@ -553,7 +569,7 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
     draw_masks(batch, mask_rng, t.batch_size);
     for (int64_t bad : options.nan_input_steps)
       if (bad == step) std::fill(batch.x.begin(), batch.x.end(), std::nanf(""));
-    const double lr = runtime::learning_rate(t.optimizer.lr, step, t.warmup_steps, t.steps, t.min_lr_ratio);
+    const double lr = runtime::learning_rate(t.optimizer.lr, step, t.warmup_steps, total_steps, t.min_lr_ratio);
     LossSums sums;
     double norm = 0;
     bool finite = true;
@@ -636,31 +652,31 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
     for (const auto& [name, v] : named_losses(losses)) j[name] = v;
     emit(j);
     const int64_t done = step + 1 - start_step;
-    if (verbose && ((step + 1) % t.log_every == 0 || step + 1 == t.steps)) {
+    if (verbose && ((step + 1) % t.log_every == 0 || step + 1 == total_steps)) {
       const double elapsed = clock.seconds();
       runtime::ProgressFields f;
       f.step = step + 1;
-      f.total_steps = t.steps;
+      f.total_steps = total_steps;
       f.losses = named_losses(losses);
       f.lr = lr;
       f.grad_norm = norm;
       f.samples_per_s = double(done) * t.batch_size / elapsed;
       f.tokens_per_s = f.samples_per_s * double(tokens_per_sample);
       f.elapsed_s = elapsed;
-      f.eta_s = elapsed / double(done) * double(t.steps - step - 1);
+      f.eta_s = elapsed / double(done) * double(total_steps - step - 1);
       f.data_wait_s = data->wait_seconds() - wait0;
       f.comm_s = comm->blocked_seconds() - comm0;
       runtime::log_line(runtime::format_progress(f));
-      if (ranks > 1 && !on_gpu && !zero && step + 1 == t.steps)
+      if (ranks > 1 && !on_gpu && !zero && step + 1 == total_steps)
         runtime::log_line("all-reduce: " + std::to_string(buckets.n_buckets()) + " buckets, " +
                           std::to_string(int(100 * hidden_sum / double(done))) + "% of their time hidden behind "
                           "backward on average");
     }
-    if ((step + 1) % t.validate_every == 0 && step + 1 < t.steps) {
+    if ((step + 1) % t.validate_every == 0 && step + 1 < total_steps) {
       const model::Losses v = evaluate(step + 1);
       if (verbose) runtime::log_line(describe(("held-out loss at step " + std::to_string(step + 1)).c_str(), v));
     }
-    if (t.checkpoint_every > 0 && (step + 1) % t.checkpoint_every == 0 && step + 1 < t.steps) checkpoint(step + 1);
+    if (t.checkpoint_every > 0 && (step + 1) % t.checkpoint_every == 0 && step + 1 < total_steps) checkpoint(step + 1);
   }
   result.steps_done = step;
   result.seconds = clock.seconds();
@@ -672,7 +688,7 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
     return result;
   }
   result.last = evaluate(step);
-  if (step >= t.steps) checkpoint(step);  // the final state, its held-out losses included in the metrics
+  if (step >= total_steps) checkpoint(step);  // the final state, its held-out losses included in the metrics
   if (verbose) {
     std::string line = describe(("held-out loss after " + std::to_string(step) + " steps").c_str(), result.last);
     if (result.first.total && result.last.total && start_step == 0) {

@@ -407,6 +407,31 @@ def a_run_of_two_ranks_resumes_on_four(bfm, work):
     assert "held-out loss after 30 steps" in proc.stderr, proc.stderr[-2000:]
 
 
+@case
+def pretrain_from_a_corpus_for_one_epoch(bfm, work):
+    # A corpus made by bfm synth, train.epochs = 1: as many steps as global batches in one pass over the training
+    # subjects' windows (reported in the first line), each logged once.
+    corpus = os.path.join(work, "corpus")
+    run(bfm, "synth", "--subjects", "80", "--parcels", "8", "--minutes", "2", "--studies", "2", "--out", corpus)
+    out = os.path.join(work, "run")
+    proc = run(bfm, "pretrain", *TINY, "--set", "model.n_parcels=8", "--set", "data.source=\"corpus\"",
+               "--set", f"data.corpus=\"{corpus}\"", "--set", "train.epochs=1", "--set", "train.log_every=1",
+               "--out", out)
+    import re
+    m = re.search(r"global batch 16 .*?\), (\d+) steps, corpus", proc.stderr)
+    assert m, proc.stderr[:2000]
+    steps = int(m.group(1))
+    assert steps > 1, proc.stderr[:2000]
+    train = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl")) if '"train"' in l]
+    assert [l["step"] for l in train] == list(range(1, steps + 1))
+    # Too few held-out windows for one global batch: a clear error naming the corpus.
+    proc = run(bfm, "pretrain", *TINY, "--set", "model.n_parcels=8", "--set", "data.source=\"corpus\"",
+               "--set", f"data.corpus=\"{corpus}\"", "--set", "train.batch_size=4096",
+               "--out", os.path.join(work, "big"), ok=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "bfm: error: " + corpus in last and "fewer than one global batch" in last, proc.stderr
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bfm", required=True)
