@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
   libopenmpi-dev openmpi-bin                       # MPI ranks
+  slurm-wlm munge                                  # slurm/pretrain.sbatch's test runs a one-node Slurm
   libhdf5-openmpi-dev hdf5-tools                   # parallel HDF5
   libgtest-dev libgmock-dev libbenchmark-dev       # tests, benchmarks
   nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libopenblas-dev
