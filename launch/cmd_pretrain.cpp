@@ -31,8 +31,10 @@ int run(const RunConfig& rc) {
     fs::create_directories(fs::path(rc.train.out) / "checkpoints");
     runtime::log_line("output folder " + rc.train.out + " (metrics.jsonl, checkpoints/, checkpoint/)");
   }
-  const TrainResult result = pretrain(rc, {true, (fs::path(rc.train.out) / "metrics.jsonl").string(),
-                                           (fs::path(rc.train.out) / "checkpoints").string()});
+  TrainOptions options;
+  options.metrics_path = (fs::path(rc.train.out) / "metrics.jsonl").string();
+  options.checkpoint_dir = (fs::path(rc.train.out) / "checkpoints").string();
+  const TrainResult result = pretrain(rc, options);
   if (result.stopped_by_signal) {
     if (lead)
       runtime::log_line("stopped by a signal after step " + std::to_string(result.steps_done) + "; checkpoint " +

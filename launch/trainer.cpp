@@ -284,6 +284,7 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
 
   // ---- the ranks and the batch geometry
   const bool gpu_requested = train_on_gpu(rc);
+  (void)gpu_requested;  // used only where the build has CUDA
   // Gradients of a GPU run are averaged on the host for now (one rank per job until NCCL is wired in): the host
   // communicator carries the losses, the stop flag and the checkpoints' coordination.
   std::unique_ptr<runtime::Communicator> comm = runtime::make_communicator(t.comm, /*on_gpu=*/false);
@@ -302,8 +303,8 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
   model::BrainModel& model = *result.model;
   model.initialize(t.seed);
   if (ranks > 1 && m.contrastive)  // CLIP's negatives from all ranks' micro-batches
-    model.set_contrastive_group(rank, ranks, [&comm](const float* local, float* all, int64_t n) {
-      comm->allgather(local, all, n);
+    model.set_contrastive_group(rank, ranks, [&comm](const float* mine, float* all, int64_t n) {
+      comm->allgather(mine, all, n);
     });
 
 #ifdef BFM_WITH_CUDA

@@ -36,6 +36,14 @@ struct TrainOptions {
   // steps NaN on every rank (a corrupt batch).
   int64_t stop_before_step = -1;
   std::vector<int64_t> nan_input_steps;
+
+  // A silent run (tests, benchmarks): no progress lines, no metrics file, checkpoints in checkpoint_dir ("" none).
+  static TrainOptions quiet(std::string checkpoint_dir = "") {
+    TrainOptions o;
+    o.verbose = false;
+    o.checkpoint_dir = std::move(checkpoint_dir);
+    return o;
+  }
 };
 
 // `bfm pretrain`'s exit status after a stop signal: a checkpoint was written; run the same command again to go on

@@ -1,7 +1,8 @@
 // Data-parallel pre-training with real ranks (run under mpirun -np 1, 2 and 4): R ranks on a global batch give the
 // parameters of one rank on the same global batch (to float rounding), gradient accumulation likewise; a run
 // stopped at step k and resumed from its checkpoint equals the uninterrupted run bit for bit; a resume on another
-// number of ranks continues (tests/launch/test_cli.py, with real signals and mpirun); non-finite batches are skipped, counted, and stop the run after max_bad_steps.
+// number of ranks continues (tests/launch/test_cli.py, with real signals and mpirun); non-finite batches are
+// skipped, counted, and stop the run after max_bad_steps.
 // The one-rank reference runs inside the same program with train.comm = "self".
 #include <gtest/gtest.h>
 
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/mpi_test_main.h"
 #include "launch/run_config.h"
 #include "launch/trainer.h"
 #include "runtime/world.h"
@@ -19,6 +21,8 @@
 #endif
 
 namespace {
+
+using bfm::launch::TrainOptions;
 
 namespace fs = std::filesystem;
 
@@ -34,6 +38,11 @@ bfm::launch::RunConfig run_config(const std::vector<std::string>& extra) {
       "train.checkpoint_every=0", "train.log_every=100"};
   o.insert(o.end(), extra.begin(), extra.end());
   return bfm::launch::load_run_config("", o);
+}
+
+// A silent run of run_config(extra), no checkpoints.
+bfm::launch::TrainResult train(const std::vector<std::string>& extra) {
+  return bfm::launch::pretrain(run_config(extra), TrainOptions::quiet());
 }
 
 std::vector<float> params_of(const bfm::launch::TrainResult& r) {
@@ -66,9 +75,9 @@ class Objectives : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(Objectives, RanksMatchOneRankOnTheGlobalBatch) {
   const std::string objectives = GetParam();
-  const auto dist = bfm::launch::pretrain(run_config({"model.objectives=" + objectives}), {false, "", ""});
+  const auto dist = train({"model.objectives=" + objectives});
   const auto one =
-      bfm::launch::pretrain(run_config({"model.objectives=" + objectives, "train.comm=\"self\""}), {false, "", ""});
+      train({"model.objectives=" + objectives, "train.comm=\"self\""});
   EXPECT_LT(rel_diff(params_of(dist), params_of(one)), 2e-5) << ranks() << " ranks against 1";
   ASSERT_TRUE(dist.last.total && one.last.total);
   EXPECT_NEAR(*dist.last.total, *one.last.total, 1e-5 * std::abs(*one.last.total));
@@ -76,10 +85,9 @@ TEST_P(Objectives, RanksMatchOneRankOnTheGlobalBatch) {
 
 TEST_P(Objectives, AccumulationMatchesOneBigBatch) {
   const std::string objectives = GetParam();
-  const auto acc = bfm::launch::pretrain(
-      run_config({"model.objectives=" + objectives, "train.comm=\"self\"", "train.micro_batch=2"}), {false, "", ""});
+  const auto acc = train({"model.objectives=" + objectives, "train.comm=\"self\"", "train.micro_batch=2"});
   const auto big =
-      bfm::launch::pretrain(run_config({"model.objectives=" + objectives, "train.comm=\"self\""}), {false, "", ""});
+      train({"model.objectives=" + objectives, "train.comm=\"self\""});
   EXPECT_LT(rel_diff(params_of(acc), params_of(big)), 2e-5) << "4 micro-batches of 2 against one batch of 8";
 }
 
@@ -91,9 +99,9 @@ INSTANTIATE_TEST_SUITE_P(Causal, Objectives, ::testing::Values("[\"causal\"]"));
 class Contrastive : public ::testing::TestWithParam<const char*> {};
 TEST_P(Contrastive, RanksMatchOneRankOnTheGlobalBatch) {
   const std::string objectives = GetParam();
-  const auto dist = bfm::launch::pretrain(run_config({"model.objectives=" + objectives}), {false, "", ""});
+  const auto dist = train({"model.objectives=" + objectives});
   const auto one =
-      bfm::launch::pretrain(run_config({"model.objectives=" + objectives, "train.comm=\"self\""}), {false, "", ""});
+      train({"model.objectives=" + objectives, "train.comm=\"self\""});
   EXPECT_LT(rel_diff(params_of(dist), params_of(one)), 2e-5) << ranks() << " ranks against 1";
   ASSERT_TRUE(dist.last.contrastive && one.last.contrastive);
   EXPECT_NEAR(*dist.last.contrastive, *one.last.contrastive, 1e-5 * std::abs(*one.last.contrastive));
@@ -103,9 +111,8 @@ INSTANTIATE_TEST_SUITE_P(WithCausal, Contrastive, ::testing::Values("[\"causal\"
 
 // ZeRO-1 (AdamW's moments sharded over the ranks) trains the same parameters as the replicated optimizer.
 TEST(Distributed, ShardedOptimizerMatchesReplicated) {
-  const auto plain = bfm::launch::pretrain(run_config({"model.objectives=[\"mae\", \"contrastive\"]"}), {false, "", ""});
-  const auto zero = bfm::launch::pretrain(
-      run_config({"model.objectives=[\"mae\", \"contrastive\"]", "train.zero=true"}), {false, "", ""});
+  const auto plain = train({"model.objectives=[\"mae\", \"contrastive\"]"});
+  const auto zero = train({"model.objectives=[\"mae\", \"contrastive\"]", "train.zero=true"});
   EXPECT_LT(rel_diff(params_of(zero), params_of(plain)), 1e-6) << ranks() << " ranks";
 }
 
@@ -113,11 +120,11 @@ TEST(Distributed, ShardedOptimizerMatchesReplicated) {
 TEST(Distributed, ShardedOptimizerStopsAndResumesBitForBit) {
   const auto rc = run_config({"model.objectives=[\"mae\"]", "train.steps=8", "train.zero=true"});
   const std::string a = shared_dir("zero_straight"), b = shared_dir("zero_stopped");
-  const auto straight = bfm::launch::pretrain(rc, {false, "", a});
-  bfm::launch::TrainOptions stop{false, "", b};
+  const auto straight = bfm::launch::pretrain(rc, TrainOptions::quiet(a));
+  auto stop = TrainOptions::quiet(b);
   stop.stop_before_step = 4;
   ASSERT_TRUE(bfm::launch::pretrain(rc, stop).stopped_by_signal);
-  const auto resumed = bfm::launch::pretrain(rc, {false, "", b});
+  const auto resumed = bfm::launch::pretrain(rc, TrainOptions::quiet(b));
   EXPECT_EQ(resumed.steps_done, 8);
   EXPECT_TRUE(params_of(resumed) == params_of(straight)) << "resumed ZeRO run differs from the uninterrupted one";
 }
@@ -125,14 +132,14 @@ TEST(Distributed, ShardedOptimizerStopsAndResumesBitForBit) {
 TEST(Distributed, StoppedAndResumedEqualsUninterrupted) {
   const auto rc = run_config({"model.objectives=[\"mae\", \"contrastive\"]", "train.steps=8"});
   const std::string a = shared_dir("straight"), b = shared_dir("stopped");
-  const auto straight = bfm::launch::pretrain(rc, {false, "", a});
-  bfm::launch::TrainOptions stop{false, "", b};
+  const auto straight = bfm::launch::pretrain(rc, TrainOptions::quiet(a));
+  auto stop = TrainOptions::quiet(b);
   stop.stop_before_step = 5;
   const auto first = bfm::launch::pretrain(rc, stop);
   ASSERT_TRUE(first.stopped_by_signal);
   EXPECT_EQ(first.steps_done, 5);
   EXPECT_FALSE(first.last_checkpoint.empty());
-  const auto resumed = bfm::launch::pretrain(rc, {false, "", b});
+  const auto resumed = bfm::launch::pretrain(rc, TrainOptions::quiet(b));
   EXPECT_EQ(resumed.resumed_from, first.last_checkpoint);
   EXPECT_EQ(resumed.steps_done, 8);
   EXPECT_TRUE(params_of(resumed) == params_of(straight)) << "resumed run differs from the uninterrupted one";
@@ -144,7 +151,7 @@ TEST(Distributed, StoppedAndResumedEqualsUninterrupted) {
 
 TEST(Distributed, NonFiniteBatchesAreSkippedThenStopTheRun) {
   auto rc = run_config({"model.objectives=[\"mae\"]", "train.steps=10", "train.max_bad_steps=3"});
-  bfm::launch::TrainOptions o{false, "", ""};
+  auto o = TrainOptions::quiet();
   o.nan_input_steps = {2};
   const auto once = bfm::launch::pretrain(rc, o);
   EXPECT_EQ(once.skipped_steps, 1);
@@ -160,16 +167,4 @@ TEST(Distributed, NonFiniteBatchesAreSkippedThenStopTheRun) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  bfm::runtime::world();  // MPI up before anything else (a world of one without mpirun)
-  ::testing::InitGoogleTest(&argc, argv);
-  if (rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int failed = RUN_ALL_TESTS() != 0;
-#ifdef BFM_WITH_MPI
-  MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-#endif
-  return failed;
-}
+int main(int argc, char** argv) { return bfm::test::run_mpi_tests(argc, argv); }

@@ -20,6 +20,8 @@
 
 namespace {
 
+using bfm::launch::TrainOptions;
+
 using bfm::model::BrainModel;
 using bfm::model::GpuBrainModel;
 using bfm::model::GpuPrecision;
@@ -202,8 +204,8 @@ TEST(GpuModel, Bf16TrainingFollowsCpu) {
     o.push_back(std::string("train.device=") + device);
     return bfm::launch::load_run_config("", o);
   };
-  const auto cpu = bfm::launch::pretrain(with("cpu"), {false, ""});
-  const auto gpu = bfm::launch::pretrain(with("cuda"), {false, ""});
+  const auto cpu = bfm::launch::pretrain(with("cpu"), TrainOptions::quiet());
+  const auto gpu = bfm::launch::pretrain(with("cuda"), TrainOptions::quiet());
   ASSERT_TRUE(cpu.last.mae && gpu.last.mae && cpu.last.contrastive && gpu.last.contrastive);
   std::printf("held-out losses, cpu: total %.4f -> %.4f (mae %.4f -> %.4f, contrastive %.4f -> %.4f)\n",
               *cpu.first.total, *cpu.last.total, *cpu.first.mae, *cpu.last.mae, *cpu.first.contrastive,

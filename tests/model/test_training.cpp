@@ -11,6 +11,8 @@
 
 namespace {
 
+using bfm::launch::TrainOptions;
+
 bfm::launch::RunConfig small_run(const std::vector<std::string>& extra) {
   std::vector<std::string> overrides = {
       "model.n_parcels=16", "model.window=32",   "model.patch_len=4",       "model.d_model=32",
@@ -23,20 +25,23 @@ bfm::launch::RunConfig small_run(const std::vector<std::string>& extra) {
 }
 
 TEST(ModelTraining, MaeLossFalls) {
-  const auto r = bfm::launch::pretrain(small_run({"model.objectives=[\"mae\"]"}), {false, ""});
+  const auto r = bfm::launch::pretrain(small_run({"model.objectives=[\"mae\"]"}),
+                                       TrainOptions::quiet());
   ASSERT_TRUE(r.first.mae && r.last.mae);
   EXPECT_EQ(r.skipped_steps, 0);
   EXPECT_LT(*r.last.mae, 0.85 * *r.first.mae) << "first " << *r.first.mae << " last " << *r.last.mae;
 }
 
 TEST(ModelTraining, CausalLossFalls) {
-  const auto r = bfm::launch::pretrain(small_run({"model.objectives=[\"causal\"]"}), {false, ""});
+  const auto r = bfm::launch::pretrain(small_run({"model.objectives=[\"causal\"]"}),
+                                       TrainOptions::quiet());
   ASSERT_TRUE(r.first.causal && r.last.causal);
   EXPECT_LT(*r.last.causal, 0.6 * *r.first.causal) << "first " << *r.first.causal << " last " << *r.last.causal;
 }
 
 TEST(ModelTraining, ContrastiveLossFalls) {
-  const auto r = bfm::launch::pretrain(small_run({"model.objectives=[\"mae\", \"contrastive\"]"}), {false, ""});
+  const auto r = bfm::launch::pretrain(small_run({"model.objectives=[\"mae\", \"contrastive\"]"}),
+                                       TrainOptions::quiet());
   ASSERT_TRUE(r.first.contrastive && r.last.contrastive && r.last.mae);
   // Chance level is ln(16) = 2.77: the model must pair windows with their stimuli well above chance.
   EXPECT_LT(*r.last.contrastive, 0.8 * std::log(16.0));
@@ -57,7 +62,7 @@ TEST(ModelTraining, TubeAndFutureMasksTrain) {
     SCOPED_TRACE(strategy);
     auto rc = small_run({"model.objectives=[\"mae\"]", std::string("train.mask_strategy=") + strategy,
                          std::string("model.mask_ratio=") + ratio});
-    const auto r = bfm::launch::pretrain(rc, {false, ""});
+    const auto r = bfm::launch::pretrain(rc, TrainOptions::quiet());
     EXPECT_LT(*r.last.mae, below * *r.first.mae) << "first " << *r.first.mae << " last " << *r.last.mae;
   }
 }

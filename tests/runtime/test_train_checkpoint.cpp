@@ -18,6 +18,7 @@
 #include <fstream>
 #include <thread>
 
+#include "../common/mpi_test_main.h"
 #include "model/config.h"
 #include "model/params.h"
 #include "runtime/error.h"
@@ -675,16 +676,5 @@ TEST(TrainCheckpointBench, DISABLED_Speed100M) {
 }  // namespace
 
 #ifdef BFM_TEST_MPI_MAIN
-int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
-  ::testing::InitGoogleTest(&argc, argv);
-  if (rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int failed = RUN_ALL_TESTS() != 0;
-  MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  MPI_Finalize();
-  return failed;
-}
+int main(int argc, char** argv) { return bfm::test::run_mpi_tests(argc, argv); }
 #endif

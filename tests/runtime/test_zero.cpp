@@ -16,6 +16,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../common/mpi_test_main.h"
 #include "runtime/comm.h"
 #include "runtime/error.h"
 #include "runtime/optimizer.h"
@@ -302,17 +303,7 @@ TEST(ShardedAdamW, SegmentOutsideTheArenaIsAnError) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const World& world = bfm::runtime::world();  // MPI_Init_thread where built; finalised at exit
-  rank_ = world.rank;
-  ranks_ = world.size;
-  ::testing::InitGoogleTest(&argc, argv);
-  if (rank_ != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int failed = RUN_ALL_TESTS() != 0;
-#ifdef BFM_WITH_MPI
-  MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-#endif
-  return failed;
+  rank_ = bfm::runtime::world().rank;
+  ranks_ = bfm::runtime::world().size;
+  return bfm::test::run_mpi_tests(argc, argv);
 }
