@@ -82,8 +82,14 @@ Losses BrainModel::forward(const Batch& batch, const std::string& source) {
   double total = 0.0;
   bool any = false;
 
-  ran_decoder_ = masked;
+  ran_decoder_ = masked && !batch.encoder_only;
+  ran_contrastive_ = c.contrastive && batch.stim != nullptr && !batch.encoder_only;
   recon_.clear();
+  next_.clear();
+  brain_e_.clear();
+  stim_e_.clear();
+  if (batch.encoder_only) return losses_;
+
   if (masked) {
     const int Dd = c.decoder->d_model;
     dec_z_.resize(M * Dd);
@@ -101,7 +107,6 @@ Losses BrainModel::forward(const Batch& batch, const std::string& source) {
     any = true;
   }
 
-  next_.clear();
   if (c.causal) {
     next_.resize(int64_t(B) * N * L);
     k::linear_forward(next_.data(), enc_out_.data(), at("next_head.weight"), at("next_head.bias"), int64_t(B) * N, D, L);
@@ -110,9 +115,6 @@ Losses BrainModel::forward(const Batch& batch, const std::string& source) {
     any = true;
   }
 
-  ran_contrastive_ = c.contrastive && batch.stim != nullptr;
-  brain_e_.clear();
-  stim_e_.clear();
   if (ran_contrastive_) {
     const int S = c.stim_dim, E = c.proj_dim;
     stim_.assign(batch.stim, batch.stim + int64_t(B) * S);
@@ -219,8 +221,50 @@ void BrainModel::backward(float scale, const std::function<void(const std::strin
     ready("logit_scale");
   }
 
+  backward_encoder(d_enc_out.data(), on_ready);
+}
+
+void BrainModel::backward_pooled(const float* d_pooled, float scale,
+                                 const std::function<void(const std::string&)>& on_ready) {
+  const ModelConfig& c = config_;
+  require(B_ > 0, "BrainModel::backward_pooled called before forward");
+  require(d_pooled != nullptr, "BrainModel::backward_pooled: no gradient given");
+  // The heads take no part: their gradients are final as they are.
+  if (on_ready) {
+    if (c.mae) {
+      on_ready("decoder.head.");
+      on_ready("decoder.ln_f.");
+      for (int i = c.decoder->n_layers - 1; i >= 0; --i) on_ready("decoder.blocks." + std::to_string(i) + ".");
+      on_ready("decoder.");
+    }
+    if (c.causal) on_ready("next_head.");
+    if (c.contrastive) {
+      on_ready("brain_proj.");
+      on_ready("stim_proj.");
+      on_ready("logit_scale");
+    }
+  }
+  const int64_t BD = int64_t(B_) * c.d_model;
+  std::vector<float> scaled(d_pooled, d_pooled + BD);
+  if (scale != 1.0f)
+    for (float& v : scaled) v *= scale;
+  std::vector<float> d_enc_out(int64_t(B_) * n_enc_ * c.d_model, 0.0f);
+  k::mean_pool_backward(d_enc_out.data(), scaled.data(), B_, n_enc_, c.d_model);
+  backward_encoder(d_enc_out.data(), on_ready);
+}
+
+void BrainModel::backward_encoder(const float* d_enc_out, const std::function<void(const std::string&)>& on_ready) {
+  auto ready = [&](const char* prefix) {
+    if (on_ready) on_ready(prefix);
+  };
+  const ModelConfig& c = config_;
+  const int B = B_, P = c.n_parcels, L = c.patch_len, D = c.d_model, N = c.n_tokens();
+  const int64_t M = int64_t(B) * n_enc_;
+  const float* p = params_.data();
+  float* g = grads_.data();
+  auto grad = [&](const char* name) { return g + layout_.offset(name); };
   std::vector<float> d_tokens(M * D, 0.0f);
-  encoder_.backward(d_tokens.data(), d_enc_out.data(), p, g, on_ready);
+  encoder_.backward(d_tokens.data(), d_enc_out, p, g, on_ready);
   k::patch_embed_backward(grad("patch_embed.weight"), grad("patch_embed.bias"), grad("parcel_embed"),
                           grad("time_embed"), d_tokens.data(), patches_.data(),
                           visible_.empty() ? nullptr : visible_.data(), B, N, n_enc_, P, L, D);

@@ -23,6 +23,7 @@ struct Batch {
   const float* x = nullptr;        // [B, T, P]
   const uint8_t* mask = nullptr;   // [B, N], 1 = masked; used by mae models (ignored by the others), may be null
   const float* stim = nullptr;     // [B, S]; needed for the contrastive loss, may be null
+  bool encoder_only = false;       // run the encoder and the mean pool only (embeddings, fine-tuning): no heads
 };
 
 struct Losses {
@@ -59,6 +60,11 @@ class BrainModel {
   // prefix ("decoder.head.", "blocks.11.", "patch_embed.", "logit_scale") as soon as the gradients of every
   // tensor under it are final for this call (the all-reduce of their bucket can start); every tensor is covered.
   void backward(float scale = 1.0f, const std::function<void(const std::string&)>& on_ready = {});
+  // Fine-tuning: grads += scale * the gradient that d_pooled [B, D] (dLoss/dpooled of a task head outside the model,
+  // for the last forward) sends back through the mean pool, the encoder and the token embeddings. The objective
+  // heads' gradients are left as they are; on_ready covers every tensor, as in backward().
+  void backward_pooled(const float* d_pooled, float scale = 1.0f,
+                       const std::function<void(const std::string&)>& on_ready = {});
 
   // Outputs of the last forward.
   int batch_size() const { return B_; }
@@ -94,6 +100,9 @@ class BrainModel {
   std::function<void(const float*, float*, int64_t)> allgather_;
   std::vector<float> brain_all_, stim_all_;  // [ranks * B, E] gathered, when group_size_ > 1
   Losses losses_;
+
+  // d_enc_out [B * N_enc, D] -> encoder, token embeddings (the tail of both backward passes).
+  void backward_encoder(const float* d_enc_out, const std::function<void(const std::string&)>& on_ready);
 };
 
 }  // namespace bfm::model

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "model/brain_model.h"
@@ -119,3 +120,64 @@ TEST(ModelGradcheck, Causal) { check_gradients(tiny(false, true, false), 2); }
 TEST(ModelGradcheck, CausalContrastive) { check_gradients(tiny(false, true, true), 3); }
 
 }  // namespace
+
+// Fine-tuning's path: a task loss on the pooled embedding, here sum(w * pooled) with a fixed random w (so
+// dLoss/dpooled = w), sent back with backward_pooled, against finite differences of that loss; the heads get nothing.
+void check_pooled_gradients(const ModelConfig& config, int B) {
+  BrainModel model(config);
+  randomise(model, 13);
+  Inputs in = make_inputs(config, B, 7);
+  in.batch.mask = nullptr;  // fine-tuning runs the encoder over all tokens
+  in.batch.encoder_only = true;
+  bfm::Rng rng(3);
+  std::vector<float> w(size_t(B) * config.d_model);
+  for (auto& v : w) v = float(rng.normal());
+  auto task_loss = [&] {
+    EXPECT_FALSE(model.forward(in.batch).total.has_value()) << "encoder_only computes no objective loss";
+    double s = 0;
+    for (size_t i = 0; i < w.size(); ++i) s += double(w[i]) * model.pooled()[i];
+    return s;
+  };
+  model.zero_grads();
+  task_loss();
+  ASSERT_TRUE(model.reconstruction().empty() && model.next_prediction().empty());
+  std::vector<std::string> ready;
+  model.backward_pooled(w.data(), 1.0f, [&](const std::string& prefix) { ready.push_back(prefix); });
+  const std::vector<float> grad(model.grads(), model.grads() + model.arena_size());
+
+  for (const auto& p : model.layout().params()) {
+    SCOPED_TRACE(p.name);
+    bool covered = false;
+    for (const auto& prefix : ready) covered |= p.name.rfind(prefix, 0) == 0;
+    EXPECT_TRUE(covered) << "no on_ready prefix covers it";
+    const bool head = p.name.rfind("decoder.", 0) == 0 || p.name.rfind("next_head.", 0) == 0 ||
+                      p.name.rfind("brain_proj.", 0) == 0 || p.name.rfind("stim_proj.", 0) == 0 ||
+                      p.name == "logit_scale";
+    float* x = model.params() + p.offset;
+    const std::vector<float> saved(x, x + p.size);
+    for (int k = 0; k < 3; ++k) {
+      const int64_t i = int64_t(rng.below(uint64_t(p.size)));
+      const double eps = 2e-3;
+      x[i] = saved[i] + float(eps);
+      const double lp = task_loss();
+      x[i] = saved[i] - float(eps);
+      const double lm = task_loss();
+      x[i] = saved[i];
+      const double fd = (lp - lm) / (double(saved[i] + float(eps)) - double(saved[i] - float(eps)));
+      if (head) {
+        EXPECT_EQ(grad[p.offset + i], 0.0f);
+        EXPECT_EQ(fd, 0.0);
+      } else {
+        EXPECT_NEAR(grad[p.offset + i], fd, 3e-3 + 3e-2 * std::abs(fd)) << "element " << i;
+      }
+    }
+  }
+  // scale multiplies the whole gradient.
+  model.zero_grads();
+  task_loss();
+  model.backward_pooled(w.data(), 0.5f);
+  for (int64_t i = 0; i < model.arena_size(); ++i) ASSERT_FLOAT_EQ(model.grads()[i], 0.5f * grad[i]) << i;
+}
+
+TEST(ModelGradcheck, PooledPathMaeContrastive) { check_pooled_gradients(tiny(true, false, true), 3); }
+TEST(ModelGradcheck, PooledPathCausal) { check_pooled_gradients(tiny(false, true, false), 2); }
