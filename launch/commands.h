@@ -21,5 +21,7 @@ Command add_convert_command(CLI::App& app);   // bfm convert: BIDS / NIfTI scans
 Command add_inspect_command(CLI::App& app);   // bfm inspect: what a corpus holds; --verify reads every chunk
 Command add_plot_command(CLI::App& app);      // bfm plot: a run's metrics.jsonl as PNG charts
 Command add_export_command(CLI::App& app);    // bfm export: a released checkpoint from a training checkpoint
+Command add_finetune_command(CLI::App& app);  // bfm finetune: all weights + a task head on a corpus' stimulus task
+Command add_eval_command(CLI::App& app);      // bfm eval: downstream tasks on held-out subjects, methods side by side
 
 }  // namespace bfm::launch

@@ -27,6 +27,8 @@ int main(int argc, char** argv) {
   commands["inspect"] = bfm::launch::add_inspect_command(app);
   commands["plot"] = bfm::launch::add_plot_command(app);
   commands["export"] = bfm::launch::add_export_command(app);
+  commands["finetune"] = bfm::launch::add_finetune_command(app);
+  commands["eval"] = bfm::launch::add_eval_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,152 @@
+#ifdef BFM_WITH_HDF5
+
+#include "launch/eval_data.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <set>
+
+#include "io/corpus.h"
+#include "launch/corpus_manifest_reader.h"
+#include "runtime/error.h"
+
+namespace bfm::launch::eval {
+
+namespace {
+
+// The first `n` of ids in a fixed order that does not depend on the order the manifest lists them in.
+std::vector<std::string> first_sorted(std::vector<std::string> ids, int64_t n) {
+  std::sort(ids.begin(), ids.end());
+  if (n > 0 && int64_t(ids.size()) > n) ids.resize(static_cast<size_t>(n));
+  return ids;
+}
+
+}  // namespace
+
+EvalData load_eval_data(const std::string& corpus_dir, const EvalDataOptions& options) {
+  require(options.window > 0, "eval: the window length must be positive");
+  const CorpusManifest manifest = read_corpus_manifest(corpus_dir);
+  std::vector<std::string> held = manifest.test;
+  if (options.held_out_include_validation) held.insert(held.end(), manifest.validation.begin(), manifest.validation.end());
+  held = first_sorted(held, options.max_held_out);
+  require(!held.empty(), manifest.path, ": the corpus split has no held-out (validation or test) subject to evaluate on");
+  const std::vector<std::string> population = first_sorted(manifest.train, options.max_population);
+
+  std::map<std::string, std::pair<std::string, bool>> wanted;  // id -> (split, held out)
+  for (const auto& id : population) wanted[id] = {"train", false};
+  for (const auto& id : manifest.test) wanted.erase(id);
+  for (const auto& id : held) {
+    const bool is_test = std::find(manifest.test.begin(), manifest.test.end(), id) != manifest.test.end();
+    wanted[id] = {is_test ? "test" : "validation", true};
+  }
+
+  io::Corpus corpus(corpus_dir, manifest.shard_files);
+  EvalData data;
+  data.corpus = corpus_dir;
+  data.window = options.window;
+  std::map<std::string, int> subject_index;
+  std::map<std::vector<float>, int64_t> stimulus_index;
+  int64_t global_run = 0;
+  for (int64_t s = 0; s < corpus.n_shards(); ++s) {
+    const io::ShardReader& shard = corpus.shard(s);
+    const io::ShardHeader& h = shard.header();
+    if (s == 0) {
+      data.n_parcels = h.n_parcels;
+      data.parcel_labels = h.parcel_labels;
+      data.parcel_coords = h.parcel_coords;
+      data.score_names = h.score_names;
+      data.stim_dim = h.stimulus_dim;
+    }
+    require(h.stimulus_dim == data.stim_dim, shard.path(), ": stimulus embeddings of size ", h.stimulus_dim,
+            " where the corpus' first shard has ", data.stim_dim);
+    const int64_t P = data.n_parcels, S = data.stim_dim;
+    for (int64_t r = 0; r < int64_t(shard.runs().size()); ++r, ++global_run) {
+      const io::Run& meta = shard.runs()[size_t(r)];
+      auto want = wanted.find(meta.subject);
+      if (want == wanted.end()) continue;
+      auto [it, added] = subject_index.emplace(meta.subject, int(data.subjects.size()));
+      if (added) {
+        const io::Subject& src = shard.subjects()[size_t(shard.subject_of(r))];
+        EvalSubject subject;
+        subject.id = meta.subject;
+        subject.split = want->second.first;
+        subject.held_out = want->second.second;
+        subject.age = src.age;
+        subject.sex = src.sex;
+        subject.diagnosis = src.diagnosis;
+        subject.scores = src.scores;
+        data.subjects.push_back(std::move(subject));
+      }
+      const int si = it->second;
+      EvalRun run;
+      run.global_run = global_run;
+      run.task = meta.task;
+      run.tr = meta.tr;
+      run.length = meta.length;
+      run.timeseries = shard.read_window(r, 0, meta.length);
+      for (float v : run.timeseries)
+        require(std::isfinite(v), shard.path(), ": run ", r, " of subject ", meta.subject, " holds a non-finite value");
+      if (S > 0) {
+        run.stim.resize(size_t(meta.length * S));
+        shard.read_stimulus(r, 0, meta.length, run.stim.data());
+      }
+      if (h.labels) {
+        run.label.resize(size_t(meta.length));
+        shard.read_labels(r, 0, meta.length, run.label.data());
+      }
+      // Trials: maximal stretches of one label (>= 0) and one embedding.
+      const int ri = int(data.subjects[size_t(si)].runs.size());
+      if (!run.label.empty()) {
+        for (int64_t t = 0; t < run.length;) {
+          if (run.label[size_t(t)] < 0) {
+            ++t;
+            continue;
+          }
+          int64_t e = t + 1;
+          auto same = [&](int64_t a, int64_t b) {
+            return run.label[size_t(a)] == run.label[size_t(b)] &&
+                   (S == 0 || std::memcmp(&run.stim[size_t(a * S)], &run.stim[size_t(b * S)], size_t(S) * 4) == 0);
+          };
+          while (e < run.length && same(e, t)) ++e;
+          if (t + options.window <= run.length) {
+            EvalTrial trial;
+            trial.subject = si;
+            trial.run = ri;
+            trial.onset = t;
+            trial.duration = e - t;
+            trial.label = run.label[size_t(t)];
+            data.n_categories = std::max(data.n_categories, trial.label + 1);
+            std::vector<float> key;
+            if (S > 0) key.assign(&run.stim[size_t(t * S)], &run.stim[size_t(t * S)] + S);
+            else key = {float(data.trials.size()), -1.0f};  // unique: no embedding to match on
+            auto [sit, new_stimulus] = stimulus_index.emplace(key, int64_t(data.stimuli.size()));
+            if (new_stimulus) data.stimuli.push_back(S > 0 ? key : std::vector<float>{});
+            trial.stimulus = sit->second;
+            data.trials.push_back(trial);
+          }
+          t = e;
+        }
+      }
+      data.subjects[size_t(si)].runs.push_back(std::move(run));
+    }
+    (void)P;
+  }
+  std::set<std::string> found;
+  for (const auto& s : data.subjects) found.insert(s.id);
+  for (const auto& id : held)
+    require(found.count(id), manifest.path, ": held-out subject ", id, " is listed but no shard holds its runs");
+  return data;
+}
+
+void copy_window(const EvalData& data, int subject, int run, int64_t start, float* out) {
+  const EvalRun& r = data.subjects.at(static_cast<size_t>(subject)).runs.at(static_cast<size_t>(run));
+  require(start >= 0 && start + data.window <= r.length, "eval: window [", start, ", ", start + data.window,
+          ") outside run of length ", r.length, " of subject ", data.subjects[size_t(subject)].id);
+  std::copy_n(&r.timeseries[size_t(start * data.n_parcels)], data.window * data.n_parcels, out);
+}
+
+}  // namespace bfm::launch::eval
+
+#endif  // BFM_WITH_HDF5

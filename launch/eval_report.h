@@ -1,0 +1,27 @@
+// The folder bfm eval writes: results.csv (every subject x fold x fraction x method x metric), summary.csv and
+// summary.md (mean and spread per task, method, fraction and metric, with chance), fewshot_<task>.png (the main
+// metric against the fraction of the new subject's data, one line per method, chance dashed), encoding_map.png (the
+// per-parcel correlation of the encoding models), config.json (what was evaluated: corpus, checkpoints, options).
+#pragma once
+
+#ifdef BFM_WITH_HDF5
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "launch/evaluate.h"
+
+namespace bfm::launch::eval {
+
+// Writes the report into dir (created); rank 0 only. Returns the Markdown table that summary.md holds at the
+// fractions `headline` (e.g. 0.1 and 1.0), for printing.
+std::string write_report(const std::string& dir, const EvalReport& report, const EvalOptions& options,
+                         const nlohmann::json& provenance, const std::vector<double>& headline);
+
+// The short table the main job prints: per task, the main metric at `fraction` for the methods, with chance.
+std::string headline_table(const EvalReport& report, double fraction);
+
+}  // namespace bfm::launch::eval
+
+#endif  // BFM_WITH_HDF5
