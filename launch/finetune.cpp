@@ -25,14 +25,20 @@ namespace bfm::launch {
 namespace {
 namespace fs = std::filesystem;
 
-// FNV-1a of a subject id: the validation hold-back depends on the id only.
-uint64_t fnv1a(const std::string& s) {
+// A uniform number in [0, 1) from a subject id alone (FNV-1a, then the splitmix64 finalizer: FNV's high bits barely
+// differ between ids that differ in their last characters): the validation hold-back depends on the id only.
+double id_uniform(const std::string& s) {
   uint64_t h = 1469598103934665603ULL;
   for (unsigned char c : s) {
     h ^= c;
     h *= 1099511628211ULL;
   }
-  return h;
+  h ^= h >> 30;
+  h *= 0xBF58476D1CE4E5B9ULL;
+  h ^= h >> 27;
+  h *= 0x94D049BB133111EBULL;
+  h ^= h >> 31;
+  return double(h >> 11) * 0x1.0p-53;
 }
 
 struct Rows {
@@ -54,7 +60,7 @@ class Encoder {
   virtual void backward(const float* d_pooled) = 0;
   virtual void zero_grads() = 0;
   virtual float* host_grads() = 0;                      // summed over ranks in place by the caller
-  virtual void step(double lr, double grad_scale) = 0;  // AdamW on the (already summed) gradient
+  virtual double step(double lr, double grad_scale) = 0;  // AdamW on the (already summed) gradient; its norm
   virtual void store(model::BrainModel& out) = 0;
 };
 
@@ -73,10 +79,10 @@ class CpuEncoder : public Encoder {
   void backward(const float* d_pooled) override { m_.backward_pooled(d_pooled); }
   void zero_grads() override { m_.zero_grads(); }
   float* host_grads() override { return m_.grads(); }
-  void step(double lr, double grad_scale) override {
+  double step(double lr, double grad_scale) override {
     if (grad_scale != 1.0)
       for (int64_t i = 0; i < m_.arena_size(); ++i) m_.grads()[i] *= float(grad_scale);
-    adamw_.step(m_.params(), m_.grads(), lr);
+    return adamw_.step(m_.params(), m_.grads(), lr);
   }
   void store(model::BrainModel& out) override { std::copy_n(m_.params(), m_.arena_size(), out.params()); }
 
@@ -107,7 +113,7 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
     const eval::EvalSubject& s = data.subjects[size_t(t.subject)];
     if (s.held_out) continue;
     if (options.task == "category" && t.label < 0) continue;
-    const double u = double(fnv1a(s.id) >> 11) * 0x1.0p-53;
+    const double u = id_uniform(s.id);
     (u < options.validation_fraction ? valid : train).trials.push_back(i);
   }
   require(!train.trials.empty(), data.corpus, ": no labelled trial of a pre-training subject to fine-tune on");
@@ -260,6 +266,7 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
                       std::to_string(ranks) + " rank(s), validation loss " +
                       std::to_string(result.first_validation_loss));
   std::vector<float> d_pooled(size_t(local) * D);
+  runtime::Stopwatch train_clock;
   for (int64_t step = 0; step < options.steps; ++step) {
     // The global batch: drawn the same on every rank from (seed, step); this rank takes its slice.
     Rng rng = Rng::stream(options.seed, 0xf1e7, uint64_t(step));
@@ -281,7 +288,7 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
     comm.allreduce_sum_host(&loss, 1);
     const double lr_scale =
         runtime::learning_rate(1.0, step, options.warmup_steps, options.steps, 0.1);
-    enc->step(options.lr * lr_scale, 1.0);
+    const double grad_norm = enc->step(options.lr * lr_scale, 1.0);
     head_adamw.step(head_params.data(), head_grads.data(), options.head_lr * lr_scale);
     if (step == 0) result.first_train_loss = loss;
     result.last_train_loss = loss;
@@ -293,8 +300,10 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
       f.total_steps = options.steps;
       f.losses = {{"loss", loss}};
       f.lr = options.lr * lr_scale;
-      f.elapsed_s = clock.seconds();
-      f.samples_per_s = double(options.batch_size) * double(step + 1) / std::max(1e-9, clock.seconds());
+      f.elapsed_s = train_clock.seconds();
+      f.grad_norm = grad_norm;
+      f.samples_per_s = double(options.batch_size) * double(step + 1) / std::max(1e-9, train_clock.seconds());
+      f.tokens_per_s = f.samples_per_s * config.n_tokens();
       runtime::log_line(runtime::format_progress(f));
     }
   }
