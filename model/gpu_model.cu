@@ -155,6 +155,7 @@ struct GpuBrainModel::Impl {
   virtual void set_steps_taken(int64_t steps) = 0;
   virtual void zero_grads() = 0;
   virtual Losses run(const Batch& batch, bool backward, float scale, const std::string& source) = 0;
+  virtual void backward_pooled(const float* d_pooled_host, float scale) = 0;
   virtual double optimizer_step(double lr, bool* applied) = 0;
   virtual int64_t steps_taken() const = 0;
   virtual std::vector<float> encoder_out() const = 0;
@@ -461,6 +462,15 @@ class Model final : public GpuBrainModel::Impl {
     kc::mean_pool_forward<T>(pooled_.get(), enc_out_.get(), B, n_enc_, D, s_);
 
     Losses out;
+    ran_decoder_ = masked && !batch.encoder_only;
+    ran_next_ = c.causal && !batch.encoder_only;
+    contrastive_ = c.contrastive && batch.stim != nullptr && !batch.encoder_only;
+    if (batch.encoder_only) {  // embeddings and fine-tuning: no head, no loss, nothing to back-propagate here
+      prof_.mark(s_, "end");
+      check(cudaStreamSynchronize(s_), "encoder forward");
+      prof_.collect();
+      return out;
+    }
     if (masked) {
       const int Dd = c.decoder->d_model;
       dec_z_.resize(M * Dd);
@@ -491,7 +501,6 @@ class Model final : public GpuBrainModel::Impl {
       kc::next_patch_mse<T>(loss + 1, backward ? d_next_.get() : nullptr, next_.get(), patches_.get(), B, c.n_time(),
                             Pn, L, float(scale * c.weight_causal), s_);
     }
-    contrastive_ = c.contrastive && batch.stim != nullptr;
     if (contrastive_) {
       const int S = c.stim_dim, E = c.proj_dim;
       stim_f_.resize(int64_t(B) * S);
@@ -536,7 +545,7 @@ class Model final : public GpuBrainModel::Impl {
     prof_.mark(s_, "heads and losses backward");
     d_enc_out_.resize(M * D);
     d_enc_out_.zero(s_);
-    if (masked_) {
+    if (ran_decoder_) {
       const int Dd = c.decoder->d_model;
       d_dec_out_.resize(int64_t(B) * N * Dd);
       kc::linear_backward<T>(d_dec_out_.get(), G + off("decoder.head.weight"), G + off("decoder.head.bias"),
@@ -554,7 +563,7 @@ class Model final : public GpuBrainModel::Impl {
                              d_z_.get(), enc_out_.get(), Wm + off("decoder.embed.weight"), M, D, Dd, s_);
     }
     prof_.mark(s_, "heads and losses backward");
-    if (c.causal)
+    if (ran_next_)
       kc::linear_backward<T>(d_enc_out_.get(), G + off("next_head.weight"), G + off("next_head.bias"), d_next_.get(),
                              enc_out_.get(), Wm + off("next_head.weight"), int64_t(B) * N, D, L, s_);
     if (contrastive_) {
@@ -566,6 +575,45 @@ class Model final : public GpuBrainModel::Impl {
                              Wm + off("stim_proj.weight"), B, S, E, s_);
       kc::mean_pool_backward<T>(d_enc_out_.get(), d_pooled_.get(), B, n_enc_, D, s_);
     }
+    backward_encoder();
+  }
+
+  // Fine-tuning: d_pooled [B, D] from the host (times scale) -> mean pool backward -> the encoder tail.
+  void backward_pooled(const float* d_pooled_host, float scale) override {
+    const int B = B_, D = config.d_model;
+    require(B > 0, "GpuBrainModel::backward_pooled called before forward");
+    require(d_pooled_host != nullptr, "GpuBrainModel::backward_pooled: no gradient given");
+    const int64_t BD = int64_t(B) * D;
+    prof_.mark(s_, "inputs and embedding");
+    // Scaled in float on the host, as BrainModel::backward_pooled does, then rounded to T once.
+    std::vector<float> scaled(d_pooled_host, d_pooled_host + BD);
+    if (scale != 1.0f)
+      for (float& v : scaled) v *= scale;
+    d_pooled_f_.resize(BD);
+    check(cudaMemcpyAsync(d_pooled_f_.get(), scaled.data(), BD * sizeof(float), cudaMemcpyHostToDevice, s_),
+          "upload d_pooled");
+    d_pooled_.resize(BD);
+    kc::copy_to_mirror<T>(d_pooled_.get(), d_pooled_f_.get(), BD, s_);
+    prof_.mark(s_, "heads and losses backward");
+    d_enc_out_.resize(int64_t(B) * n_enc_ * D);
+    d_enc_out_.zero(s_);
+    kc::mean_pool_backward<T>(d_enc_out_.get(), d_pooled_.get(), B, n_enc_, D, s_);
+    backward_encoder();
+    prof_.mark(s_, "end");
+    check(cudaStreamSynchronize(s_), "backward_pooled");  // `scaled` leaves scope; errors surface here
+    prof_.collect();
+  }
+
+  // d_enc_out_ [B * N_enc, D] -> the encoder (ln_f included) and the token embeddings: the tail of both backward
+  // passes.
+  void backward_encoder() {
+    const ModelConfig& c = config;
+    const int B = B_, Pn = c.n_parcels, L = c.patch_len, D = c.d_model, N = c.n_tokens();
+    const int64_t M = int64_t(B) * n_enc_;
+    const float* P = this->P();
+    const T* Wm = this->Wm();
+    float* G = this->G();
+    const int32_t* vis = masked_ ? visible_.get() : nullptr;
     prof_.mark(s_, "copy/zero");
     d_tokens_.resize(M * D);
     d_tokens_.zero(s_);
@@ -611,10 +659,10 @@ class Model final : public GpuBrainModel::Impl {
   std::vector<float> encoder_out() const override { return download(enc_out_); }
   std::vector<float> pooled() const override { return download(pooled_); }
   std::vector<float> reconstruction() const override {
-    return masked_ ? download(recon_) : std::vector<float>{};
+    return ran_decoder_ ? download(recon_) : std::vector<float>{};
   }
   std::vector<float> next_prediction() const override {
-    return config.causal ? download(next_) : std::vector<float>{};
+    return ran_next_ ? download(next_) : std::vector<float>{};
   }
   int encoder_tokens() const override { return n_enc_; }
   size_t device_bytes() const override {
@@ -648,8 +696,9 @@ class Model final : public GpuBrainModel::Impl {
   int64_t max_segment_ = 0, step_ = 0;
   // Last forward.
   int B_ = 0, n_enc_ = 0;
-  bool masked_ = false, contrastive_ = false;
-  DeviceVec<float> x_, patches_, stim_f_;
+  bool masked_ = false;  // the encoder saw the visible tokens only (visible_)
+  bool ran_decoder_ = false, ran_next_ = false, contrastive_ = false;
+  DeviceVec<float> x_, patches_, stim_f_, d_pooled_f_;
   DeviceVec<uint8_t> mask_;
   DeviceVec<int32_t> visible_;
   DeviceVec<T> tokens_, enc_out_, pooled_, dec_z_, dec_in_, dec_out_, recon_, next_, stim_, brain_e_, stim_e_;
@@ -698,6 +747,15 @@ Losses GpuBrainModel::forward(const Batch& batch, const std::string& source) {
 }
 Losses GpuBrainModel::forward_backward(const Batch& batch, float scale, const std::string& source) {
   return impl_->run(batch, true, scale, source);
+}
+std::vector<float> GpuBrainModel::forward_pooled(const Batch& batch, const std::string& source) {
+  Batch b = batch;
+  b.encoder_only = true;
+  impl_->run(b, false, 1.0f, source);
+  return impl_->pooled();
+}
+void GpuBrainModel::backward_pooled(const float* d_pooled_host, float scale) {
+  impl_->backward_pooled(d_pooled_host, scale);
 }
 double GpuBrainModel::optimizer_step(double lr, bool* applied) { return impl_->optimizer_step(lr, applied); }
 GpuStepResult GpuBrainModel::train_step(const Batch& batch, double lr) {

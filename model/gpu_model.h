@@ -60,10 +60,23 @@ class GpuBrainModel {
   void set_steps_taken(int64_t steps);
   void zero_grads();
 
-  // Forward only (evaluation): the losses the batch allows. Host pointers, as BrainModel::forward.
+  // Forward only (evaluation): the losses the batch allows. Host pointers, as BrainModel::forward. With
+  // batch.encoder_only, only the token embeddings, the encoder (with its ln_f) and the mean pool run: no head, no
+  // loss (the Losses are empty); backward_pooled can follow.
   Losses forward(const Batch& batch, const std::string& source = "batch");
-  // Forward, fused losses, backward: grads += scale * d(total)/d(params). Host pointers.
+  // Forward, fused losses, backward: grads += scale * d(total)/d(params). Host pointers. With batch.encoder_only
+  // there is no loss and so nothing to back-propagate: the same as forward (the gradients are left as they are).
   Losses forward_backward(const Batch& batch, float scale = 1.0f, const std::string& source = "batch");
+
+  // Fine-tuning, as BrainModel's encoder_only forward and backward_pooled: forward_pooled runs the encoder-only
+  // forward (batch.encoder_only is implied; a mae model with batch.mask encodes the visible tokens only, as on the
+  // CPU) and returns the pooled embedding [B, D] as float32. backward_pooled(d_pooled) takes dLoss/dpooled [B, D]
+  // (float32, host) of a task head outside the model, for the last forward, and adds scale * its gradient through
+  // the mean pool, the encoder and the token embeddings into the gradient arena; the objective heads' gradients are
+  // left as they are. optimizer_step then applies AdamW as in pre-training.
+  std::vector<float> forward_pooled(const Batch& batch, const std::string& source = "batch");
+  void backward_pooled(const float* d_pooled_host, float scale = 1.0f);
+
   // Global-norm clipping and one AdamW step over the arena at learning rate lr (steps count from 1 internally);
   // skipped on the device when the gradient is not finite. Clamps logit_scale to ln(100) as the CPU trainer does.
   double optimizer_step(double lr, bool* applied = nullptr);
