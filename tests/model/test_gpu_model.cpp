@@ -1,10 +1,13 @@
 // The GPU model against the CPU model: one step in float32 (losses, every gradient tensor, parameters after AdamW),
-// one step in bf16 (looser), repeatability, and 200 bf16 training steps whose held-out loss follows the CPU run's.
-// Every test skips itself where there is no GPU.
+// one step in bf16 (looser), repeatability, fine-tuning's path (encoder-only forward, backward from the pooled
+// embedding), a training checkpoint's round trip, and 200 bf16 training steps whose held-out loss follows the CPU
+// run's. Every test skips itself where there is no GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "../kernels/cuda_test_util.h"
@@ -175,6 +178,198 @@ TEST(GpuModel, Bf16StepRepeatsBitForBit) {
     if (run == 0) first = g;
     else EXPECT_TRUE(g == first) << "two identical bf16 steps gave different gradients";
   }
+}
+
+bool is_head(const std::string& name) {
+  return name.rfind("decoder.", 0) == 0 || name.rfind("next_head.", 0) == 0 || name.rfind("brain_proj.", 0) == 0 ||
+         name.rfind("stim_proj.", 0) == 0 || name == "logit_scale";
+}
+
+// Fine-tuning's path against BrainModel's: the encoder-only forward (pooled embedding, encoder output, no heads and
+// no losses) and backward_pooled with a fixed random d_pooled (every encoder and embedding gradient; the heads'
+// gradients stay exactly zero), then that the gradient accumulates and an AdamW step runs on it.
+void compare_pooled(const std::string& objectives, GpuPrecision precision, bool with_mask, double out_tol,
+                    double grad_tol) {
+  SCOPED_TRACE(objectives + (precision == GpuPrecision::fp32 ? " fp32" : " bf16") +
+               (with_mask ? " (mask: visible tokens only)" : ""));
+  const ModelConfig c = small_config(objectives);
+  auto cpu = perturbed_model(c, 3);
+  GpuBrainModel gpu(c, precision);
+  gpu.load_params(cpu->params());
+  Inputs in = make_inputs(c, 6, 11);
+  if (!with_mask) in.batch.mask = nullptr;  // fine-tuning encodes every token
+  in.batch.encoder_only = true;
+  const int B = in.batch.size, D = c.d_model;
+  const int64_t n = cpu->arena_size();
+  bfm::Rng rng(21);
+  std::vector<float> d_pooled(size_t(B) * D);
+  for (float& v : d_pooled) v = float(rng.normal());
+  const float scale = 0.5f;
+
+  cpu->zero_grads();
+  const auto lc = cpu->forward(in.batch);
+  ASSERT_FALSE(lc.total.has_value());
+  cpu->backward_pooled(d_pooled.data(), scale);
+  const std::vector<float> g_cpu(cpu->grads(), cpu->grads() + n);
+
+  // forward() with encoder_only: no head runs and no loss comes back.
+  const auto lg = gpu.forward(in.batch);
+  EXPECT_FALSE(lg.total || lg.mae || lg.causal || lg.contrastive) << "encoder_only computes no objective loss";
+  EXPECT_TRUE(gpu.reconstruction().empty());
+  EXPECT_TRUE(gpu.next_prediction().empty());
+  EXPECT_EQ(gpu.encoder_tokens(), cpu->encoder_tokens());
+  EXPECT_LT(bfm::test::norm_rel_error(gpu.pooled(), cpu->pooled()), out_tol) << "pooled (forward)";
+  // forward_backward with encoder_only has nothing to back-propagate: the gradients stay as they are (zero).
+  gpu.zero_grads();
+  EXPECT_FALSE(gpu.forward_backward(in.batch).total.has_value());
+  {
+    std::vector<float> g(n, 1.0f);
+    gpu.store_grads(g.data());
+    EXPECT_TRUE(g == std::vector<float>(n, 0.0f)) << "forward_backward(encoder_only) changed the gradients";
+  }
+
+  // forward_pooled implies encoder_only.
+  bfm::model::Batch full = in.batch;
+  full.encoder_only = false;
+  gpu.zero_grads();
+  const std::vector<float> pooled = gpu.forward_pooled(full);
+  ASSERT_EQ(pooled.size(), size_t(B) * D);
+  EXPECT_EQ(bfm::test::count_nonfinite(pooled), 0u);
+  EXPECT_LT(bfm::test::norm_rel_error(pooled, cpu->pooled()), out_tol) << "pooled";
+  EXPECT_LT(bfm::test::norm_rel_error(gpu.encoder_out(), cpu->encoder_out()), out_tol) << "encoder output";
+  EXPECT_TRUE(gpu.reconstruction().empty());
+  EXPECT_TRUE(gpu.next_prediction().empty());
+  gpu.backward_pooled(d_pooled.data(), scale);
+
+  std::vector<float> g_gpu(n);
+  gpu.store_grads(g_gpu.data());
+  EXPECT_EQ(bfm::test::count_nonfinite(g_gpu), 0u);
+  for (const auto& p : cpu->layout().params()) {
+    const auto want = slice(g_cpu, p), got = slice(g_gpu, p);
+    if (is_head(p.name)) {
+      EXPECT_TRUE(want == std::vector<float>(p.size, 0.0f)) << "CPU gradient of head " << p.name;
+      EXPECT_TRUE(got == std::vector<float>(p.size, 0.0f)) << "GPU gradient of head " << p.name;
+      continue;
+    }
+    double norm = 0;
+    for (float v : want) norm += double(v) * v;
+    EXPECT_GT(norm, 0.0) << "no gradient reaches " << p.name;
+    EXPECT_LT(bfm::test::norm_rel_error(got, want), grad_tol) << "gradient of " << p.name;
+  }
+
+  // grads += scale * ...: a second call with twice the scale leaves three times the first gradient.
+  gpu.backward_pooled(d_pooled.data(), 2 * scale);
+  std::vector<float> g3(n), want3(n);
+  gpu.store_grads(g3.data());
+  for (int64_t i = 0; i < n; ++i) want3[i] = 3 * g_gpu[i];
+  EXPECT_LT(bfm::test::norm_rel_error(g3, want3), 1e-5) << "backward_pooled does not accumulate";
+
+  // One fine-tuning step: AdamW over the arena on these gradients (the global norm is theirs).
+  double norm2 = 0;
+  for (float v : g3) norm2 += double(v) * v;
+  bool applied = false;
+  const double norm = gpu.optimizer_step(1e-3, &applied);
+  EXPECT_TRUE(applied);
+  EXPECT_NEAR(norm, std::sqrt(norm2), 1e-5 * std::sqrt(norm2));
+  EXPECT_EQ(gpu.steps_taken(), 1);
+  std::vector<float> after(n);
+  gpu.store_params(after.data());
+  EXPECT_EQ(bfm::test::count_nonfinite(after), 0u);
+  const std::vector<float> before(cpu->params(), cpu->params() + n);
+  for (const auto& p : cpu->layout().params()) {
+    if (!is_head(p.name)) {
+      EXPECT_FALSE(slice(after, p) == slice(before, p)) << "the step left " << p.name << " unchanged";
+    }
+  }
+}
+
+TEST(GpuModel, Fp32PooledPathMatchesCpuMaeContrastive) {
+  SKIP_WITHOUT_GPU();
+  compare_pooled("mae+contrastive", GpuPrecision::fp32, false, 2e-5, 2e-4);
+  compare_pooled("mae+contrastive", GpuPrecision::fp32, true, 2e-5, 2e-4);
+}
+
+TEST(GpuModel, Fp32PooledPathMatchesCpuCausal) {
+  SKIP_WITHOUT_GPU();
+  compare_pooled("causal", GpuPrecision::fp32, false, 2e-5, 2e-4);
+}
+
+TEST(GpuModel, Bf16PooledPathFollowsCpu) {
+  SKIP_WITHOUT_GPU();
+  compare_pooled("mae+contrastive", GpuPrecision::bf16, false, 1e-2, 6e-2);
+  compare_pooled("causal", GpuPrecision::bf16, false, 1e-2, 6e-2);
+}
+
+// A training checkpoint's round trip on the device: model A trains a few steps, its parameters, AdamW moments and
+// step count go through host buffers (what bfm pretrain writes to a checkpoint) into a new model B, and one more
+// identical step on A and on B ends in bit-identical parameters and moments.
+void checkpoint_round_trip(const std::string& objectives, GpuPrecision precision) {
+  SCOPED_TRACE(objectives + (precision == GpuPrecision::fp32 ? " fp32" : " bf16"));
+  const ModelConfig c = small_config(objectives);
+  auto init = perturbed_model(c, 7);
+  const int64_t n = init->arena_size();
+  const double lr = 2e-3;
+  GpuBrainModel a(c, precision);
+  a.load_params(init->params());
+  for (int s = 0; s < 3; ++s) {
+    const Inputs in = make_inputs(c, 6, 100 + s);
+    const auto r = a.train_step(in.batch, lr);
+    ASSERT_TRUE(r.applied) << "step " << s;
+  }
+  ASSERT_EQ(a.steps_taken(), 3);
+  std::vector<float> params(n), m(n), v(n);
+  a.store_params(params.data());
+  a.store_moments(m.data(), v.data());
+  const int64_t steps = a.steps_taken();
+  EXPECT_EQ(bfm::test::count_nonfinite(params), 0u);
+  EXPECT_FALSE(m == std::vector<float>(n, 0.0f)) << "no first moment after 3 steps";
+
+  GpuBrainModel b(c, precision);
+  b.load_params(params.data());
+  b.load_moments(m.data(), v.data());
+  b.set_steps_taken(steps);
+  EXPECT_EQ(b.steps_taken(), steps);
+  {  // what went in reads back unchanged
+    std::vector<float> p2(n), m2(n), v2(n);
+    b.store_params(p2.data());
+    b.store_moments(m2.data(), v2.data());
+    EXPECT_TRUE(p2 == params && m2 == m && v2 == v) << "load/store of the checkpoint state is not exact";
+  }
+
+  const Inputs in = make_inputs(c, 6, 200);
+  const auto ra = a.train_step(in.batch, lr);
+  const auto rb = b.train_step(in.batch, lr);
+  ASSERT_TRUE(ra.applied && rb.applied);
+  ASSERT_TRUE(ra.losses.total && rb.losses.total);
+  EXPECT_EQ(*ra.losses.total, *rb.losses.total) << "the restored model's forward differs";
+  EXPECT_EQ(ra.grad_norm, rb.grad_norm);
+  EXPECT_EQ(a.steps_taken(), b.steps_taken());
+  std::vector<float> pa(n), pb(n), ma(n), mb(n), va(n), vb(n);
+  a.store_params(pa.data());
+  b.store_params(pb.data());
+  a.store_moments(ma.data(), va.data());
+  b.store_moments(mb.data(), vb.data());
+  EXPECT_FALSE(pa == params) << "the step changed nothing";
+  int64_t differ = 0, first = -1;
+  for (int64_t i = 0; i < n; ++i)
+    if (std::memcmp(&pa[i], &pb[i], sizeof(float)) != 0) {
+      if (first < 0) first = i;
+      ++differ;
+    }
+  EXPECT_EQ(differ, 0) << "parameters differ after the resumed step (first at arena index " << first << ": "
+                       << (first >= 0 ? pa[first] : 0.f) << " vs " << (first >= 0 ? pb[first] : 0.f) << ")";
+  EXPECT_TRUE(ma == mb && va == vb) << "moments differ after the resumed step";
+}
+
+TEST(GpuModel, Bf16CheckpointRoundTripIsBitExact) {
+  SKIP_WITHOUT_GPU();
+  checkpoint_round_trip("mae+contrastive", GpuPrecision::bf16);
+  checkpoint_round_trip("causal", GpuPrecision::bf16);
+}
+
+TEST(GpuModel, Fp32CheckpointRoundTripIsBitExact) {
+  SKIP_WITHOUT_GPU();
+  checkpoint_round_trip("causal+contrastive", GpuPrecision::fp32);
 }
 
 TEST(GpuModel, UnsupportedHeadDimIsAClearError) {
