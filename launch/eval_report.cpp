@@ -124,7 +124,7 @@ std::string write_report(const std::string& dir, const EvalReport& report, const
   {
     std::ostringstream csv;
     csv << "task,method,fraction,subject,fold,metric,value\n";
-    csv.precision(9);
+    csv.precision(17);
     for (const auto& r : report.rows)
       csv << r.task << "," << r.method << "," << r.fraction << "," << r.subject << "," << r.fold << "," << r.metric
           << "," << r.value << "\n";
@@ -133,7 +133,7 @@ std::string write_report(const std::string& dir, const EvalReport& report, const
   {
     std::ostringstream csv;
     csv << "task,method,fraction,metric,mean,sd,n,chance\n";
-    csv.precision(9);
+    csv.precision(17);
     for (const auto& s : report.summary)
       csv << s.task << "," << s.method << "," << s.fraction << "," << s.metric << "," << s.mean << "," << s.sd << ","
           << s.n << "," << s.chance << "\n";

@@ -230,7 +230,7 @@ void add_row(std::vector<ResultRow>& rows, const std::string& task, const std::s
 std::string fmt(double v) {
   if (!std::isfinite(v)) return "nan";
   std::ostringstream s;
-  s.precision(9);
+  s.precision(17);
   s << v;
   return s.str();
 }
