@@ -37,7 +37,7 @@ struct EvalCli {
   bool no_predictions = false;
 };
 
-std::vector<std::string> split_list(const std::string& s) {
+[[maybe_unused]] std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream in(s);
   for (std::string item; std::getline(in, item, ',');)

@@ -53,7 +53,7 @@ Command add_finetune_command(CLI::App& app) {
   cmd->add_option("--lr", o.lr, "Encoder learning rate")->capture_default_str();
   cmd->add_option("--head-lr", o.head_lr, "Task head learning rate")->capture_default_str();
   cmd->add_option("--seed", o.seed, "Seed (batches, head initialisation, --scratch weights)")->capture_default_str();
-  cmd->add_option("--device", o.device, "cpu")->capture_default_str();
+  cmd->add_option("--device", o.device, "cpu | cuda (one GPU per rank: rank r takes GPU r % count)")->capture_default_str();
 #endif
   return [opt]() -> int {
 #ifndef BFM_WITH_HDF5

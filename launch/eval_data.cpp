@@ -1,5 +1,3 @@
-#ifdef BFM_WITH_HDF5
-
 #include "launch/eval_data.h"
 
 #include <algorithm>
@@ -8,11 +6,15 @@
 #include <filesystem>
 #include <set>
 
+#include "runtime/error.h"
+#ifdef BFM_WITH_HDF5
 #include "io/corpus.h"
 #include "launch/corpus_manifest_reader.h"
-#include "runtime/error.h"
+#endif
 
 namespace bfm::launch::eval {
+
+#ifdef BFM_WITH_HDF5
 
 namespace {
 
@@ -47,7 +49,6 @@ EvalData load_eval_data(const std::string& corpus_dir, const EvalDataOptions& op
   data.corpus = corpus_dir;
   data.window = options.window;
   std::map<std::string, int> subject_index;
-  std::map<std::vector<float>, int64_t> stimulus_index;
   int64_t global_run = 0;
   for (int64_t s = 0; s < corpus.n_shards(); ++s) {
     const io::ShardReader& shard = corpus.shard(s);
@@ -61,7 +62,6 @@ EvalData load_eval_data(const std::string& corpus_dir, const EvalDataOptions& op
     }
     require(h.stimulus_dim == data.stim_dim, shard.path(), ": stimulus embeddings of size ", h.stimulus_dim,
             " where the corpus' first shard has ", data.stim_dim);
-    const int64_t P = data.n_parcels, S = data.stim_dim;
     for (int64_t r = 0; r < int64_t(shard.runs().size()); ++r, ++global_run) {
       const io::Run& meta = shard.runs()[size_t(r)];
       auto want = wanted.find(meta.subject);
@@ -88,7 +88,7 @@ EvalData load_eval_data(const std::string& corpus_dir, const EvalDataOptions& op
       run.timeseries = shard.read_window(r, 0, meta.length);
       for (float v : run.timeseries)
         require(std::isfinite(v), shard.path(), ": run ", r, " of subject ", meta.subject, " holds a non-finite value");
-      if (S > 0) {
+      if (const int64_t S = data.stim_dim; S > 0) {
         run.stim.resize(size_t(meta.length * S));
         shard.read_stimulus(r, 0, meta.length, run.stim.data());
       }
@@ -96,48 +96,59 @@ EvalData load_eval_data(const std::string& corpus_dir, const EvalDataOptions& op
         run.label.resize(size_t(meta.length));
         shard.read_labels(r, 0, meta.length, run.label.data());
       }
-      // Trials: maximal stretches of one label (>= 0) and one embedding.
-      const int ri = int(data.subjects[size_t(si)].runs.size());
-      if (!run.label.empty()) {
-        for (int64_t t = 0; t < run.length;) {
-          if (run.label[size_t(t)] < 0) {
-            ++t;
-            continue;
-          }
-          int64_t e = t + 1;
-          auto same = [&](int64_t a, int64_t b) {
-            return run.label[size_t(a)] == run.label[size_t(b)] &&
-                   (S == 0 || std::memcmp(&run.stim[size_t(a * S)], &run.stim[size_t(b * S)], size_t(S) * 4) == 0);
-          };
-          while (e < run.length && same(e, t)) ++e;
-          if (t + options.window <= run.length) {
-            EvalTrial trial;
-            trial.subject = si;
-            trial.run = ri;
-            trial.onset = t;
-            trial.duration = e - t;
-            trial.label = run.label[size_t(t)];
-            data.n_categories = std::max(data.n_categories, trial.label + 1);
-            std::vector<float> key;
-            if (S > 0) key.assign(&run.stim[size_t(t * S)], &run.stim[size_t(t * S)] + S);
-            else key = {float(data.trials.size()), -1.0f};  // unique: no embedding to match on
-            auto [sit, new_stimulus] = stimulus_index.emplace(key, int64_t(data.stimuli.size()));
-            if (new_stimulus) data.stimuli.push_back(S > 0 ? key : std::vector<float>{});
-            trial.stimulus = sit->second;
-            data.trials.push_back(trial);
-          }
-          t = e;
-        }
-      }
       data.subjects[size_t(si)].runs.push_back(std::move(run));
+      add_trials(data, si, int(data.subjects[size_t(si)].runs.size()) - 1);
     }
-    (void)P;
   }
   std::set<std::string> found;
   for (const auto& s : data.subjects) found.insert(s.id);
   for (const auto& id : held)
     require(found.count(id), manifest.path, ": held-out subject ", id, " is listed but no shard holds its runs");
   return data;
+}
+
+#endif  // BFM_WITH_HDF5
+
+void add_trials(EvalData& data, int si, int ri) {
+  const EvalRun& run = data.subjects.at(size_t(si)).runs.at(size_t(ri));
+  const int64_t S = data.stim_dim;
+  if (run.label.empty()) return;
+  // Stimuli are matched by their embedding: the index of every embedding seen so far.
+  std::map<std::vector<float>, int64_t> index;
+  for (size_t i = 0; i < data.stimuli.size(); ++i)
+    if (!data.stimuli[i].empty()) index.emplace(data.stimuli[i], int64_t(i));
+  for (int64_t t = 0; t < run.length;) {
+    if (run.label[size_t(t)] < 0) {
+      ++t;
+      continue;
+    }
+    int64_t e = t + 1;
+    auto same = [&](int64_t a, int64_t b) {
+      return run.label[size_t(a)] == run.label[size_t(b)] &&
+             (S == 0 || std::memcmp(&run.stim[size_t(a * S)], &run.stim[size_t(b * S)], size_t(S) * 4) == 0);
+    };
+    while (e < run.length && same(e, t)) ++e;
+    if (t + data.window <= run.length) {
+      EvalTrial trial;
+      trial.subject = si;
+      trial.run = ri;
+      trial.onset = t;
+      trial.duration = e - t;
+      trial.label = run.label[size_t(t)];
+      data.n_categories = std::max(data.n_categories, trial.label + 1);
+      if (S > 0) {
+        std::vector<float> key(&run.stim[size_t(t * S)], &run.stim[size_t(t * S)] + S);
+        auto [it, added] = index.emplace(key, int64_t(data.stimuli.size()));
+        if (added) data.stimuli.push_back(key);
+        trial.stimulus = it->second;
+      } else {  // no embedding to match on: every trial its own stimulus
+        trial.stimulus = int64_t(data.stimuli.size());
+        data.stimuli.emplace_back();
+      }
+      data.trials.push_back(trial);
+    }
+    t = e;
+  }
 }
 
 void copy_window(const EvalData& data, int subject, int run, int64_t start, float* out) {
@@ -148,5 +159,3 @@ void copy_window(const EvalData& data, int subject, int run, int64_t start, floa
 }
 
 }  // namespace bfm::launch::eval
-
-#endif  // BFM_WITH_HDF5

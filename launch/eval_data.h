@@ -9,8 +9,6 @@
 // corpus without embeddings, by the trial itself.
 #pragma once
 
-#ifdef BFM_WITH_HDF5
-
 #include <cstdint>
 #include <map>
 #include <string>
@@ -66,13 +64,17 @@ struct EvalDataOptions {
   bool held_out_include_validation = true;  // validation and test subjects are both held out from pre-training
 };
 
+#ifdef BFM_WITH_HDF5
 // Reads the corpus folder (manifest.json and its shards). Throws bfm::Error naming the corpus when it has no held-out
 // subject or no shard matches the manifest.
 EvalData load_eval_data(const std::string& corpus_dir, const EvalDataOptions& options);
+#endif
+
+// Adds the trials of run `run` of subject `subject` (already in data.subjects) to data.trials and data.stimuli, as
+// load_eval_data does for every run it reads (also for data made in memory: tests, the GPU check).
+void add_trials(EvalData& data, int subject, int run);
 
 // The window [T, P] of a trial (or any run position) as float32.
 void copy_window(const EvalData& data, int subject, int run, int64_t start, float* out);
 
 }  // namespace bfm::launch::eval
-
-#endif  // BFM_WITH_HDF5

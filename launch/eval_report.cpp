@@ -1,5 +1,3 @@
-#ifdef BFM_WITH_HDF5
-
 #include "launch/eval_report.h"
 
 #include <algorithm>
@@ -266,4 +264,3 @@ std::string write_report(const std::string& dir, const EvalReport& report, const
 
 }  // namespace bfm::launch::eval
 
-#endif  // BFM_WITH_HDF5

@@ -4,8 +4,6 @@
 // per-parcel correlation of the encoding models), config.json (what was evaluated: corpus, checkpoints, options).
 #pragma once
 
-#ifdef BFM_WITH_HDF5
-
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -24,4 +22,3 @@ std::string headline_table(const EvalReport& report, double fraction);
 
 }  // namespace bfm::launch::eval
 
-#endif  // BFM_WITH_HDF5

@@ -1,5 +1,3 @@
-#ifdef BFM_WITH_HDF5
-
 #include "launch/evaluate.h"
 
 #include <algorithm>
@@ -446,7 +444,7 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
                 for (int64_t i = 0; i < n; ++i) {
                   std::string line = method + "," + fmt(q) + "," + sid + "," + std::to_string(f) + "," +
                                      std::to_string(truth[size_t(i)]) + "," + std::to_string(guess[size_t(i)]);
-                  for (int c = 0; c < task.k; ++c) line += "," + fmt(pred[size_t(i * task.k + c)]);
+                  for (int c = 0; c < task.k; ++c) (line += ",") += fmt(pred[size_t(i * task.k + c)]);
                   pred_lines[task.name].push_back(line);
                 }
             } else {
@@ -481,8 +479,8 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
                 for (int64_t i = 0; i < n; ++i) {
                   std::string line = method + "," + fmt(q) + "," + sid + "," + std::to_string(f) + "," +
                                      std::to_string(data.trials[size_t(test_rows[size_t(i)])].stimulus);
-                  for (int c = 0; c < task.k; ++c) line += "," + fmt(y_test[size_t(i * task.k + c)]);
-                  for (int c = 0; c < task.k; ++c) line += "," + fmt(pred[size_t(i * task.k + c)]);
+                  for (int c = 0; c < task.k; ++c) (line += ",") += fmt(y_test[size_t(i * task.k + c)]);
+                  for (int c = 0; c < task.k; ++c) (line += ",") += fmt(pred[size_t(i * task.k + c)]);
                   pred_lines["embedding"].push_back(line);
                 }
             }
@@ -630,8 +628,8 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
               if (!options.predictions_dir.empty() && (q == 1.0 || q == 0.1))
                 for (int64_t i = 0; i < n; ++i) {
                   std::string line = method + "," + fmt(q) + "," + sid + "," + std::to_string(f);
-                  for (int64_t p = 0; p < P; ++p) line += "," + fmt(y_test[size_t(i * P + p)]);
-                  for (int64_t p = 0; p < P; ++p) line += "," + fmt(pred[size_t(i * P + p)]);
+                  for (int64_t p = 0; p < P; ++p) (line += ",") += fmt(y_test[size_t(i * P + p)]);
+                  for (int64_t p = 0; p < P; ++p) (line += ",") += fmt(pred[size_t(i * P + p)]);
                   pred_lines["encoding"].push_back(line);
                 }
             }
@@ -812,7 +810,7 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
           if (!options.predictions_dir.empty())
             for (size_t i = 0; i < test_s.size(); ++i) {
               std::string line = method + "," + fmt(q) + "," + data.subjects[size_t(test_s[i])].id + ",-1," + fmt(test_y[i]);
-              for (int c = 0; c < k; ++c) line += "," + fmt(pred[i * size_t(k) + size_t(c)]);
+              for (int c = 0; c < k; ++c) (line += ",") += fmt(pred[i * size_t(k) + size_t(c)]);
               pred_lines[task].push_back(line);
             }
         }
@@ -977,4 +975,3 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
 
 }  // namespace bfm::launch::eval
 
-#endif  // BFM_WITH_HDF5

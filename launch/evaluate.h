@@ -24,8 +24,6 @@
 //   connectivity ridge on the parcel correlation matrix (subject tasks' baseline); probe: the mean encoder features
 #pragma once
 
-#ifdef BFM_WITH_HDF5
-
 #include <cstdint>
 #include <map>
 #include <string>
@@ -90,4 +88,3 @@ std::string main_metric(const std::string& task);
 
 }  // namespace bfm::launch::eval
 
-#endif  // BFM_WITH_HDF5

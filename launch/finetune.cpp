@@ -1,5 +1,3 @@
-#ifdef BFM_WITH_HDF5
-
 #include "launch/finetune.h"
 
 #include <algorithm>
@@ -18,6 +16,7 @@
 #include "runtime/safetensors.h"
 #ifdef BFM_WITH_CUDA
 #include "model/gpu_model.h"
+#include "runtime/device.h"
 #endif
 
 namespace bfm::launch {
@@ -84,12 +83,48 @@ class CpuEncoder : public Encoder {
       for (int64_t i = 0; i < m_.arena_size(); ++i) m_.grads()[i] *= float(grad_scale);
     return adamw_.step(m_.params(), m_.grads(), lr);
   }
-  void store(model::BrainModel& out) override { std::copy_n(m_.params(), m_.arena_size(), out.params()); }
+  void store(model::BrainModel& out) override {
+    if (&out != &m_) std::copy_n(m_.params(), m_.arena_size(), out.params());
+  }
 
  private:
   model::BrainModel& m_;
   runtime::AdamW adamw_;
 };
+
+#ifdef BFM_WITH_CUDA
+// The model on this rank's GPU (bf16 with fp32 master weights and moments); the task head stays on the host. With
+// several ranks the gradient goes through the host for the all-reduce (host_grads, then step uploads it back).
+class GpuEncoder : public Encoder {
+ public:
+  GpuEncoder(model::BrainModel& m, const runtime::AdamWConfig& opt)
+      : m_(m), g_(m.config(), model::GpuPrecision::bf16, opt) {
+    g_.load_params(m.params());
+  }
+  std::vector<float> pooled(const model::Batch& batch) override { return g_.forward_pooled(batch, "fine-tuning batch"); }
+  void backward(const float* d_pooled) override { g_.backward_pooled(d_pooled); }
+  void zero_grads() override {
+    g_.zero_grads();
+    downloaded_ = false;
+  }
+  float* host_grads() override {
+    g_.store_grads(m_.grads());
+    downloaded_ = true;
+    return m_.grads();
+  }
+  double step(double lr, double grad_scale) override {
+    require(grad_scale == 1.0, "finetune: a gradient scale on the GPU path");
+    if (downloaded_) g_.load_grads(m_.grads());
+    return g_.optimizer_step(lr);
+  }
+  void store(model::BrainModel& out) override { g_.store_params(out.params()); }
+
+ private:
+  model::BrainModel& m_;
+  model::GpuBrainModel g_;
+  bool downloaded_ = false;
+};
+#endif
 
 }  // namespace
 
@@ -103,7 +138,11 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
           "' (category | embedding)");
   require(options.batch_size % comm.size() == 0, "finetune: the batch size ", options.batch_size,
           " is not a multiple of the ", comm.size(), " ranks");
-  require(options.device == "cpu", "finetune: device '", options.device, "' is not supported by this build");
+  require(options.device == "cpu" || options.device == "cuda", "finetune: device '", options.device,
+          "' (cpu | cuda)");
+#ifndef BFM_WITH_CUDA
+  require(options.device == "cpu", "finetune: --device cuda, but this build has no CUDA (BFM_WITH_CUDA=OFF)");
+#endif
   runtime::Stopwatch clock;
 
   // Training and validation trials: population subjects only, the hold-back chosen by the subject id's hash.
@@ -153,7 +192,18 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
   runtime::AdamWConfig opt;
   opt.lr = options.lr;
   opt.weight_decay = options.weight_decay;
-  std::unique_ptr<Encoder> enc = std::make_unique<CpuEncoder>(m, opt);
+  std::unique_ptr<Encoder> enc;
+#ifdef BFM_WITH_CUDA
+  if (options.device == "cuda") {
+    const int devices = runtime::cuda_device_count();
+    require(devices > 0, "finetune: --device cuda, but this machine has no usable GPU");
+    runtime::select_cuda_device(comm.rank() % devices);  // one GPU per rank on a node (ranks fill nodes in order)
+    const std::string why = model::GpuBrainModel::unsupported(config);
+    require(why.empty(), "finetune: the model cannot run on the GPU: ", why);
+    enc = std::make_unique<GpuEncoder>(m, opt);
+  }
+#endif
+  if (!enc) enc = std::make_unique<CpuEncoder>(m, opt);
 
   const int D = config.d_model, O = tg.outputs;
   TaskHead& head = result.head;
@@ -308,6 +358,7 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
     }
   }
   result.last_validation_loss = validate(&result.validation_accuracy);
+  enc->store(m);
   std::copy_n(head_params.begin(), int64_t(O) * D, head.weight.begin());
   std::copy_n(head_params.begin() + int64_t(O) * D, O, head.bias.begin());
   result.seconds = clock.seconds();
@@ -397,4 +448,3 @@ TaskHead load_task_head(const std::string& dir, int d_model) {
 
 }  // namespace bfm::launch
 
-#endif  // BFM_WITH_HDF5

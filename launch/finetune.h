@@ -12,8 +12,6 @@
 // and task.json (the task, its outputs, the target standardisation, the training summary): docs/EVALUATION.md.
 #pragma once
 
-#ifdef BFM_WITH_HDF5
-
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -70,4 +68,3 @@ TaskHead load_task_head(const std::string& dir, int d_model);
 
 }  // namespace bfm::launch
 
-#endif  // BFM_WITH_HDF5

@@ -393,6 +393,7 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
             "the device");
     zero = std::make_unique<runtime::ShardedAdamW>(model.arena_size(), segments, t.optimizer, *comm);
   }
+#ifdef BFM_WITH_HDF5
   // The moments a checkpoint holds: the whole arena, or this rank's shard.
   auto checkpoint_tensors = [&]() {
     if (zero)
@@ -401,6 +402,7 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
     return runtime::CheckpointTensors{&model.layout(), model.params(), optimizer.first_moment().data(),
                                       optimizer.second_moment().data()};
   };
+#endif
   runtime::GradientBuckets buckets(tensors, static_cast<int64_t>(t.bucket_mb * (1 << 20)));
   std::vector<char> reported(model.layout().params().size(), 0);
   const std::function<void(const std::string&)> on_ready = [&](const std::string& prefix) {

@@ -152,6 +152,7 @@ struct GpuBrainModel::Impl {
   virtual void store(float* host, bool grads) const = 0;
   virtual void store_moments(float* m, float* v) const = 0;
   virtual void load_moments(const float* m, const float* v) = 0;
+  virtual void load_grads(const float* host) = 0;
   virtual void set_steps_taken(int64_t steps) = 0;
   virtual void zero_grads() = 0;
   virtual Losses run(const Batch& batch, bool backward, float scale, const std::string& source) = 0;
@@ -405,6 +406,7 @@ class Model final : public GpuBrainModel::Impl {
     copy_arena(const_cast<float*>(m), m_.get(), false);
     copy_arena(const_cast<float*>(v), v_.get(), false);
   }
+  void load_grads(const float* host) override { copy_arena(const_cast<float*>(host), grads_.get(), false); }
   void set_steps_taken(int64_t steps) override { step_ = steps; }
   // host (CPU layout) <-> device (padded layout), one tensor at a time.
   void copy_arena(float* host, float* device, bool to_host) const {
@@ -741,6 +743,7 @@ void GpuBrainModel::store_grads(float* host) const { impl_->store(host, true); }
 void GpuBrainModel::zero_grads() { impl_->zero_grads(); }
 void GpuBrainModel::store_moments(float* m, float* v) const { impl_->store_moments(m, v); }
 void GpuBrainModel::load_moments(const float* m, const float* v) { impl_->load_moments(m, v); }
+void GpuBrainModel::load_grads(const float* host) { impl_->load_grads(host); }
 void GpuBrainModel::set_steps_taken(int64_t steps) { impl_->set_steps_taken(steps); }
 Losses GpuBrainModel::forward(const Batch& batch, const std::string& source) {
   return impl_->run(batch, false, 1.0f, source);

@@ -54,6 +54,7 @@ class GpuBrainModel {
   void load_params(const float* host_arena);
   void store_params(float* host_arena) const;
   void store_grads(float* host_arena) const;  // the gradient arena, in the CPU layout
+  void load_grads(const float* host_arena);   // replaces it (e.g. after a host all-reduce over ranks)
   // AdamW's moments and step count (training checkpoints), in the CPU layout.
   void store_moments(float* m, float* v) const;
   void load_moments(const float* m, const float* v);

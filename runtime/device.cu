@@ -1,6 +1,7 @@
 #include <cuda_runtime.h>
 
 #include "runtime/device.h"
+#include "runtime/error.h"
 
 namespace bfm::runtime {
 
@@ -17,6 +18,11 @@ std::string cuda_device_name(int device) {
   cudaDeviceProp prop{};
   if (device < 0 || device >= cuda_device_count() || cudaGetDeviceProperties(&prop, device) != cudaSuccess) return "";
   return prop.name;
+}
+
+void select_cuda_device(int device) {
+  const cudaError_t e = cudaSetDevice(device);
+  require(e == cudaSuccess, "cannot use GPU ", device, ": ", cudaGetErrorString(e));
 }
 
 }  // namespace bfm::runtime

@@ -8,6 +8,10 @@ namespace bfm::runtime {
 
 int cuda_device_count();
 std::string cuda_device_name(int device);  // "" when there is none
+#ifdef BFM_WITH_CUDA
+// cudaSetDevice for this host thread; bfm::Error naming the device and CUDA's reason when it fails.
+void select_cuda_device(int device);
+#endif
 // One line: "cpu (2 threads), cuda: none" or "cpu (16 threads), cuda: 1 x NVIDIA H100 80GB HBM3".
 std::string describe_devices();
 

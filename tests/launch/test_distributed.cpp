@@ -59,7 +59,7 @@ double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 // A folder shared by all ranks, fresh for each test (rank 0 makes it, everyone waits).
-std::string shared_dir(const std::string& name) {
+[[maybe_unused]] std::string shared_dir(const std::string& name) {
   const std::string dir = (fs::temp_directory_path() / ("bfm_dist_" + name + "_" + std::to_string(ranks()))).string();
   if (rank() == 0) {
     fs::remove_all(dir);

@@ -204,8 +204,11 @@ TEST(EvalSplits, PurgeDropsTrainingWindowsOverlappingATestWindow) {
   const auto train = purged_train_rows(fold, 1, series, start, end);
   // Test window [18, 28): rows 2 [12, 22) and 4 [24, 34) overlap it; the other series does not.
   EXPECT_EQ(train, (std::vector<int64_t>{0, 1, 5, 6, 7, 8}));
-  for (int64_t r : train)
-    if (series[r] == 0) EXPECT_TRUE(end[r] <= 18 || start[r] >= 28);
+  for (int64_t r : train) {
+    if (series[r] == 0) {
+      EXPECT_TRUE(end[r] <= 18 || start[r] >= 28);
+    }
+  }
 }
 
 TEST(EvalRidge, InnerCvPicksStrongRegularisationForNoise) {
