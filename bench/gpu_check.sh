@@ -35,7 +35,7 @@ if ! cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHI
      ${nccl_dir:+-DBFM_NCCL_DIR="$nccl_dir"} >"$out/configure.log" 2>&1; then
   tail -30 "$out/configure.log"; echo "gpu_check: configure failed"; exit 1
 fi
-targets="bfm_cuda_kernel_tests bfm_gpu_model_tests bfm_comm_tests bench_attention bench_attention_bwd bench_step_gpu bfm"
+targets="bfm_cuda_kernel_tests bfm_gpu_model_tests bfm_finetune_tests bfm_comm_tests bench_attention bench_attention_bwd bench_step_gpu bfm"
 timeout 300 cmake --build $build -j "$(nproc)" --target $targets -- -k 0 >"$out/build.log" 2>&1
 build_rc=$?
 grep -E "error|FAILED" "$out/build.log" | head -40
@@ -57,6 +57,7 @@ run_gtest() {  # name binary [filter] [limit]
 if [ "$phase" = all ] || [ "$phase" = test ]; then
   run_gtest cuda_kernel_tests $build/tests/kernels/bfm_cuda_kernel_tests '*' 240
   run_gtest gpu_model_tests $build/tests/model/bfm_gpu_model_tests '*' 240
+  run_gtest finetune_tests $build/tests/launch/bfm_finetune_tests '*' 120
   grep -m1 "NCCL" "$out/configure.log"
   run_gtest comm_tests $build/tests/runtime/bfm_comm_tests '*' 60
   grep -iE "nccl" "$out/comm_tests.log" | head -5
