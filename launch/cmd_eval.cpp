@@ -30,7 +30,8 @@ namespace {
 struct EvalCli {
   std::string checkpoint, corpus, out, tasks = "category,embedding,retrieval,encoding,diagnosis,sex,age,score";
   std::string fractions = "0.01,0.02,0.05,0.1,0.25,0.5,1";
-  std::vector<std::string> finetuned, scratch;
+  std::vector<std::string> finetuned, scratch, merge;
+  std::string part;
   int folds = 5;
   int64_t held_out = 0, population = 0, finetune_steps = 0;
   uint64_t seed = 0;
@@ -50,8 +51,8 @@ Command add_eval_command(CLI::App& app) {
   auto opt = std::make_shared<EvalCli>();
   CLI::App* cmd = app.add_subcommand(
       "eval", "Evaluate a checkpoint downstream on a corpus' held-out subjects against per-subject ridge (MPI ranks)");
-  cmd->add_option("--checkpoint", opt->checkpoint, "Pre-trained released checkpoint folder")->required();
-  cmd->add_option("--corpus", opt->corpus, "Corpus folder whose manifest split holds out subjects")->required();
+  cmd->add_option("--checkpoint", opt->checkpoint, "Pre-trained released checkpoint folder (required unless --merge)");
+  cmd->add_option("--corpus", opt->corpus, "Corpus folder whose manifest split holds out subjects (required unless --merge)");
   cmd->add_option("--out", opt->out, "Report folder")->required();
   cmd->add_option("--tasks", opt->tasks, "Comma-separated tasks")->capture_default_str();
   cmd->add_option("--fractions", opt->fractions, "Fractions of each new subject's training data (few-shot curve)")
@@ -68,11 +69,48 @@ Command add_eval_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", opt->seed, "Seed of the folds and the bootstrap")->capture_default_str();
   cmd->add_flag("--no-predictions", opt->no_predictions, "Do not write OUT/predictions/*.csv");
+  cmd->add_option("--part", opt->part,
+                  "I/N: one task of a job array over held-out subjects (subjects i % N == I; part 0 also runs the "
+                  "subject tasks); join the N report folders with --merge");
+  cmd->add_option("--merge", opt->merge, "Report folders of the N parts of a job array: write their joined report to --out")
+      ->expected(1, -1);
   return [opt]() -> int {
 #ifndef BFM_WITH_HDF5
     fail("bfm eval reads a corpus and needs HDF5: this build has none (BFM_WITH_HDF5=OFF)");
 #else
     namespace fs = std::filesystem;
+    if (!opt->merge.empty()) {
+      nlohmann::json provenance;
+      const eval::EvalReport report = eval::merge_reports(opt->merge, opt->out, &provenance);
+      eval::EvalOptions options;
+      options.tasks = provenance.value("tasks", options.tasks);
+      options.folds = provenance.value("folds", options.folds);
+      options.fractions = provenance.value("fractions", options.fractions);
+      options.seed = provenance.value("seed", options.seed);
+      std::vector<double> headline;
+      for (double f : {0.1, 1.0})
+        if (std::find(options.fractions.begin(), options.fractions.end(), f) != options.fractions.end())
+          headline.push_back(f);
+      if (headline.empty()) headline.push_back(options.fractions.back());
+      const std::string table = eval::write_report(opt->out, report, options, provenance, headline);
+      std::cout << "bfm eval --merge: " << opt->merge.size() << " parts, " << report.held_out_subjects
+                << " held-out subjects\n\n" << table << "\nreport: " << (fs::path(opt->out) / "summary.md").string()
+                << "\n";
+      return 0;
+    }
+    require(!opt->checkpoint.empty() && !opt->corpus.empty(), "bfm eval: --checkpoint and --corpus are required");
+    int part = 0, parts = 1;
+    if (!opt->part.empty()) {
+      const auto slash = opt->part.find('/');
+      try {
+        require(slash != std::string::npos, "");
+        part = std::stoi(opt->part.substr(0, slash));
+        parts = std::stoi(opt->part.substr(slash + 1));
+      } catch (const std::exception&) {
+        fail("--part ", opt->part, ": expected I/N, e.g. 3/8");
+      }
+      require(parts >= 1 && part >= 0 && part < parts, "--part ", opt->part, ": I must be in 0..N-1 and N >= 1");
+    }
     auto comm = runtime::make_communicator("auto", false);
     const bool lead = comm->rank() == 0;
     const model::BrainModel pretrained = model::load_released_checkpoint(opt->checkpoint);
@@ -93,6 +131,8 @@ Command add_eval_command(CLI::App& app) {
     require(!options.fractions.empty(), "--fractions: empty");
     options.folds = opt->folds;
     options.seed = opt->seed;
+    options.part = part;
+    options.parts = parts;
     if (!opt->no_predictions) options.predictions_dir = (fs::path(opt->out) / "predictions").string();
     eval::EvalDataOptions d;
     d.window = pretrained.config().window;

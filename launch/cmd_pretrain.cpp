@@ -49,7 +49,8 @@ int run(const RunConfig& rc) {
   if (!lead) return 0;
 
   model::ModelConfig released = rc.model;
-  released.atlas = rc.data.source == "corpus" ? "corpus" : "synthetic";
+  released.atlas = result.data_atlas;
+  released.tr_seconds = result.data_tr;
   released.train_steps = result.steps_done;
   released.train_datasets = {rc.data.source == "corpus" ? fs::path(rc.data.corpus).filename().string()
                                                         : std::string("synthetic-windows")};

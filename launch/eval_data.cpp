@@ -9,6 +9,7 @@
 #include "runtime/error.h"
 #ifdef BFM_WITH_HDF5
 #include "io/corpus.h"
+#include "io/h5_arrays.h"
 #include "launch/corpus_manifest_reader.h"
 #endif
 
@@ -98,6 +99,18 @@ EvalData load_eval_data(const std::string& corpus_dir, const EvalDataOptions& op
       }
       data.subjects[size_t(si)].runs.push_back(std::move(run));
       add_trials(data, si, int(data.subjects[size_t(si)].runs.size()) - 1);
+    }
+  }
+  // The generator's network maps, where the corpus is synthetic: the `oracle` methods' known structure.
+  const std::string truth = (std::filesystem::path(corpus_dir) / "ground_truth.h5").string();
+  if (std::filesystem::exists(truth)) {
+    io::H5ArrayReader gt(truth);
+    if (gt.has("networks/maps")) {
+      const io::Array<float> maps = gt.read_f32("networks/maps");
+      require(maps.shape.size() == 2 && maps.shape[1] == data.n_parcels, truth, ": networks/maps is not [K, ",
+              data.n_parcels, "] (the corpus' parcels)");
+      data.n_networks = int(maps.shape[0]);
+      data.network_maps = maps.data;
     }
   }
   std::set<std::string> found;

@@ -55,6 +55,9 @@ struct EvalData {
   std::vector<EvalSubject> subjects;
   std::vector<EvalTrial> trials;
   std::vector<std::vector<float>> stimuli;  // the distinct stimulus embeddings ([S] each; empty vectors without S)
+  // A synthetic corpus' generator maps (ground_truth.h5 beside the shards, networks/maps [K, P]); empty otherwise.
+  int n_networks = 0;
+  std::vector<float> network_maps;
 };
 
 struct EvalDataOptions {

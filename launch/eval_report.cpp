@@ -23,7 +23,7 @@ namespace fs = std::filesystem;
 const std::vector<std::string> kTaskOrder = {"category", "embedding", "retrieval", "encoding",
                                              "diagnosis", "sex", "age", "score"};
 const std::vector<std::string> kMethodOrder = {"ridge", "ridge_pop", "connectivity", "probe", "probe_pop",
-                                               "finetune", "scratch", "clip"};
+                                               "finetune", "scratch", "clip", "oracle", "oracle_pop"};
 
 std::string num(double v, int digits = 3) {
   if (!std::isfinite(v)) return "nan";
@@ -75,12 +75,12 @@ std::vector<std::string> tasks_of(const EvalReport& r) {
 }
 
 #ifdef BFM_WITH_ZLIB
-const runtime::Rgb kColours[] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40},
-                                 {148, 103, 189}, {140, 86, 75}, {227, 119, 194}, {127, 127, 127}};
+const runtime::Rgb kColours[] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40}, {148, 103, 189},
+                                 {140, 86, 75}, {227, 119, 194}, {188, 189, 34}, {23, 190, 207}, {60, 60, 60}};
 
 runtime::Rgb colour_of(const std::string& method) {
   const auto it = std::find(kMethodOrder.begin(), kMethodOrder.end(), method);
-  return kColours[size_t(it - kMethodOrder.begin()) % 8];
+  return kColours[size_t(it - kMethodOrder.begin()) % 10];
 }
 #endif
 
@@ -258,8 +258,151 @@ std::string write_report(const std::string& dir, const EvalReport& report, const
   config["seed"] = options.seed;
   config["bootstrap"] = options.bootstrap;
   config["notes"] = report.notes;
+  config["part"] = options.part;
+  config["parts"] = options.parts;
+  config["held_out_subjects"] = report.held_out_subjects;
+  config["population_subjects"] = report.population_subjects;
+  config["trials"] = report.trials;
+  config["n_categories"] = report.n_categories;
+  config["encoding_folds"] = report.encoding_folds;
   write_text(d / "config.json", config.dump(2) + "\n");
   return first_table;
+}
+
+EvalReport read_report(const std::string& dir, nlohmann::json* provenance) {
+  const fs::path d(dir);
+  const std::string cfg_path = (d / "config.json").string();
+  std::ifstream cin(cfg_path);
+  require(static_cast<bool>(cin), cfg_path, ": missing (not a bfm eval report folder)");
+  nlohmann::json cfg;
+  try {
+    cin >> cfg;
+  } catch (const std::exception& e) {
+    fail(cfg_path, ": not JSON (", e.what(), ")");
+  }
+  EvalReport r;
+  try {
+    r.held_out_subjects = cfg.at("held_out_subjects").get<int>();
+    r.population_subjects = cfg.at("population_subjects").get<int>();
+    r.trials = cfg.at("trials").get<int64_t>();
+    r.n_categories = cfg.at("n_categories").get<int>();
+    r.notes = cfg.value("notes", std::vector<std::string>{});
+    r.encoding_folds = cfg.value("encoding_folds", std::map<std::string, double>{});
+  } catch (const std::exception& e) {
+    fail(cfg_path, ": ", e.what());
+  }
+  const std::string rows_path = (d / "results.csv").string();
+  std::ifstream in(rows_path);
+  require(static_cast<bool>(in), rows_path, ": missing");
+  std::string line;
+  std::getline(in, line);
+  require(line == "task,method,fraction,subject,fold,metric,value", rows_path, ": not a bfm eval results table");
+  for (int64_t number = 2; std::getline(in, line); ++number) {
+    if (line.empty()) continue;
+    std::vector<std::string> f;
+    std::stringstream ls(line);
+    for (std::string item; std::getline(ls, item, ',');) f.push_back(item);
+    require(f.size() == 7, rows_path, ":", number, ": expected 7 columns, got ", f.size());
+    ResultRow row;
+    try {
+      row.task = f[0], row.method = f[1], row.fraction = std::stod(f[2]), row.subject = f[3];
+      row.fold = std::stoi(f[4]), row.metric = f[5];
+      row.value = f[6] == "nan" || f[6] == "-nan" ? NAN : std::stod(f[6]);
+    } catch (const std::exception&) {
+      fail(rows_path, ":", number, ": not a number where one belongs");
+    }
+    r.rows.push_back(row);
+  }
+  const fs::path map_path = d / "encoding_map.csv";
+  if (fs::exists(map_path)) {
+    std::ifstream mf(map_path);
+    std::getline(mf, line);
+    std::vector<std::string> methods;
+    std::stringstream hs(line);
+    for (std::string item; std::getline(hs, item, ',');) methods.push_back(item);
+    while (std::getline(mf, line)) {
+      std::stringstream ls(line);
+      std::string item;
+      std::getline(ls, item, ',');  // parcel
+      for (size_t m = 1; m < methods.size() && std::getline(ls, item, ','); ++m)
+        r.encoding_map[methods[m]].push_back(std::stod(item));
+    }
+  }
+  summarize(r);
+  if (provenance) *provenance = cfg;
+  return r;
+}
+
+EvalReport merge_reports(const std::vector<std::string>& dirs, const std::string& out_dir, nlohmann::json* provenance) {
+  require(!dirs.empty(), "eval --merge: no report folder given");
+  EvalReport merged;
+  nlohmann::json first;
+  std::set<int> parts_seen;
+  std::map<std::string, std::vector<double>> enc_sum;
+  std::map<std::string, double> enc_n;
+  for (size_t i = 0; i < dirs.size(); ++i) {
+    nlohmann::json cfg;
+    EvalReport r = read_report(dirs[i], &cfg);
+    if (i == 0) {
+      first = cfg;
+      merged.population_subjects = r.population_subjects;
+      merged.trials = r.trials;
+      merged.n_categories = r.n_categories;
+    } else {
+      for (const char* key : {"corpus", "checkpoint", "tasks", "folds", "fractions", "seed", "parts"})
+        require(cfg.value(key, nlohmann::json()) == first.value(key, nlohmann::json()), dirs[i],
+                "/config.json: its ", key, " differs from ", dirs[0], "'s: parts of different evaluations");
+    }
+    const int part = cfg.value("part", 0);
+    require(parts_seen.insert(part).second, dirs[i], ": part ", part, " is given twice");
+    merged.held_out_subjects += r.held_out_subjects;
+    merged.rows.insert(merged.rows.end(), r.rows.begin(), r.rows.end());
+    for (const auto& n : r.notes)
+      if (std::find(merged.notes.begin(), merged.notes.end(), n) == merged.notes.end()) merged.notes.push_back(n);
+    for (const auto& [method, values] : r.encoding_map) {
+      const double n = r.encoding_folds.count(method) ? r.encoding_folds.at(method) : 1.0;
+      auto& sum = enc_sum[method];
+      sum.resize(values.size(), 0.0);
+      for (size_t p = 0; p < values.size(); ++p) sum[p] += values[p] * n;
+      enc_n[method] += n;
+    }
+  }
+  const int parts = first.value("parts", 1);
+  if (int(parts_seen.size()) != parts) {
+    std::string missing;
+    for (int p = 0; p < parts; ++p)
+      if (!parts_seen.count(p)) missing += (missing.empty() ? "" : ", ") + std::to_string(p);
+    fail("eval --merge: ", parts, " parts expected, part(s) ", missing, " missing");
+  }
+  for (auto& [method, sum] : enc_sum) {
+    for (auto& v : sum) v /= enc_n[method];
+    merged.encoding_map[method] = sum;
+    merged.encoding_folds[method] = enc_n[method];
+  }
+  summarize(merged);
+  // Predictions: every part's CSVs concatenated, one header each.
+  const fs::path pred_out = fs::path(out_dir) / "predictions";
+  for (const std::string task : {"category", "embedding", "encoding", "diagnosis", "sex", "age", "score"}) {
+    std::ostringstream all;
+    bool header = false;
+    for (const auto& d : dirs) {
+      std::ifstream in(fs::path(d) / "predictions" / (task + ".csv"));
+      if (!in) continue;
+      std::string line;
+      std::getline(in, line);
+      if (!header) all << line << "\n", header = true;
+      while (std::getline(in, line)) all << line << "\n";
+    }
+    if (header) {
+      fs::create_directories(pred_out);
+      write_text(pred_out / (task + ".csv"), all.str());
+    }
+  }
+  if (provenance) {
+    *provenance = first;
+    (*provenance)["merged_from"] = dirs;
+  }
+  return merged;
 }
 
 }  // namespace bfm::launch::eval

@@ -17,6 +17,14 @@ namespace bfm::launch::eval {
 std::string write_report(const std::string& dir, const EvalReport& report, const EvalOptions& options,
                          const nlohmann::json& provenance, const std::vector<double>& headline);
 
+// Reads a report folder written by write_report (results.csv and config.json): the rows, the counts, the notes and
+// the encoding map; provenance gets its config.json. Throws bfm::Error naming the file.
+EvalReport read_report(const std::string& dir, nlohmann::json* provenance);
+// Joins the reports of a job array's parts (bfm eval --part I/N): rows concatenated, held-out subjects summed, the
+// encoding maps averaged by their fold counts, notes joined, the summary recomputed; the parts' predictions CSVs are
+// concatenated into out_dir/predictions. Refuses parts of different corpora, checkpoints or options, or a part twice.
+EvalReport merge_reports(const std::vector<std::string>& dirs, const std::string& out_dir, nlohmann::json* provenance);
+
 // The short table the main job prints: per task, the main metric at `fraction` for the methods, with chance.
 std::string headline_table(const EvalReport& report, double fraction);
 

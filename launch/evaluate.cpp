@@ -41,6 +41,33 @@ std::vector<double> raw_features(const EvalData& data, const std::vector<WindowR
   return out;
 }
 
+// Features of a window from the generator's known networks (synthetic corpora): per time patch, the least-squares
+// latent activity l = (A A^T)^-1 A xbar of the patch's parcel means xbar, A the network maps [K, P]; [n_t * K].
+std::vector<double> oracle_features(const EvalData& data, const std::vector<double>& raw, int64_t n, int n_time) {
+  const int K = data.n_networks;
+  const int64_t P = data.n_parcels;
+  const std::vector<float>& A = data.network_maps;
+  std::vector<double> g(static_cast<size_t>(K) * K, 0.0), pinv(static_cast<size_t>(K) * P);
+  for (int a = 0; a < K; ++a)
+    for (int b = 0; b < K; ++b)
+      for (int64_t p = 0; p < P; ++p) g[size_t(a * K + b)] += double(A[size_t(a * P + p)]) * A[size_t(b * P + p)];
+  for (int a = 0; a < K; ++a) g[size_t(a * K + a)] += 1e-9;
+  for (int a = 0; a < K; ++a)
+    for (int64_t p = 0; p < P; ++p) pinv[size_t(a * P + p)] = A[size_t(a * P + p)];
+  solve_spd(g, pinv, K, int(P));  // pinv <- G^-1 A
+  std::vector<double> out(static_cast<size_t>(n) * n_time * K, 0.0);
+  for (int64_t w = 0; w < n; ++w)
+    for (int j = 0; j < n_time; ++j) {
+      const double* x = &raw[size_t((w * n_time + j) * P)];
+      for (int a = 0; a < K; ++a) {
+        double v = 0;
+        for (int64_t p = 0; p < P; ++p) v += pinv[size_t(a * P + p)] * x[p];
+        out[size_t((w * n_time + j) * K + a)] = v;
+      }
+    }
+  return out;
+}
+
 // Features of a window from a model's encoder (run over all tokens): the mean over parcels of the encoder output of
 // each time patch, [n_t * D]. The windows are split over the ranks and summed back.
 std::vector<double> model_features(const model::BrainModel& source, const EvalData& data,
@@ -245,9 +272,41 @@ struct Codec {
   }
 };
 
-const std::vector<std::string> kMethodsStim = {"ridge", "ridge_pop", "probe", "probe_pop", "finetune", "scratch"};
 
 }  // namespace
+
+void summarize(EvalReport& report) {
+  report.summary.clear();
+  std::map<std::tuple<std::string, std::string, std::string, double>, std::vector<double>> groups, boot_sd;
+  for (const auto& r : report.rows) {
+    if (r.metric == "candidates") continue;
+    if (r.fold == -2) boot_sd[{r.task, r.method, r.metric, r.fraction}].push_back(r.value);
+    else groups[{r.task, r.method, r.metric, r.fraction}].push_back(r.value);
+  }
+  for (const auto& [key, values] : groups) {
+    const auto& [task, method, metric, fraction] = key;
+    SummaryRow s;
+    s.task = task, s.method = method, s.metric = metric, s.fraction = fraction;
+    const MeanSpread ms = mean_spread(values);
+    s.mean = ms.mean, s.sd = ms.sd, s.n = ms.n;
+    auto b = boot_sd.find(key);
+    if (b != boot_sd.end() && !b->second.empty()) s.sd = b->second[0];
+    if (metric == "accuracy" || metric == "balanced_accuracy")
+      s.chance = task == "category" ? 1.0 / std::max(1, report.n_categories) : 0.5;
+    else if (metric == "auc") s.chance = 0.5;
+    else if (metric == "top1" || metric == "top5") {
+      double m = 0, n = 0;  // mean over the rows' candidate counts of k / candidates
+      for (const auto& r : report.rows)
+        if (r.task == task && r.method == method && r.fraction == fraction && r.metric == "candidates") {
+          m += std::min(1.0, (metric == "top1" ? 1.0 : 5.0) / r.value);
+          n += 1;
+        }
+      s.chance = n > 0 ? m / n : kNaN;
+    } else s.chance = 0;
+    report.summary.push_back(s);
+  }
+
+}
 
 std::string main_metric(const std::string& task) {
   if (task == "category") return "balanced_accuracy";
@@ -276,8 +335,12 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
   auto note = [&](const std::string& s) {
     if (std::find(report.notes.begin(), report.notes.end(), s) == report.notes.end()) report.notes.push_back(s);
   };
-  std::vector<int> held, population;
-  for (int s = 0; s < int(data.subjects.size()); ++s) (data.subjects[size_t(s)].held_out ? held : population).push_back(s);
+  std::vector<int> held, population, held_all;
+  for (int s = 0; s < int(data.subjects.size()); ++s) (data.subjects[size_t(s)].held_out ? held_all : population).push_back(s);
+  require(options.parts >= 1 && options.part >= 0 && options.part < options.parts, "eval: part ", options.part,
+          " of ", options.parts, " does not exist");
+  for (size_t i = 0; i < held_all.size(); ++i)
+    if (int(i % size_t(options.parts)) == options.part) held.push_back(held_all[i]);
   report.held_out_subjects = int(held.size());
   report.population_subjects = int(population.size());
   report.trials = int64_t(data.trials.size());
@@ -302,6 +365,9 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
         " held-out, " + std::to_string(population.size()) + " pre-training subjects)");
     features["pretrained"] = {"pretrained", mc.n_time() * mc.d_model,
                               model_features(*models.pretrained, data, trial_windows, comm)};
+    if (data.n_networks > 0)
+      features["oracle"] = {"oracle", mc.n_time() * data.n_networks,
+                            oracle_features(data, features["raw"].x, n_trials, mc.n_time())};
   }
 
   // Per trial: its stimulus (the cross-validation group), its run (series) and its window's time interval.
@@ -359,6 +425,10 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
                                                                  {"ridge_pop", &features["raw"]},
                                                                  {"probe", &features["pretrained"]},
                                                                  {"probe_pop", &features["pretrained"]}};
+    if (features.count("oracle")) {
+      method_features["oracle"] = &features["oracle"];
+      method_features["oracle_pop"] = &features["oracle"];
+    }
     std::map<std::string, FeatureSet> extra;
     for (const auto& [method, table] : {std::pair{std::string("finetune"), &models.finetuned},
                                         std::pair{std::string("scratch"), &models.scratch}}) {
@@ -378,7 +448,7 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
         pop_group.push_back(s);
       }
     for (const auto& [method, fs] : method_features) {
-      if (method == "ridge" || method == "probe") continue;
+      if (method == "ridge" || method == "probe" || method == "oracle") continue;
       if (pop_rows.size() < 2) {
         note(task.name + ": population methods skipped, fewer than 2 trials of pre-training subjects");
         continue;
@@ -422,7 +492,7 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
           for (const auto& [method, fs] : method_features) {
             std::vector<double> pred;
             const auto x_test = take_rows(fs->x, fs->d, test_rows);
-            if (method == "ridge" || method == "probe") {
+            if (method == "ridge" || method == "probe" || method == "oracle") {
               InnerCv cv;
               cv.seed = options.seed;
               const Ridge r = fit_ridge_cv(fs->x, task.y, fs->d, task.k, train_rows, trial_group, trial_series,
@@ -640,9 +710,10 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
   }
 
   // ---- subject tasks ----------------------------------------------------------------------------------------------
+  // Subject tasks are across held-out subjects: with parts (a job array over subjects), part 0 runs them for all.
   std::vector<std::string> subject_tasks;
   for (const char* t : {"diagnosis", "sex", "age", "score"})
-    if (wants(t)) subject_tasks.push_back(t);
+    if (wants(t) && options.part == 0) subject_tasks.push_back(t);
   if (!subject_tasks.empty()) {
     // Non-overlapping windows of every run of every subject; features per subject and fraction averaged over the
     // windows inside the first fraction of each run (at least the first window).
@@ -727,7 +798,7 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
         double v;
         if (target(s, &v)) train_s.push_back(s), train_y.push_back(v);
       }
-      for (int s : held) {
+      for (int s : held_all) {
         double v;
         if (target(s, &v)) test_s.push_back(s), test_y.push_back(v);
       }
@@ -829,7 +900,8 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
   Codec codec;
   for (const auto& t : {"category", "embedding", "retrieval", "encoding", "diagnosis", "sex", "age", "score"})
     Codec::index(codec.tasks, t);
-  for (const auto& m : {"ridge", "ridge_pop", "probe", "probe_pop", "finetune", "scratch", "clip", "connectivity"})
+  for (const auto& m : {"ridge", "ridge_pop", "probe", "probe_pop", "finetune", "scratch", "clip", "connectivity",
+                        "oracle", "oracle_pop"})
     Codec::index(codec.methods, m);
   for (const auto& m : {"accuracy", "balanced_accuracy", "auc", "r", "r2", "top1", "top5", "candidates"})
     Codec::index(codec.metrics, m);
@@ -841,7 +913,7 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
                                      r.fraction, double(Codec::index(codec.subjects, r.subject)), double(r.fold),
                                      double(Codec::index(codec.metrics, r.metric)), r.value});
   }
-  require(codec.tasks.size() == 8 && codec.methods.size() == 8 && codec.metrics.size() == 8, "eval: unknown row name");
+  require(codec.tasks.size() == 8 && codec.methods.size() == 10 && codec.metrics.size() == 8, "eval: unknown row name");
   const int ranks = comm.size();
   std::vector<double> counts(size_t(ranks), 0.0);
   counts[size_t(comm.rank())] = double(mine_enc.size());
@@ -875,50 +947,14 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
     if (n > 0) {
       for (auto& v : sums) v /= n;
       report.encoding_map[method] = sums;
+      report.encoding_folds[method] = n;
     }
   }
   // Notes: every rank's, merged at rank 0 through a barrier-free rule: notes are decided by data every rank sees
   // alike, except the per-subject skips, which are rare and only rank 0's are kept.
 
-  // ---- summary --------------------------------------------------------------------------------------------------
-  std::map<std::tuple<std::string, std::string, std::string, double>, std::vector<double>> groups, boot_sd;
-  for (const auto& r : report.rows) {
-    if (r.metric == "candidates") continue;
-    if (r.fold == -2) boot_sd[{r.task, r.method, r.metric, r.fraction}].push_back(r.value);
-    else groups[{r.task, r.method, r.metric, r.fraction}].push_back(r.value);
-  }
-  std::map<std::string, double> mean_candidates;
-  {
-    std::map<std::string, std::pair<double, double>> acc;
-    for (const auto& r : report.rows)
-      if (r.metric == "candidates") {
-        acc[r.method].first += r.value;
-        acc[r.method].second += 1;
-      }
-    for (const auto& [m, a] : acc) mean_candidates[m] = a.first / a.second;
-  }
-  for (const auto& [key, values] : groups) {
-    const auto& [task, method, metric, fraction] = key;
-    SummaryRow s;
-    s.task = task, s.method = method, s.metric = metric, s.fraction = fraction;
-    const MeanSpread ms = mean_spread(values);
-    s.mean = ms.mean, s.sd = ms.sd, s.n = ms.n;
-    auto b = boot_sd.find(key);
-    if (b != boot_sd.end() && !b->second.empty()) s.sd = b->second[0];
-    if (metric == "accuracy" || metric == "balanced_accuracy")
-      s.chance = task == "category" ? 1.0 / std::max(1, data.n_categories) : 0.5;
-    else if (metric == "auc") s.chance = 0.5;
-    else if (metric == "top1" || metric == "top5") {
-      double m = 0, n = 0;  // mean over the rows' candidate counts of k / candidates
-      for (const auto& r : report.rows)
-        if (r.task == task && r.method == method && r.fraction == fraction && r.metric == "candidates") {
-          m += std::min(1.0, (metric == "top1" ? 1.0 : 5.0) / r.value);
-          n += 1;
-        }
-      s.chance = n > 0 ? m / n : kNaN;
-    } else s.chance = 0;
-    report.summary.push_back(s);
-  }
+  report.n_categories = data.n_categories;
+  summarize(report);
 
   // ---- predictions files ------------------------------------------------------------------------------------------
   if (!options.predictions_dir.empty()) {

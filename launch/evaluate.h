@@ -43,6 +43,9 @@ struct EvalOptions {
   int bootstrap = 200;          // resamples of the held-out subjects for the subject tasks' spread
   std::string predictions_dir;  // per-prediction CSVs (for independent checks); empty: none
   bool verbose = true;
+  // A job array over held-out subjects: this part evaluates the held-out subjects i with i % parts == part (in
+  // corpus order) on the stimulus tasks; part 0 also runs the subject tasks over all held-out subjects. merge_reports joins.
+  int part = 0, parts = 1;
 };
 
 // A model whose features a method uses: the pre-trained one (probe, probe_pop, clip), or one fine-tuned per task.
@@ -73,10 +76,15 @@ struct EvalReport {
   std::vector<ResultRow> rows;
   std::vector<SummaryRow> summary;
   std::map<std::string, std::vector<double>> encoding_map;  // method -> per-parcel mean r at fraction 1
+  std::map<std::string, double> encoding_folds;             // method -> subject x folds averaged into it
   std::vector<std::string> notes;                           // what was skipped, and why
   int held_out_subjects = 0, population_subjects = 0;
   int64_t trials = 0;
+  int n_categories = 0;  // for the category task's chance level
 };
+
+// (Re)computes report.summary from report.rows: mean and sd per task, method, metric and fraction, with chance.
+void summarize(EvalReport& report);
 
 // Collective over comm: the held-out subjects are split over the ranks, the window features computed in parallel;
 // every rank returns the whole report.

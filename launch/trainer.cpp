@@ -128,6 +128,8 @@ struct CorpusRuns {
   std::vector<int64_t> train_lengths, validation_lengths;  // per global run; 0 outside the split
   int64_t n_parcels = 0, stimulus_dim = 0;
   std::string summary;
+  std::string atlas;  // the shards' atlas ("mixed" when they name several)
+  double tr = 0;      // the TR every run shares, 0 when they differ
 };
 
 CorpusRuns scan_corpus(const std::string& dir) {
@@ -137,6 +139,14 @@ CorpusRuns scan_corpus(const std::string& dir) {
   std::set<std::string> validation(manifest.validation.begin(), manifest.validation.end());
   {
     io::Corpus corpus(dir, manifest.shard_files);
+    std::set<std::string> atlases;
+    std::set<double> trs;
+    for (int64_t s = 0; s < corpus.n_shards(); ++s) {
+      atlases.insert(corpus.shard(s).header().atlas);
+      for (const io::Run& run : corpus.shard(s).runs()) trs.insert(run.tr);
+    }
+    out.atlas = atlases.size() == 1 ? *atlases.begin() : "mixed";
+    out.tr = trs.size() == 1 ? *trs.begin() : 0.0;
     for (int64_t s = 0; s < corpus.n_shards(); ++s) {
       const io::ShardReader& shard = corpus.shard(s);
       out.n_parcels = shard.header().n_parcels;
@@ -344,6 +354,8 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
   } else {
 #ifdef BFM_WITH_HDF5
     const CorpusRuns runs = scan_corpus(rc.data.corpus);
+    result.data_atlas = runs.atlas;
+    result.data_tr = runs.tr;
     require(runs.n_parcels == m.n_parcels, rc.data.corpus, ": the corpus has ", runs.n_parcels,
             " parcels, the model (model.n_parcels) ", m.n_parcels);
     {
@@ -424,7 +436,8 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
       options.checkpoint_dir.empty() ? "" : options.checkpoint_dir;
 #ifdef BFM_WITH_HDF5
   model::ModelConfig provenance = m;
-  provenance.atlas = rc.data.source == "corpus" ? "corpus" : "synthetic";
+  provenance.atlas = result.data_atlas;
+  provenance.tr_seconds = result.data_tr;
   nlohmann::json config_json = model::to_checkpoint_json(provenance);
   config_json["batch_size"] = t.batch_size;
   config_json["seed"] = t.seed;

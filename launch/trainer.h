@@ -25,6 +25,10 @@ struct TrainResult {
   bool diverged = false;           // train.max_bad_steps non-finite steps in a row
   std::string resumed_from, last_checkpoint;
   std::string data_description;  // "synthetic windows", "corpus DIR (...)"
+  // Provenance for the released config: the corpus' atlas ("mixed" when its shards name several) and the TR its
+  // runs share (0 when they differ); "synthetic", 0 for in-memory windows.
+  std::string data_atlas = "synthetic";
+  double data_tr = 0;
   double seconds = 0;
 };
 

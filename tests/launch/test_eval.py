@@ -230,7 +230,7 @@ def main():
         assert os.path.exists(os.path.join(rep, f)), f
     results = read_results(os.path.join(rep, "results.csv"))
     methods = {k[1] for k in results if k[0] == "category"}
-    assert methods == {"ridge", "ridge_pop", "probe", "probe_pop", "finetune", "scratch"}, methods
+    assert methods == {"ridge", "ridge_pop", "probe", "probe_pop", "finetune", "scratch", "oracle", "oracle_pop"}, methods
     n = check_category(rep, results)
     n += check_embedding(rep, results)
     n += check_subject_tasks(rep, results)
@@ -251,6 +251,34 @@ def main():
         for k, v in results.items():
             assert close(v, r2[k], 1e-9), (k, v, r2[k])
         print("2 ranks: the same", len(r2), "rows")
+
+    # A job array over held-out subjects: 2 parts, then --merge, give the same rows and summary as one run.
+    parts = []
+    for i in range(2):
+        d = os.path.join(work, f"part{i}")
+        run([bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out", d, "--fractions", "0.1,0.5,1", "--folds",
+             "4", "--finetuned", "category=" + ft, "--scratch", "category=" + scratch, "--part", f"{i}/2"])
+        parts.append(d)
+    merged = os.path.join(work, "merged")
+    one_error_line(run([bfm, "eval", "--merge", parts[0], "--out", merged], ok=False), "part(s) 1 missing")
+    run([bfm, "eval", "--merge", *parts, "--out", merged])
+    rm = read_results(os.path.join(merged, "results.csv"))
+    assert set(rm) == set(results), set(rm) ^ set(results)
+    for k, v in results.items():
+        assert close(v, rm[k], 1e-9), (k, v, rm[k])
+    def summary_of(d):
+        return {(r["task"], r["method"], r["fraction"], r["metric"]): (float(r["mean"]), float(r["sd"]))
+                for r in csv.DictReader(open(os.path.join(d, "summary.csv")))}
+    sa, sb = summary_of(rep), summary_of(merged)
+    assert set(sa) == set(sb)
+    for k in sa:
+        assert all(close(x, y, 1e-9) for x, y in zip(sa[k], sb[k])), (k, sa[k], sb[k])
+    n_merged = sum(1 for _ in open(os.path.join(merged, "predictions", "category.csv")))
+    n_full = sum(1 for _ in open(os.path.join(rep, "predictions", "category.csv")))
+    assert n_merged == n_full, (n_merged, n_full)
+    print("2 parts merged: the same rows, summary and predictions")
+    one_error_line(run([bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out", os.path.join(work, "p"),
+                        "--part", "2/2"], ok=False), "--part")
 
     # Bad input: one clear error line naming what is wrong.
     other = os.path.join(work, "other-atlas")
