@@ -22,6 +22,10 @@
 #include "model/checkpoint.h"
 #include "runtime/comm.h"
 #include "runtime/progress.h"
+#ifdef BFM_WITH_CUDA
+#include "model/gpu_model.h"
+#include "runtime/device.h"
+#endif
 #endif
 
 namespace bfm::launch {
@@ -36,6 +40,7 @@ struct EvalCli {
   int64_t held_out = 0, population = 0, finetune_steps = 0;
   uint64_t seed = 0;
   bool no_predictions = false;
+  std::string device = "auto";
 };
 
 [[maybe_unused]] std::vector<std::string> split_list(const std::string& s) {
@@ -69,6 +74,9 @@ Command add_eval_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", opt->seed, "Seed of the folds and the bootstrap")->capture_default_str();
   cmd->add_flag("--no-predictions", opt->no_predictions, "Do not write OUT/predictions/*.csv");
+  cmd->add_option("--device", opt->device,
+                  "Encoder features and fine-tuning: auto (a GPU where there is one) | cpu | cuda (one GPU per rank)")
+      ->capture_default_str();
   cmd->add_option("--part", opt->part,
                   "I/N: one task of a job array over held-out subjects (subjects i % N == I; part 0 also runs the "
                   "subject tasks); join the N report folders with --merge");
@@ -133,6 +141,9 @@ Command add_eval_command(CLI::App& app) {
     options.seed = opt->seed;
     options.part = part;
     options.parts = parts;
+    require(opt->device == "auto" || opt->device == "cpu" || opt->device == "cuda", "--device ", opt->device,
+            ": expected auto, cpu or cuda");
+    options.device = opt->device;
     if (!opt->no_predictions) options.predictions_dir = (fs::path(opt->out) / "predictions").string();
     eval::EvalDataOptions d;
     d.window = pretrained.config().window;
@@ -178,6 +189,12 @@ Command add_eval_command(CLI::App& app) {
           fo.steps = opt->finetune_steps;
           fo.seed = opt->seed;
           fo.verbose = true;
+          fo.device = opt->device == "cuda" ? "cuda" : "cpu";
+#ifdef BFM_WITH_CUDA
+          if (opt->device == "auto" && runtime::cuda_device_count() > 0 &&
+              model::GpuBrainModel::unsupported(pretrained.config()).empty())
+            fo.device = "cuda";
+#endif
           model::BrainModel init(pretrained.config());
           if (scratch) init.initialize(opt->seed + 1);
           else std::copy_n(pretrained.params(), pretrained.arena_size(), init.params());

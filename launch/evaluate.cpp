@@ -4,6 +4,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <limits>
 #include <map>
 #include <numeric>
@@ -14,17 +16,16 @@
 #include "runtime/error.h"
 #include "runtime/progress.h"
 #include "runtime/rng.h"
+#ifdef BFM_WITH_CUDA
+#include "model/gpu_model.h"
+#include "runtime/device.h"
+#endif
 
 namespace bfm::launch::eval {
 
 namespace {
 namespace fs = std::filesystem;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-struct WindowRef {
-  int subject = 0, run = 0;
-  int64_t start = 0;
-};
 
 // Features of a window: the parcel means of each time patch (raw), [n_t * P].
 std::vector<double> raw_features(const EvalData& data, const std::vector<WindowRef>& windows, int patch_len) {
@@ -68,22 +69,54 @@ std::vector<double> oracle_features(const EvalData& data, const std::vector<doub
   return out;
 }
 
-// Features of a window from a model's encoder (run over all tokens): the mean over parcels of the encoder output of
-// each time patch, [n_t * D]. The windows are split over the ranks and summed back.
-std::vector<double> model_features(const model::BrainModel& source, const EvalData& data,
-                                   const std::vector<WindowRef>& windows, runtime::Communicator& comm) {
-  model::BrainModel m(source.config());
-  std::copy_n(source.params(), source.arena_size(), m.params());
-  const model::ModelConfig& c = m.config();
+}  // namespace
+
+std::vector<double> window_features(const model::BrainModel& source, const EvalData& data,
+                                    const std::vector<WindowRef>& windows, runtime::Communicator& comm,
+                                    const std::string& device) {
+  const model::ModelConfig& c = source.config();
   const int64_t T = c.window, P = c.n_parcels, D = c.d_model, nt = c.n_time();
   const int64_t width = nt * D;
+  bool gpu = false;
+#ifdef BFM_WITH_CUDA
+  const int devices = runtime::cuda_device_count();
+  gpu = device == "cuda" || (device == "auto" && devices > 0 && model::GpuBrainModel::unsupported(c).empty());
+  require(!gpu || devices > 0, "eval: --device cuda, but this machine has no usable GPU");
+#else
+  require(device != "cuda", "eval: --device cuda, but this build has no CUDA (BFM_WITH_CUDA=OFF)");
+#endif
+  // The forward of one batch of windows, on the device chosen: [b, N, D] encoder output.
+  std::function<const std::vector<float>&(const model::Batch&)> encode;
+  std::unique_ptr<model::BrainModel> cpu;
+#ifdef BFM_WITH_CUDA
+  std::unique_ptr<model::GpuBrainModel> dev;
+  std::vector<float> dev_out;
+  if (gpu) {
+    runtime::select_cuda_device(comm.rank() % devices);
+    dev = std::make_unique<model::GpuBrainModel>(c, model::GpuPrecision::fp32);  // features as the CPU's, to 1e-5
+    dev->load_params(source.params());
+    encode = [&](const model::Batch& b) -> const std::vector<float>& {
+      dev->forward(b, "eval window");
+      dev_out = dev->encoder_out();
+      return dev_out;
+    };
+  }
+#endif
+  if (!gpu) {
+    cpu = std::make_unique<model::BrainModel>(c);
+    std::copy_n(source.params(), source.arena_size(), cpu->params());
+    encode = [&](const model::Batch& b) -> const std::vector<float>& {
+      cpu->forward(b, "eval window");
+      return cpu->encoder_out();
+    };
+  }
   std::vector<float> out(windows.size() * size_t(width), 0.0f);
-  const int batch = 32;
-  std::vector<float> x(size_t(batch * T * P));
+  const int batch = gpu ? 256 : 32;
+  std::vector<float> x(static_cast<size_t>(batch) * T * P);
   std::vector<size_t> mine;
   for (size_t w = size_t(comm.rank()); w < windows.size(); w += size_t(comm.size())) mine.push_back(w);
-  for (size_t first = 0; first < mine.size(); first += batch) {
-    const size_t b = std::min<size_t>(batch, mine.size() - first);
+  for (size_t first = 0; first < mine.size(); first += size_t(batch)) {
+    const size_t b = std::min<size_t>(size_t(batch), mine.size() - first);
     for (size_t i = 0; i < b; ++i) {
       const WindowRef& w = windows[mine[first + i]];
       copy_window(data, w.subject, w.run, w.start, &x[i * size_t(T * P)]);
@@ -92,8 +125,7 @@ std::vector<double> model_features(const model::BrainModel& source, const EvalDa
     in.size = int(b);
     in.x = x.data();
     in.encoder_only = true;
-    m.forward(in, "eval window");
-    const std::vector<float>& enc = m.encoder_out();  // [b, N, D], token j * P + p
+    const std::vector<float>& enc = encode(in);  // [b, N, D], token j * P + p
     for (size_t i = 0; i < b; ++i) {
       float* f = &out[mine[first + i] * size_t(width)];
       for (int64_t j = 0; j < nt; ++j)
@@ -106,6 +138,8 @@ std::vector<double> model_features(const model::BrainModel& source, const EvalDa
   if (comm.size() > 1) comm.allreduce_sum(out.data(), int64_t(out.size()));
   return std::vector<double>(out.begin(), out.end());
 }
+
+namespace {
 
 // A linear map fitted elsewhere: y = ((x - mean) / scale) W + b.
 struct Linear {
@@ -364,7 +398,7 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
     log("eval: encoder features of " + std::to_string(n_trials) + " trial windows (" + std::to_string(held.size()) +
         " held-out, " + std::to_string(population.size()) + " pre-training subjects)");
     features["pretrained"] = {"pretrained", mc.n_time() * mc.d_model,
-                              model_features(*models.pretrained, data, trial_windows, comm)};
+                              window_features(*models.pretrained, data, trial_windows, comm, options.device)};
     if (data.n_networks > 0)
       features["oracle"] = {"oracle", mc.n_time() * data.n_networks,
                             oracle_features(data, features["raw"].x, n_trials, mc.n_time())};
@@ -436,7 +470,7 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
       if (it == table->end()) continue;
       log("eval: " + method + " features for " + task.name);
       extra[method] = {method, it->second->config().n_time() * it->second->config().d_model,
-                       model_features(*it->second, data, trial_windows, comm)};
+                       window_features(*it->second, data, trial_windows, comm, options.device)};
       method_features[method] = &extra[method];
     }
     // Population models, one per method (fitted identically on every rank).
@@ -729,7 +763,7 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
       }
     log("eval: subject tasks: encoder features of " + std::to_string(windows.size()) + " windows of " +
         std::to_string(data.subjects.size()) + " subjects");
-    const std::vector<double> wf = model_features(*models.pretrained, data, windows, comm);
+    const std::vector<double> wf = window_features(*models.pretrained, data, windows, comm, options.device);
     const int dm = mc.n_time() * mc.d_model;
     const int dc = int(P * (P - 1) / 2);
     auto probe_features = [&](int s, double q) {

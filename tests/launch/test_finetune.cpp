@@ -8,6 +8,7 @@
 
 #include "io/synthetic_corpus.h"
 #include "launch/eval_data.h"
+#include "launch/evaluate.h"
 #include "launch/finetune.h"
 #include "runtime/comm.h"
 #include "runtime/device.h"
@@ -128,6 +129,35 @@ TEST(Finetune, GpuFollowsTheCpu) {
     moved += std::abs(gpu.model->params()[i] - init.params()[i]);
   }
   EXPECT_GT(moved, 1e-3) << "the GPU's weights did not come back";
+#endif
+}
+
+}  // namespace
+
+namespace {
+
+TEST(EvalFeatures, GpuMatchesCpu) {
+#ifndef BFM_WITH_CUDA
+  GTEST_SKIP() << "built without CUDA";
+#else
+  if (runtime::cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  const auto data = make_data(12);
+  model::BrainModel m(tiny());
+  m.initialize(5);
+  std::vector<launch::eval::WindowRef> windows;
+  for (size_t i = 0; i < data.trials.size(); i += 7)
+    windows.push_back({data.trials[i].subject, data.trials[i].run, data.trials[i].onset});
+  auto comm = runtime::make_self_communicator();
+  const auto cpu = launch::eval::window_features(m, data, windows, *comm, "cpu");
+  const auto gpu = launch::eval::window_features(m, data, windows, *comm, "cuda");
+  ASSERT_EQ(cpu.size(), gpu.size());
+  ASSERT_EQ(cpu.size(), windows.size() * size_t(2 * 64));
+  double num = 0, den = 0;
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    num += (cpu[i] - gpu[i]) * (cpu[i] - gpu[i]);
+    den += cpu[i] * cpu[i];
+  }
+  EXPECT_LT(std::sqrt(num / den), 1e-4) << "GPU (fp32) features differ from the CPU's";
 #endif
 }
 
