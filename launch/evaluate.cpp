@@ -274,13 +274,6 @@ class PopulationRidge {
   double alpha_ = 1;
 };
 
-// Metrics of one stimulus task's predictions on one fold.
-struct Prediction {
-  std::vector<int> truth_class;
-  std::vector<double> truth, predicted;  // [n, k]
-  int k = 0;
-};
-
 void add_row(std::vector<ResultRow>& rows, const std::string& task, const std::string& method, double fraction,
              const std::string& subject, int fold, const std::string& metric, double value) {
   rows.push_back({task, method, fraction, subject, fold, metric, value});
