@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "io/shard.h"
 #include "runtime/error.h"
 
 namespace bfm::io {
@@ -100,6 +101,41 @@ void write_manifest(const std::string& dir, const std::vector<ShardSummary>& sha
     require(out.good(), path, ": cannot write ", tmp);
   }
   require(std::rename(tmp.c_str(), path.c_str()) == 0, path, ": cannot rename ", tmp, " to it");
+}
+
+ShardPart parse_shard_part(const std::string& text) {
+  const auto bad = [&](const char* why) {
+    fail("--part ", text.empty() ? "''" : text, ": ", why, " (expected I/N, part I of N counted from 0: 0/4 ... 3/4)");
+  };
+  const auto slash = text.find('/');
+  if (slash == std::string::npos) bad("no '/'");
+  const auto number = [&](const std::string& digits, bool is_index) -> int64_t {
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos)
+      bad(is_index ? "I is not a whole number" : "N is not a whole number");
+    if (digits.size() > 9) bad(is_index ? "I is too large" : "N is too large");
+    return std::stoll(digits);
+  };
+  ShardPart p;
+  p.index = number(text.substr(0, slash), true);
+  p.count = number(text.substr(slash + 1), false);
+  if (p.count < 1) bad("N must be at least 1");
+  if (p.index >= p.count) bad("I must be less than N");
+  return p;
+}
+
+std::vector<int64_t> shards_for(int64_t n_shards, const ShardPart& part, int rank, int ranks) {
+  require(part.count >= 1 && part.index >= 0 && part.index < part.count && ranks >= 1 && rank >= 0 && rank < ranks,
+          "shards_for: part ", part.text(), " rank ", rank, " of ", ranks);
+  std::vector<int64_t> out;
+  for (int64_t j = part.index + rank * part.count; j < n_shards; j += part.count * ranks) out.push_back(j);
+  return out;
+}
+
+std::string shard_list(const std::vector<int64_t>& missing, int64_t n_shards, size_t limit) {
+  std::string s;
+  for (size_t i = 0; i < missing.size() && i < limit; ++i) s += (i ? ", " : "") + shard_file_name(missing[i]);
+  if (missing.size() > limit) s += " and " + std::to_string(missing.size() - limit) + " more";
+  return s + " (" + std::to_string(missing.size()) + " of " + std::to_string(n_shards) + " shards)";
 }
 
 #ifdef BFM_WITH_HDF5

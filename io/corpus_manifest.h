@@ -33,6 +33,27 @@ struct ShardSummary {
 void write_manifest(const std::string& dir, const std::vector<ShardSummary>& shards, uint64_t split_seed,
                     const SplitFractions& fractions);
 
+// One part of a corpus's shards, for writing a corpus in independent jobs (a Slurm job array, `--part I/N` of
+// `bfm synth` and `bfm convert`): part `index` of `count` owns shard j when j % count == index. Within a part the
+// MPI ranks share its shards the same way: the k-th shard of the part (j = index + k * count) goes to rank
+// k % ranks, so with one part shard j goes to rank j % ranks, as without parts.
+struct ShardPart {
+  int64_t index = 0, count = 1;
+  bool whole() const { return count == 1; }
+  bool owns(int64_t shard) const { return shard % count == index; }
+  std::string text() const { return std::to_string(index) + "/" + std::to_string(count); }
+};
+
+// Reads "I/N" (0 <= I < N, N >= 1; decimal digits only). Throws bfm::Error with one line naming the value.
+ShardPart parse_shard_part(const std::string& text);
+
+// The shards among [0, n_shards) that `rank` of `ranks` writes for `part`, ascending.
+std::vector<int64_t> shards_for(int64_t n_shards, const ShardPart& part, int rank, int ranks);
+
+// "shard-00003.h5, shard-00007.h5 (2 of 8 shards)": the names of the shards in `missing`, at most `limit` of them
+// and then "and N more", for an error that names what is missing.
+std::string shard_list(const std::vector<int64_t>& missing, int64_t n_shards, size_t limit = 10);
+
 }  // namespace bfm::io
 
 #ifdef BFM_WITH_HDF5

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "io/corpus_manifest.h"
+#include "io/shard.h"
 #include "io/synthetic_windows.h"
 #include "runtime/error.h"
 #include "runtime/rng.h"
@@ -108,6 +109,18 @@ SyntheticCorpus::SyntheticCorpus(const SyntheticCorpusConfig& c) : config_(c) {
 
 int64_t SyntheticCorpus::n_shards() const {
   return (config_.n_subjects + config_.subjects_per_shard - 1) / config_.subjects_per_shard;
+}
+
+int64_t SyntheticCorpus::shard_subjects(int64_t shard) const {
+  const int64_t first = shard * config_.subjects_per_shard;
+  return std::max<int64_t>(0, std::min(config_.n_subjects, first + config_.subjects_per_shard) - first);
+}
+
+std::vector<int64_t> SyntheticCorpus::missing_shards(const std::string& dir) const {
+  std::vector<int64_t> missing;
+  for (int64_t j = 0; j < n_shards(); ++j)
+    if (!std::filesystem::exists(std::filesystem::path(dir) / shard_file_name(j))) missing.push_back(j);
+  return missing;
 }
 
 SyntheticSubject SyntheticCorpus::subject(int64_t index) const {
@@ -257,6 +270,11 @@ std::vector<SyntheticCorpus::RunData> SyntheticCorpus::subject_runs(const Synthe
 
 void SyntheticCorpus::write_shards(const std::string& dir, int rank, int ranks,
                                    const std::function<void()>& on_subject) const {
+  write_shards(dir, shards_for(n_shards(), ShardPart{}, rank, ranks), on_subject);
+}
+
+void SyntheticCorpus::write_shards(const std::string& dir, const std::vector<int64_t>& shards,
+                                   const std::function<void()>& on_subject) const {
   const SyntheticCorpusConfig& c = config_;
   ShardHeader header;
   header.n_parcels = c.n_parcels;
@@ -270,7 +288,8 @@ void SyntheticCorpus::write_shards(const std::string& dir, int rank, int ranks,
   header.converter = "bfm synth (seed " + std::to_string(c.seed) + ")";
   header.preprocessing = "synthetic (io/synthetic_corpus.h); z-scored per parcel per run";
 
-  for (int64_t j = rank; j < n_shards(); j += ranks) {
+  for (const int64_t j : shards) {
+    require(j >= 0 && j < n_shards(), "synth: shard ", j, " is not one of the corpus's ", n_shards());
     const std::string path = (std::filesystem::path(dir) / shard_file_name(j)).string();
     ShardWriter writer(path, header);
     const int64_t first = j * c.subjects_per_shard, last = std::min(c.n_subjects, first + c.subjects_per_shard);
@@ -393,9 +412,22 @@ void SyntheticCorpus::write_ground_truth(const std::string& dir) const {
 }
 
 void SyntheticCorpus::write_manifest(const std::string& dir) const {
+  const std::vector<int64_t> missing = missing_shards(dir);
+  require(missing.empty(), dir, ": missing ", shard_list(missing, n_shards()),
+          "; write them first (bfm synth --part I/N with the same options)");
   std::vector<ShardSummary> shards;
   for (int64_t j = 0; j < n_shards(); ++j) {
     ShardReader reader((std::filesystem::path(dir) / shard_file_name(j)).string());
+    // A shard of another corpus (other options) in the folder: its parcels, storage or subjects differ.
+    const int64_t first = j * config_.subjects_per_shard, n = shard_subjects(j);
+    const auto& h = reader.header();
+    bool same = h.n_parcels == config_.n_parcels && h.stimulus_dim == config_.stim_dim &&
+                (h.storage == Storage::float16) == config_.float16 &&
+                h.converter == "bfm synth (seed " + std::to_string(config_.seed) + ")" &&
+                static_cast<int64_t>(reader.subjects().size()) == n;
+    for (int64_t i = 0; same && i < n; ++i) same = reader.subjects()[i].id == subject(first + i).id;
+    require(same, reader.path(), ": not a shard of this corpus (its parcels, storage, seed or subjects differ from "
+            "these options'); write it again with the same options as the other parts");
     shards.push_back(summarize(reader));
   }
   bfm::io::write_manifest(dir, shards, config_.seed, SplitFractions{});
@@ -404,6 +436,10 @@ void SyntheticCorpus::write_manifest(const std::string& dir) const {
 #else
 
 void SyntheticCorpus::write_shards(const std::string&, int, int, const std::function<void()>&) const {
+  fail("bfm synth needs HDF5: this bfm was built without it (BFM_WITH_HDF5=OFF)");
+}
+void SyntheticCorpus::write_shards(const std::string&, const std::vector<int64_t>&,
+                                   const std::function<void()>&) const {
   fail("bfm synth needs HDF5: this bfm was built without it (BFM_WITH_HDF5=OFF)");
 }
 void SyntheticCorpus::write_ground_truth(const std::string&) const {

@@ -82,9 +82,18 @@ class SyntheticCorpus {
   // [j * subjects_per_shard, (j + 1) * subjects_per_shard)). on_subject is called after each subject.
   // Needs HDF5 (throws bfm::Error otherwise).
   void write_shards(const std::string& dir, int rank, int ranks, const std::function<void()>& on_subject) const;
+  // Writes dir/shard-<j>.h5 for each j in `shards` (a part of the corpus: io/corpus_manifest.h, shards_for).
+  void write_shards(const std::string& dir, const std::vector<int64_t>& shards,
+                    const std::function<void()>& on_subject) const;
+  // Subjects in shard j.
+  int64_t shard_subjects(int64_t shard) const;
+  // The shards j in [0, n_shards) whose dir/shard-<j>.h5 does not exist.
+  std::vector<int64_t> missing_shards(const std::string& dir) const;
   // dir/ground_truth.h5 and dir/ground_truth.json (one process).
   void write_ground_truth(const std::string& dir) const;
-  // dir/manifest.json from the shards written (one process, after every rank's write_shards).
+  // dir/manifest.json from the shards written (one process, after every rank's write_shards). Checks that every
+  // shard is there and is this config's (parcels, storage, subject ids): throws bfm::Error naming missing shards or
+  // the first one from another config.
   void write_manifest(const std::string& dir) const;
 
   // Runs of one subject into memory (what write_shards stores): timeseries [T, P] z-scored, stim [T, S], label [T].

@@ -10,6 +10,11 @@
 // shard-00001.h5...; shard i is written by rank i % ranks (ShardWriter: under NAME.tmp, renamed when whole). A shard
 // whose final file exists from the same atlas and preprocessing is skipped, so rerunning an interrupted conversion
 // resumes; the grouping does not depend on the number of ranks. Rank 0 writes manifest.json when every rank is done.
+//
+// In independent jobs (a Slurm job array, slurm/convert.sbatch): `--part I/N` converts only the shards i with
+// i % N == I (shared by its ranks the same way: the k-th of them to rank k % ranks) and writes no manifest; once
+// every part is done, `--manifest-only` with the same options checks that every shard is there and is this
+// conversion's (as resuming does), names any missing one, and writes manifest.json.
 #include <CLI/CLI.hpp>
 #include <string>
 #include <vector>
@@ -23,9 +28,11 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <system_error>
 
 #include "io/corpus_manifest.h"
 #include "io/parcellate.h"
@@ -50,6 +57,8 @@ struct ConvertOptions {
   int subjects_per_shard = 16;
   uint64_t split_seed = 17;
   double train_fraction = 0.8, validation_fraction = 0.1;
+  std::string part;            // "I/N": only this part's shards, no manifest
+  bool manifest_only = false;  // only manifest.json, from the shards the parts wrote
 };
 
 // A BIDS file name split into its entities (key-value pairs) and suffix: sub-01_task-rest_bold.nii.gz ->
@@ -251,8 +260,42 @@ std::string preprocessing_text(const ConvertOptions& o) {
   return os.str();
 }
 
+// Whether `path` is a finished shard of this conversion (its header's atlas and preprocessing and its run count are
+// this conversion's): false when there is no such file, or (with remove_unreadable) an unreadable one, which is
+// removed; throws when it is from another conversion.
+bool finished_shard(const std::string& path, const io::ShardHeader& header, int64_t expected_runs,
+                    bool remove_unreadable) {
+  if (!fs::exists(path)) return false;
+  std::unique_ptr<io::ShardReader> done;
+  try {
+    done = std::make_unique<io::ShardReader>(path);
+  } catch (const Error& e) {
+    if (!remove_unreadable) fail(path, ": unreadable (", e.what(), "); convert its part again");
+    runtime::log_line(std::string("convert: rewriting an unreadable shard: ") + e.what());
+    fs::remove(path);
+    return false;
+  }
+  require(done->header().atlas == header.atlas && done->header().preprocessing == header.preprocessing &&
+              static_cast<int64_t>(done->runs().size()) == expected_runs,
+          path, ": exists from another conversion (other atlas, options or scans); pass --overwrite");
+  return true;
+}
+
+// manifest.json from every shard's tables (rank 0, once every shard is written).
+void write_corpus_manifest(const ConvertOptions& o, size_t n_shards) {
+  std::vector<io::ShardSummary> summaries;
+  for (size_t i = 0; i < n_shards; ++i)
+    summaries.push_back(io::summarize(io::ShardReader((fs::path(o.out) / io::shard_file_name(i)).string())));
+  io::write_manifest(o.out, summaries, o.split_seed, {o.train_fraction, o.validation_fraction});
+}
+
 int convert(const ConvertOptions& o) {
   const auto& w = runtime::world();
+  require(o.part.empty() || !o.manifest_only, "--part and --manifest-only exclude each other: the parts convert "
+          "the shards, --manifest-only (run once after them) writes the manifest");
+  require(!(o.manifest_only && o.overwrite), "--manifest-only and --overwrite exclude each other: --manifest-only "
+          "only reads the shards the parts wrote");
+  const io::ShardPart part = o.part.empty() ? io::ShardPart{} : io::parse_shard_part(o.part);
   require(!o.bids.empty() != !o.scans.empty(), "bfm convert: give either --bids DIR or scan files, not both");
   require(o.subjects_per_shard > 0, "--subjects-per-shard must be > 0");
   require(fs::is_regular_file(o.atlas), o.atlas, ": no such atlas file");
@@ -289,56 +332,78 @@ int convert(const ConvertOptions& o) {
     shards.back().push_back(id);
   }
 
+  io::ShardHeader header;
+  header.atlas = strip_extension(fs::path(o.atlas).filename().string());
+  header.converter = std::string("bfm convert ") + BFM_VERSION;
+  header.preprocessing = preprocessing_text(o);
+  const auto runs_of = [&](size_t i) {
+    int64_t n = 0;
+    for (const auto& id : shards[i]) n += static_cast<int64_t>(by_subject[id].size());
+    return n;
+  };
+
+  if (o.manifest_only) {  // the merge step after the parts: every shard there and this conversion's
+    if (w.rank == 0) {
+      require(fs::is_directory(o.out), o.out, ": no such corpus folder (run the bfm convert --part I/N jobs first)");
+      std::vector<int64_t> missing;
+      for (size_t i = 0; i < shards.size(); ++i)
+        if (!finished_shard((fs::path(o.out) / io::shard_file_name(static_cast<int64_t>(i))).string(), header,
+                            runs_of(i), false))
+          missing.push_back(static_cast<int64_t>(i));
+      require(missing.empty(), o.out, ": missing ", io::shard_list(missing, static_cast<int64_t>(shards.size())),
+              "; run the parts that convert them (bfm convert --part I/N, shard i is part i % N) and then this again");
+      runtime::Stopwatch clock;
+      write_corpus_manifest(o, shards.size());
+      runtime::log_line("convert: " + std::to_string(scans.size()) + " runs of " + std::to_string(by_subject.size()) +
+                        " subjects in " + std::to_string(shards.size()) + " shards checked, " +
+                        runtime::format_duration(clock.seconds()) + "; wrote " +
+                        (fs::path(o.out) / "manifest.json").string());
+    }
+#ifdef BFM_WITH_MPI
+    if (w.size > 1) MPI_Barrier(w.comm);
+#endif
+    return 0;
+  }
+
   if (w.rank == 0) {
     fs::create_directories(o.out);
+    // --overwrite starts afresh: the whole corpus, or with --part this part's shards (the other parts' are theirs).
     if (o.overwrite)
       for (const auto& e : fs::directory_iterator(o.out)) {
         const std::string name = e.path().filename().string();
-        if ((name.starts_with("shard-") && (name.ends_with(".h5") || name.ends_with(".h5.tmp"))) ||
-            name.starts_with("manifest.json"))
-          fs::remove(e.path());
+        bool ours = name.starts_with("manifest.json");
+        if (name.starts_with("shard-") && (name.ends_with(".h5") || name.ends_with(".h5.tmp"))) {
+          const std::string digits = name.substr(6, name.find('.') - 6);
+          ours = part.whole() || (!digits.empty() && digits.find_first_not_of("0123456789") == std::string::npos &&
+                                  part.owns(std::stoll(digits)));
+        }
+        std::error_code ec;  // other parts may remove manifest.json at the same time
+        if (ours) fs::remove(e.path(), ec);
       }
     runtime::log_line("convert: " + std::to_string(scans.size()) + " runs of " + std::to_string(by_subject.size()) +
-                      " subjects -> " + std::to_string(shards.size()) + " shards in " + o.out + " on " +
-                      std::to_string(w.size) + " rank(s)");
+                      " subjects -> " + std::to_string(shards.size()) + " shards in " + o.out +
+                      (part.whole() ? std::string()
+                                    : ", part " + part.text() + " (the shards i with i % " +
+                                          std::to_string(part.count) + " == " + std::to_string(part.index) + ")") +
+                      " on " + std::to_string(w.size) + " rank(s)");
   }
 #ifdef BFM_WITH_MPI
   if (w.size > 1) MPI_Barrier(w.comm);
 #endif
 
-  io::ShardHeader header;
-  header.atlas = strip_extension(fs::path(o.atlas).filename().string());
-  header.converter = std::string("bfm convert ") + BFM_VERSION;
-  header.preprocessing = preprocessing_text(o);
-
   runtime::Stopwatch clock;
   int64_t done_runs = 0, skipped = 0;
-  const int64_t my_runs = [&] {
-    int64_t n = 0;
-    for (size_t i = static_cast<size_t>(w.rank); i < shards.size(); i += static_cast<size_t>(w.size))
-      for (const auto& id : shards[i]) n += static_cast<int64_t>(by_subject[id].size());
-    return n;
-  }();
-  for (size_t i = static_cast<size_t>(w.rank); i < shards.size(); i += static_cast<size_t>(w.size)) {
-    const std::string path = (fs::path(o.out) / io::shard_file_name(static_cast<int64_t>(i))).string();
-    int64_t expected_runs = 0;
-    for (const auto& id : shards[i]) expected_runs += static_cast<int64_t>(by_subject[id].size());
-    if (fs::exists(path)) {
-      std::unique_ptr<io::ShardReader> done;
-      try {
-        done = std::make_unique<io::ShardReader>(path);
-      } catch (const Error& e) {
-        runtime::log_line(std::string("convert: rewriting an unreadable shard: ") + e.what());
-        fs::remove(path);
-      }
-      if (done) {
-        require(done->header().atlas == header.atlas && done->header().preprocessing == header.preprocessing &&
-                    static_cast<int64_t>(done->runs().size()) == expected_runs,
-                path, ": exists from another conversion (other atlas, options or scans); pass --overwrite");
-        done_runs += expected_runs;
-        ++skipped;
-        continue;
-      }
+  const std::vector<int64_t> mine = io::shards_for(static_cast<int64_t>(shards.size()), part, w.rank, w.size);
+  int64_t my_runs = 0;
+  for (const int64_t i : mine) my_runs += runs_of(static_cast<size_t>(i));
+  for (const int64_t shard : mine) {
+    const size_t i = static_cast<size_t>(shard);
+    const std::string path = (fs::path(o.out) / io::shard_file_name(shard)).string();
+    const int64_t expected_runs = runs_of(i);
+    if (finished_shard(path, header, expected_runs, true)) {
+      done_runs += expected_runs;
+      ++skipped;
+      continue;
     }
     std::unique_ptr<io::ShardWriter> writer;
     for (const auto& id : shards[i])
@@ -395,11 +460,14 @@ int convert(const ConvertOptions& o) {
 #ifdef BFM_WITH_MPI
   if (w.size > 1) MPI_Barrier(w.comm);
 #endif
-  if (w.rank == 0) {
-    std::vector<io::ShardSummary> summaries;
-    for (size_t i = 0; i < shards.size(); ++i)
-      summaries.push_back(io::summarize(io::ShardReader((fs::path(o.out) / io::shard_file_name(i)).string())));
-    io::write_manifest(o.out, summaries, o.split_seed, {o.train_fraction, o.validation_fraction});
+  if (w.rank == 0 && !part.whole()) {
+    int64_t n = 0;
+    for (size_t i = static_cast<size_t>(part.index); i < shards.size(); i += static_cast<size_t>(part.count)) ++n;
+    runtime::log_line("convert: part " + part.text() + ": " + std::to_string(n) + " shard(s) done, " +
+                      runtime::format_duration(clock.seconds()) + "; once every part is done, bfm convert "
+                      "--manifest-only with the same options writes manifest.json");
+  } else if (w.rank == 0) {
+    write_corpus_manifest(o, shards.size());
     runtime::log_line("convert: " + std::to_string(scans.size()) + " runs of " + std::to_string(by_subject.size()) +
                       " subjects in " + std::to_string(shards.size()) + " shards, " +
                       runtime::format_duration(clock.seconds()) + "; wrote " +
@@ -429,7 +497,12 @@ Command add_convert_command(CLI::App& app) {
   cmd->add_option("--split-seed", o->split_seed, "Seed of the subject-level train/validation/test split");
   cmd->add_option("--train-fraction", o->train_fraction, "Fraction of subjects in train");
   cmd->add_option("--validation-fraction", o->validation_fraction, "Fraction of subjects in validation");
-  cmd->add_flag("--overwrite", o->overwrite, "Delete the folder's shards and manifest first (default: resume)");
+  cmd->add_flag("--overwrite", o->overwrite, "Delete the folder's shards and manifest first (default: resume); "
+                "with --part, this part's shards");
+  cmd->add_option("--part", o->part, "I/N: convert only the shards i with i % N == I and write no manifest (part I "
+                  "of N independent jobs, e.g. a Slurm array; then --manifest-only)");
+  cmd->add_flag("--manifest-only", o->manifest_only, "Only write manifest.json, once every --part job has written "
+                "its shards (same options; names any missing shard)");
   return [o]() -> int { return convert(*o); };
 #else
   (void)cmd;
