@@ -41,6 +41,7 @@ struct EvalCli {
   uint64_t seed = 0;
   bool no_predictions = false;
   std::string device = "auto";
+  std::string cv = "stimulus";
 };
 
 [[maybe_unused]] std::vector<std::string> split_list(const std::string& s) {
@@ -63,6 +64,9 @@ Command add_eval_command(CLI::App& app) {
   cmd->add_option("--fractions", opt->fractions, "Fractions of each new subject's training data (few-shot curve)")
       ->capture_default_str();
   cmd->add_option("--folds", opt->folds, "Cross-validation folds within each subject")->capture_default_str();
+  cmd->add_option("--cv", opt->cv, "What a fold keeps whole: stimulus | run (subjects with several task runs)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"stimulus", "run"}));
   cmd->add_option("--held-out", opt->held_out, "At most this many held-out subjects (0: all)")->capture_default_str();
   cmd->add_option("--population", opt->population, "At most this many pre-training subjects (0: all)")
       ->capture_default_str();
@@ -93,6 +97,7 @@ Command add_eval_command(CLI::App& app) {
       eval::EvalOptions options;
       options.tasks = provenance.value("tasks", options.tasks);
       options.folds = provenance.value("folds", options.folds);
+      options.cv_unit = provenance.value("cv_unit", options.cv_unit);
       options.fractions = provenance.value("fractions", options.fractions);
       options.seed = provenance.value("seed", options.seed);
       std::vector<double> headline;
@@ -138,6 +143,7 @@ Command add_eval_command(CLI::App& app) {
     }
     require(!options.fractions.empty(), "--fractions: empty");
     options.folds = opt->folds;
+    options.cv_unit = opt->cv;
     options.seed = opt->seed;
     options.part = part;
     options.parts = parts;

@@ -142,7 +142,8 @@ std::string write_report(const std::string& dir, const EvalReport& report, const
   md << "Corpus `" << provenance.value("corpus", "") << "`, checkpoint `" << provenance.value("checkpoint", "")
      << "`: " << report.held_out_subjects << " held-out subjects evaluated, " << report.population_subjects
      << " pre-training subjects for the population methods, " << report.trials << " stimulus trials. " << options.folds
-     << "-fold cross-validation by stimulus within each held-out subject (training windows overlapping a test window "
+     << "-fold cross-validation by " << options.cv_unit
+     << " within each held-out subject (training windows overlapping a test window "
         "purged), ridge regularisation chosen inside the training folds. Mean ± sd over subjects x folds (subject "
         "tasks: over held-out subjects, bootstrap sd). Methods and metrics: docs/EVALUATION.md.\n\n";
   std::string first_table;
@@ -254,6 +255,7 @@ std::string write_report(const std::string& dir, const EvalReport& report, const
   nlohmann::json config = provenance;
   config["tasks"] = options.tasks;
   config["folds"] = options.folds;
+  config["cv_unit"] = options.cv_unit;
   config["fractions"] = options.fractions;
   config["seed"] = options.seed;
   config["bootstrap"] = options.bootstrap;
@@ -349,7 +351,7 @@ EvalReport merge_reports(const std::vector<std::string>& dirs, const std::string
       merged.trials = r.trials;
       merged.n_categories = r.n_categories;
     } else {
-      for (const char* key : {"corpus", "checkpoint", "tasks", "folds", "fractions", "seed", "parts"})
+      for (const char* key : {"corpus", "checkpoint", "tasks", "folds", "cv_unit", "fractions", "seed", "parts"})
         require(cfg.value(key, nlohmann::json()) == first.value(key, nlohmann::json()), dirs[i],
                 "/config.json: its ", key, " differs from ", dirs[0], "'s: parts of different evaluations");
     }

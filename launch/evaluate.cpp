@@ -351,6 +351,8 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
   require(mc.n_parcels == data.n_parcels, "eval: the checkpoint takes ", mc.n_parcels, " parcels, the corpus ",
           data.corpus, " has ", data.n_parcels, " (another atlas?)");
   require(options.folds >= 2, "eval: need at least 2 folds");
+  require(options.cv_unit == "stimulus" || options.cv_unit == "run", "eval: cross-validation unit '", options.cv_unit,
+          "' (stimulus | run)");
   for (double f : options.fractions) require(f > 0 && f <= 1, "eval: fraction ", f, " is not in (0, 1]");
   auto wants = [&](const std::string& t) {
     return std::find(options.tasks.begin(), options.tasks.end(), t) != options.tasks.end();
@@ -400,9 +402,16 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
   // Per trial: its stimulus (the cross-validation group), its run (series) and its window's time interval.
   std::vector<int64_t> trial_group(static_cast<size_t>(n_trials)), trial_series(static_cast<size_t>(n_trials)), trial_start(static_cast<size_t>(n_trials)),
       trial_end(static_cast<size_t>(n_trials));
+  // The cross-validation unit: the stimulus, or (cv_unit "run") the run, for a subject with trials in at least two
+  // runs (a subject with one task run falls back to stimuli, with a note).
+  std::map<int, std::set<int>> runs_with_trials;
+  for (const auto& t : data.trials) runs_with_trials[t.subject].insert(t.run);
   for (int64_t i = 0; i < n_trials; ++i) {
     const EvalTrial& t = data.trials[size_t(i)];
-    trial_group[size_t(i)] = t.stimulus;
+    const bool by_run = options.cv_unit == "run" && runs_with_trials[t.subject].size() >= 2;
+    if (options.cv_unit == "run" && !by_run && data.subjects[size_t(t.subject)].held_out)
+      note("cross-validation by run: subjects with one task run are cross-validated by stimulus");
+    trial_group[size_t(i)] = by_run ? -1 - int64_t(t.run) : t.stimulus;
     trial_series[size_t(i)] = int64_t(t.subject) * 1000000 + t.run;
     trial_start[size_t(i)] = t.onset;
     trial_end[size_t(i)] = t.onset + T;
@@ -496,7 +505,7 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
       std::vector<int64_t> group, series, start, end;
       for (int64_t i : mine) {
         const EvalTrial& t = data.trials[size_t(i)];
-        group.push_back(t.stimulus);
+        group.push_back(trial_group[size_t(i)]);
         series.push_back(t.run);
         start.push_back(t.onset);
         end.push_back(t.onset + T);

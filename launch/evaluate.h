@@ -38,6 +38,7 @@ namespace bfm::launch::eval {
 struct EvalOptions {
   std::vector<std::string> tasks = {"category", "embedding", "retrieval", "encoding", "diagnosis", "sex", "age", "score"};
   int folds = 5;
+  std::string cv_unit = "stimulus";  // what a fold keeps whole within a subject: "stimulus" or "run"
   std::vector<double> fractions = {0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0};
   uint64_t seed = 0;
   int bootstrap = 200;          // resamples of the held-out subjects for the subject tasks' spread

@@ -181,6 +181,79 @@ def check_encoding(rep, results):
     return checked
 
 
+def check_zero_shot_retrieval(bfm, work, corpus):
+    """`clip` rows against an independent computation: trials found here with h5py, the contrastive projections of
+    the PyTorch reference, cosine ranking among the subject's distinct stimuli."""
+    import h5py
+    ckpt = os.path.join(work, "clip-init")
+    run([bfm, "init", "--out", ckpt, "--seed", "4", *MODEL, "--set", 'model.objectives=["mae", "contrastive"]',
+         "--set", "model.stim_dim=6", "--set", "model.proj_dim=8"])
+    rep = os.path.join(work, "clip-report")
+    run([bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out", rep, "--tasks", "retrieval",
+         "--fractions", "1", "--folds", "3"])
+    results = read_results(os.path.join(rep, "results.csv"))
+    config, state = bfm_torch.load_checkpoint(ckpt)
+    model = bfm_torch.BrainModel(config, dtype=bfm_torch.torch.float64)
+    model.load_state_dict(state, strict=True)
+    wb = state["brain_proj.weight"].double().numpy()
+    ws = state["stim_proj.weight"].double().numpy()
+    T = config["window"]
+    manifest = json.load(open(os.path.join(corpus, "manifest.json")))
+    held = set(manifest["split"]["validation"]) | set(manifest["split"]["test"])
+    checked = 0
+    for shard in manifest["shards"]:
+        with h5py.File(os.path.join(corpus, shard["file"])) as f:
+            ids = [x.decode() if isinstance(x, bytes) else x for x in f["subjects/id"][:]]
+            per_subject = defaultdict(list)
+            for r in range(len(f["runs/offset"])):
+                per_subject[ids[f["runs/subject"][r]]].append(r)
+            for subject, runs in per_subject.items():
+                if subject not in held:
+                    continue
+                windows, stims = [], []
+                for r in runs:
+                    o, n = int(f["runs/offset"][r]), int(f["runs/length"][r])
+                    lab = f["runs/label"][o:o + n]
+                    emb = f["runs/stim_embedding"][o:o + n].astype(np.float64)
+                    x = f["runs/timeseries"][o:o + n].astype(np.float64)
+                    t = 0
+                    while t < n:
+                        if lab[t] < 0:
+                            t += 1
+                            continue
+                        e = t + 1
+                        while e < n and lab[e] == lab[t] and np.array_equal(emb[e], emb[t]):
+                            e += 1
+                        if t + T <= n:
+                            windows.append(x[t:t + T])
+                            stims.append(emb[t])
+                        t = e
+                if len(windows) < 2:
+                    continue
+                pooled = model(bfm_torch.torch.tensor(np.stack(windows)))["pooled"].detach().numpy()
+                zb = pooled @ wb.T
+                cand, target = [], []
+                for s_ in stims:
+                    k = next((i for i, c in enumerate(cand) if np.array_equal(c, s_)), None)
+                    if k is None:
+                        cand.append(s_)
+                        k = len(cand) - 1
+                    target.append(k)
+                zs = np.stack(cand) @ ws.T
+                zb /= np.linalg.norm(zb, axis=1, keepdims=True)
+                zs /= np.linalg.norm(zs, axis=1, keepdims=True)
+                sim = zb @ zs.T
+                ranks = np.array([(sim[i] > sim[i, target[i]]).sum() for i in range(len(target))])
+                key = ("retrieval", "clip", 1.0, subject, -1)
+                assert results[key + ("candidates",)] == len(cand), (subject, results[key + ("candidates",)], len(cand))
+                tol = 1.0 / len(target) + 1e-9  # a near-tie may flip between float32 and float64
+                assert abs(results[key + ("top1",)] - (ranks < 1).mean()) <= tol, (subject, results[key + ("top1",)])
+                assert abs(results[key + ("top5",)] - (ranks < 5).mean()) <= tol, (subject, results[key + ("top5",)])
+                checked += 1
+    assert checked >= 3, checked
+    print(f"zero-shot retrieval of {checked} held-out subjects matches the PyTorch reference")
+
+
 def main():
     warnings.simplefilter("ignore")  # constant columns in small folds: NaN correlations, compared as NaN
     np.seterr(all="ignore")
@@ -279,6 +352,8 @@ def main():
     print("2 parts merged: the same rows, summary and predictions")
     one_error_line(run([bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out", os.path.join(work, "p"),
                         "--part", "2/2"], ok=False), "--part")
+
+    check_zero_shot_retrieval(bfm, work, corpus)
 
     # Bad input: one clear error line naming what is wrong.
     other = os.path.join(work, "other-atlas")

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
+#include <set>
 #include <vector>
 
 #include "io/synthetic_corpus.h"
@@ -159,6 +161,59 @@ TEST(EvalFeatures, GpuMatchesCpu) {
   }
   EXPECT_LT(std::sqrt(num / den), 1e-4) << "GPU (fp32) features differ from the CPU's";
 #endif
+}
+
+}  // namespace
+
+namespace {
+
+// Cross-validation by run: with every subject's task run cut in two, each subject has exactly two folds (one per
+// run), and with cv_unit "stimulus" as many as asked.
+TEST(EvalProtocol, CvByRunKeepsRunsWhole) {
+  auto data = make_data(12);
+  launch::eval::EvalData split = data;
+  split.trials.clear();
+  split.stimuli.clear();
+  for (int s = 0; s < int(split.subjects.size()); ++s) {
+    auto& runs = split.subjects[size_t(s)].runs;
+    std::vector<launch::eval::EvalRun> cut;
+    for (auto& r : runs) {
+      if (r.label.empty() || r.task == "rest") {
+        cut.push_back(r);
+        continue;
+      }
+      const int64_t half = r.length / 2, P = split.n_parcels, S = split.stim_dim;
+      for (int part = 0; part < 2; ++part) {
+        launch::eval::EvalRun h = r;
+        const int64_t a = part * half, b = part ? r.length : half;
+        h.length = b - a;
+        h.timeseries.assign(r.timeseries.begin() + a * P, r.timeseries.begin() + b * P);
+        h.stim.assign(r.stim.begin() + a * S, r.stim.begin() + b * S);
+        h.label.assign(r.label.begin() + a, r.label.begin() + b);
+        cut.push_back(std::move(h));
+      }
+    }
+    runs = std::move(cut);
+    for (int r = 0; r < int(runs.size()); ++r) launch::eval::add_trials(split, s, r);
+  }
+  model::BrainModel m(tiny());
+  m.initialize(2);
+  launch::eval::EvalModels models;
+  models.pretrained = &m;
+  launch::eval::EvalOptions o;
+  o.tasks = {"category"};
+  o.fractions = {1.0};
+  o.verbose = false;
+  auto comm = runtime::make_self_communicator();
+  for (const std::string unit : {"run", "stimulus"}) {
+    o.cv_unit = unit;
+    const auto report = launch::eval::evaluate(split, models, o, *comm);
+    std::map<std::string, std::set<int>> folds;
+    for (const auto& r : report.rows)
+      if (r.method == "ridge" && r.metric == "accuracy") folds[r.subject].insert(r.fold);
+    ASSERT_EQ(folds.size(), 4u) << unit;  // the 4 held-out subjects
+    for (const auto& [subject, f] : folds) EXPECT_EQ(f.size(), unit == "run" ? 2u : 5u) << subject << " " << unit;
+  }
 }
 
 }  // namespace
