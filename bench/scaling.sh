@@ -4,6 +4,8 @@
 # same number of steps. Prints samples/s of each, the efficiency (2-rank rate / (2 x 1-rank rate)), the share of
 # time blocked in communication and the share of all-reduce time hidden behind backward (from bfm's own lines).
 #   bench/scaling.sh [BUILD_DIR] [STEPS] [PER_RANK_BATCH]
+# (On a Slurm cluster, slurm/scaling.py runs weak and strong series over many ranks as jobs, with a CSV, plots and a
+# projection to hundreds of GPUs.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
