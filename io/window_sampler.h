@@ -10,6 +10,18 @@
 //
 // The permutation is computed element by element (a Feistel network on the next power of 4, cycle-walked into range),
 // so it needs no memory for millions of windows and a restore costs nothing.
+//
+// Block shuffle (opt-in: SamplerOptions::block > 0; data.shuffle = "block" in a run config). The windows of every run
+// are cut into blocks of consecutive starts, `block / stride` windows each (the last block of a run may hold fewer),
+// so that a block's windows lie in `block + T - 1` consecutive time points: a few chunks of the shard, read once.
+// Per epoch a pseudo-random permutation of the blocks, drawn from (seed, epoch), is cut into groups of
+// `shuffle_blocks` consecutive blocks (a shuffle buffer), and the windows of each group are permuted by a permutation
+// drawn from (seed, epoch, group); the epoch's global order is group 0's windows, then group 1's, and so on. So an
+// epoch still visits every window exactly once, the order depends only on (seed, epoch) and not on the number of
+// ranks, ranks split it as above and (epoch, batch) restores it exactly; what changes is that the windows of a global
+// batch come from at most `shuffle_blocks` blocks (about G / shuffle_blocks windows from each when G < shuffle_blocks
+// blocks' windows) and consecutive batches draw from the same group (docs/TRAINING.md, "Data order").
+// The block mode keeps one array of the epoch's block order (8 bytes a block) and per group its first position.
 #pragma once
 
 #include <cstdint>
@@ -35,6 +47,8 @@ struct SamplerOptions {
   bool jitter = false;       // move each start by a random offset in [0, stride), new every epoch
   int64_t global_batch = 1;  // G, windows per step over all ranks; a multiple of the number of ranks
   uint64_t seed = 0;
+  int64_t block = 0;           // > 0: block shuffle, blocks of max(1, block / stride) consecutive windows of a run
+  int64_t shuffle_blocks = 1;  // block shuffle: blocks per group (the shuffle buffer)
 };
 
 class WindowSampler {
@@ -54,18 +68,29 @@ class WindowSampler {
   void restore(const SamplerState& state);
 
   // Element `position` of epoch `epoch`'s global order (the same on every rank and for every number of ranks).
+  // Block shuffle: computes (and keeps) that epoch's block order when it is not the one kept; not thread-safe.
   Window global_window(uint64_t epoch, int64_t position) const;
 
+  const SamplerOptions& options() const { return options_; }
+  int64_t n_blocks() const { return block_first_.empty() ? 0 : block_first_.back(); }  // block shuffle; else 0
+
  private:
-  uint64_t permute(uint64_t epoch, uint64_t i) const;
+  Window window_at(uint64_t epoch, int64_t flat) const;  // the flat-th window of the enumeration, jittered
+  void order_blocks(uint64_t epoch) const;               // block shuffle: epoch_order_, group_first_ for `epoch`
+  int64_t block_windows(int64_t b) const;                // windows in block b
 
   std::vector<int64_t> lengths_;
   std::vector<int64_t> first_;  // first_[r] = windows in runs before r (size runs + 1)
   SamplerOptions options_;
   int rank_, ranks_;
   int64_t total_ = 0;
-  int half_bits_ = 1;  // the permutation's domain is 4^half_bits_
   SamplerState state_;
+  // Block shuffle.
+  int64_t per_block_ = 0;              // windows per (whole) block
+  std::vector<int64_t> block_first_;   // [runs + 1] blocks in runs before r
+  mutable uint64_t blocks_epoch_ = ~uint64_t{0};  // the epoch epoch_order_ and group_first_ are for
+  mutable std::vector<int64_t> epoch_order_;      // [blocks] the epoch's block order
+  mutable std::vector<int64_t> group_first_;      // [groups + 1] positions before group g
 };
 
 }  // namespace bfm::io
