@@ -4,14 +4,24 @@
 // Strings may be fixed-length (what our writer stores) or variable-length (what h5py stores for a Python str), so a
 // file made by hand with h5py reads too. float16 time series are read as raw half words and widened here
 // (io/half.h); float64 ones are converted by HDF5.
+//
+// Chunk reads (read_chunk): where a row dataset is laid out as bfm writes it, the open asks HDF5 for every chunk's
+// file address and size (H5Dget_chunk_info_by_coord) and read_chunk() reads the chunk's bytes with pread() and checks
+// the Fletcher32 checksum HDF5 stored after them, as HDF5's filter does (H5Zfletcher32.c: the sum of the data bytes
+// against the stored little-endian word, or its byte-swapped form written by HDF5 before 1.6.3).
 #ifdef BFM_WITH_HDF5
 
 #include "io/shard_reader.h"
 
+#include <fcntl.h>
 #include <hdf5.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <bit>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 
 #include "io/h5_handles.h"
@@ -23,6 +33,14 @@ namespace bfm::io {
 struct ShardReader::File {
   h5::Id file, timeseries, stim, label;
   bool half = false;  // timeseries stored as IEEE binary16
+  int fd = -1;        // for direct chunk reads (pread)
+  struct Chunks {
+    std::vector<uint64_t> addr;     // [n_chunks] file offset of each chunk
+    std::vector<uint8_t> checksum;  // [n_chunks] 1: Fletcher32 word after its data
+  } chunks[3];
+  ~File() {
+    if (fd >= 0) ::close(fd);
+  }
 };
 
 namespace {
@@ -295,6 +313,72 @@ void ShardReader::open(int64_t fapl) {
     runs_.push_back(Run{ids[static_cast<size_t>(run_subject_[r])], session[r], study[r], task[r], site[r], source[r],
                         tr[r], length[r], offset[r]});
   }
+  find_chunks();
+}
+
+void ShardReader::find_chunks() {
+  const hid_t f = file_->file.get();
+  bool file_direct = std::endian::native == std::endian::little;
+  {
+    h5::Id fapl(H5Fget_access_plist(f), H5Pclose);
+    file_direct = file_direct && fapl.ok() && H5Pget_driver(fapl.get()) == H5FD_SEC2;
+    h5::Id fcpl(H5Fget_create_plist(f), H5Pclose);
+    hsize_t userblock = 1;
+    file_direct = file_direct && fcpl.ok() && H5Pget_userblock(fcpl.get(), &userblock) >= 0 && userblock == 0;
+  }
+  const hid_t sets[3] = {file_->timeseries.get(), file_->stim.ok() ? file_->stim.get() : -1,
+                         file_->label.ok() ? file_->label.get() : -1};
+  bool any_direct = false;
+  for (int w = 0; w < 3; ++w) {
+    if (sets[w] < 0) continue;
+    const hid_t d = sets[w];
+    ChunkLayout& L = layout_[w];
+    const bool label = w == static_cast<int>(Rows::label);
+    L.cols = label ? 1 : w == 0 ? header_.n_parcels : header_.stimulus_dim;
+    L.element_bytes = w == 0 && file_->half ? 2 : 4;
+    h5::Id dcpl(H5Dget_create_plist(d), H5Pclose);
+    hsize_t dims[2] = {0, 0};
+    const bool chunked = dcpl.ok() && H5Pget_layout(dcpl.get()) == H5D_CHUNKED &&
+                         H5Pget_chunk(dcpl.get(), 2, dims) == (label ? 1 : 2) && dims[0] > 0;
+    L.rows = chunked ? static_cast<int64_t>(dims[0]) : kShardChunkRows;
+    L.n_chunks = (n_timepoints_ + L.rows - 1) / L.rows;
+    bool direct = file_direct && chunked && (label || static_cast<int64_t>(dims[1]) == L.cols);
+    const int filters = direct ? H5Pget_nfilters(dcpl.get()) : -1;
+    direct = direct && (filters == 0 || filters == 1);
+    if (direct && filters == 1) {
+      unsigned flags = 0, info = 0;
+      size_t n_values = 0;
+      direct = H5Pget_filter2(dcpl.get(), 0, &flags, &n_values, nullptr, 0, nullptr, &info) == H5Z_FILTER_FLETCHER32;
+    }
+    if (direct) {
+      h5::Id type(H5Dget_type(d), H5Tclose);
+      h5::Id half = h5::half_type();
+      const hid_t want = w == 0 ? (file_->half ? half.get() : H5T_IEEE_F32LE) : label ? H5T_STD_I32LE : H5T_IEEE_F32LE;
+      direct = type.ok() && H5Tequal(type.get(), want) > 0;
+    }
+    File::Chunks& c = file_->chunks[w];
+    const auto raw = static_cast<hsize_t>(L.rows * L.cols * L.element_bytes);
+    for (int64_t k = 0; direct && k < L.n_chunks; ++k) {
+      const hsize_t offset[2] = {static_cast<hsize_t>(k * L.rows), 0};
+      unsigned mask = 0;
+      haddr_t addr = HADDR_UNDEF;
+      hsize_t size = 0;
+      direct = H5Dget_chunk_info_by_coord(d, offset, &mask, &addr, &size) >= 0 && addr != HADDR_UNDEF;
+      const bool summed = filters == 1 && (mask & 1u) == 0;  // bit 0: the pipeline's first filter was skipped
+      direct = direct && size == raw + (summed ? 4 : 0);
+      c.addr.push_back(addr);
+      c.checksum.push_back(summed ? 1 : 0);
+    }
+    if (!direct) c = File::Chunks{};
+    H5Eclear2(H5E_DEFAULT);
+    L.direct = direct;
+    any_direct = any_direct || direct;
+  }
+  if (any_direct) {
+    file_->fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (file_->fd < 0)
+      for (auto& L : layout_) L.direct = false;
+  }
 }
 
 void ShardReader::check_window(int64_t run, int64_t start, int64_t T) const {
@@ -355,6 +439,94 @@ void ShardReader::read_stimulus(int64_t run, int64_t start, int64_t T, float* ou
   const Run& r = runs_[static_cast<size_t>(run)];
   read_rows(file_->stim.get(), H5T_NATIVE_FLOAT, r.offset + start, T, header_.stimulus_dim, out, path_,
             "/runs/stim_embedding", run, r);
+}
+
+bool ShardReader::has_rows(Rows which) const {
+  return which == Rows::timeseries || (which == Rows::stimulus && file_->stim.ok()) ||
+         (which == Rows::label && file_->label.ok());
+}
+
+const ShardReader::ChunkLayout& ShardReader::chunk_layout(Rows which) const {
+  require(has_rows(which), path_, ": no ", which == Rows::stimulus ? "/runs/stim_embedding" : "/runs/label",
+          " in this shard");
+  return layout_[static_cast<int>(which)];
+}
+
+void ShardReader::read_chunk(Rows which, int64_t chunk, void* out, int64_t run) const {
+  const ChunkLayout& L = chunk_layout(which);
+  const int w = static_cast<int>(which);
+  const char* name = w == 0 ? "/runs/timeseries" : w == 1 ? "/runs/stim_embedding" : "/runs/label";
+  require(chunk >= 0 && chunk < L.n_chunks, path_, ": chunk ", chunk, " of ", name, " does not exist (", L.n_chunks,
+          " chunks)");
+  const int64_t row0 = chunk * L.rows, rows = std::min(L.rows, n_timepoints_ - row0);
+  static const Run unknown{};
+  const Run& r = run >= 0 && run < static_cast<int64_t>(runs_.size()) ? runs_[static_cast<size_t>(run)] : unknown;
+  if (!L.direct) {
+    h5::Quiet quiet;
+    const hid_t d = w == 0 ? file_->timeseries.get() : w == 1 ? file_->stim.get() : file_->label.get();
+    h5::Id half = h5::half_type();
+    const hid_t memtype = w == 2 ? H5T_NATIVE_INT32 : w == 0 && file_->half ? half.get() : H5T_NATIVE_FLOAT;
+    read_rows(d, memtype, row0, rows, w == 2 ? 0 : L.cols, out, path_, name, run, r);
+    return;
+  }
+  const File::Chunks& c = file_->chunks[w];
+  const auto raw = static_cast<size_t>(L.rows * L.cols * L.element_bytes);
+  const bool summed = c.checksum[static_cast<size_t>(chunk)] != 0;
+  const size_t size = raw + (summed ? 4 : 0);
+  auto* bytes = static_cast<unsigned char*>(out);
+  for (size_t done = 0; done < size;) {
+    const ssize_t n = ::pread(file_->fd, bytes + done, size - done,
+                              static_cast<off_t>(c.addr[static_cast<size_t>(chunk)] + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0)
+      fail(path_, ": run ", run, " (subject '", r.subject, "'): chunk ", chunk, " of ", name, " (rows ", row0, "..",
+           row0 + rows, "): read failed, the file is corrupt or truncated: ",
+           n < 0 ? std::strerror(errno) : "end of file");
+    done += static_cast<size_t>(n);
+  }
+  if (!summed) return;
+  const uint32_t stored = static_cast<uint32_t>(bytes[raw]) | static_cast<uint32_t>(bytes[raw + 1]) << 8 |
+                          static_cast<uint32_t>(bytes[raw + 2]) << 16 | static_cast<uint32_t>(bytes[raw + 3]) << 24;
+  const uint32_t sum = fletcher32(bytes, raw);
+  const uint32_t swapped = (sum & 0xff00ff00u) >> 8 | (sum & 0x00ff00ffu) << 8;  // HDF5 < 1.6.3's byte order
+  if (stored != sum && stored != swapped)
+    fail(path_, ": run ", run, " (subject '", r.subject, "'): chunk ", chunk, " of ", name, " (rows ", row0, "..",
+         row0 + rows, "): the file is corrupt (Fletcher32 checksum mismatch)");
+}
+
+uint32_t fletcher32(const void* data, size_t bytes) {
+  // HDF5's loop adds word after word (sum1 += w; sum2 += sum1) and folds both sums to 16 bits (plus a carry) every
+  // 360 words. Over one block of n words that is sum2 += n * sum1 + sum_i (n - i) w_i and sum1 += sum_i w_i, the
+  // same 32-bit arithmetic (wrapping alike), with no dependency from word to word.
+  const auto* p = static_cast<const unsigned char*>(data);
+  size_t words = bytes / 2;
+  uint32_t sum1 = 0, sum2 = 0;
+  while (words > 0) {
+    const auto n = static_cast<uint32_t>(std::min<size_t>(words, 360));
+    words -= n;
+    uint32_t a = 0, b = 0;
+    for (uint32_t i = 0; i < n; ++i) {
+      uint16_t v;
+      std::memcpy(&v, p + 2 * i, 2);
+      const uint32_t word = std::endian::native == std::endian::little ? __builtin_bswap16(v) : v;
+      a += word;
+      b += (n - i) * word;
+    }
+    p += 2 * static_cast<size_t>(n);
+    sum2 += n * sum1 + b;
+    sum1 += a;
+    sum1 = (sum1 & 0xffff) + (sum1 >> 16);
+    sum2 = (sum2 & 0xffff) + (sum2 >> 16);
+  }
+  if (bytes % 2) {
+    sum1 += static_cast<uint32_t>(*p) << 8;
+    sum2 += sum1;
+    sum1 = (sum1 & 0xffff) + (sum1 >> 16);
+    sum2 = (sum2 & 0xffff) + (sum2 >> 16);
+  }
+  sum1 = (sum1 & 0xffff) + (sum1 >> 16);
+  sum2 = (sum2 & 0xffff) + (sum2 >> 16);
+  return (sum2 << 16) | sum1;
 }
 
 void ShardReader::read_labels(int64_t run, int64_t start, int64_t T, int32_t* out) const {

@@ -1,7 +1,15 @@
 // Reads one shard file (docs/FORMAT.md): checks its format and version on open, lists its runs and subjects, and
 // reads windows (run, start, T) of a run's parcel time series as float32 [T, P], whatever the storage (float32 or
 // float16). A chunk whose Fletcher32 checksum fails is reported as an error naming the file and the run.
-// Not thread-safe (neither is Debian's parallel HDF5): one reader per thread, or one reading thread.
+// Not thread-safe (neither is Debian's parallel HDF5): one reader per thread, or one reading thread; the one exception
+// is read_chunk() of a `direct` layout, which makes no HDF5 call.
+//
+// Chunk reads (the window loader's path): whole chunks of the row datasets. Where a dataset is what bfm writes
+// (chunks of [rows, all columns], little-endian float32 / float16 / int32, no filter but Fletcher32, every chunk
+// allocated, default file driver, no user block), the open finds every chunk's file address once (HDF5's chunk index)
+// and read_chunk() reads it with pread() and checks its Fletcher32 checksum here (the same sum and comparison as
+// HDF5's filter, vectorised): no HDF5 call, no copy through HDF5's chunk cache. Any other dataset (compressed by
+// h5py, big-endian, opened through MPI-IO...) is read through HDF5, a chunk's rows at a time.
 #pragma once
 
 #ifdef BFM_WITH_HDF5
@@ -50,10 +58,29 @@ class ShardReader {
   void read_stimulus(int64_t run, int64_t start, int64_t T, float* out) const;
   void read_labels(int64_t run, int64_t start, int64_t T, int32_t* out) const;
 
+  // ---- chunk reads
+  enum class Rows { timeseries = 0, stimulus = 1, label = 2 };  // /runs/timeseries, /runs/stim_embedding, /runs/label
+  struct ChunkLayout {
+    int64_t rows = 0;           // rows per chunk (the dataset's chunk size along time)
+    int64_t cols = 0;           // columns (1 for /runs/label)
+    int64_t element_bytes = 0;  // in memory: 4 (float32, int32 labels) or 2 (float16 time series, as raw halves)
+    int64_t n_chunks = 0;       // chunks covering the dataset's rows
+    bool direct = false;        // read_chunk() makes no HDF5 call (thread-safe); else it goes through HDF5
+    int64_t buffer_bytes() const { return rows * cols * element_bytes + 4; }  // what read_chunk's `out` must hold
+  };
+  bool has_rows(Rows which) const;  // /runs/timeseries always; the others when the shard has them
+  const ChunkLayout& chunk_layout(Rows which) const;
+  // Rows [chunk * rows, min((chunk + 1) * rows, n_timepoints())) of `which` into out (row-major, the in-memory type
+  // above; out must hold buffer_bytes()), the chunk's Fletcher32 checksum checked. Errors name the file, run `run`
+  // (the run the caller wants rows of: a chunk may hold several), the chunk and, for a checksum, "corrupt".
+  // Not direct: an HDF5 call (the caller holds whatever lock serialises HDF5).
+  void read_chunk(Rows which, int64_t chunk, void* out, int64_t run) const;
+
   struct File;  // the open HDF5 file and datasets (shard_reader.cpp)
 
  private:
   void open(int64_t fapl);
+  void find_chunks();  // chunk layouts and, where possible, the chunks' file addresses
   void check_window(int64_t run, int64_t start, int64_t T) const;
 
   std::string path_;
@@ -63,7 +90,12 @@ class ShardReader {
   std::vector<Subject> subjects_;
   std::vector<int32_t> run_subject_;
   int64_t n_timepoints_ = 0;
+  ChunkLayout layout_[3];
 };
+
+// HDF5's Fletcher32 checksum (H5Z_FILTER_FLETCHER32: 16-bit big-endian words, sums folded every 360 words) of
+// `bytes` bytes, bit for bit; computed a block at a time in a form the compiler vectorises.
+uint32_t fletcher32(const void* data, size_t bytes);
 
 }  // namespace bfm::io
 

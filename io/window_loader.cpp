@@ -4,9 +4,15 @@
 #include "io/window_loader.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <functional>
+#include <list>
 #include <memory>
+#include <unordered_map>
 #include <utility>
 
+#include "io/half.h"
 #include "runtime/error.h"
 #include "runtime/progress.h"
 
@@ -19,14 +25,139 @@ std::mutex& hdf5_mutex() {
   static std::mutex m;
   return m;
 }
+
+using Rows = ShardReader::Rows;
+
+// Cache key of chunk `chunk` of dataset `which` of shard `shard`.
+uint64_t chunk_key(size_t shard, Rows which, int64_t chunk) {
+  return static_cast<uint64_t>(shard) << 40 | static_cast<uint64_t>(which) << 38 | static_cast<uint64_t>(chunk);
+}
 }  // namespace
+
+// The chunk cache (least recently used first out; the chunks of the batch being read are pinned) and the helper
+// threads that share a batch's chunk reads and copies with the loader's thread.
+struct WindowLoader::Cache {
+  struct Slot {
+    uint64_t key = 0;
+    std::vector<unsigned char> bytes;
+    uint64_t batch = 0;  // the last batch that used it: pinned while that batch is read
+  };
+  std::list<Slot> lru;  // front: most recently used
+  std::unordered_map<uint64_t, std::list<Slot>::iterator> index;
+  int64_t used = 0, capacity = 0;
+  uint64_t batch = 0;  // serial number of the batch being read
+
+  // The slot of `key`, marked as used by the current batch; nullptr if not cached.
+  Slot* find(uint64_t key) {
+    const auto it = index.find(key);
+    if (it == index.end()) return nullptr;
+    lru.splice(lru.begin(), lru, it->second);
+    it->second->batch = batch;
+    return &*it->second;
+  }
+  // A new slot of `bytes` bytes for `key` (not cached): evicts unpinned chunks, least recently used first, while the
+  // cache would exceed its capacity (pinned ones stay, so one batch may overfill it), reusing a buffer of that size.
+  Slot* insert(uint64_t key, size_t bytes) {
+    std::vector<unsigned char> buffer;
+    for (auto it = lru.end(); it != lru.begin() && used + static_cast<int64_t>(bytes) > capacity;) {
+      --it;
+      if (it->batch == batch) continue;
+      used -= static_cast<int64_t>(it->bytes.size());
+      if (buffer.empty() && it->bytes.size() == bytes) buffer = std::move(it->bytes);
+      index.erase(it->key);
+      it = lru.erase(it);
+    }
+    if (buffer.size() != bytes) buffer.resize(bytes);
+    lru.push_front(Slot{key, std::move(buffer), batch});
+    index[key] = lru.begin();
+    used += static_cast<int64_t>(bytes);
+    return &lru.front();
+  }
+  void erase(uint64_t key) {
+    const auto it = index.find(key);
+    if (it == index.end()) return;
+    used -= static_cast<int64_t>(it->second->bytes.size());
+    lru.erase(it->second);
+    index.erase(it);
+  }
+
+  // ---- helper threads: run(n, job) calls job(i, thread) for i in [0, n) on the loader's thread (thread 0) and the
+  // helpers; the first exception is re-thrown once all are done.
+  std::vector<std::thread> helpers;
+  std::mutex m;
+  std::condition_variable go, finished;
+  uint64_t generation = 0;
+  int active = 0;
+  bool quit = false;
+  std::function<void(int64_t, int)> job;
+  std::atomic<int64_t> next{0};
+  int64_t count = 0;
+  std::exception_ptr error;
+
+  explicit Cache(int threads) {
+    for (int t = 1; t < threads; ++t) helpers.emplace_back([this, t] { helper(t); });
+  }
+  ~Cache() {
+    {
+      std::lock_guard lock(m);
+      quit = true;
+    }
+    go.notify_all();
+    for (auto& h : helpers) h.join();
+  }
+  void work(int thread) {
+    for (int64_t i; (i = next.fetch_add(1)) < count;) {
+      try {
+        job(i, thread);
+      } catch (...) {
+        std::lock_guard lock(m);
+        if (!error) error = std::current_exception();
+      }
+    }
+  }
+  void helper(int thread) {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock lock(m);
+        go.wait(lock, [&] { return quit || generation != seen; });
+        if (quit) return;
+        seen = generation;
+      }
+      work(thread);
+      {
+        std::lock_guard lock(m);
+        --active;
+      }
+      finished.notify_all();
+    }
+  }
+  void run(int64_t n, std::function<void(int64_t, int)> f) {
+    if (n <= 0) return;
+    {
+      std::lock_guard lock(m);
+      job = std::move(f);
+      next = 0;
+      count = n;
+      error = nullptr;
+      active = static_cast<int>(helpers.size());
+      ++generation;
+    }
+    go.notify_all();
+    work(0);
+    std::unique_lock lock(m);
+    finished.wait(lock, [&] { return active == 0; });
+    if (error) std::rethrow_exception(error);
+  }
+};
 
 WindowLoader::WindowLoader(std::vector<std::string> shard_paths, WindowSampler sampler, const LoaderOptions& options)
     : paths_(std::move(shard_paths)), sampler_(std::move(sampler)), window_(options.window),
-      batch_(sampler_.local_batch()), memory_budget_(options.memory_budget_bytes) {
+      batch_(sampler_.local_batch()), memory_budget_(options.memory_budget_bytes), options_(options) {
   require(!paths_.empty(), "window loader: no shard files");
   require(window_ > 0, "window loader: window length ", window_, " must be > 0");
   require(memory_budget_ > 0, "window loader: memory budget ", memory_budget_, " bytes must be > 0");
+  require(options.threads >= 1, "window loader: ", options.threads, " reading threads (must be >= 1)");
   consumed_ = sampler_.state();
   thread_ = std::thread(&WindowLoader::run_thread, this);
   std::unique_lock lock(mutex_);
@@ -94,12 +225,31 @@ void WindowLoader::run_thread() {
       }
       labels = labels || r.header().labels;
     }
+    // The chunk cache: at least the chunks of one batch (a window of T rows spans at most (T - 1) / rows + 2 chunks
+    // of each dataset it reads).
+    int64_t batch_chunk_bytes = 0;
+    if (options_.chunk_reads)
+      for (const Rows which : {Rows::timeseries, Rows::stimulus, Rows::label}) {
+        int64_t most = 0;
+        for (const ShardReader* r : shards)
+          if (r->has_rows(which)) {
+            const auto& L = r->chunk_layout(which);
+            most = std::max(most, ((window_ - 1) / L.rows + 2) * L.buffer_bytes());
+          }
+        batch_chunk_bytes += batch_ * most;
+      }
     hdf5.unlock();
     std::lock_guard lock(mutex_);
     parcels_ = parcels;
     stimulus_dim_ = stimulus_dim;
     labels_ = labels;
     depth_ = std::clamp<int64_t>(memory_budget_ / batch_bytes(), 1, kMaxDepth);
+    if (options_.chunk_reads) {
+      const int64_t wanted = options_.cache_bytes >= 0 ? options_.cache_bytes : memory_budget_ - depth_ * batch_bytes();
+      cache_capacity_ = std::max(wanted, batch_chunk_bytes);
+      cache_ = std::make_unique<Cache>(options_.threads);
+      cache_->capacity = cache_capacity_;
+    }
     opened_ = true;
   } catch (...) {
     std::lock_guard lock(mutex_);
@@ -125,8 +275,12 @@ void WindowLoader::run_thread() {
       }
     }
     try {
-      std::lock_guard hdf5(hdf5_mutex());
-      read_batch(shards, first_run, batch);
+      if (cache_) {
+        read_batch_chunks(shards, first_run, batch);
+      } else {
+        std::lock_guard hdf5(hdf5_mutex());
+        read_batch(shards, first_run, batch);
+      }
     } catch (...) {
       std::lock_guard lock(mutex_);
       error_ = std::current_exception();
@@ -141,6 +295,36 @@ void WindowLoader::run_thread() {
     ready_.notify_all();
   }
 }
+
+namespace {
+
+// The window's average stimulus embedding ([T, S] rows -> [S]), summed in double.
+void mean_rows(const float* rows, int64_t T, int64_t S, float* mean) {
+  for (int64_t k = 0; k < S; ++k) {
+    double sum = 0;
+    for (int64_t t = 0; t < T; ++t) sum += rows[t * S + k];
+    mean[k] = static_cast<float>(sum / static_cast<double>(T));
+  }
+}
+
+// The most frequent label >= 0 (ties: the smallest), -1 if none; sorts `labels`.
+int32_t majority(std::vector<int32_t>& labels) {
+  std::sort(labels.begin(), labels.end());
+  int32_t best = -1;
+  int64_t best_count = 0;
+  for (size_t a = 0; a < labels.size();) {
+    size_t e = a;
+    while (e < labels.size() && labels[e] == labels[a]) ++e;
+    if (labels[a] >= 0 && static_cast<int64_t>(e - a) > best_count) {
+      best = labels[a];
+      best_count = static_cast<int64_t>(e - a);
+    }
+    a = e;
+  }
+  return best;
+}
+
+}  // namespace
 
 void WindowLoader::read_batch(const std::vector<ShardReader*>& shards, const std::vector<int64_t>& first_run,
                               WindowBatch& b) {
@@ -164,33 +348,176 @@ void WindowLoader::read_batch(const std::vector<ShardReader*>& shards, const std
       shard.read_window(run, w.start, T, b.timeseries.data() + i * T * P);
       if (S > 0 && shard.header().stimulus_dim > 0) {
         shard.read_stimulus(run, w.start, T, stim.data());
-        float* mean = b.stimulus.data() + i * S;  // [S]: the window's average embedding, summed in double
-        for (int64_t k = 0; k < S; ++k) {
-          double sum = 0;
-          for (int64_t t = 0; t < T; ++t) sum += stim[static_cast<size_t>(t * S + k)];
-          mean[k] = static_cast<float>(sum / static_cast<double>(T));
-        }
+        mean_rows(stim.data(), T, S, b.stimulus.data() + i * S);
       }
       if (labels_ && shard.header().labels) {
         shard.read_labels(run, w.start, T, lab.data());
-        std::sort(lab.begin(), lab.end());
-        int32_t best = -1;
-        int64_t best_count = 0;
-        for (size_t a = 0; a < lab.size();) {
-          size_t e = a;
-          while (e < lab.size() && lab[e] == lab[a]) ++e;
-          if (lab[a] >= 0 && static_cast<int64_t>(e - a) > best_count) {
-            best = lab[a];
-            best_count = static_cast<int64_t>(e - a);
-          }
-          a = e;
-        }
-        b.label[static_cast<size_t>(i)] = best;
+        b.label[static_cast<size_t>(i)] = majority(lab);
       }
     } catch (const Error& e) {
       fail(e.what(), " [window loader: corpus run ", w.run, ", start ", w.start, ", T ", T, ", row ", i,
            " of a batch]");
     }
+  }
+}
+
+void WindowLoader::read_batch_chunks(const std::vector<ShardReader*>& shards, const std::vector<int64_t>& first_run,
+                                     WindowBatch& b) {
+  const int64_t T = window_, P = parcels_, S = stimulus_dim_, B = batch_;
+  Cache& cache = *cache_;
+  b.windows = sampler_.next_batch();
+  b.state_after = sampler_.state();
+  b.timeseries.resize(static_cast<size_t>(B * T * P));  // every row is overwritten below
+  if (S > 0) b.stimulus.assign(static_cast<size_t>(B * S), 0.0f);
+  if (labels_) b.label.assign(static_cast<size_t>(B), -1);
+
+  // Where each window is, and the chunks the batch needs (each once, in file order).
+  struct Place {
+    size_t shard;
+    int64_t run, row0;  // the shard's run, the window's first row in the shard's row datasets
+  };
+  struct Need {
+    uint64_t key;
+    size_t shard;
+    Rows which;
+    int64_t chunk;
+    int64_t window;  // the first window that needs it (named by errors)
+    const unsigned char* bytes = nullptr;
+  };
+  std::vector<Place> place(static_cast<size_t>(B));
+  std::vector<Need> needs;
+  auto wanted = [&](const ShardReader& shard, Rows which) {
+    return which == Rows::timeseries || (which == Rows::stimulus && S > 0 && shard.has_rows(which)) ||
+           (which == Rows::label && labels_ && shard.has_rows(which));
+  };
+  for (int64_t i = 0; i < B; ++i) {
+    const Window w = b.windows[static_cast<size_t>(i)];
+    require(w.run >= 0 && w.run < first_run.back(), "window loader: the sampler's run ", w.run,
+            " is not in the corpus (", first_run.back(), " runs)");
+    const auto s = static_cast<size_t>(std::upper_bound(first_run.begin(), first_run.end(), w.run) -
+                                       first_run.begin() - 1);
+    const ShardReader& shard = *shards[s];
+    const int64_t run = w.run - first_run[s];
+    const Run& r = shard.runs()[static_cast<size_t>(run)];
+    if (w.start < 0 || w.start + T > r.length)
+      fail(shard.path(), ": run ", run, " (subject '", r.subject, "'): window [", w.start, ", ", w.start + T,
+           ") is outside its ", r.length, " time points [window loader: corpus run ", w.run, ", row ", i,
+           " of a batch]");
+    place[static_cast<size_t>(i)] = {s, run, r.offset + w.start};
+    for (const Rows which : {Rows::timeseries, Rows::stimulus, Rows::label}) {
+      if (!wanted(shard, which)) continue;
+      const int64_t rows = shard.chunk_layout(which).rows, row0 = r.offset + w.start;
+      for (int64_t c = row0 / rows; c <= (row0 + T - 1) / rows; ++c)
+        needs.push_back({chunk_key(s, which, c), s, which, c, i});
+    }
+  }
+  std::sort(needs.begin(), needs.end(), [](const Need& a, const Need& c) {
+    return a.key != c.key ? a.key < c.key : a.window < c.window;
+  });
+  needs.erase(std::unique(needs.begin(), needs.end(), [](const Need& a, const Need& c) { return a.key == c.key; }),
+              needs.end());
+
+  // Cached chunks are pinned for this batch; the others get a slot and are read: HDF5 reads on this thread under the
+  // HDF5 lock, direct reads (pread + checksum) spread over the reading threads.
+  ++cache.batch;
+  std::vector<size_t> hdf5_reads, direct_reads;
+  std::vector<unsigned char*> target(needs.size(), nullptr);
+  int64_t hits = 0, bytes_read = 0;
+  for (size_t k = 0; k < needs.size(); ++k) {
+    Need& n = needs[k];
+    if (const Cache::Slot* slot = cache.find(n.key)) {
+      n.bytes = slot->bytes.data();
+      ++hits;
+      continue;
+    }
+    const auto& L = shards[n.shard]->chunk_layout(n.which);
+    Cache::Slot* slot = cache.insert(n.key, static_cast<size_t>(L.buffer_bytes()));
+    target[k] = slot->bytes.data();
+    n.bytes = target[k];
+    bytes_read += L.buffer_bytes();
+    (L.direct ? direct_reads : hdf5_reads).push_back(k);
+  }
+  const int threads = static_cast<int>(cache.helpers.size()) + 1;
+  std::vector<double> read_s(static_cast<size_t>(threads), 0.0), copy_s(static_cast<size_t>(threads), 0.0);
+  auto read_one = [&](size_t k, int thread) {
+    const Need& n = needs[k];
+    const Window w = b.windows[static_cast<size_t>(n.window)];
+    runtime::Stopwatch clock;
+    try {
+      shards[n.shard]->read_chunk(n.which, n.chunk, target[k], place[static_cast<size_t>(n.window)].run);
+    } catch (const Error& e) {
+      fail(e.what(), " [window loader: corpus run ", w.run, ", start ", w.start, ", T ", T, ", row ", n.window,
+           " of a batch]");
+    }
+    read_s[static_cast<size_t>(thread)] += clock.seconds();
+  };
+  try {
+    if (!hdf5_reads.empty()) {
+      std::lock_guard hdf5(hdf5_mutex());
+      for (size_t k : hdf5_reads) read_one(k, 0);
+    }
+    cache.run(static_cast<int64_t>(direct_reads.size()),
+              [&](int64_t j, int thread) { read_one(direct_reads[static_cast<size_t>(j)], thread); });
+  } catch (...) {
+    for (size_t k = 0; k < needs.size(); ++k)
+      if (target[k]) cache.erase(needs[k].key);  // unread, or read and found corrupt: not kept
+    throw;
+  }
+
+  // Copy the windows out of the chunks, in the sampler's order.
+  auto chunk_bytes = [&](size_t s, Rows which, int64_t c) {
+    const uint64_t key = chunk_key(s, which, c);
+    const auto it = std::lower_bound(needs.begin(), needs.end(), key,
+                                     [](const Need& n, uint64_t k) { return n.key < k; });
+    return it->bytes;
+  };
+  cache.run(B, [&](int64_t i, int thread) {
+    runtime::Stopwatch clock;
+    const Place& at = place[static_cast<size_t>(i)];
+    const ShardReader& shard = *shards[at.shard];
+    // Rows [row0, row0 + T) of `which`, chunk by chunk: f(chunk bytes, first row in chunk, rows, first window row).
+    auto each_piece = [&](Rows which, auto&& f) {
+      const int64_t rows = shard.chunk_layout(which).rows;
+      for (int64_t t = 0; t < T;) {
+        const int64_t row = at.row0 + t, c = row / rows, n = std::min(T - t, (c + 1) * rows - row);
+        f(chunk_bytes(at.shard, which, c), row - c * rows, n, t);
+        t += n;
+      }
+    };
+    float* out = b.timeseries.data() + i * T * P;
+    const bool half = shard.chunk_layout(Rows::timeseries).element_bytes == 2;
+    each_piece(Rows::timeseries, [&](const unsigned char* bytes, int64_t r0, int64_t n, int64_t t) {
+      if (half) {
+        const auto* h = reinterpret_cast<const uint16_t*>(bytes) + r0 * P;
+        for (int64_t e = 0; e < n * P; ++e) out[t * P + e] = half_to_float(h[e]);
+      } else {
+        std::memcpy(out + t * P, bytes + r0 * P * 4, static_cast<size_t>(n * P) * 4);
+      }
+    });
+    if (wanted(shard, Rows::stimulus)) {
+      std::vector<float> rows(static_cast<size_t>(T * S));
+      each_piece(Rows::stimulus, [&](const unsigned char* bytes, int64_t r0, int64_t n, int64_t t) {
+        std::memcpy(rows.data() + t * S, bytes + r0 * S * 4, static_cast<size_t>(n * S) * 4);
+      });
+      mean_rows(rows.data(), T, S, b.stimulus.data() + i * S);
+    }
+    if (wanted(shard, Rows::label)) {
+      std::vector<int32_t> lab(static_cast<size_t>(T));
+      each_piece(Rows::label, [&](const unsigned char* bytes, int64_t r0, int64_t n, int64_t t) {
+        std::memcpy(lab.data() + t, bytes + r0 * 4, static_cast<size_t>(n) * 4);
+      });
+      b.label[static_cast<size_t>(i)] = majority(lab);
+    }
+    copy_s[static_cast<size_t>(thread)] += clock.seconds();
+  });
+
+  std::lock_guard lock(mutex_);
+  stats_.chunks_read += static_cast<int64_t>(hdf5_reads.size() + direct_reads.size());
+  stats_.chunk_bytes_read += bytes_read;
+  stats_.chunk_hits += hits;
+  for (int t = 0; t < threads; ++t) {
+    stats_.read_seconds += read_s[static_cast<size_t>(t)];
+    stats_.copy_seconds += copy_s[static_cast<size_t>(t)];
   }
 }
 
@@ -233,6 +560,11 @@ double WindowLoader::last_wait_seconds() const {
 int64_t WindowLoader::batches_read() const {
   std::lock_guard lock(mutex_);
   return read_;
+}
+
+LoaderStats WindowLoader::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
 }
 
 }  // namespace bfm::io

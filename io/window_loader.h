@@ -1,10 +1,20 @@
 // The prefetching window loader: the training loop's source of batches. It turns the sampler's windows into one
-// contiguous float32 buffer per batch, read by ONE background thread that runs ahead of compute by as many batches as
+// contiguous float32 buffer per batch, read by a background thread that runs ahead of compute by as many batches as
 // fit in a memory budget the user sets.
 //
-// One thread, because Debian's HDF5 is not thread-safe: the thread opens the shards itself, makes every HDF5 call,
-// and closes them. Several loaders (training and validation) may live together: their threads take turns through one
-// process-wide lock, a batch at a time. Code outside the loaders must make no HDF5 call while one lives.
+// Reading by chunks (the default): a batch's windows are mapped to the shard chunks they cover (256 rows x all
+// parcels in bfm's shards); each chunk is read whole once (ShardReader::read_chunk: pread and our Fletcher32 check,
+// or HDF5 for a dataset laid out otherwise) into a chunk cache, and the windows are copied out of the cache in the
+// sampler's order. The cache is shared by all shards, least recently used chunks go first, and it holds what the
+// read-ahead leaves of the budget (at least one batch's chunks): a chunk used by several windows of a batch, or by
+// later batches (the block shuffle's groups; a corpus that fits), is read and checked once while it stays cached.
+// Its checksum is checked on every read from the file. `threads` > 1 spreads a batch's direct chunk reads and copies
+// over that many threads (the loader's thread and helpers); HDF5 calls stay on the loader's thread.
+//
+// HDF5 calls (opening the shards, reads of datasets not laid out as bfm writes them, closing) are made by the
+// loader's thread only, because Debian's HDF5 is not thread-safe. Several loaders (training and validation) may live
+// together: their threads take turns through one process-wide lock. Code outside the loaders must make no HDF5 call
+// while one lives.
 // The thread reads batch after batch into a bounded queue (mutex + condition variables) and waits while the queue
 // holds `depth()` batches; an error on the thread (a corrupt chunk...) is queued after the good batches and
 // re-thrown by next() on the caller's thread, naming the file and run. The destructor stops and joins the thread,
@@ -20,6 +30,7 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -32,7 +43,21 @@ namespace bfm::io {
 
 struct LoaderOptions {
   int64_t window = 0;               // T, time points per window (the sampler's window length)
-  int64_t memory_budget_bytes = 0;  // for prefetched batches: depth = budget / batch bytes, clamped to [1, kMaxDepth]
+  int64_t memory_budget_bytes = 0;  // for prefetched batches: depth = budget / batch bytes, clamped to [1, kMaxDepth];
+                                    // what they leave is the chunk cache
+  int64_t cache_bytes = -1;         // chunk cache; -1: the budget less the read-ahead; at least one batch's chunks
+  int threads = 1;                  // reading threads, the loader's own included
+  bool chunk_reads = true;          // false: each window read by its own HDF5 hyperslab read (the earlier path, kept
+                                    // for comparison: bench/read.sh)
+};
+
+// What the loader's reading cost (bench/read.sh): chunk reads only; seconds summed over the reading threads.
+struct LoaderStats {
+  int64_t chunks_read = 0;       // chunks read from the files (each checked)
+  int64_t chunk_bytes_read = 0;  // their bytes (checksums included)
+  int64_t chunk_hits = 0;        // chunk uses a batch found in the cache
+  double read_seconds = 0;       // reading chunks (pread + checksum, or HDF5)
+  double copy_seconds = 0;       // copying windows out of the chunks
 };
 
 // One local batch of B windows. Rows of the corpus' shards without stimulus embeddings (labels) hold 0 (-1).
@@ -78,16 +103,25 @@ class WindowLoader {
   double data_wait_seconds() const;    // total time next() has blocked, waiting for the thread
   double last_wait_seconds() const;    // how long the last next() blocked
   int64_t batches_read() const;        // batches the thread has finished reading (taken or queued)
+  LoaderStats stats() const;           // after the batches read so far
+  int64_t cache_bytes() const { return cache_capacity_; }  // the chunk cache's size (0 without chunk reads)
+
+  struct Cache;  // the chunk cache and the helper threads (window_loader.cpp)
 
  private:
   void run_thread();  // the loader's thread: opens the shards, then reads until stopped or failed
   void read_batch(const std::vector<ShardReader*>& shards, const std::vector<int64_t>& first_run, WindowBatch& b);
+  void read_batch_chunks(const std::vector<ShardReader*>& shards, const std::vector<int64_t>& first_run,
+                         WindowBatch& b);
 
   std::vector<std::string> paths_;
   WindowSampler sampler_;  // used by the thread only, after the constructor has returned
   int64_t window_ = 0, batch_ = 0, parcels_ = 0, stimulus_dim_ = 0, depth_ = 1;
   bool labels_ = false;
   int64_t memory_budget_ = 0;
+  LoaderOptions options_;
+  int64_t cache_capacity_ = 0;
+  std::unique_ptr<Cache> cache_;  // used by the loader's thread (and its helpers) only
 
   mutable std::mutex mutex_;
   std::condition_variable ready_;  // the thread has queued a batch, failed, or finished opening
@@ -99,6 +133,7 @@ class WindowLoader {
   int64_t read_ = 0;
   SamplerState consumed_;
   double wait_total_ = 0, wait_last_ = 0;
+  LoaderStats stats_;
   std::thread thread_;
 };
 

@@ -2,6 +2,10 @@
 // ShardReader and the closed-form values the test wrote (x = 1000 run + t + p / 8); the memory budget bounds how far
 // the thread reads ahead; state() follows the batches taken, not the prefetched ones; a corrupted chunk (located with
 // h5py) surfaces from next() naming the file; the destructor returns with a full queue.
+// Chunk reads (the default) against the per-window HDF5 reads (LoaderOptions::chunk_reads = false) on shards of every
+// layout the reader accepts (ours in float32 and float16, h5py's compressed, unfiltered with other chunk rows,
+// big-endian, contiguous), with 1 and 3 reading threads and both sampling modes; our Fletcher32 against a plain port
+// of HDF5's loop; the cache reads a chunk once while it holds it.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -9,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <random>
 #include <thread>
 
 #include "io/corpus.h"
@@ -212,19 +217,35 @@ TEST_F(WindowLoaderTest, CorruptChunkSurfacesFromNextNamingTheFile) {
   const long offset = std::stol(out);
   bfm::test::flip_byte(path, offset);
   const SamplerOptions opt{16, 1, false, 4, 5};
-  WindowSampler sampler(lengths, opt);
-  const int64_t batches = sampler.batches_per_epoch();  // an epoch visits every window, the damaged ones included
-  WindowLoader loader(paths(), std::move(sampler), LoaderOptions{16, 1 << 20});
-  int64_t good = 0;
-  std::string message;
-  try {
-    for (; good < batches; ++good) loader.next();
-  } catch (const Error& e) {
-    message = e.what();
-  }
-  EXPECT_LT(good, batches);
-  EXPECT_THAT(message, AllOf(HasSubstr(path), HasSubstr("run 1"), HasSubstr("corrupt"), HasSubstr("corpus run 3")));
-  EXPECT_THROW(loader.next(), Error);  // and again
+  for (const bool chunks : {true, false})
+    for (const int threads : {1, 2}) {
+      WindowSampler sampler(lengths, opt);
+      const int64_t batches = sampler.batches_per_epoch();  // an epoch visits every window, the damaged ones included
+      LoaderOptions lo{16, 1 << 20};
+      lo.chunk_reads = chunks;
+      lo.threads = threads;
+      WindowLoader loader(paths(), std::move(sampler), lo);
+      int64_t good = 0;
+      std::string message;
+      try {
+        for (; good < batches; ++good) loader.next();
+      } catch (const Error& e) {
+        message = e.what();
+      }
+      EXPECT_LT(good, batches);
+      EXPECT_THAT(message,
+                  AllOf(HasSubstr(path), HasSubstr("run 1"), HasSubstr("corrupt"), HasSubstr("corpus run 3")));
+      EXPECT_THROW(loader.next(), Error);  // and again
+    }
+  // The shard reader's chunk read says the same, for the damaged chunk only.
+  ShardReader reader(path);
+  ASSERT_TRUE(reader.chunk_layout(ShardReader::Rows::timeseries).direct);
+  std::vector<unsigned char> buffer(static_cast<size_t>(reader.chunk_layout(ShardReader::Rows::timeseries).buffer_bytes()));
+  EXPECT_NO_THROW(reader.read_chunk(ShardReader::Rows::timeseries, 0, buffer.data(), 1));
+  EXPECT_NO_THROW(reader.read_chunk(ShardReader::Rows::timeseries, 2, buffer.data(), 1));
+  EXPECT_THAT([&] { reader.read_chunk(ShardReader::Rows::timeseries, 1, buffer.data(), 1); },
+              ::testing::ThrowsMessage<Error>(AllOf(HasSubstr(path), HasSubstr("run 1"), HasSubstr("corrupt"),
+                                                    HasSubstr("Fletcher32"))));
 }
 
 TEST_F(WindowLoaderTest, MissingShardIsNamedByTheConstructor) {
@@ -246,6 +267,177 @@ TEST_F(WindowLoaderTest, DestructorReturnsWithAFullQueueOrMidRead) {
   }
   { WindowLoader fresh(paths(), WindowSampler(lengths, opt), LoaderOptions{8, 1 << 30}); }
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+}
+
+// ---- chunk reads
+
+// HDF5's Fletcher32 loop as H5checksum.c writes it, word after word.
+uint32_t fletcher32_by_the_book(const unsigned char* data, size_t bytes) {
+  size_t len = bytes / 2;
+  uint32_t sum1 = 0, sum2 = 0;
+  while (len) {
+    size_t tlen = len > 360 ? 360 : len;
+    len -= tlen;
+    do {
+      sum1 += static_cast<uint32_t>((static_cast<uint16_t>(data[0]) << 8) | static_cast<uint16_t>(data[1]));
+      data += 2;
+      sum2 += sum1;
+    } while (--tlen);
+    sum1 = (sum1 & 0xffff) + (sum1 >> 16);
+    sum2 = (sum2 & 0xffff) + (sum2 >> 16);
+  }
+  if (bytes % 2) {
+    sum1 += static_cast<uint32_t>(static_cast<uint16_t>(*data) << 8);
+    sum2 += sum1;
+    sum1 = (sum1 & 0xffff) + (sum1 >> 16);
+    sum2 = (sum2 & 0xffff) + (sum2 >> 16);
+  }
+  sum1 = (sum1 & 0xffff) + (sum1 >> 16);
+  sum2 = (sum2 & 0xffff) + (sum2 >> 16);
+  return (sum2 << 16) | sum1;
+}
+
+TEST(Fletcher32, EqualsHdf5sLoopBitForBit) {
+  std::mt19937_64 rng(5);
+  for (int trial = 0; trial < 4000; ++trial) {
+    const size_t n = trial < 3000 ? rng() % 2000 : 409600 + rng() % 9;
+    std::vector<unsigned char> data(n);
+    for (auto& byte : data) {  // random bytes, all 0xff (sums of 65535s), all zero, and a mix of the two
+      const int kind = trial % 4;
+      byte = static_cast<unsigned char>(kind == 0 ? rng() : kind == 1 ? 0xff : kind == 2 ? 0 : (rng() & 1) * 0xff);
+    }
+    ASSERT_EQ(fletcher32(data.data(), n), fletcher32_by_the_book(data.data(), n)) << "bytes " << n << " trial " << trial;
+  }
+}
+
+class ChunkReads : public WindowLoaderTest {
+ protected:
+  // Shards 0, 1: ours, float32 (write_corpus: shard 0 with embeddings and labels); 2: h5py, gzip + shuffle +
+  // Fletcher32; 3: h5py, no filter, chunks of 100 rows; 4: h5py, big-endian float32 with Fletcher32; 5: h5py,
+  // contiguous; 6: ours, float16. All 5 parcels.
+  std::vector<std::string> write_all_layouts() {
+    write_corpus(dir_);
+    const std::string code = R"PY(
+import sys, h5py, numpy as np
+out = sys.argv[1]
+P = 5
+rng = np.random.default_rng(7)
+def shard(name, lengths, **kw):
+    ts = rng.standard_normal((sum(lengths), P)).astype(np.float32)
+    n = len(lengths)
+    with h5py.File(out + "/" + name, "w") as f:
+        f.attrs["format"] = "bfm-shard"
+        f.attrs["format_version"] = np.int64(1)
+        f.attrs["n_parcels"] = np.int64(P)
+        f.attrs["atlas"] = "toy"
+        f["parcels/labels"] = [str(i) for i in range(P)]
+        f.create_dataset("runs/timeseries", data=ts, **kw)
+        f["runs/offset"] = np.cumsum([0] + lengths[:-1]).astype(np.int64)
+        f["runs/length"] = np.array(lengths, np.int64)
+        f["runs/subject"] = np.arange(n, dtype=np.int32)
+        f["runs/tr"] = np.full(n, 2.0)
+        for k in ("session", "study", "task", "site"):
+            f["runs/" + k] = ["x"] * n
+        f["subjects/id"] = [name + "/sub-%d" % i for i in range(n)]
+        f["subjects/age"] = np.zeros(n, np.float32)
+        f["subjects/sex"] = ["F"] * n
+        f["subjects/diagnosis"] = ["control"] * n
+shard("shard-00002.h5", [300, 90], chunks=(256, P), fletcher32=True, compression="gzip", shuffle=True)
+shard("shard-00003.h5", [120, 333], chunks=(100, P))
+shard("shard-00004.h5", [280], chunks=(256, P), fletcher32=True, dtype=">f4")
+shard("shard-00005.h5", [77, 150])
+print("OK")
+)PY";
+    std::string out;
+    EXPECT_EQ(test::run_python(dir_, code, dir_.string(), out), 0) << out;
+    {
+      ShardHeader h;
+      h.n_parcels = P;
+      h.atlas = "toy";
+      h.storage = Storage::float16;
+      ShardWriter w((dir_ / shard_file_name(6)).string(), h);
+      for (int64_t n : {270, 45}) {
+        std::vector<float> x(static_cast<size_t>(n * P));
+        for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 97) * 0.25f - 3.0f;
+        RunView v;
+        v.meta.subject = "studyH/sub-" + std::to_string(n);
+        v.meta.tr = 1.0;
+        v.meta.length = n;
+        v.timeseries = x.data();
+        w.add_run(v);
+      }
+      w.commit();
+    }
+    std::vector<std::string> files;
+    for (int64_t s = 0; s <= 6; ++s) files.push_back((dir_ / shard_file_name(s)).string());
+    return files;
+  }
+};
+
+TEST_F(ChunkReads, EqualThePerWindowHdf5ReadsOnEveryLayout) {
+  const auto files = write_all_layouts();
+  std::vector<int64_t> lengths;
+  {
+    const std::vector<bool> direct = {true, true, false, true, false, false, true};
+    for (size_t s = 0; s < files.size(); ++s) {
+      ShardReader r(files[s]);
+      EXPECT_EQ(r.chunk_layout(ShardReader::Rows::timeseries).direct, direct[s]) << files[s];
+      for (const auto& run : r.runs()) lengths.push_back(run.length);
+    }
+    ShardReader three(files[3]);
+    EXPECT_EQ(three.chunk_layout(ShardReader::Rows::timeseries).rows, 100);
+  }
+  const int64_t T = 30;
+  for (const int64_t block : {int64_t{0}, int64_t{64}}) {
+    SamplerOptions opt{T, 3, true, 8, 21};
+    opt.block = block;
+    opt.shuffle_blocks = 3;
+    for (const int threads : {1, 3}) {
+      LoaderOptions per_window{T, 1 << 20};
+      per_window.chunk_reads = false;
+      LoaderOptions chunks{T, 1 << 20};
+      chunks.cache_bytes = 0;  // one batch's chunks: evictions all along
+      chunks.threads = threads;
+      WindowLoader want(files, WindowSampler(lengths, opt), per_window);
+      WindowLoader got(files, WindowSampler(lengths, opt), chunks);
+      EXPECT_EQ(want.cache_bytes(), 0);
+      EXPECT_GT(got.cache_bytes(), 0);
+      const int64_t batches = WindowSampler(lengths, opt).batches_per_epoch() * 3 / 2;
+      for (int64_t k = 0; k < batches; ++k) {
+        const WindowBatch a = want.next(), b = got.next();
+        ASSERT_EQ(a.windows, b.windows) << "batch " << k;
+        ASSERT_EQ(a.timeseries, b.timeseries) << "block " << block << " threads " << threads << " batch " << k;
+        ASSERT_EQ(a.stimulus, b.stimulus) << "batch " << k;
+        ASSERT_EQ(a.label, b.label) << "batch " << k;
+        ASSERT_EQ(a.state_after, b.state_after);
+      }
+      const LoaderStats st = got.stats();
+      EXPECT_GT(st.chunks_read, 0);
+      EXPECT_GE(st.chunk_bytes_read, st.chunks_read * T * P * 2);
+    }
+  }
+}
+
+TEST_F(ChunkReads, ACachedChunkIsReadOnceWhileCached) {
+  const auto files = write_all_layouts();
+  std::vector<int64_t> lengths;
+  int64_t chunks = 0;
+  for (const auto& f : files) {
+    ShardReader r(f);
+    for (const auto& run : r.runs()) lengths.push_back(run.length);
+    for (const auto which : {ShardReader::Rows::timeseries, ShardReader::Rows::stimulus, ShardReader::Rows::label})
+      if (r.has_rows(which)) chunks += r.chunk_layout(which).n_chunks;
+  }
+  const SamplerOptions opt{20, 1, false, 4, 2};
+  WindowLoader loader(files, WindowSampler(lengths, opt), LoaderOptions{20, 64 << 20});  // the cache holds it all
+  const int64_t per_epoch = WindowSampler(lengths, opt).batches_per_epoch();
+  for (int64_t k = 0; k < per_epoch; ++k) loader.next();
+  const LoaderStats first = loader.stats();
+  EXPECT_LE(first.chunks_read, chunks);  // each chunk read at most once in the epoch
+  EXPECT_GT(first.chunk_hits, 0);
+  for (int64_t k = 0; k < per_epoch; ++k) loader.next();
+  // The read-ahead may have started the third epoch: nothing new is read anyway.
+  EXPECT_EQ(loader.stats().chunks_read, first.chunks_read);
 }
 
 }  // namespace
