@@ -297,7 +297,12 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
   (void)gpu_requested;  // used only where the build has CUDA
   // Gradients of a GPU run are averaged on the host for now (one rank per job until NCCL is wired in): the host
   // communicator carries the losses, the stop flag and the checkpoints' coordination.
-  std::unique_ptr<runtime::Communicator> comm = runtime::make_communicator(t.comm, /*on_gpu=*/false);
+  // The host communicator (losses, flags, checkpoints; CPU gradients): train.comm = "nccl" names the GPU gradients'
+  // back-end, the host side is then MPI where built.
+  require(t.comm != "nccl" || gpu_requested, rc.source, ": train.comm = \"nccl\" sums gradients on GPUs, but this run "
+          "trains on the CPU");
+  std::unique_ptr<runtime::Communicator> comm =
+      runtime::make_communicator(t.comm == "nccl" ? "auto" : t.comm, /*on_gpu=*/false);
   const int rank = comm->rank(), ranks = comm->size();
   const bool lead = rank == 0;
   const bool verbose = options.verbose && lead;
@@ -319,12 +324,29 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
 
 #ifdef BFM_WITH_CUDA
   std::unique_ptr<model::GpuBrainModel> gpu;
+  // GPU ranks: each its own GPU (the local rank picks it), the gradients summed over ranks on the device by NCCL
+  // where the build has it (train.comm auto or nccl), else through the host over MPI.
+  std::unique_ptr<runtime::Communicator> grad_comm;
   if (gpu_requested) {
-    require(ranks == 1, rc.source, ": training on GPUs over ", ranks,
-            " ranks needs the NCCL gradient path, which is not wired into the trainer yet: run one rank per job, "
-            "or set train.device = \"cpu\"");
+    const int devices = runtime::cuda_device_count();
+    require(devices > 0, rc.source, ": train.device asks for a GPU, and this machine has none");
+    const int local_rank = runtime::world_started() ? runtime::world().local_rank : 0;
+    const int local_size = runtime::world_started() ? runtime::world().local_size : 1;
+    if (local_size > devices && lead)
+      runtime::log_line("pretrain: " + std::to_string(local_size) + " ranks on this node share " +
+                        std::to_string(devices) + " GPU(s)");
+    runtime::select_cuda_device(local_rank % devices);
+    require(!(ranks > 1 && m.contrastive), rc.source, ": the contrastive objective over ", ranks,
+            " GPU ranks needs the all-gather of embeddings on the device, which the GPU model does not do yet: "
+            "train it on one GPU, or on CPU ranks");
     gpu = std::make_unique<model::GpuBrainModel>(m, model::parse_gpu_precision(t.precision), t.optimizer);
     gpu->load_params(model.params());
+    if (ranks > 1 || t.comm == "nccl") {
+      grad_comm = runtime::make_communicator(t.comm == "mpi" ? "mpi" : t.comm, /*on_gpu=*/true);
+      if (verbose)
+        runtime::log_line(std::string("pretrain: gradients summed over ranks by ") + grad_comm->backend() +
+                          (std::string(grad_comm->backend()) == "nccl" ? " on the device" : " through the host"));
+    }
   }
   const bool on_gpu = gpu != nullptr;
   const std::string gpu_gap = model::GpuBrainModel::unsupported(m);
@@ -426,6 +448,7 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
       }
   };
   double hidden_sum = 0;  // the share of each step's all-reduce time that backward hid, summed over steps
+  double gpu_comm_seconds = 0;  // GPU ranks: time in the gradient all-reduce (not overlapped with backward yet)
   const float max_logit_scale = static_cast<float>(model::BrainModel::kMaxLogitScale);
   float* logit_scale = m.contrastive ? model.params() + model.layout().offset("logit_scale") : nullptr;
 
@@ -593,9 +616,27 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
     if (on_gpu) {
       gpu->zero_grads();
       for (int a = 0; a < accumulation; ++a) {
-        const model::Losses l = gpu->forward_backward(batch_of(batch, a * micro, micro), 1.0f / accumulation);
+        // 1 / (accumulation * ranks): the sum over ranks below is then the mean gradient of the global batch.
+        const model::Losses l =
+            gpu->forward_backward(batch_of(batch, a * micro, micro), 1.0f / float(accumulation * ranks));
         sums.add(l);
         finite = finite && l.total && std::isfinite(*l.total);
+      }
+      if (grad_comm) {
+        runtime::Stopwatch comm_clock;
+        if (std::string(grad_comm->backend()) == "nccl") {
+          grad_comm->allreduce_sum(gpu->device_grads(), gpu->device_arena_size());
+        } else {
+          gpu->store_grads(model.grads());
+          grad_comm->allreduce_sum(model.grads(), model.arena_size());
+          gpu->load_grads(model.grads());
+        }
+        gpu_comm_seconds += comm_clock.seconds();
+      }
+      if (ranks > 1) {  // skip the step on every rank when any rank's loss was not finite
+        double flag = finite ? 0.0 : 1.0;
+        comm->allreduce_max_host(&flag, 1);
+        finite = flag == 0.0;
       }
       bool applied = false;
       if (finite) norm = gpu->optimizer_step(lr, &applied);
@@ -681,7 +722,7 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
       f.elapsed_s = elapsed;
       f.eta_s = elapsed / double(done) * double(total_steps - step - 1);
       f.data_wait_s = data->wait_seconds() - wait0;
-      f.comm_s = comm->blocked_seconds() - comm0;
+      f.comm_s = comm->blocked_seconds() - comm0 + gpu_comm_seconds;
       runtime::log_line(runtime::format_progress(f));
       if (ranks > 1 && !on_gpu && !zero && step + 1 == total_steps)
         runtime::log_line("all-reduce: " + std::to_string(buckets.n_buckets()) + " buckets, " +

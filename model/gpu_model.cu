@@ -153,6 +153,8 @@ struct GpuBrainModel::Impl {
   virtual void store_moments(float* m, float* v) const = 0;
   virtual void load_moments(const float* m, const float* v) = 0;
   virtual void load_grads(const float* host) = 0;
+  virtual float* device_grads() = 0;
+  virtual int64_t device_arena_size() const = 0;
   virtual void set_steps_taken(int64_t steps) = 0;
   virtual void zero_grads() = 0;
   virtual Losses run(const Batch& batch, bool backward, float scale, const std::string& source) = 0;
@@ -407,6 +409,8 @@ class Model final : public GpuBrainModel::Impl {
     copy_arena(const_cast<float*>(v), v_.get(), false);
   }
   void load_grads(const float* host) override { copy_arena(const_cast<float*>(host), grads_.get(), false); }
+  float* device_grads() override { return grads_.get(); }
+  int64_t device_arena_size() const override { return dl_.total; }
   void set_steps_taken(int64_t steps) override { step_ = steps; }
   // host (CPU layout) <-> device (padded layout), one tensor at a time.
   void copy_arena(float* host, float* device, bool to_host) const {
@@ -744,6 +748,8 @@ void GpuBrainModel::zero_grads() { impl_->zero_grads(); }
 void GpuBrainModel::store_moments(float* m, float* v) const { impl_->store_moments(m, v); }
 void GpuBrainModel::load_moments(const float* m, const float* v) { impl_->load_moments(m, v); }
 void GpuBrainModel::load_grads(const float* host) { impl_->load_grads(host); }
+float* GpuBrainModel::device_grads() { return impl_->device_grads(); }
+int64_t GpuBrainModel::device_arena_size() const { return impl_->device_arena_size(); }
 void GpuBrainModel::set_steps_taken(int64_t steps) { impl_->set_steps_taken(steps); }
 Losses GpuBrainModel::forward(const Batch& batch, const std::string& source) {
   return impl_->run(batch, false, 1.0f, source);

@@ -92,6 +92,11 @@ class GpuBrainModel {
   std::vector<float> next_prediction() const;  // [B, N, L]; empty unless causal
   int encoder_tokens() const;
 
+  // The gradient arena on the device (the padded device layout, float32, padding zero) and its length in floats: what
+  // a device communicator (NCCL) all-reduces in place between forward_backward and optimizer_step.
+  float* device_grads();
+  int64_t device_arena_size() const;
+
   // Device memory held now (parameters, moments, activations), bytes.
   size_t device_bytes() const;
 

@@ -33,6 +33,13 @@ const World& world() {
   }
   MPI_Comm_rank(MPI_COMM_WORLD, &the_world.rank);
   MPI_Comm_size(MPI_COMM_WORLD, &the_world.size);
+  // The ranks that share this node's memory (and GPUs): this rank's place among them.
+  MPI_Comm node;
+  if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, the_world.rank, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+    MPI_Comm_rank(node, &the_world.local_rank);
+    MPI_Comm_size(node, &the_world.local_size);
+    MPI_Comm_free(&node);
+  }
 #endif
   return the_world;
 }

@@ -12,6 +12,8 @@ namespace bfm::runtime {
 struct World {
   int rank = 0;
   int size = 1;
+  int local_rank = 0;  // this process's rank among those on its node (picks its GPU)
+  int local_size = 1;
 #ifdef BFM_WITH_MPI
   MPI_Comm comm = MPI_COMM_WORLD;
 #endif
