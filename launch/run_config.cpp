@@ -41,7 +41,10 @@ contrastive = 1.0
 source = "synthetic"    # windows generated in memory with known structure | "corpus" (data.corpus = its folder)
 corpus = ""
 stride = 10             # corpus: window starts every `stride` time points, jittered per epoch
-memory_budget_mb = 256  # corpus: read-ahead per rank
+memory_budget_mb = 256  # corpus: read-ahead per rank; what it leaves caches chunks
+shuffle = "window"      # corpus: "window" shuffles every window over the corpus | "block" (docs/TRAINING.md, Data order)
+shuffle_blocks = 64     # shuffle = "block": blocks of 256 time points drawn together (the shuffle buffer)
+read_threads = 1        # corpus: threads reading chunks per rank
 n_networks = 6
 n_categories = 16
 noise = 0.3             # observation noise relative to the network signals
@@ -236,6 +239,13 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   r.get("data", "memory_budget_mb", d.memory_budget_mb);
   require(d.source != "corpus" || !d.corpus.empty(), rc.source, ": data.source = \"corpus\" needs data.corpus (a folder)");
   require(d.stride > 0 && d.memory_budget_mb > 0, rc.source, ": data.stride and data.memory_budget_mb must be positive");
+  r.get("data", "shuffle", d.shuffle);
+  require(d.shuffle == "window" || d.shuffle == "block", rc.source, ": data.shuffle \"", d.shuffle,
+          "\" is not one of \"window\", \"block\"");
+  r.get("data", "shuffle_blocks", d.shuffle_blocks);
+  r.get("data", "read_threads", d.read_threads);
+  require(d.shuffle_blocks > 0 && d.read_threads > 0, rc.source,
+          ": data.shuffle_blocks and data.read_threads must be positive");
   r.get("data", "n_networks", d.n_networks);
   r.get("data", "n_categories", d.n_categories);
   r.get("data", "noise", d.noise);

@@ -17,7 +17,10 @@ struct DataConfig {
   std::string source = "synthetic";  // windows generated in memory (io/synthetic_windows.h) | "corpus"
   std::string corpus;                // source = "corpus": the corpus folder (bfm synth / bfm convert)
   int64_t stride = 10;               // corpus windows start every `stride` time points (jittered per epoch)
-  int64_t memory_budget_mb = 256;    // corpus read-ahead per rank
+  int64_t memory_budget_mb = 256;    // corpus read-ahead and chunk cache per rank
+  std::string shuffle = "window";    // corpus: "window" (every window shuffled over the corpus) | "block"
+  int64_t shuffle_blocks = 64;       // shuffle = "block": blocks of 256 time points per group (the shuffle buffer)
+  int read_threads = 1;              // corpus: reading threads per rank
   int n_networks = 6;
   int n_categories = 16;
   double noise = 0.3;

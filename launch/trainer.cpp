@@ -175,7 +175,13 @@ class CorpusSource final : public DataSource {
     so.jitter = true;
     so.global_batch = global;
     so.seed = rc.train.seed;
+    if (rc.data.shuffle == "block") {  // opt-in (docs/TRAINING.md, Data order); a checkpoint then records it
+      so.block = io::kShardChunkRows;
+      so.shuffle_blocks = rc.data.shuffle_blocks;
+      summary_ += ", block shuffle of " + std::to_string(so.shuffle_blocks) + " blocks";
+    }
     sampler_options_ = so;
+    threads_ = rc.data.read_threads;
     lengths_ = runs.train_lengths;
     paths_ = runs.shard_paths;
     rank_ = rank, ranks_ = ranks;
@@ -213,15 +219,16 @@ class CorpusSource final : public DataSource {
     io::WindowSampler sampler(lengths_, sampler_options_, rank_, ranks_);
     per_epoch_ = sampler.batches_per_epoch();
     sampler.restore(state);
-    loader_ = std::make_unique<io::WindowLoader>(paths_, std::move(sampler),
-                                                 io::LoaderOptions{sampler_options_.window, budget_});
+    io::LoaderOptions lo{sampler_options_.window, budget_};
+    lo.threads = threads_;
+    loader_ = std::make_unique<io::WindowLoader>(paths_, std::move(sampler), lo);
   }
   std::string summary_;
   int64_t s_;
   io::SamplerOptions sampler_options_;
   std::vector<int64_t> lengths_;
   std::vector<std::string> paths_;
-  int rank_ = 0, ranks_ = 1;
+  int rank_ = 0, ranks_ = 1, threads_ = 1;
   int64_t budget_ = 0, per_epoch_ = 0;
   double waited_ = 0;
   std::unique_ptr<io::WindowLoader> loader_;
@@ -391,6 +398,7 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
       held.train_lengths = runs.validation_lengths;
       RunConfig vc = rc;
       vc.train.seed = t.seed + 1;
+      vc.data.shuffle = "window";  // the held-out batch is the same whatever data.shuffle
       CorpusSource held_out(vc, held, t.batch_size, rank, ranks);
       held_out.next(validation);
     }

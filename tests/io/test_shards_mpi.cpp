@@ -138,9 +138,15 @@ std::vector<std::pair<int64_t, int64_t>> gather(const std::vector<Window>& mine)
   return out;
 }
 
-TEST(ShardsMpi, SamplerPartsAreDisjointCoverTheEpochAndMatchOneRank) {
+// Both sampling modes: every window shuffled (the default) and the block shuffle (blocks of 40 starts, 3 a group).
+class SamplerMpi : public ::testing::TestWithParam<int64_t> {};
+INSTANTIATE_TEST_SUITE_P(Modes, SamplerMpi, ::testing::Values(int64_t{0}, int64_t{40}));
+
+TEST_P(SamplerMpi, PartsAreDisjointCoverTheEpochAndMatchOneRank) {
   const std::vector<int64_t> lengths = {120, 50, 33, 260, 80, 64, 12};
-  const SamplerOptions o{32, 1, false, 8, 2024};
+  SamplerOptions o{32, 1, false, 8, 2024};
+  o.block = GetParam();
+  o.shuffle_blocks = 3;
   WindowSampler mine(lengths, o, rank_, ranks_), one(lengths, o, 0, 1);
   std::multiset<std::pair<int64_t, int64_t>> epoch;
   for (int64_t b = 0; b < mine.batches_per_epoch(); ++b) {
