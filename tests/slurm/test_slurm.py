@@ -10,6 +10,7 @@ of 4 CPUs, so that two 2-rank jobs fit at once), the real scripts submitted with
   - (while those two wait for their requeue) slurm/array.sh synth: a 3-task array of `bfm synth --part I/3` and
     the merge job after it give the corpus of one plain `bfm synth` (every dataset and attribute of every HDF5 file
     compared with h5py, manifest.json and ground_truth.json byte for byte);
+  - slurm/array.sh eval: 2 parts of `bfm eval --part I/2` on that corpus and the merge job give one run's rows;
   - slurm/array.sh convert: a 3-task array of `bfm convert --part I/3` over a small BIDS dataset (5 subjects made
     with nibabel in MNI space, the real AICHA atlas from mricron-data) and its merge give a corpus that
     `bfm inspect --verify` passes, with the content of one plain `bfm convert`;
@@ -381,6 +382,27 @@ def check_synth_result(slurm, bfm, work, jobs, out):
     return names
 
 
+def check_eval_array(slurm, bfm, work, corpus):
+    """slurm/array.sh eval: 2 parts over the held-out subjects and the merge job give the rows of one bfm eval."""
+    ckpt = os.path.join(work, "eval_ckpt")
+    run_local([bfm, "init", "--out", ckpt, "--seed", "3", "--set", "model.n_parcels=16", "--set", "model.window=8",
+               "--set", "model.patch_len=4", "--set", "model.d_model=8", "--set", "model.n_heads=2",
+               "--set", "model.n_layers=1", "--set", "model.decoder.d_model=8", "--set", "model.decoder.n_heads=2",
+               "--set", "model.decoder.n_layers=1"])
+    args = ["--checkpoint", ckpt, "--corpus", corpus, "--tasks", "category,embedding,retrieval,diagnosis",
+            "--fractions", "0.5,1", "--folds", "3", "--device", "cpu"]
+    report = os.path.join(work, "eval_array")
+    jobs = submit_array(slurm, bfm, work, "eval", 2, [*args, "--out", report])
+    check_array_done(slurm, work, "eval", *jobs, 2)
+    plain = os.path.join(work, "eval_plain")
+    run_local([bfm, "eval", *args, "--out", plain])
+    rows = lambda d: sorted(read(os.path.join(d, "results.csv")).splitlines()[1:])
+    a, b = rows(plain), rows(report)
+    assert a == b and len(a) > 20, f"merged array rows differ from one run: {len(a)} vs {len(b)} rows"
+    assert sorted(os.listdir(os.path.join(report, "parts"))) == ["part-0", "part-1"]
+    return len(a)
+
+
 def make_bids(root, n_subjects=5):
     """A small BIDS dataset in MNI space: sub-01..sub-05, one or two resting runs each (TR 2 s from the root
     sidecar), 8 mm voxels over the AICHA atlas's box, random signals with a drift."""
@@ -498,6 +520,10 @@ def run_cases(slurm, bfm, work, with_convert=True):
     names = check_synth_result(slurm, bfm, work, *synth)
     print(f"PASS  a 3-task synth array and its merge job give the corpus of one bfm synth ({len(names)} files "
           f"compared) ({time.time() - t1:.0f} s)")
+    t2 = time.time()
+    n_rows = check_eval_array(slurm, bfm, work, synth[1])
+    print(f"PASS  a 2-task eval array over the held-out subjects and its merge job give the {n_rows} rows of one "
+          f"bfm eval ({time.time() - t2:.0f} s)")
     if convert:
         check_convert_result(slurm, bfm, work, *convert)
         print(f"PASS  a 3-task convert array over 5 BIDS subjects and its merge job give a corpus that inspect "
