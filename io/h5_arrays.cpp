@@ -228,7 +228,10 @@ Array<uint8_t> H5ArrayReader::read_u8(const std::string& dataset) const {
 H5ArrayWriter::H5ArrayWriter(const std::string& path) : path_(path), file_(-1) {
   h5::Quiet quiet;
   const std::string tmp = path + ".tmp";
-  file_ = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  // No object timestamps: the same arrays are the same bytes whenever they are written.
+  h5::Id fcpl(H5Pcreate(H5P_FILE_CREATE), H5Pclose);
+  require(fcpl.ok() && H5Pset_obj_track_times(fcpl.get(), 0) >= 0, path, ": cannot set up ", tmp, ": ", h5::reason());
+  file_ = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, fcpl.get(), H5P_DEFAULT);
   require(file_ >= 0, path, ": cannot create ", tmp, ": ", h5::reason());
 }
 
@@ -258,7 +261,19 @@ void H5ArrayWriter::write_f32(const std::string& dataset, const std::vector<int6
   h5::Id link_props(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
   require(space.ok() && link_props.ok() && H5Pset_create_intermediate_group(link_props.get(), 1) >= 0, path_,
           ": dataset '", dataset, "': ", h5::reason());
-  h5::Id ds(H5Dcreate2(file_, dataset.c_str(), H5T_IEEE_F32LE, space.get(), link_props.get(), H5P_DEFAULT,
+  // The groups on its path, created here without timestamps (intermediate groups would get them).
+  h5::Id gcpl(H5Pcreate(H5P_GROUP_CREATE), H5Pclose);
+  h5::Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  require(gcpl.ok() && dcpl.ok() && H5Pset_obj_track_times(gcpl.get(), 0) >= 0 &&
+              H5Pset_obj_track_times(dcpl.get(), 0) >= 0,
+          path_, ": dataset '", dataset, "': ", h5::reason());
+  for (size_t slash = dataset.find('/', 1); slash != std::string::npos; slash = dataset.find('/', slash + 1)) {
+    const std::string group = dataset.substr(0, slash);
+    if (group.empty() || link_exists(file_, group)) continue;
+    h5::Id g(H5Gcreate2(file_, group.c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT), H5Gclose);
+    require(g.ok(), path_, ": cannot create group '", group, "': ", h5::reason());
+  }
+  h5::Id ds(H5Dcreate2(file_, dataset.c_str(), H5T_IEEE_F32LE, space.get(), link_props.get(), dcpl.get(),
                      H5P_DEFAULT),
           H5Dclose);
   require(ds.ok(), path_, ": cannot create dataset '", dataset, "': ", h5::reason());

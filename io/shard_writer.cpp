@@ -81,10 +81,16 @@ struct ShardWriter::File {
 
   // Creates the file with the given access properties (sec2 or mpio) and the row datasets with `rows` rows.
   void create(hid_t fapl, int64_t rows) {
-    file = h5::Id(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose);
+    // No object timestamps (HDF5 records creation and modification times by default): the same corpus is then the
+    // same bytes, whenever and by however many ranks it is written.
+    h5::Id fcpl(H5Pcreate(H5P_FILE_CREATE), H5Pclose);
+    h5::Id gcpl(H5Pcreate(H5P_GROUP_CREATE), H5Pclose);
+    if (!fcpl.ok() || !gcpl.ok() || H5Pset_obj_track_times(fcpl.get(), 0) < 0 || H5Pset_obj_track_times(gcpl.get(), 0) < 0)
+      h5_fail("cannot set up the file's properties");
+    file = h5::Id(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl), H5Fclose);
     if (!file.ok()) h5_fail("cannot create " + tmp);
     for (const char* group : {"/parcels", "/runs", "/subjects"}) {
-      h5::Id g(H5Gcreate2(file.get(), group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+      h5::Id g(H5Gcreate2(file.get(), group, H5P_DEFAULT, gcpl.get(), H5P_DEFAULT), H5Gclose);
       if (!g.ok()) h5_fail(std::string("cannot create group ") + group);
     }
     h5::Id half = h5::half_type();
@@ -102,7 +108,8 @@ struct ShardWriter::File {
     const hsize_t chunk[2] = {static_cast<hsize_t>(kShardChunkRows), static_cast<hsize_t>(cols)};
     h5::Id space(H5Screate_simple(rank, dims, maxdims), H5Sclose);
     h5::Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
-    if (!space.ok() || !dcpl.ok() || H5Pset_chunk(dcpl.get(), rank, chunk) < 0 || H5Pset_fletcher32(dcpl.get()) < 0)
+    if (!space.ok() || !dcpl.ok() || H5Pset_chunk(dcpl.get(), rank, chunk) < 0 || H5Pset_fletcher32(dcpl.get()) < 0 ||
+        H5Pset_obj_track_times(dcpl.get(), 0) < 0)
       h5_fail(std::string("cannot set up dataset ") + name);
     h5::Id d(H5Dcreate2(file.get(), name, type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), H5Dclose);
     if (!d.ok()) h5_fail(std::string("cannot create dataset ") + name);
@@ -176,7 +183,9 @@ struct ShardWriter::File {
   // A whole small dataset, written by the table writer only (others take part with an empty selection).
   void table(const char* name, hid_t filetype, hid_t memtype, const std::vector<hsize_t>& dims, const void* data) {
     h5::Id space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
-    h5::Id d(H5Dcreate2(file.get(), name, filetype, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+    h5::Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+    if (!dcpl.ok() || H5Pset_obj_track_times(dcpl.get(), 0) < 0) h5_fail(std::string("cannot set up dataset ") + name);
+    h5::Id d(H5Dcreate2(file.get(), name, filetype, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), H5Dclose);
     if (!d.ok()) h5_fail(std::string("cannot create dataset ") + name);
     bool empty = !writes_tables;
     for (hsize_t n : dims) empty = empty || n == 0;

@@ -47,6 +47,22 @@ TINY = ["--set", "model.n_parcels=5", "--set", "model.window=12", "--set", "mode
 
 
 @case
+def the_same_synth_twice_is_the_same_bytes(bfm, work):
+    # No HDF5 object timestamps: a corpus depends only on its options (docs/FORMAT.md), down to the bytes.
+    import filecmp
+    import time
+    a, b = os.path.join(work, "a"), os.path.join(work, "b")
+    args = ["synth", "--subjects", "6", "--parcels", "12", "--minutes", "1.5", "--subjects-per-shard", "4"]
+    run(bfm, *args, "--out", a)
+    time.sleep(1.1)  # timestamps, were they written, would now differ
+    run(bfm, *args, "--out", b)
+    names = sorted(os.listdir(a))
+    assert names == sorted(os.listdir(b)) and "shard-00001.h5" in names and "ground_truth.h5" in names, names
+    for n in names:
+        assert filecmp.cmp(os.path.join(a, n), os.path.join(b, n), shallow=False), f"{n} differs between two runs"
+
+
+@case
 def help_for_every_subcommand(bfm, work):
     for sub in ["init", "forward", "pretrain", "config", "info", "plot"]:
         out = run(bfm, sub, "--help").stdout
