@@ -2,9 +2,9 @@
 //   loss.png        training loss per objective (thin lines), the training total (pale) and its moving average
 //                   (thick), validation losses (dots and lines); a log y axis when they span more than 10x
 //   lr.png          learning rate (top) and gradient norm (bottom)
-//   throughput.png  samples_per_s (top) and any other numeric key, e.g. data_wait and comm (bottom), when present
-// Every numeric key of the train and validation lines is plotted somewhere; a line that repeats a step (a resumed
-// run) replaces the earlier values. A last line without its newline is still being written and is skipped; any other
+//   throughput.png  samples_per_s (top) and any other numeric key, e.g. step_s, data_wait_s and comm_s (bottom)
+// Every numeric key of the train and validation lines but elapsed_s is plotted somewhere; a line that repeats a step
+// (a resumed run) replaces the earlier values. A last line without its newline is still being written and is skipped; any other
 // line that is not a JSON object with a "split" and a numeric "step" is an error naming the file and line.
 #include <CLI/CLI.hpp>
 #include <iostream>
@@ -231,8 +231,9 @@ int plot(const PlotOptions& o) {
   Chart rest{"", "step", "value", false, {}};
   for (const auto& [split, m] : splits)
     for (const auto& key : m.keys) {
-      if (is_loss(key) || (split == "train" && (key == "lr" || key == "grad_norm" || key == "samples_per_s")))
-        continue;
+      if (is_loss(key) || (split == "train" && (key == "lr" || key == "grad_norm" || key == "samples_per_s" ||
+                                                key == "elapsed_s")))
+        continue;  // elapsed_s grows with the step: the x axis already says it
       if (split != "train" && split != "validation") continue;
       const std::string name = split == "train" ? key : split + " " + key;
       rest.title += (rest.series.empty() ? "" : ", ") + name;

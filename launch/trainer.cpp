@@ -604,6 +604,9 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
   LocalBatch batch;
   int64_t step = start_step;
   for (; step < total_steps; ++step) {
+    // This step's own time, data wait and communication, for its metrics line.
+    const runtime::Stopwatch step_clock;
+    const double step_wait0 = data->wait_seconds(), step_comm0 = comm->blocked_seconds() + gpu_comm_seconds;
     // Every rank agrees to stop (a signal reached any of them) before the step starts.
     double stop = g_stop_signal.load() != 0 || step == options.stop_before_step ? 1.0 : 0.0;
     comm->allreduce_max_host(&stop, 1);
@@ -715,6 +718,14 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
     }
     nlohmann::json j{{"step", step + 1}, {"split", "train"}, {"lr", lr}, {"grad_norm", norm}};
     for (const auto& [name, v] : named_losses(losses)) j[name] = v;
+    {  // timing (rank 0's clock): what bfm plot draws as throughput, and what scaling studies read
+      const double step_s = step_clock.seconds();
+      j["step_s"] = step_s;
+      j["samples_per_s"] = step_s > 0 ? double(t.batch_size) / step_s : 0.0;
+      j["data_wait_s"] = data->wait_seconds() - step_wait0;
+      j["comm_s"] = comm->blocked_seconds() + gpu_comm_seconds - step_comm0;
+      j["elapsed_s"] = clock.seconds();
+    }
     emit(j);
     const int64_t done = step + 1 - start_step;
     if (verbose && ((step + 1) % t.log_every == 0 || step + 1 == total_steps)) {
