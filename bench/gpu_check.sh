@@ -82,17 +82,22 @@ if [ "$phase" = all ] || [ "$phase" = test ]; then
     row "bfm pretrain (cuda, bf16, 100 steps)" "rc=$rc $(grep -m1 -o 'held-out loss after.*' "$out/bfm_pretrain.log" | cut -c1-60)"
     # The GPU gradient path through a device communicator (NCCL, one rank: the all-reduce is a copy) must leave the
     # training exactly where the plain single-GPU path does.
-    for c in self nccl; do
+    # ... and so must the buckets' all-reduces started during backward on the communicator's stream (train.gpu_overlap).
+    for c in self nccl overlap; do
+      comm=$c; [ $c = overlap ] && comm=nccl
       timeout 90 $build/launch/bfm pretrain --config configs/quickstart.toml --set data.source=\"synthetic\" \
         --set model.n_heads=2 --set model.decoder.n_heads=2 --set train.steps=30 --set train.device=cuda \
-        --set train.comm=\"$c\" --set train.out=$out/run_$c >"$out/bfm_pretrain_$c.log" 2>&1
+        --set train.comm=\"$comm\" --set train.bucket_mb=0.25 --set train.gpu_overlap=$([ $c = overlap ] && echo true || echo false) \
+        --set train.out=$out/run_$c >"$out/bfm_pretrain_$c.log" 2>&1
     done
-    grep -h "gradients summed" "$out/bfm_pretrain_nccl.log"
-    if cmp -s $out/run_self/checkpoint/model.safetensors $out/run_nccl/checkpoint/model.safetensors; then
-      row "pretrain comm=nccl vs self (30 steps)" "bit-identical"
-    else
-      tail -3 "$out/bfm_pretrain_nccl.log"; row "pretrain comm=nccl vs self (30 steps)" "DIFFERENT"
-    fi
+    grep -hE "gradients summed|all-reduce:" "$out/bfm_pretrain_overlap.log"
+    for c in nccl overlap; do
+      if cmp -s $out/run_self/checkpoint/model.safetensors $out/run_$c/checkpoint/model.safetensors; then
+        row "pretrain comm=$c vs self (30 steps)" "bit-identical"
+      else
+        tail -3 "$out/bfm_pretrain_$c.log"; row "pretrain comm=$c vs self (30 steps)" "DIFFERENT"
+      fi
+    done
   fi
 fi
 

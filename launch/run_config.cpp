@@ -76,6 +76,7 @@ keep_checkpoints = 2    # the newest K training checkpoints are kept
 max_bad_steps = 5       # non-finite loss or gradient this many steps in a row stops the run
 comm = "auto"           # gradient all-reduce: auto | self | mpi | nccl
 bucket_mb = 25          # all-reduce bucket size: buckets start while backward goes on
+gpu_overlap = false     # GPU ranks with NCCL: start the buckets' all-reduces during backward (not yet run on GPUs)
 zero = false            # ZeRO-1: shard AdamW's moments over the ranks (reduce-scatter, update a shard, all-gather)
 )";
 
@@ -281,6 +282,7 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   r.get("train", "comm", t.comm);
   r.get("train", "bucket_mb", t.bucket_mb);
   r.get("train", "zero", t.zero);
+  r.get("train", "gpu_overlap", t.gpu_overlap);
   require(t.micro_batch >= 0, rc.source, ": train.micro_batch must not be negative");
   require(t.validate_every > 0 && t.checkpoint_every >= 0 && t.keep_checkpoints >= 1 && t.max_bad_steps >= 1,
           rc.source, ": train.validate_every, keep_checkpoints and max_bad_steps must be positive, checkpoint_every "

@@ -49,6 +49,9 @@ struct TrainConfig {
   std::string comm = "auto";       // auto | self | mpi | nccl
   double bucket_mb = 25;           // gradient all-reduce bucket size
   bool zero = false;               // ZeRO stage 1: AdamW's moments sharded over the ranks (CPU)
+  // GPU ranks with NCCL: the buckets' all-reduces start on the communicator's stream while backward is still running
+  // (ordered by events); off: one all-reduce of the whole device arena after backward (the path tested on a GPU).
+  bool gpu_overlap = false;
 };
 
 struct RunConfig {

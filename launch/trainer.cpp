@@ -446,17 +446,29 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
   };
 #endif
   runtime::GradientBuckets buckets(tensors, static_cast<int64_t>(t.bucket_mb * (1 << 20)));
+  // GPU ranks with NCCL: the same buckets over the device arena's tensors (its padded offsets), each all-reduce
+  // started on the communicator's stream as soon as backward has enqueued its tensors' gradient kernels, ordered
+  // after them by an event on the model's stream.
+  std::unique_ptr<runtime::GradientBuckets> device_buckets;
+#ifdef BFM_WITH_CUDA
+  if (grad_comm && std::string(grad_comm->backend()) == "nccl" && t.gpu_overlap) {
+    grad_comm->set_producer_stream(gpu->stream());
+    device_buckets = std::make_unique<runtime::GradientBuckets>(gpu->device_tensors(),
+                                                                static_cast<int64_t>(t.bucket_mb * (1 << 20)));
+  }
+#endif
+  runtime::GradientBuckets* active_buckets = device_buckets ? device_buckets.get() : &buckets;
   std::vector<char> reported(model.layout().params().size(), 0);
   const std::function<void(const std::string&)> on_ready = [&](const std::string& prefix) {
     const auto& params = model.layout().params();
     for (size_t i = 0; i < params.size(); ++i)
       if (!reported[i] && params[i].name.compare(0, prefix.size(), prefix) == 0) {
         reported[i] = 1;
-        buckets.tensor_ready(i);
+        active_buckets->tensor_ready(i);
       }
   };
   double hidden_sum = 0;  // the share of each step's all-reduce time that backward hid, summed over steps
-  double gpu_comm_seconds = 0;  // GPU ranks: time in the gradient all-reduce (not overlapped with backward yet)
+  double gpu_comm_seconds = 0;  // GPU ranks: time waiting for the gradient all-reduce after backward
   const float max_logit_scale = static_cast<float>(model::BrainModel::kMaxLogitScale);
   float* logit_scale = m.contrastive ? model.params() + model.layout().offset("logit_scale") : nullptr;
 
@@ -628,14 +640,25 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
       gpu->zero_grads();
       for (int a = 0; a < accumulation; ++a) {
         // 1 / (accumulation * ranks): the sum over ranks below is then the mean gradient of the global batch.
-        const model::Losses l =
-            gpu->forward_backward(batch_of(batch, a * micro, micro), 1.0f / float(accumulation * ranks));
+        const float scale = 1.0f / float(accumulation * ranks);
+        const bool last = a + 1 == accumulation;
+        model::Losses l;
+        if (device_buckets && last) {  // the buckets' all-reduces start while this backward is still enqueued
+          device_buckets->begin_step(gpu->device_grads(), *grad_comm);
+          std::fill(reported.begin(), reported.end(), 0);
+          l = gpu->forward_backward(batch_of(batch, a * micro, micro), scale, on_ready);
+        } else {
+          l = gpu->forward_backward(batch_of(batch, a * micro, micro), scale);
+        }
         sums.add(l);
         finite = finite && l.total && std::isfinite(*l.total);
       }
       if (grad_comm) {
         runtime::Stopwatch comm_clock;
-        if (std::string(grad_comm->backend()) == "nccl") {
+        if (device_buckets) {
+          device_buckets->finish(1.0f);  // the scale is already in the gradients
+          hidden_sum += device_buckets->hidden_fraction();
+        } else if (std::string(grad_comm->backend()) == "nccl") {
           grad_comm->allreduce_sum(gpu->device_grads(), gpu->device_arena_size());
         } else {
           gpu->store_grads(model.grads());
@@ -743,8 +766,8 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
       f.data_wait_s = data->wait_seconds() - wait0;
       f.comm_s = comm->blocked_seconds() - comm0 + gpu_comm_seconds;
       runtime::log_line(runtime::format_progress(f));
-      if (ranks > 1 && !on_gpu && !zero && step + 1 == total_steps)
-        runtime::log_line("all-reduce: " + std::to_string(buckets.n_buckets()) + " buckets, " +
+      if (((ranks > 1 && !on_gpu) || device_buckets) && !zero && step + 1 == total_steps)
+        runtime::log_line("all-reduce: " + std::to_string(active_buckets->n_buckets()) + " buckets, " +
                           std::to_string(int(100 * hidden_sum / double(done))) + "% of their time hidden behind "
                           "backward on average");
     }

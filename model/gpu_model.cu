@@ -158,6 +158,10 @@ struct GpuBrainModel::Impl {
   virtual void set_steps_taken(int64_t steps) = 0;
   virtual void zero_grads() = 0;
   virtual Losses run(const Batch& batch, bool backward, float scale, const std::string& source) = 0;
+  // The hook backward calls as groups of gradients are enqueued (null: none); set by forward_backward for one call.
+  const std::function<void(const std::string&)>* ready_ = nullptr;
+  virtual void* stream() const = 0;
+  virtual std::vector<std::pair<int64_t, int64_t>> device_tensors() const = 0;
   virtual void backward_pooled(const float* d_pooled_host, float scale) = 0;
   virtual double optimizer_step(double lr, bool* applied) = 0;
   virtual int64_t steps_taken() const = 0;
@@ -199,7 +203,8 @@ class Stack {
 
   Stack(const ParamLayout& layout, const DeviceLayout& dl, const std::string& prefix, int n_layers, int width,
         int heads, int hidden, float eps, Profiler* prof)
-      : prof_(prof), n_layers_(n_layers), W_(width), H_(heads), F_(hidden), eps_(eps), acts_(n_layers), residual_(n_layers + 1) {
+      : prof_(prof), prefix_(prefix), n_layers_(n_layers), W_(width), H_(heads), F_(hidden), eps_(eps), acts_(n_layers),
+        residual_(n_layers + 1) {
     auto at = [&](const std::string& name) {
       const auto& params = layout.params();
       for (size_t i = 0; i < params.size(); ++i)
@@ -260,8 +265,10 @@ class Stack {
                              P + lnf_b_, M, W_, eps_, s);
   }
 
-  // dout [B, n, W] -> din += ...; parameter gradients += into G.
-  void backward(T* din, const T* dout, const float* P, const T* Wm, float* G, cudaStream_t s) {
+  // dout [B, n, W] -> din += ...; parameter gradients += into G. ready (may be null) is called with "ln_f." and
+  // "blocks.<l>." (under the stack's prefix) once their gradient kernels are enqueued on s.
+  void backward(T* din, const T* dout, const float* P, const T* Wm, float* G, cudaStream_t s,
+                const std::function<void(const std::string&)>* ready = nullptr) {
     const int64_t M = int64_t(B_) * n_;
     d_res_.resize(M * W_), d_mid_.resize(M * W_), d_ln_.resize(M * W_), d_qkv_.resize(M * 3 * W_);
     d_attn_.resize(M * W_), d_fc1_.resize(M * F_);
@@ -271,6 +278,7 @@ class Stack {
     prof_->mark(s, "layernorm backward");
     kc::layernorm_backward<T>(d_res_.get(), G + lnf_w_, G + lnf_b_, dout, residual_[n_layers_].get(), P + lnf_w_,
                               lnf_mean_.get(), lnf_rstd_.get(), M, W_, s);
+    if (ready && *ready) (*ready)(prefix_ + "ln_f.");
     for (int l = n_layers_ - 1; l >= 0; --l) {
       const Block& o = blocks_[l];
       Acts& a = acts_[l];
@@ -308,6 +316,7 @@ class Stack {
       prof_->mark(s, "layernorm backward");
       kc::layernorm_backward<T>(d_res_.get(), G + o.ln1_w, G + o.ln1_b, d_ln_.get(), residual_[l].get(), P + o.ln1_w,
                                 a.ln1_mean.get(), a.ln1_rstd.get(), M, W_, s);
+      if (ready && *ready) (*ready)(prefix_ + "blocks." + std::to_string(l) + ".");
     }
     prof_->mark(s, "residual");
     kc::residual_forward<T>(din, din, d_res_.get(), M * W_, s);
@@ -324,6 +333,7 @@ class Stack {
 
  private:
   Profiler* prof_;
+  std::string prefix_;
   int n_layers_, W_, H_, F_;
   float eps_;
   std::vector<Block> blocks_;
@@ -410,6 +420,12 @@ class Model final : public GpuBrainModel::Impl {
   }
   void load_grads(const float* host) override { copy_arena(const_cast<float*>(host), grads_.get(), false); }
   float* device_grads() override { return grads_.get(); }
+  void* stream() const override { return s_; }
+  std::vector<std::pair<int64_t, int64_t>> device_tensors() const override {
+    std::vector<std::pair<int64_t, int64_t>> out;
+    for (size_t i = 0; i < layout.params().size(); ++i) out.push_back({dl_.offset[i], layout.params()[i].size});
+    return out;
+  }
   int64_t device_arena_size() const override { return dl_.total; }
   void set_steps_taken(int64_t steps) override { step_ = steps; }
   // host (CPU layout) <-> device (padded layout), one tensor at a time.
@@ -559,7 +575,8 @@ class Model final : public GpuBrainModel::Impl {
                              s_, false);
       d_dec_in_.resize(int64_t(B) * N * Dd);
       d_dec_in_.zero(s_);
-      decoder_->backward(d_dec_in_.get(), d_dec_out_.get(), P, Wm, G, s_);
+      ready("decoder.head.");
+      decoder_->backward(d_dec_in_.get(), d_dec_out_.get(), P, Wm, G, s_, ready_);
       prof_.mark(s_, "decoder: mask fill and embed backward");
       d_z_.resize(M * Dd);
       d_z_.zero(s_);
@@ -568,10 +585,12 @@ class Model final : public GpuBrainModel::Impl {
       kc::linear_backward<T>(d_enc_out_.get(), G + off("decoder.embed.weight"), G + off("decoder.embed.bias"),
                              d_z_.get(), enc_out_.get(), Wm + off("decoder.embed.weight"), M, D, Dd, s_);
     }
+    if (c.mae) ready("decoder.");  // embed, mask_token, its position tables (and all of it when no mask ran)
     prof_.mark(s_, "heads and losses backward");
     if (ran_next_)
       kc::linear_backward<T>(d_enc_out_.get(), G + off("next_head.weight"), G + off("next_head.bias"), d_next_.get(),
                              enc_out_.get(), Wm + off("next_head.weight"), int64_t(B) * N, D, L, s_);
+    if (c.causal) ready("next_head.");
     if (contrastive_) {
       const int S = c.stim_dim, E = c.proj_dim;
       d_pooled_.resize(int64_t(B) * D);
@@ -581,7 +600,16 @@ class Model final : public GpuBrainModel::Impl {
                              Wm + off("stim_proj.weight"), B, S, E, s_);
       kc::mean_pool_backward<T>(d_enc_out_.get(), d_pooled_.get(), B, n_enc_, D, s_);
     }
+    if (c.contrastive) {
+      ready("brain_proj.");
+      ready("stim_proj.");
+      ready("logit_scale");
+    }
     backward_encoder();
+  }
+
+  void ready(const char* prefix) const {
+    if (ready_ && *ready_) (*ready_)(prefix);
   }
 
   // Fine-tuning: d_pooled [B, D] from the host (times scale) -> mean pool backward -> the encoder tail.
@@ -623,11 +651,14 @@ class Model final : public GpuBrainModel::Impl {
     prof_.mark(s_, "copy/zero");
     d_tokens_.resize(M * D);
     d_tokens_.zero(s_);
-    encoder_.backward(d_tokens_.get(), d_enc_out_.get(), P, Wm, G, s_);
+    encoder_.backward(d_tokens_.get(), d_enc_out_.get(), P, Wm, G, s_, ready_);
     prof_.mark(s_, "embedding backward");
     kc::patch_embed_backward<T>(G + off("patch_embed.weight"), G + off("patch_embed.bias"), G + off("parcel_embed"),
                                 G + off("time_embed"), d_tokens_.get(), patches_.get(), vis, B, N, n_enc_, Pn, L, D,
                                 s_);
+    ready("patch_embed.");
+    ready("parcel_embed");
+    ready("time_embed");
   }
 
   double optimizer_step(double lr, bool* applied) override {
@@ -757,6 +788,21 @@ Losses GpuBrainModel::forward(const Batch& batch, const std::string& source) {
 Losses GpuBrainModel::forward_backward(const Batch& batch, float scale, const std::string& source) {
   return impl_->run(batch, true, scale, source);
 }
+Losses GpuBrainModel::forward_backward(const Batch& batch, float scale,
+                                       const std::function<void(const std::string&)>& on_ready,
+                                       const std::string& source) {
+  impl_->ready_ = &on_ready;
+  try {
+    Losses l = impl_->run(batch, true, scale, source);
+    impl_->ready_ = nullptr;
+    return l;
+  } catch (...) {
+    impl_->ready_ = nullptr;
+    throw;
+  }
+}
+void* GpuBrainModel::stream() const { return impl_->stream(); }
+std::vector<std::pair<int64_t, int64_t>> GpuBrainModel::device_tensors() const { return impl_->device_tensors(); }
 std::vector<float> GpuBrainModel::forward_pooled(const Batch& batch, const std::string& source) {
   Batch b = batch;
   b.encoder_only = true;

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -68,6 +69,15 @@ class GpuBrainModel {
   // Forward, fused losses, backward: grads += scale * d(total)/d(params). Host pointers. With batch.encoder_only
   // there is no loss and so nothing to back-propagate: the same as forward (the gradients are left as they are).
   Losses forward_backward(const Batch& batch, float scale = 1.0f, const std::string& source = "batch");
+  // The same, calling on_ready(prefix) as BrainModel::backward does ("decoder.head.", "blocks.11.", "patch_embed.",
+  // ...) once the gradient kernels of every tensor under the prefix are enqueued on stream(): a device all-reduce of
+  // their bucket may then start on another stream that waits for stream()'s work so far (an event).
+  Losses forward_backward(const Batch& batch, float scale, const std::function<void(const std::string&)>& on_ready,
+                          const std::string& source = "batch");
+  // The CUDA stream every op of this model runs on (a cudaStream_t).
+  void* stream() const;
+  // {offset, size} in floats of every tensor in the device gradient arena (device_grads()), in ParamLayout order.
+  std::vector<std::pair<int64_t, int64_t>> device_tensors() const;
 
   // Fine-tuning, as BrainModel's encoder_only forward and backward_pooled: forward_pooled runs the encoder-only
   // forward (batch.encoder_only is implied; a mae model with batch.mask encodes the visible tokens only, as on the

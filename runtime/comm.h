@@ -49,6 +49,11 @@ class Communicator {
   virtual void wait(int64_t handle) = 0;
   virtual void wait_all() = 0;
 
+  // Device back-ends (nccl): every collective started after this call first waits, on the device, for the work
+  // enqueued on `stream` (a cudaStream_t) up to the moment it is started, so that an all-reduce can start while the
+  // kernels that produce later gradients still run. nullptr (the default) orders nothing. Host back-ends ignore it.
+  virtual void set_producer_stream(void* stream) { (void)stream; }
+
   // Seconds spent blocked inside this communicator's calls (waits included) since construction: what the progress
   // line reports as communication time.
   virtual double blocked_seconds() const = 0;

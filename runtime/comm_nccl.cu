@@ -52,6 +52,7 @@ class NcclCommunicator final : public Communicator {
   ~NcclCommunicator() override {
     for (auto& [handle, event] : pending_) cudaEventDestroy(event);
     if (comm_ != nullptr) ncclCommDestroy(comm_);
+    if (producer_event_ != nullptr) cudaEventDestroy(producer_event_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
@@ -65,6 +66,7 @@ class NcclCommunicator final : public Communicator {
   void allreduce_sum(float* data, int64_t n) override {
     BlockedScope blocked(blocked_);
     if (!check_count("allreduce_sum", n)) return;
+    wait_for_producer();
     check_nccl(ncclAllReduce(data, data, static_cast<size_t>(n), ncclFloat, ncclSum, comm_, stream_), "ncclAllReduce");
     synchronize("ncclAllReduce");
   }
@@ -107,9 +109,12 @@ class NcclCommunicator final : public Communicator {
     host_->barrier();
   }
 
+  void set_producer_stream(void* stream) override { producer_ = static_cast<cudaStream_t>(stream); }
+
   int64_t start_allreduce_sum(float* data, int64_t n) override {
     BlockedScope blocked(blocked_);
     check_count("start_allreduce_sum", n);
+    wait_for_producer();
     if (n > 0)
       check_nccl(ncclAllReduce(data, data, static_cast<size_t>(n), ncclFloat, ncclSum, comm_, stream_),
                  "ncclAllReduce (started)");
@@ -168,9 +173,20 @@ class NcclCommunicator final : public Communicator {
     check_async(op);
   }
 
+  // The communicator's stream waits (on the device) for what the producer stream has enqueued so far.
+  void wait_for_producer() {
+    if (producer_ == nullptr) return;
+    if (producer_event_ == nullptr)
+      check_cuda(cudaEventCreateWithFlags(&producer_event_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+    check_cuda(cudaEventRecord(producer_event_, producer_), "cudaEventRecord (producer)");
+    check_cuda(cudaStreamWaitEvent(stream_, producer_event_, 0), "cudaStreamWaitEvent (producer)");
+  }
+
   std::unique_ptr<Communicator> host_;
   int rank_ = 0, size_ = 1, device_ = 0;
   cudaStream_t stream_ = nullptr;
+  cudaStream_t producer_ = nullptr;
+  cudaEvent_t producer_event_ = nullptr;
   ncclComm_t comm_ = nullptr;
   std::map<int64_t, cudaEvent_t> pending_;
   int64_t next_handle_ = 1;
