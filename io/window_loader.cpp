@@ -37,9 +37,13 @@ uint64_t chunk_key(size_t shard, Rows which, int64_t chunk) {
 // The chunk cache (least recently used first out; the chunks of the batch being read are pinned) and the helper
 // threads that share a batch's chunk reads and copies with the loader's thread.
 struct WindowLoader::Cache {
+  struct Buffer {  // not zeroed: every chunk read overwrites it
+    std::unique_ptr<unsigned char[]> data;
+    size_t size = 0;
+  };
   struct Slot {
     uint64_t key = 0;
-    std::vector<unsigned char> bytes;
+    Buffer bytes;
     uint64_t batch = 0;  // the last batch that used it: pinned while that batch is read
   };
   std::list<Slot> lru;  // front: most recently used
@@ -58,16 +62,16 @@ struct WindowLoader::Cache {
   // A new slot of `bytes` bytes for `key` (not cached): evicts unpinned chunks, least recently used first, while the
   // cache would exceed its capacity (pinned ones stay, so one batch may overfill it), reusing a buffer of that size.
   Slot* insert(uint64_t key, size_t bytes) {
-    std::vector<unsigned char> buffer;
+    Buffer buffer;
     for (auto it = lru.end(); it != lru.begin() && used + static_cast<int64_t>(bytes) > capacity;) {
       --it;
       if (it->batch == batch) continue;
-      used -= static_cast<int64_t>(it->bytes.size());
-      if (buffer.empty() && it->bytes.size() == bytes) buffer = std::move(it->bytes);
+      used -= static_cast<int64_t>(it->bytes.size);
+      if (!buffer.data && it->bytes.size == bytes) buffer = std::move(it->bytes);
       index.erase(it->key);
       it = lru.erase(it);
     }
-    if (buffer.size() != bytes) buffer.resize(bytes);
+    if (!buffer.data) buffer = Buffer{std::unique_ptr<unsigned char[]>(new unsigned char[bytes]), bytes};
     lru.push_front(Slot{key, std::move(buffer), batch});
     index[key] = lru.begin();
     used += static_cast<int64_t>(bytes);
@@ -76,7 +80,7 @@ struct WindowLoader::Cache {
   void erase(uint64_t key) {
     const auto it = index.find(key);
     if (it == index.end()) return;
-    used -= static_cast<int64_t>(it->second->bytes.size());
+    used -= static_cast<int64_t>(it->second->bytes.size);
     lru.erase(it->second);
     index.erase(it);
   }
@@ -371,25 +375,18 @@ void WindowLoader::read_batch_chunks(const std::vector<ShardReader*>& shards, co
   if (S > 0) b.stimulus.assign(static_cast<size_t>(B * S), 0.0f);
   if (labels_) b.label.assign(static_cast<size_t>(B), -1);
 
-  // Where each window is, and the chunks the batch needs (each once, in file order).
-  struct Place {
-    size_t shard;
-    int64_t run, row0;  // the shard's run, the window's first row in the shard's row datasets
-  };
-  struct Need {
+  // The pieces of the batch: rows [r0, r0 + n) of one chunk, to rows [t, t + n) of window i. Sorted by chunk (file
+  // order), each chunk's pieces make one task: the chunk is read (or found in the cache) and its pieces copied out
+  // while it is hot. Embeddings and labels go to staging rows, reduced per window at the end.
+  struct Piece {
     uint64_t key;
-    size_t shard;
+    uint32_t shard;
     Rows which;
-    int64_t chunk;
-    int64_t window;  // the first window that needs it (named by errors)
-    const unsigned char* bytes = nullptr;
+    int64_t chunk, window, r0, n, t;
   };
-  std::vector<Place> place(static_cast<size_t>(B));
-  std::vector<Need> needs;
-  auto wanted = [&](const ShardReader& shard, Rows which) {
-    return which == Rows::timeseries || (which == Rows::stimulus && S > 0 && shard.has_rows(which)) ||
-           (which == Rows::label && labels_ && shard.has_rows(which));
-  };
+  std::vector<Piece> pieces;
+  std::vector<int64_t> run_of(static_cast<size_t>(B));  // the shard's run of each window (named by errors)
+  std::vector<char> has_stim(static_cast<size_t>(B), 0), has_label(static_cast<size_t>(B), 0);
   for (int64_t i = 0; i < B; ++i) {
     const Window w = b.windows[static_cast<size_t>(i)];
     require(w.run >= 0 && w.run < first_run.back(), "window loader: the sampler's run ", w.run,
@@ -403,116 +400,119 @@ void WindowLoader::read_batch_chunks(const std::vector<ShardReader*>& shards, co
       fail(shard.path(), ": run ", run, " (subject '", r.subject, "'): window [", w.start, ", ", w.start + T,
            ") is outside its ", r.length, " time points [window loader: corpus run ", w.run, ", row ", i,
            " of a batch]");
-    place[static_cast<size_t>(i)] = {s, run, r.offset + w.start};
+    run_of[static_cast<size_t>(i)] = run;
+    has_stim[static_cast<size_t>(i)] = S > 0 && shard.has_rows(Rows::stimulus);
+    has_label[static_cast<size_t>(i)] = labels_ && shard.has_rows(Rows::label);
     for (const Rows which : {Rows::timeseries, Rows::stimulus, Rows::label}) {
-      if (!wanted(shard, which)) continue;
-      const int64_t rows = shard.chunk_layout(which).rows, row0 = r.offset + w.start;
-      for (int64_t c = row0 / rows; c <= (row0 + T - 1) / rows; ++c)
-        needs.push_back({chunk_key(s, which, c), s, which, c, i});
+      if ((which == Rows::stimulus && !has_stim[static_cast<size_t>(i)]) ||
+          (which == Rows::label && !has_label[static_cast<size_t>(i)]))
+        continue;
+      const int64_t rows = shard.chunk_layout(which).rows;
+      for (int64_t t = 0; t < T;) {
+        const int64_t row = r.offset + w.start + t, c = row / rows, n = std::min(T - t, (c + 1) * rows - row);
+        pieces.push_back({chunk_key(s, which, c), static_cast<uint32_t>(s), which, c, i, row - c * rows, n, t});
+        t += n;
+      }
     }
   }
-  std::sort(needs.begin(), needs.end(), [](const Need& a, const Need& c) {
+  std::sort(pieces.begin(), pieces.end(), [](const Piece& a, const Piece& c) {
     return a.key != c.key ? a.key < c.key : a.window < c.window;
   });
-  needs.erase(std::unique(needs.begin(), needs.end(), [](const Need& a, const Need& c) { return a.key == c.key; }),
-              needs.end());
+  struct Task {
+    size_t first, end;               // its pieces
+    unsigned char* bytes = nullptr;  // the chunk, in its cache slot
+    bool read = false;               // to be read from the file
+  };
+  std::vector<Task> tasks;
+  for (size_t k = 0; k < pieces.size(); ++k)
+    if (k == 0 || pieces[k].key != pieces[k - 1].key) tasks.push_back({k, k + 1});
+    else tasks.back().end = k + 1;
 
-  // Cached chunks are pinned for this batch; the others get a slot and are read: HDF5 reads on this thread under the
-  // HDF5 lock, direct reads (pread + checksum) spread over the reading threads.
+  // Cached chunks are pinned for this batch; the others get a slot. Chunks that only HDF5 reads are read here, on
+  // the loader's thread under the HDF5 lock; direct ones by the task, on any reading thread.
   ++cache.batch;
-  std::vector<size_t> hdf5_reads, direct_reads;
-  std::vector<unsigned char*> target(needs.size(), nullptr);
-  int64_t hits = 0, bytes_read = 0;
-  for (size_t k = 0; k < needs.size(); ++k) {
-    Need& n = needs[k];
-    if (const Cache::Slot* slot = cache.find(n.key)) {
-      n.bytes = slot->bytes.data();
+  int64_t hits = 0, reads = 0, bytes_read = 0;
+  for (Task& task : tasks) {
+    const Piece& p = pieces[task.first];
+    if (Cache::Slot* slot = cache.find(p.key)) {
+      task.bytes = slot->bytes.data.get();
       ++hits;
       continue;
     }
-    const auto& L = shards[n.shard]->chunk_layout(n.which);
-    Cache::Slot* slot = cache.insert(n.key, static_cast<size_t>(L.buffer_bytes()));
-    target[k] = slot->bytes.data();
-    n.bytes = target[k];
+    const auto& L = shards[p.shard]->chunk_layout(p.which);
+    task.bytes = cache.insert(p.key, static_cast<size_t>(L.buffer_bytes()))->bytes.data.get();
+    task.read = true;
+    ++reads;
     bytes_read += L.buffer_bytes();
-    (L.direct ? direct_reads : hdf5_reads).push_back(k);
   }
   const int threads = static_cast<int>(cache.helpers.size()) + 1;
   std::vector<double> read_s(static_cast<size_t>(threads), 0.0), copy_s(static_cast<size_t>(threads), 0.0);
-  auto read_one = [&](size_t k, int thread) {
-    const Need& n = needs[k];
-    const Window w = b.windows[static_cast<size_t>(n.window)];
+  auto read_chunk = [&](const Task& task, int thread) {
+    const Piece& p = pieces[task.first];
+    const Window w = b.windows[static_cast<size_t>(p.window)];
     runtime::Stopwatch clock;
     try {
-      shards[n.shard]->read_chunk(n.which, n.chunk, target[k], place[static_cast<size_t>(n.window)].run);
+      shards[p.shard]->read_chunk(p.which, p.chunk, task.bytes, run_of[static_cast<size_t>(p.window)]);
     } catch (const Error& e) {
-      fail(e.what(), " [window loader: corpus run ", w.run, ", start ", w.start, ", T ", T, ", row ", n.window,
+      fail(e.what(), " [window loader: corpus run ", w.run, ", start ", w.start, ", T ", T, ", row ", p.window,
            " of a batch]");
     }
     read_s[static_cast<size_t>(thread)] += clock.seconds();
   };
+  std::vector<float> stim_rows(static_cast<size_t>(S > 0 ? B * T * S : 0));
+  std::vector<int32_t> label_rows(static_cast<size_t>(labels_ ? B * T : 0));
   try {
-    if (!hdf5_reads.empty()) {
-      std::lock_guard hdf5(hdf5_mutex());
-      for (size_t k : hdf5_reads) read_one(k, 0);
+    {
+      std::unique_lock<std::mutex> hdf5;
+      for (Task& task : tasks)
+        if (task.read && !shards[pieces[task.first].shard]->chunk_layout(pieces[task.first].which).direct) {
+          if (!hdf5.owns_lock()) hdf5 = std::unique_lock(hdf5_mutex());
+          read_chunk(task, 0);
+          task.read = false;
+        }
     }
-    cache.run(static_cast<int64_t>(direct_reads.size()),
-              [&](int64_t j, int thread) { read_one(direct_reads[static_cast<size_t>(j)], thread); });
+    cache.run(static_cast<int64_t>(tasks.size()), [&](int64_t k, int thread) {
+      const Task& task = tasks[static_cast<size_t>(k)];
+      if (task.read) read_chunk(task, thread);
+      runtime::Stopwatch clock;
+      const Piece& first = pieces[task.first];
+      const ShardReader& shard = *shards[first.shard];
+      const bool half = first.which == Rows::timeseries && shard.chunk_layout(Rows::timeseries).element_bytes == 2;
+      for (size_t q = task.first; q < task.end; ++q) {
+        const Piece& p = pieces[q];
+        if (p.which == Rows::timeseries) {
+          float* out = b.timeseries.data() + (p.window * T + p.t) * P;
+          if (half) {
+            const auto* h = reinterpret_cast<const uint16_t*>(task.bytes) + p.r0 * P;
+            for (int64_t e = 0; e < p.n * P; ++e) out[e] = half_to_float(h[e]);
+          } else {
+            std::memcpy(out, task.bytes + p.r0 * P * 4, static_cast<size_t>(p.n * P) * 4);
+          }
+        } else if (p.which == Rows::stimulus) {
+          std::memcpy(stim_rows.data() + (p.window * T + p.t) * S, task.bytes + p.r0 * S * 4,
+                      static_cast<size_t>(p.n * S) * 4);
+        } else {
+          std::memcpy(label_rows.data() + p.window * T + p.t, task.bytes + p.r0 * 4, static_cast<size_t>(p.n) * 4);
+        }
+      }
+      copy_s[static_cast<size_t>(thread)] += clock.seconds();
+    });
   } catch (...) {
-    for (size_t k = 0; k < needs.size(); ++k)
-      if (target[k]) cache.erase(needs[k].key);  // unread, or read and found corrupt: not kept
+    for (const Task& task : tasks)  // not kept: unread, found corrupt, or read by this batch (to be safe)
+      if (task.read) cache.erase(pieces[task.first].key);
     throw;
   }
-
-  // Copy the windows out of the chunks, in the sampler's order.
-  auto chunk_bytes = [&](size_t s, Rows which, int64_t c) {
-    const uint64_t key = chunk_key(s, which, c);
-    const auto it = std::lower_bound(needs.begin(), needs.end(), key,
-                                     [](const Need& n, uint64_t k) { return n.key < k; });
-    return it->bytes;
-  };
-  cache.run(B, [&](int64_t i, int thread) {
-    runtime::Stopwatch clock;
-    const Place& at = place[static_cast<size_t>(i)];
-    const ShardReader& shard = *shards[at.shard];
-    // Rows [row0, row0 + T) of `which`, chunk by chunk: f(chunk bytes, first row in chunk, rows, first window row).
-    auto each_piece = [&](Rows which, auto&& f) {
-      const int64_t rows = shard.chunk_layout(which).rows;
-      for (int64_t t = 0; t < T;) {
-        const int64_t row = at.row0 + t, c = row / rows, n = std::min(T - t, (c + 1) * rows - row);
-        f(chunk_bytes(at.shard, which, c), row - c * rows, n, t);
-        t += n;
-      }
-    };
-    float* out = b.timeseries.data() + i * T * P;
-    const bool half = shard.chunk_layout(Rows::timeseries).element_bytes == 2;
-    each_piece(Rows::timeseries, [&](const unsigned char* bytes, int64_t r0, int64_t n, int64_t t) {
-      if (half) {
-        const auto* h = reinterpret_cast<const uint16_t*>(bytes) + r0 * P;
-        for (int64_t e = 0; e < n * P; ++e) out[t * P + e] = half_to_float(h[e]);
-      } else {
-        std::memcpy(out + t * P, bytes + r0 * P * 4, static_cast<size_t>(n * P) * 4);
-      }
-    });
-    if (wanted(shard, Rows::stimulus)) {
-      std::vector<float> rows(static_cast<size_t>(T * S));
-      each_piece(Rows::stimulus, [&](const unsigned char* bytes, int64_t r0, int64_t n, int64_t t) {
-        std::memcpy(rows.data() + t * S, bytes + r0 * S * 4, static_cast<size_t>(n * S) * 4);
-      });
-      mean_rows(rows.data(), T, S, b.stimulus.data() + i * S);
+  std::vector<int32_t> labels(static_cast<size_t>(T));
+  for (int64_t i = 0; i < B; ++i) {
+    if (has_stim[static_cast<size_t>(i)]) mean_rows(stim_rows.data() + i * T * S, T, S, b.stimulus.data() + i * S);
+    if (has_label[static_cast<size_t>(i)]) {
+      std::copy_n(label_rows.data() + i * T, T, labels.begin());
+      b.label[static_cast<size_t>(i)] = majority(labels);
     }
-    if (wanted(shard, Rows::label)) {
-      std::vector<int32_t> lab(static_cast<size_t>(T));
-      each_piece(Rows::label, [&](const unsigned char* bytes, int64_t r0, int64_t n, int64_t t) {
-        std::memcpy(lab.data() + t, bytes + r0 * 4, static_cast<size_t>(n) * 4);
-      });
-      b.label[static_cast<size_t>(i)] = majority(lab);
-    }
-    copy_s[static_cast<size_t>(thread)] += clock.seconds();
-  });
+  }
 
   std::lock_guard lock(mutex_);
-  stats_.chunks_read += static_cast<int64_t>(hdf5_reads.size() + direct_reads.size());
+  stats_.chunks_read += reads;
   stats_.chunk_bytes_read += bytes_read;
   stats_.chunk_hits += hits;
   for (int t = 0; t < threads; ++t) {

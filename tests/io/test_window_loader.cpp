@@ -297,7 +297,7 @@ uint32_t fletcher32_by_the_book(const unsigned char* data, size_t bytes) {
   return (sum2 << 16) | sum1;
 }
 
-TEST(Fletcher32, EqualsHdf5sLoopBitForBit) {
+TEST(ShardReaderFletcher32, EqualsHdf5sLoopBitForBit) {
   std::mt19937_64 rng(5);
   for (int trial = 0; trial < 4000; ++trial) {
     const size_t n = trial < 3000 ? rng() % 2000 : 409600 + rng() % 9;
@@ -310,7 +310,7 @@ TEST(Fletcher32, EqualsHdf5sLoopBitForBit) {
   }
 }
 
-class ChunkReads : public WindowLoaderTest {
+class WindowLoaderChunkReads : public WindowLoaderTest {
  protected:
   // Shards 0, 1: ours, float32 (write_corpus: shard 0 with embeddings and labels); 2: h5py, gzip + shuffle +
   // Fletcher32; 3: h5py, no filter, chunks of 100 rows; 4: h5py, big-endian float32 with Fletcher32; 5: h5py,
@@ -374,7 +374,7 @@ print("OK")
   }
 };
 
-TEST_F(ChunkReads, EqualThePerWindowHdf5ReadsOnEveryLayout) {
+TEST_F(WindowLoaderChunkReads, EqualThePerWindowHdf5ReadsOnEveryLayout) {
   const auto files = write_all_layouts();
   std::vector<int64_t> lengths;
   {
@@ -418,7 +418,7 @@ TEST_F(ChunkReads, EqualThePerWindowHdf5ReadsOnEveryLayout) {
   }
 }
 
-TEST_F(ChunkReads, ACachedChunkIsReadOnceWhileCached) {
+TEST_F(WindowLoaderChunkReads, ACachedChunkIsReadOnceWhileCached) {
   const auto files = write_all_layouts();
   std::vector<int64_t> lengths;
   int64_t chunks = 0;
