@@ -12,15 +12,15 @@
 // so it needs no memory for millions of windows and a restore costs nothing.
 //
 // Block shuffle (opt-in: SamplerOptions::block > 0; data.shuffle = "block" in a run config). The windows of every run
-// are cut into blocks of consecutive starts, `block / stride` windows each (the last block of a run may hold fewer),
-// so that a block's windows lie in `block + T - 1` consecutive time points: a few chunks of the shard, read once.
+// are cut into blocks of consecutive starts, max(1, block / stride) windows each (a run's last block may hold fewer),
+// so that a block's windows lie in about `block + T` consecutive time points: a few chunks of the shard, read once.
 // Per epoch a pseudo-random permutation of the blocks, drawn from (seed, epoch), is cut into groups of
 // `shuffle_blocks` consecutive blocks (a shuffle buffer), and the windows of each group are permuted by a permutation
 // drawn from (seed, epoch, group); the epoch's global order is group 0's windows, then group 1's, and so on. So an
 // epoch still visits every window exactly once, the order depends only on (seed, epoch) and not on the number of
 // ranks, ranks split it as above and (epoch, batch) restores it exactly; what changes is that the windows of a global
-// batch come from at most `shuffle_blocks` blocks (about G / shuffle_blocks windows from each when G < shuffle_blocks
-// blocks' windows) and consecutive batches draw from the same group (docs/TRAINING.md, "Data order").
+// batch come from at most `shuffle_blocks` blocks (twice that where it straddles two groups) and consecutive batches
+// draw on the same group (the statistical trade-off: docs/TRAINING.md, "Data order and reading").
 // The block mode keeps one array of the epoch's block order (8 bytes a block) and per group its first position.
 #pragma once
 
