@@ -3,6 +3,7 @@
 // population ridge, linear probes, full fine-tuning and the same architecture from scratch, side by side on the same
 // cross-validation splits, with few-shot curves. Writes results.csv, summary.csv, summary.md, PNG plots, the
 // predictions and config.json into --out, and prints the headline table. Runs over MPI ranks (mpirun -np N).
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -43,6 +44,15 @@ struct EvalCli {
   std::string device = "auto";
   std::string cv = "stimulus";
 };
+
+// The fractions summary.md and the printed table lead with: 10 % and 100 % where evaluated, else the largest.
+[[maybe_unused]] std::vector<double> headline_fractions(const std::vector<double>& fractions) {
+  std::vector<double> out;
+  for (double f : {0.1, 1.0})
+    if (std::find(fractions.begin(), fractions.end(), f) != fractions.end()) out.push_back(f);
+  if (out.empty()) out.push_back(*std::max_element(fractions.begin(), fractions.end()));
+  return out;
+}
 
 [[maybe_unused]] std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
@@ -100,11 +110,7 @@ Command add_eval_command(CLI::App& app) {
       options.cv_unit = provenance.value("cv_unit", options.cv_unit);
       options.fractions = provenance.value("fractions", options.fractions);
       options.seed = provenance.value("seed", options.seed);
-      std::vector<double> headline;
-      for (double f : {0.1, 1.0})
-        if (std::find(options.fractions.begin(), options.fractions.end(), f) != options.fractions.end())
-          headline.push_back(f);
-      if (headline.empty()) headline.push_back(options.fractions.back());
+      const std::vector<double> headline = headline_fractions(options.fractions);
       const std::string table = eval::write_report(opt->out, report, options, provenance, headline);
       std::cout << "bfm eval --merge: " << opt->merge.size() << " parts, " << report.held_out_subjects
                 << " held-out subjects\n\n" << table << "\nreport: " << (fs::path(opt->out) / "summary.md").string()
@@ -217,11 +223,7 @@ Command add_eval_command(CLI::App& app) {
     }
     const eval::EvalReport report = eval::evaluate(data, models, options, *comm);
     if (lead) {
-      std::vector<double> headline;
-      for (double f : {0.1, 1.0})
-        if (std::find(options.fractions.begin(), options.fractions.end(), f) != options.fractions.end())
-          headline.push_back(f);
-      if (headline.empty()) headline.push_back(options.fractions.back());
+      const std::vector<double> headline = headline_fractions(options.fractions);
       const std::string table = eval::write_report(opt->out, report, options, provenance, headline);
       char pct[32];
       std::snprintf(pct, sizeof pct, "%g%%", headline[0] * 100);

@@ -274,6 +274,39 @@ class PopulationRidge {
   double alpha_ = 1;
 };
 
+// The outer folds of one subject: `mine` its trials (indices into the per-trial arrays, in time order), kept whole by
+// their group; per fold the test trials and the training trials left after the purge of windows overlapping a test
+// window (in time order).
+struct SubjectFold {
+  std::vector<int64_t> train, test;
+};
+std::vector<SubjectFold> subject_folds(const std::vector<int64_t>& mine, const std::vector<int64_t>& group_of,
+                                       const std::vector<int64_t>& series_of, const std::vector<int64_t>& start_of,
+                                       const std::vector<int64_t>& end_of, int k, uint64_t seed) {
+  std::vector<int64_t> group, series, start, end;
+  for (int64_t i : mine) {
+    group.push_back(group_of[size_t(i)]);
+    series.push_back(series_of[size_t(i)]);
+    start.push_back(start_of[size_t(i)]);
+    end.push_back(end_of[size_t(i)]);
+  }
+  const std::vector<int> fold = group_folds(group, k, seed);
+  const int folds = *std::max_element(fold.begin(), fold.end()) + 1;
+  std::vector<SubjectFold> out(static_cast<size_t>(folds));
+  for (int f = 0; f < folds; ++f) {
+    for (int64_t i : purged_train_rows(fold, f, series, start, end)) out[size_t(f)].train.push_back(mine[size_t(i)]);
+    for (size_t i = 0; i < fold.size(); ++i)
+      if (fold[i] == f) out[size_t(f)].test.push_back(mine[i]);
+  }
+  return out;
+}
+
+// The first ceil(q * n) training trials in time (at least 2): a shorter scan of the new subject.
+std::vector<int64_t> first_fraction(const std::vector<int64_t>& train, double q) {
+  const size_t keep = std::min(train.size(), std::max<size_t>(2, size_t(std::ceil(q * double(train.size())))));
+  return std::vector<int64_t>(train.begin(), train.begin() + static_cast<std::ptrdiff_t>(keep));
+}
+
 void add_row(std::vector<ResultRow>& rows, const std::string& task, const std::string& method, double fraction,
              const std::string& subject, int fold, const std::string& metric, double value) {
   rows.push_back({task, method, fraction, subject, fold, metric, value});
@@ -502,29 +535,15 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
         continue;
       }
       const std::string& sid = data.subjects[size_t(s)].id;
-      std::vector<int64_t> group, series, start, end;
-      for (int64_t i : mine) {
-        const EvalTrial& t = data.trials[size_t(i)];
-        group.push_back(trial_group[size_t(i)]);
-        series.push_back(t.run);
-        start.push_back(t.onset);
-        end.push_back(t.onset + T);
-      }
-      const std::vector<int> fold = group_folds(group, options.folds, options.seed ^ (uint64_t(s) * 0x9E3779B97F4A7C15ULL));
-      const int folds = *std::max_element(fold.begin(), fold.end()) + 1;
-      for (int f = 0; f < folds; ++f) {
-        std::vector<int64_t> test_local, train_local = purged_train_rows(fold, f, series, start, end);
-        for (size_t i = 0; i < fold.size(); ++i)
-          if (fold[i] == f) test_local.push_back(int64_t(i));
-        if (train_local.empty() || test_local.empty()) continue;
-        std::vector<int64_t> test_rows;
-        for (int64_t i : test_local) test_rows.push_back(mine[size_t(i)]);
+      const auto folds_of_subject = subject_folds(mine, trial_group, trial_series, trial_start, trial_end,
+                                                  options.folds, options.seed ^ (uint64_t(s) * 0x9E3779B97F4A7C15ULL));
+      for (int f = 0; f < int(folds_of_subject.size()); ++f) {
+        const std::vector<int64_t>& test_rows = folds_of_subject[size_t(f)].test;
+        const std::vector<int64_t>& train_all = folds_of_subject[size_t(f)].train;
+        if (train_all.empty() || test_rows.empty()) continue;
         const auto y_test = take_rows(task.y, task.k, test_rows);
         for (double q : options.fractions) {
-          const size_t n_keep =
-              std::min(train_local.size(), std::max<size_t>(2, size_t(std::ceil(q * double(train_local.size())))));
-          std::vector<int64_t> train_rows;
-          for (size_t i = 0; i < n_keep; ++i) train_rows.push_back(mine[size_t(train_local[i])]);
+          const std::vector<int64_t> train_rows = first_fraction(train_all, q);
           for (const auto& [method, fs] : method_features) {
             std::vector<double> pred;
             const auto x_test = take_rows(fs->x, fs->d, test_rows);
@@ -686,29 +705,16 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
         const auto& mine = trials_of[size_t(s)];
         if (mine.size() < 4) continue;
         const std::string& sid = data.subjects[size_t(s)].id;
-        std::vector<int64_t> group, series, start, end;
-        for (int64_t i : mine) {
-          group.push_back(g[size_t(i)]);
-          series.push_back(ser[size_t(i)]);
-          start.push_back(st[size_t(i)]);
-          end.push_back(en[size_t(i)]);
-        }
-        const std::vector<int> fold = group_folds(group, options.folds, options.seed ^ (uint64_t(s) * 0x9E3779B97F4A7C15ULL));
-        const int folds = *std::max_element(fold.begin(), fold.end()) + 1;
-        for (int f = 0; f < folds; ++f) {
-          std::vector<int64_t> test_local, train_local = purged_train_rows(fold, f, series, start, end);
-          for (size_t i = 0; i < fold.size(); ++i)
-            if (fold[i] == f) test_local.push_back(int64_t(i));
-          if (train_local.empty() || test_local.size() < 2) continue;
-          std::vector<int64_t> test_rows;
-          for (int64_t i : test_local) test_rows.push_back(mine[size_t(i)]);
+        const auto folds_of_subject = subject_folds(mine, g, ser, st, en, options.folds,
+                                                    options.seed ^ (uint64_t(s) * 0x9E3779B97F4A7C15ULL));
+        for (int f = 0; f < int(folds_of_subject.size()); ++f) {
+          const std::vector<int64_t>& test_rows = folds_of_subject[size_t(f)].test;
+          const std::vector<int64_t>& train_all = folds_of_subject[size_t(f)].train;
+          if (train_all.empty() || test_rows.size() < 2) continue;
           const auto x_test = take_rows(x, int(S), test_rows), y_test = take_rows(y, int(P), test_rows);
           const int64_t n = int64_t(test_rows.size());
           for (double q : options.fractions) {
-            const size_t n_keep =
-                std::min(train_local.size(), std::max<size_t>(2, size_t(std::ceil(q * double(train_local.size())))));
-            std::vector<int64_t> train_rows;
-            for (size_t i = 0; i < n_keep; ++i) train_rows.push_back(mine[size_t(train_local[i])]);
+            const std::vector<int64_t> train_rows = first_fraction(train_all, q);
             for (const std::string method : {"ridge", "ridge_pop"}) {
               std::vector<double> pred;
               if (method == "ridge") {
