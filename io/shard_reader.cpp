@@ -33,13 +33,14 @@ namespace bfm::io {
 struct ShardReader::File {
   h5::Id file, timeseries, stim, label;
   bool half = false;  // timeseries stored as IEEE binary16
-  int fd = -1;        // for direct chunk reads (pread)
+  int fd = -1;        // for direct chunk reads (pread): HDF5's own descriptor of the file where it lends it
+  bool own_fd = false;
   struct Chunks {
     std::vector<uint64_t> addr;     // [n_chunks] file offset of each chunk
     std::vector<uint8_t> checksum;  // [n_chunks] 1: Fletcher32 word after its data
   } chunks[3];
   ~File() {
-    if (fd >= 0) ::close(fd);
+    if (own_fd && fd >= 0) ::close(fd);
   }
 };
 
@@ -374,8 +375,15 @@ void ShardReader::find_chunks() {
     L.direct = direct;
     any_direct = any_direct || direct;
   }
-  if (any_direct) {
-    file_->fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (any_direct) {  // the default (sec2) driver's descriptor: pread leaves its offset alone; else one of ours
+    void* handle = nullptr;
+    if (H5Fget_vfd_handle(f, H5P_DEFAULT, &handle) >= 0 && handle != nullptr) {
+      file_->fd = *static_cast<int*>(handle);
+    } else {
+      H5Eclear2(H5E_DEFAULT);
+      file_->fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+      file_->own_fd = true;
+    }
     if (file_->fd < 0)
       for (auto& L : layout_) L.direct = false;
   }
