@@ -4,7 +4,10 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <set>
+
+#include <nlohmann/json.hpp>
 
 #include "runtime/error.h"
 #ifdef BFM_WITH_HDF5
@@ -111,6 +114,26 @@ EvalData load_eval_data(const std::string& corpus_dir, const EvalDataOptions& op
               data.n_parcels, "] (the corpus' parcels)");
       data.n_networks = int(maps.shape[0]);
       data.network_maps = maps.data;
+    }
+    // Subject-index order of ground_truth.h5's subjects/* rows: the ids in ground_truth.json.
+    const std::string truth_json = (std::filesystem::path(corpus_dir) / "ground_truth.json").string();
+    std::ifstream jin(truth_json);
+    if (jin && gt.has("subjects/coupling") && data.n_networks > 0) {
+      nlohmann::json j;
+      try {
+        jin >> j;
+      } catch (const std::exception& e) {
+        fail(truth_json, ": not JSON (", e.what(), ")");
+      }
+      const std::vector<std::string> ids = j.value("subjects", std::vector<std::string>{});
+      const io::Array<float> coupling = gt.read_f32("subjects/coupling");
+      const int64_t K = data.n_networks;
+      require(coupling.shape.size() == 3 && coupling.shape[0] == int64_t(ids.size()) && coupling.shape[1] == K &&
+                  coupling.shape[2] == K,
+              truth, ": subjects/coupling is not [", ids.size(), ", ", K, ", ", K, "] (", truth_json, "'s subjects)");
+      for (size_t i = 0; i < ids.size(); ++i)
+        data.true_coupling[ids[i]].assign(coupling.data.begin() + int64_t(i) * K * K,
+                                          coupling.data.begin() + int64_t(i + 1) * K * K);
     }
   }
   std::set<std::string> found;

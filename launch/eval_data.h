@@ -58,6 +58,8 @@ struct EvalData {
   // A synthetic corpus' generator maps (ground_truth.h5 beside the shards, networks/maps [K, P]); empty otherwise.
   int n_networks = 0;
   std::vector<float> network_maps;
+  // And each subject's true coupling matrix M_i ([K, K], subjects/coupling, by id): the traits' known structure.
+  std::map<std::string, std::vector<float>> true_coupling;
 };
 
 struct EvalDataOptions {

@@ -850,9 +850,26 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
              " pre-training, " + std::to_string(test_s.size()) + " held out)");
         continue;
       }
-      for (const std::string method : {"connectivity", "probe"}) {
-        const int d = method == "probe" ? dm : dc;
-        auto feats = [&](int s, double q) { return method == "probe" ? probe_features(s, q) : connectivity(s, q); };
+      // oracle (synthetic corpora): the subject's true coupling matrix, off-diagonal upper triangle: what knowing the
+      // structure the traits change gives, whatever the scan time (the ceiling of the subject tasks).
+      std::vector<std::string> subject_methods = {"connectivity", "probe"};
+      const int K = data.n_networks, dk = K * (K - 1) / 2;
+      bool have_truth = !data.true_coupling.empty();
+      for (int s : train_s) have_truth = have_truth && data.true_coupling.count(data.subjects[size_t(s)].id);
+      for (int s : test_s) have_truth = have_truth && data.true_coupling.count(data.subjects[size_t(s)].id);
+      if (have_truth) subject_methods.push_back("oracle");
+      auto true_coupling = [&](int s) {
+        const std::vector<float>& m = data.true_coupling.at(data.subjects[size_t(s)].id);
+        std::vector<double> f;
+        for (int a = 0; a < K; ++a)
+          for (int b = a + 1; b < K; ++b) f.push_back(m[size_t(a * K + b)]);
+        return f;
+      };
+      for (const std::string& method : subject_methods) {
+        const int d = method == "probe" ? dm : method == "oracle" ? dk : dc;
+        auto feats = [&](int s, double q) {
+          return method == "probe" ? probe_features(s, q) : method == "oracle" ? true_coupling(s) : connectivity(s, q);
+        };
         std::vector<double> x, y;
         for (size_t i = 0; i < train_s.size(); ++i) {
           const auto f = feats(train_s[i], 1.0);
