@@ -38,7 +38,7 @@ struct EvalCli {
   std::vector<std::string> finetuned, scratch, merge;
   std::string part;
   int folds = 5;
-  int64_t held_out = 0, population = 0, finetune_steps = 0;
+  int64_t held_out = 0, population = 256, finetune_steps = 0;
   uint64_t seed = 0;
   bool no_predictions = false;
   std::string device = "auto";
@@ -78,7 +78,8 @@ Command add_eval_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"stimulus", "run"}));
   cmd->add_option("--held-out", opt->held_out, "At most this many held-out subjects (0: all)")->capture_default_str();
-  cmd->add_option("--population", opt->population, "At most this many pre-training subjects (0: all)")
+  cmd->add_option("--population", opt->population,
+                  "At most this many pre-training subjects for the population methods, read into memory (0: all)")
       ->capture_default_str();
   cmd->add_option("--finetuned", opt->finetuned, "TASK=DIR: a bfm finetune checkpoint for a task (repeatable)");
   cmd->add_option("--scratch", opt->scratch, "TASK=DIR: a bfm finetune --scratch checkpoint for a task (repeatable)");
@@ -118,6 +119,8 @@ Command add_eval_command(CLI::App& app) {
       return 0;
     }
     require(!opt->checkpoint.empty() && !opt->corpus.empty(), "bfm eval: --checkpoint and --corpus are required");
+    // Options checked before anything is read or fine-tuned.
+    require(opt->folds >= 2, "--folds ", opt->folds, ": at least 2");
     int part = 0, parts = 1;
     if (!opt->part.empty()) {
       const auto slash = opt->part.find('/');

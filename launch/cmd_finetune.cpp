@@ -67,7 +67,7 @@ Command add_finetune_command(CLI::App& app) {
     eval::EvalDataOptions d;
     d.window = init.config().window;
     d.max_population = opt->population;
-    d.max_held_out = 1;  // only the pre-training subjects are trained on
+    d.load_held_out = false;  // only the pre-training subjects are trained on
     const eval::EvalData data = eval::load_eval_data(opt->corpus, d);
     opt->options.verbose = true;
     const FinetuneResult result = finetune(init, data, opt->options, *comm);

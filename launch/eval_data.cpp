@@ -36,8 +36,9 @@ EvalData load_eval_data(const std::string& corpus_dir, const EvalDataOptions& op
   const CorpusManifest manifest = read_corpus_manifest(corpus_dir);
   std::vector<std::string> held = manifest.test;
   if (options.held_out_include_validation) held.insert(held.end(), manifest.validation.begin(), manifest.validation.end());
-  held = first_sorted(held, options.max_held_out);
-  require(!held.empty(), manifest.path, ": the corpus split has no held-out (validation or test) subject to evaluate on");
+  held = options.load_held_out ? first_sorted(held, options.max_held_out) : std::vector<std::string>{};
+  require(!held.empty() || !options.load_held_out, manifest.path,
+          ": the corpus split has no held-out (validation or test) subject to evaluate on");
   const std::vector<std::string> population = first_sorted(manifest.train, options.max_population);
 
   std::map<std::string, std::pair<std::string, bool>> wanted;  // id -> (split, held out)
@@ -149,10 +150,8 @@ void add_trials(EvalData& data, int si, int ri) {
   const EvalRun& run = data.subjects.at(size_t(si)).runs.at(size_t(ri));
   const int64_t S = data.stim_dim;
   if (run.label.empty()) return;
-  // Stimuli are matched by their embedding: the index of every embedding seen so far.
-  std::map<std::vector<float>, int64_t> index;
-  for (size_t i = 0; i < data.stimuli.size(); ++i)
-    if (!data.stimuli[i].empty()) index.emplace(data.stimuli[i], int64_t(i));
+  // Stimuli are matched by their embedding (data.stimulus_index: every embedding seen so far).
+  auto& index = data.stimulus_index;
   for (int64_t t = 0; t < run.length;) {
     if (run.label[size_t(t)] < 0) {
       ++t;

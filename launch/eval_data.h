@@ -55,6 +55,7 @@ struct EvalData {
   std::vector<EvalSubject> subjects;
   std::vector<EvalTrial> trials;
   std::vector<std::vector<float>> stimuli;  // the distinct stimulus embeddings ([S] each; empty vectors without S)
+  std::map<std::vector<float>, int64_t> stimulus_index;  // embedding -> index into stimuli (add_trials keeps it)
   // A synthetic corpus' generator maps (ground_truth.h5 beside the shards, networks/maps [K, P]); empty otherwise.
   int n_networks = 0;
   std::vector<float> network_maps;
@@ -67,6 +68,7 @@ struct EvalDataOptions {
   int64_t max_held_out = 0;           // at most this many held-out subjects (0: all)
   int64_t max_population = 0;         // at most this many pre-training subjects for population models (0: all)
   bool held_out_include_validation = true;  // validation and test subjects are both held out from pre-training
+  bool load_held_out = true;          // false: the pre-training subjects only (fine-tuning never touches the others)
 };
 
 #ifdef BFM_WITH_HDF5

@@ -111,7 +111,9 @@ std::vector<double> window_features(const model::BrainModel& source, const EvalD
     };
   }
   std::vector<float> out(windows.size() * size_t(width), 0.0f);
-  const int batch = gpu ? 256 : 32;
+  // Windows per forward: 32 on the CPU; on the GPU as many as keep a batch near 32k tokens (the model keeps every
+  // layer's activations), at least 1 and at most 256.
+  const int batch = gpu ? int(std::clamp<int64_t>(32768 / std::max<int64_t>(1, c.n_tokens()), 1, 256)) : 32;
   std::vector<float> x(static_cast<size_t>(batch) * T * P);
   std::vector<size_t> mine;
   for (size_t w = size_t(comm.rank()); w < windows.size(); w += size_t(comm.size())) mine.push_back(w);

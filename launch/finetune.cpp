@@ -156,7 +156,12 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
     (u < options.validation_fraction ? valid : train).trials.push_back(i);
   }
   require(!train.trials.empty(), data.corpus, ": no labelled trial of a pre-training subject to fine-tune on");
-  if (valid.trials.empty()) valid = train;
+  if (valid.trials.empty()) {  // too few subjects for a hold-back: the validation loss is then a training loss
+    valid = train;
+    if (options.verbose && comm.rank() == 0)
+      runtime::log_line("finetune: no pre-training subject falls in the validation hold-back; the validation loss is "
+                        "measured on the training trials");
+  }
 
   Targets tg;
   const int64_t S = data.stim_dim;

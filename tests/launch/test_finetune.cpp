@@ -174,6 +174,7 @@ TEST(EvalProtocol, CvByRunKeepsRunsWhole) {
   launch::eval::EvalData split = data;
   split.trials.clear();
   split.stimuli.clear();
+  split.stimulus_index.clear();
   for (int s = 0; s < int(split.subjects.size()); ++s) {
     auto& runs = split.subjects[size_t(s)].runs;
     std::vector<launch::eval::EvalRun> cut;
