@@ -180,6 +180,8 @@ Command add_eval_command(CLI::App& app) {
         const auto eq = spec.find('=');
         require(eq != std::string::npos, "--", what, " ", spec, ": expected TASK=DIR");
         const std::string task = spec.substr(0, eq), dir = spec.substr(eq + 1);
+        require(task == "category" || task == "embedding", "--", what, " ", spec, ": task '", task,
+                "' (fine-tuned models serve category or embedding)");
         owned.push_back(std::make_unique<model::BrainModel>(model::load_released_checkpoint(dir)));
         require(owned.back()->config().n_parcels == data.n_parcels && owned.back()->config().window == data.window,
                 dir, ": a checkpoint of another input shape than ", opt->checkpoint);

@@ -365,6 +365,10 @@ def main():
                         os.path.join(work, "y")], ok=False), "nope")
     one_error_line(run([bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out", os.path.join(work, "z"),
                         "--fractions", "0,1"], ok=False), "fraction")
+    one_error_line(run([bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out", os.path.join(work, "z"),
+                        "--folds", "1"], ok=False), "--folds")
+    one_error_line(run([bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out", os.path.join(work, "z"),
+                        "--finetuned", "diagnosis=" + ft], ok=False), "diagnosis")
     one_error_line(run([bfm, "finetune", "--checkpoint", other, "--corpus", corpus, "--out", os.path.join(work, "w")],
                        ok=False), "30", "24")
     assert not os.path.exists(os.path.join(work, "w"))
