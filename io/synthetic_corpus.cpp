@@ -26,7 +26,7 @@ namespace {
 
 // Stream keys: (seed, subject index, what). The group's draws use an index no subject has.
 constexpr uint64_t kGroupIndex = ~0ULL;
-constexpr uint64_t kTraits = 1, kMaps = 2, kRunBase = 16;
+constexpr uint64_t kTraits = 1, kMaps = 2, kRunBase = 16, kSiteBase = 1000;
 
 constexpr double kTrs[3] = {0.8, 1.5, 2.0};
 constexpr double kGains[3] = {1.0, 1.3, 0.8};
@@ -56,6 +56,8 @@ SyntheticCorpus::SyntheticCorpus(const SyntheticCorpusConfig& c) : config_(c) {
   require(c.n_parcels >= 8, "bfm synth: --parcels must be at least 8, got ", c.n_parcels);
   require(c.minutes > 0 && std::isfinite(c.minutes), "bfm synth: --minutes must be positive, got ", c.minutes);
   require(c.n_studies >= 1, "bfm synth: --studies must be at least 1, got ", c.n_studies);
+  require(c.sites_per_study >= 1 && c.sites_per_study <= 100, "bfm synth: --sites must be in 1..100, got ",
+          c.sites_per_study);
   require(c.n_networks >= 6, "bfm synth: at least 6 networks are needed (the trait effects use networks 0..5), got ",
           c.n_networks);
   require(c.n_categories >= 1 && c.n_clips >= c.n_categories, "bfm synth: need n_clips >= n_categories >= 1");
@@ -68,11 +70,7 @@ SyntheticCorpus::SyntheticCorpus(const SyntheticCorpusConfig& c) : config_(c) {
     char name[32];
     std::snprintf(name, sizeof name, "study%02d", s + 1);
     st.name = name;
-    std::snprintf(name, sizeof name, "site%02d", s + 1);
-    st.site = name;
     st.tr = kTrs[s % 3];
-    st.gain = kGains[s % 3];
-    st.noise = kNoises[s % 3];
     st.has_task = s % 3 != 2;  // every third study is rest only
     studies_.push_back(st);
   }
@@ -84,6 +82,35 @@ SyntheticCorpus::SyntheticCorpus(const SyntheticCorpusConfig& c) : config_(c) {
 
   Rng rng = Rng::stream(c.seed, kGroupIndex, 0);
   maps_ = random_network_maps(rng, P, K, xyz_);
+  // Sites, from streams of their own (so that adding sites changes nothing else). A study's first site has the
+  // study's base gain and noise; the others scatter around them.
+  for (int s = 0; s < c.n_studies; ++s)
+    for (int e = 0; e < c.sites_per_study; ++e) {
+      const int index = static_cast<int>(sites_.size());
+      Rng srng = Rng::stream(c.seed, kGroupIndex, kSiteBase + uint64_t(index));
+      SyntheticSite site;
+      char name[32];
+      std::snprintf(name, sizeof name, "site%02d", index + 1);
+      site.name = name;
+      site.study = s;
+      site.gain = kGains[s % 3] * (e == 0 ? 1.0 : 0.75 + 0.5 * srng.uniform());
+      site.noise = kNoises[s % 3] * (e == 0 ? 1.0 : 0.75 + 0.5 * srng.uniform());
+      // Coil profile: a random direction, relative gain 1 + 0.25 * (direction . xyz) over the unit ball.
+      double dir[3], norm = 0;
+      for (double& v : dir) {
+        v = srng.normal();
+        norm += v * v;
+      }
+      norm = std::sqrt(norm) + 1e-12;
+      site.bias.resize(P);
+      for (int p = 0; p < P; ++p) {
+        double d = 0;
+        for (int a = 0; a < 3; ++a) d += dir[a] / norm * xyz_[size_t(p) * 3 + a];
+        site.bias[p] = static_cast<float>(1.0 + 0.25 * d);
+      }
+      studies_[s].sites.push_back(index);
+      sites_.push_back(std::move(site));
+    }
   freq_hz_.resize(K);
   for (auto& f : freq_hz_) f = 0.01 + 0.09 * rng.uniform();
   group_coupling_.assign(int64_t(K) * K, 0.0f);
@@ -128,6 +155,7 @@ SyntheticSubject SyntheticCorpus::subject(int64_t index) const {
   Rng rng = Rng::stream(config_.seed, uint64_t(index), kTraits);
   SyntheticSubject s;
   s.study = static_cast<int>(index % config_.n_studies);
+  s.site = studies_[s.study].sites[size_t((index / config_.n_studies) % config_.sites_per_study)];
   char id[48];
   std::snprintf(id, sizeof id, "%s/sub-%06lld", studies_[s.study].name.c_str(), static_cast<long long>(index));
   s.id = id;
@@ -155,6 +183,14 @@ SyntheticSubject SyntheticCorpus::subject(int64_t index) const {
   return s;
 }
 
+std::vector<float> SyntheticCorpus::subject_maps(int64_t index) const {
+  std::vector<float> map(maps_.size());
+  Rng rng = Rng::stream(config_.seed, uint64_t(index), kMaps);
+  for (size_t i = 0; i < map.size(); ++i)
+    map[i] = maps_[i] * static_cast<float>(1.0 + config_.map_jitter * rng.normal());
+  return map;
+}
+
 std::vector<SyntheticCorpus::RunData> SyntheticCorpus::subject_runs(const SyntheticSubject& subj,
                                                                     int64_t index) const {
   const SyntheticCorpusConfig& c = config_;
@@ -163,13 +199,11 @@ std::vector<SyntheticCorpus::RunData> SyntheticCorpus::subject_runs(const Synthe
   const double tr = st.tr;
   const int64_t total = std::max<int64_t>(16, std::llround(c.minutes * 60.0 / tr));
 
-  // The subject's own maps.
-  std::vector<float> map(maps_.size());
-  {
-    Rng rng = Rng::stream(c.seed, uint64_t(index), kMaps);
-    for (size_t i = 0; i < map.size(); ++i)
-      map[i] = maps_[i] * static_cast<float>(1.0 + c.map_jitter * rng.normal());
-  }
+  // The subject's own maps, with the site's coil profile folded in.
+  std::vector<float> map = subject_maps(index);
+  const SyntheticSite& site = sites_[size_t(subj.site)];
+  for (int k = 0; k < K; ++k)
+    for (int p = 0; p < P; ++p) map[size_t(k) * P + p] *= site.bias[size_t(p)];
   // AR(2) coefficients per network at this TR, innovation scaled for unit stationary variance.
   std::vector<double> a1(K), a2(K), sigma(K);
   for (int k = 0; k < K; ++k) {
@@ -238,9 +272,9 @@ std::vector<SyntheticCorpus::RunData> SyntheticCorpus::subject_runs(const Synthe
           for (int k = 0; k < K; ++k) latent[k] += c.stim_gain * hrf[l] * clip_response_[int64_t(clip) * K + k];
         }
       float* row = &run.timeseries[t * P];
-      for (int p = 0; p < P; ++p) row[p] = static_cast<float>(st.noise * rng.normal());
+      for (int p = 0; p < P; ++p) row[p] = static_cast<float>(site.noise * rng.normal());
       for (int k = 0; k < K; ++k) {
-        const float a = static_cast<float>(st.gain * latent[k]);
+        const float a = static_cast<float>(site.gain * latent[k]);
         const float* mk = &map[int64_t(k) * P];
         for (int p = 0; p < P; ++p) row[p] += a * mk[p];
       }
@@ -303,7 +337,7 @@ void SyntheticCorpus::write_shards(const std::string& dir, const std::vector<int
         view.meta.session = "ses-1";
         view.meta.study = st.name;
         view.meta.task = run.task;
-        view.meta.site = st.site;
+        view.meta.site = sites_[size_t(s.site)].name;
         view.meta.tr = st.tr;
         view.meta.length = run.length;
         view.timeseries = run.timeseries.data();
@@ -335,9 +369,13 @@ void SyntheticCorpus::write_ground_truth(const std::string& dir) const {
     m[e.network_a * K + e.network_b] = m[e.network_b * K + e.network_a] = static_cast<float>(e.effect);
     h5.write_f32("effects/" + e.trait, {K, K}, m.data());
   }
-  std::vector<float> dev(n * K * K), coupling(n * K * K), age(n), sex(n), dx(n), score(n), study(n);
+  std::vector<float> dev(n * K * K), coupling(n * K * K), age(n), sex(n), dx(n), score(n), study(n), site(n);
+  std::vector<float> maps(n * K * P);
   for (int64_t i = 0; i < n; ++i) {
     const SyntheticSubject s = subject(i);
+    const std::vector<float> m = subject_maps(i);
+    std::copy(m.begin(), m.end(), maps.begin() + i * K * P);
+    site[i] = static_cast<float>(s.site);
     std::copy(s.coupling_deviation.begin(), s.coupling_deviation.end(), dev.begin() + i * K * K);
     std::copy(s.coupling.begin(), s.coupling.end(), coupling.begin() + i * K * K);
     age[i] = s.age;
@@ -353,23 +391,33 @@ void SyntheticCorpus::write_ground_truth(const std::string& dir) const {
   h5.write_f32("subjects/patient", {n}, dx.data());
   h5.write_f32("subjects/score", {n}, score.data());
   h5.write_f32("subjects/study", {n}, study.data());
+  h5.write_f32("subjects/site", {n}, site.data());
+  h5.write_f32("subjects/maps", {n, K, P}, maps.data());
   h5.write_f32("categories/response", {C, K}, category_response_.data());
   h5.write_f32("categories/embedding", {C, S}, category_embedding_.data());
   h5.write_f32("clips/response", {N, K}, clip_response_.data());
   h5.write_f32("clips/embedding", {N, S}, clip_embedding_.data());
   std::vector<float> cat(clip_category_.begin(), clip_category_.end());
   h5.write_f32("clips/category", {N}, cat.data());
-  std::vector<float> tr(ns), gain(ns), noise(ns), task(ns);
+  std::vector<float> tr(ns), task(ns);
   for (int64_t s = 0; s < ns; ++s) {
     tr[s] = static_cast<float>(studies_[s].tr);
-    gain[s] = static_cast<float>(studies_[s].gain);
-    noise[s] = static_cast<float>(studies_[s].noise);
     task[s] = studies_[s].has_task ? 1.0f : 0.0f;
   }
   h5.write_f32("studies/tr", {ns}, tr.data());
-  h5.write_f32("studies/gain", {ns}, gain.data());
-  h5.write_f32("studies/noise", {ns}, noise.data());
   h5.write_f32("studies/has_task", {ns}, task.data());
+  const auto ne = static_cast<int64_t>(sites_.size());
+  std::vector<float> gain(ne), noise(ne), site_study(ne), bias(ne * P);
+  for (int64_t e = 0; e < ne; ++e) {
+    gain[e] = static_cast<float>(sites_[e].gain);
+    noise[e] = static_cast<float>(sites_[e].noise);
+    site_study[e] = static_cast<float>(sites_[e].study);
+    std::copy(sites_[e].bias.begin(), sites_[e].bias.end(), bias.begin() + e * P);
+  }
+  h5.write_f32("sites/gain", {ne}, gain.data());
+  h5.write_f32("sites/noise", {ne}, noise.data());
+  h5.write_f32("sites/study", {ne}, site_study.data());
+  h5.write_f32("sites/bias", {ne, P}, bias.data());
   h5.write_scalar_f32("config/stim_gain", static_cast<float>(c.stim_gain));
   h5.write_scalar_f32("config/map_jitter", static_cast<float>(c.map_jitter));
   h5.write_scalar_f32("config/coupling_sd", static_cast<float>(c.coupling_sd));
@@ -377,7 +425,7 @@ void SyntheticCorpus::write_ground_truth(const std::string& dir) const {
 
   // The names and tables HDF5 float arrays cannot carry.
   std::ostringstream js;
-  js << "{\n  \"format\": \"bfm-synth-ground-truth\", \"format_version\": 1,\n"
+  js << "{\n  \"format\": \"bfm-synth-ground-truth\", \"format_version\": 2,\n"
      << "  \"seed\": " << c.seed << ", \"n_subjects\": " << n << ", \"n_parcels\": " << P << ", \"n_networks\": " << K
      << ", \"n_categories\": " << C << ", \"n_clips\": " << N << ", \"stim_dim\": " << S
      << ", \"minutes\": " << fmt(c.minutes) << ",\n"
@@ -387,9 +435,17 @@ void SyntheticCorpus::write_ground_truth(const std::string& dir) const {
         "(not HRF-lagged)\",\n  \"studies\": [";
   for (int64_t s = 0; s < ns; ++s) {
     const auto& st = studies_[s];
-    js << (s ? ",\n    " : "\n    ") << "{\"name\": " << json_string(st.name) << ", \"site\": " << json_string(st.site)
-       << ", \"tr\": " << fmt(st.tr) << ", \"gain\": " << fmt(st.gain) << ", \"noise\": " << fmt(st.noise)
-       << ", \"tasks\": " << (st.has_task ? "[\"rest\", \"emovideo\"]" : "[\"rest\"]") << "}";
+    js << (s ? ",\n    " : "\n    ") << "{\"name\": " << json_string(st.name) << ", \"tr\": " << fmt(st.tr)
+       << ", \"tasks\": " << (st.has_task ? "[\"rest\", \"emovideo\"]" : "[\"rest\"]") << ", \"sites\": [";
+    for (size_t e = 0; e < st.sites.size(); ++e) js << (e ? ", " : "") << json_string(sites_[size_t(st.sites[e])].name);
+    js << "]}";
+  }
+  js << "\n  ],\n  \"sites\": [";
+  for (size_t e = 0; e < sites_.size(); ++e) {
+    const auto& st_site = sites_[e];
+    js << (e ? ",\n    " : "\n    ") << "{\"name\": " << json_string(st_site.name) << ", \"study\": "
+       << json_string(studies_[size_t(st_site.study)].name) << ", \"gain\": " << fmt(st_site.gain) << ", \"noise\": "
+       << fmt(st_site.noise) << "}";
   }
   js << "\n  ],\n  \"trait_effects\": [";
   for (size_t e = 0; e < effects_.size(); ++e) {

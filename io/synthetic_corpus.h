@@ -4,10 +4,13 @@
 // Generative model, per run of subject i (study s, TR = tr_s) at time point t and parcel p:
 //   z(t)    = K independent AR(2) oscillators (network k at freq_hz[k], damping time tau_s), unit variance
 //   l(t)    = M_i z(t) + stim_gain * sum_lag hrf(lag * tr_s) u(t - lag)      latent network activity [K]
-//   x(t, p) = gain_s * sum_k map_i[k, p] l_k(t) + noise_s * n(t, p)            then z-scored per parcel per run
+//   x(t, p) = gain_e * bias_e[p] * sum_k map_i[k, p] l_k(t) + noise_e * n(t, p)   then z-scored per parcel per run
 // M_i = I + G + D_i + sum_j trait_ij E_j: the coupling (mixing) matrix, group coupling G, the subject's own deviation
 // D_i, and the trait effects E_j (diagnosis, age, sex, score; each a sparse symmetric K x K matrix, so that a trait
 // changes the correlation of two named networks by a known amount). map_i = group map * (1 + map_jitter * n).
+// Subject i scans at site e of its study (sites_per_study sites each): scanner gain gain_e, noise sd noise_e and a
+// smooth receive-coil profile bias_e[p] over the parcels' coordinates (so sites differ in SNR per parcel, which
+// survives the z-scoring).
 // u(t) is the response pattern of the clip on screen at time t (zero between clips and in rest runs): the clip's
 // category pattern plus clip-specific variation. The stimulus embedding and label stored per time point are those of
 // the clip on screen at t (not HRF-lagged): the brain response to it peaks about 5 s later.
@@ -28,6 +31,7 @@ struct SyntheticCorpusConfig {
   int n_parcels = 400;
   double minutes = 10.0;  // of scanning per subject (rest, plus an equal share of task where the study has one)
   int n_studies = 3;
+  int sites_per_study = 2;  // scanners per study: gain, noise and coil profile each
   int n_networks = 8;
   int n_categories = 27;
   int n_clips = 2000;
@@ -40,18 +44,27 @@ struct SyntheticCorpusConfig {
   double coupling_sd = 0.08;  // sd of each off-diagonal entry of a subject's coupling deviation D_i
 };
 
-// One study: its TR, site (scanner gain and noise) and whether it has the emotion-video task.
+// One study: its TR, its sites (indices into SyntheticCorpus::sites) and whether it has the emotion-video task.
 struct SyntheticStudy {
-  std::string name, site;
+  std::string name;
   double tr = 2.0;
-  double gain = 1.0, noise = 0.5;
   bool has_task = false;
+  std::vector<int> sites;
+};
+
+// One scanner: gain, noise sd and coil profile (a relative gain per parcel, 1 + 0.25 * (direction . xyz)).
+struct SyntheticSite {
+  std::string name;  // "siteNN", numbered over all studies
+  int study = 0;
+  double gain = 1.0, noise = 0.5;
+  std::vector<float> bias;  // [P]
 };
 
 // A subject's traits and its coupling matrix (deterministic from the seed and the subject index).
 struct SyntheticSubject {
   std::string id;  // "<study>/sub-<index>"
   int study = 0;
+  int site = 0;  // index into SyntheticCorpus::sites
   float age = 0;
   std::string sex;        // "F" or "M"
   std::string diagnosis;  // "control" or "patient"
@@ -74,9 +87,12 @@ class SyntheticCorpus {
 
   const SyntheticCorpusConfig& config() const { return config_; }
   const std::vector<SyntheticStudy>& studies() const { return studies_; }
+  const std::vector<SyntheticSite>& sites() const { return sites_; }
   const std::vector<TraitEffect>& trait_effects() const { return effects_; }
   int64_t n_shards() const;
   SyntheticSubject subject(int64_t index) const;
+  // Subject `index`'s own network maps map_i [K, P] (ground_truth.h5 subjects/maps).
+  std::vector<float> subject_maps(int64_t index) const;
 
   // Writes dir/shard-<j>.h5 for every shard j with j % ranks == rank (shard j holds subjects
   // [j * subjects_per_shard, (j + 1) * subjects_per_shard)). on_subject is called after each subject.
@@ -108,6 +124,7 @@ class SyntheticCorpus {
  private:
   SyntheticCorpusConfig config_;
   std::vector<SyntheticStudy> studies_;
+  std::vector<SyntheticSite> sites_;
   std::vector<TraitEffect> effects_;
   std::vector<double> xyz_;             // [P, 3] unit ball
   std::vector<float> maps_;             // [K, P] group maps

@@ -52,7 +52,8 @@ void write_shards(const SynthOptions& opt, const io::ShardPart& part, const io::
   if (world.rank == 0)
     runtime::log_line("synth: " + std::to_string(c.n_subjects) + " subjects, " + std::to_string(c.n_parcels) +
                       " parcels, " + runtime::format_duration(c.minutes * 60) + " each, " + std::to_string(c.n_studies) +
-                      " studies, " + std::to_string(corpus.n_shards()) + " shards" +
+                      " studies (" + std::to_string(c.sites_per_study) + " sites each), " +
+                      std::to_string(corpus.n_shards()) + " shards" +
                       (part.whole() ? std::string()
                                     : " (part " + part.text() + ": the shards j with j % " +
                                           std::to_string(part.count) + " == " + std::to_string(part.index) + ")") +
@@ -203,6 +204,9 @@ Command add_synth_command(CLI::App& app) {
       ->check(CLI::Range(0.05, 10000.0));
   cmd->add_option("--studies", c.n_studies, "Studies (TR 0.8 / 1.5 / 2.0 s in turn; every third is rest only)")
       ->capture_default_str()->check(CLI::Range(1, 1000));
+  cmd->add_option("--sites", c.sites_per_study,
+                  "Sites (scanners) per study: each its own gain, noise and coil profile; subjects take them in turn")
+      ->capture_default_str()->check(CLI::Range(1, 100));
   cmd->add_option("--seed", c.seed, "Seed of everything (the ground truth and every run)")->capture_default_str();
   cmd->add_flag("--float16", c.float16, "Store the time series as float16");
   cmd->add_option("--stim-dim", c.stim_dim, "Stimulus embedding size")->capture_default_str()

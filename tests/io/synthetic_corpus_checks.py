@@ -88,7 +88,9 @@ elif check == "ground_truth":
         shapes = {"parcels/coords": (P, 3), "networks/maps": (K, P), "networks/group_coupling": (K, K),
                   "subjects/coupling": (n, K, K), "subjects/coupling_deviation": (n, K, K), "subjects/age": (n,),
                   "subjects/patient": (n,), "categories/response": (C, K), "clips/embedding": (N, S),
-                  "clips/category": (N,), "studies/tr": (len(gt["studies"]),), "effects/diagnosis": (K, K)}
+                  "clips/category": (N,), "studies/tr": (len(gt["studies"]),), "effects/diagnosis": (K, K),
+                  "subjects/maps": (n, K, P), "subjects/site": (n,), "sites/gain": (len(gt["sites"]),),
+                  "sites/noise": (len(gt["sites"]),), "sites/bias": (len(gt["sites"]), P)}
         for name, shape in shapes.items():
             assert g[name].shape == shape, (name, g[name].shape, shape)
         assert np.allclose(g["studies/tr"][:], [expected_tr[i % 3] for i in range(len(gt["studies"]))])
@@ -104,6 +106,65 @@ elif check == "ground_truth":
             assert np.allclose(f["parcels/coords"][:], g["parcels/coords"][:])
             sub = [s(v) for v in f["subjects/diagnosis"][:]]
             assert sub == ["patient" if v else "control" for v in g["subjects/patient"][:len(sub)]]
+
+elif check == "model":
+    # The documented generative model (docs/FORMAT.md), recomputed from the ground truth alone: a rest run's
+    # parcel-by-parcel correlation matrix is, up to sampling error, that of
+    #   cov = gain_e^2 * B^T M_i M_i^T B + noise_e^2 * I,   B = subjects/maps[i] * sites/bias[e]
+    # (unit-variance independent oscillators; z-scoring does not change correlations). The subject's own maps, its
+    # site and its coupling must each fit its data better than the group maps, another site or another subject's
+    # coupling: so every one of them is stored as it was used.
+    gt = json.load(open(os.path.join(corpus, "ground_truth.json")))
+    g = h5py.File(os.path.join(corpus, "ground_truth.h5"), "r")
+    ids = gt["subjects"]
+    row = {sid: i for i, sid in enumerate(ids)}
+    site_names = [e["name"] for e in gt["sites"]]
+    maps, M, group = g["subjects/maps"][:], g["subjects/coupling"][:], g["networks/maps"][:]
+    gain, noise, bias = g["sites/gain"][:], g["sites/noise"][:], g["sites/bias"][:]
+    site_of, study_of = g["subjects/site"][:].astype(int), g["subjects/study"][:].astype(int)
+    assert np.allclose(maps.mean(0), group, rtol=0.3, atol=0.05) and np.all(maps != group[None])
+    # Sites: each study has its own, subjects of a study take them in turn, the shards name the subject's site.
+    for st in gt["studies"]:
+        assert len(st["sites"]) == int(sys.argv[3]), st
+    for i in range(len(ids)):
+        st = gt["studies"][study_of[i]]
+        assert site_names[site_of[i]] == st["sites"][(i // len(gt["studies"])) % len(st["sites"])], i
+
+    def implied(A, Mi, e):
+        B = A * bias[e][None, :]
+        C = gain[e] ** 2 * B.T @ Mi @ Mi.T @ B + noise[e] ** 2 * np.eye(A.shape[1])
+        sd = np.sqrt(np.diag(C))
+        return C / np.outer(sd, sd)
+
+    err = {"own": [], "group maps": [], "another site": [], "another subject's coupling": []}
+    for path in shards(corpus):
+        with h5py.File(path, "r") as f:
+            sub_ids = [s(v) for v in f["subjects/id"][:]]
+            off, ln = f["runs/offset"][:], f["runs/length"][:]
+            for r in range(len(off)):
+                if s(f["runs/task"][r]) != "rest":
+                    continue
+                i = row[sub_ids[f["runs/subject"][r]]]
+                e = site_of[i]
+                assert s(f["runs/site"][r]) == site_names[e], (path, r)
+                R = np.corrcoef(f["runs/timeseries"][off[r]:off[r] + ln[r]].astype(np.float64).T)
+                iu = np.triu_indices(len(R), 1)
+                mse = lambda C: np.mean((C[iu] - R[iu]) ** 2)
+                other_site = (e + 1) % len(gain)
+                err["own"].append(mse(implied(maps[i], M[i], e)))
+                err["group maps"].append(mse(implied(group, M[i], e)))
+                err["another site"].append(mse(implied(maps[i], M[i], other_site)))
+                err["another subject's coupling"].append(mse(implied(maps[i], M[(i + 1) % len(ids)], e)))
+    own = np.array(err["own"])
+    assert len(own) == len(ids), len(own)
+    for k, v in err.items():
+        v = np.array(v)
+        print("%-28s mean squared correlation error %.5f, own fits better in %.2f of subjects"
+              % (k, v.mean(), np.mean(own < v)))
+        if k != "own":
+            assert own.mean() < v.mean() and np.mean(own < v) >= 0.75, k
+    assert own.mean() < 0.6 * np.mean(err["another site"]) and own.mean() < 0.6 * np.mean(
+        err["another subject's coupling"])
 
 elif check == "same":
     other = sys.argv[3]

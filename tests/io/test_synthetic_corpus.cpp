@@ -1,8 +1,9 @@
 // bfm synth end to end: the program makes a small corpus (60 subjects, 32 parcels, 2 minutes, 3 studies), and h5py
 // and numpy (tests/io/synthetic_corpus_checks.py, an independent reader) check what it holds: runs z-scored per
 // parcel, each study's TR, stimuli and labels only in task runs and matching the ground truth's clips, splits with
-// no subject in two, the ground truth's shapes and coupling model, the diagnosis decodable from the time series in
-// the direction of its known effect, and the same bytes whether 1 or 2 MPI ranks made it.
+// no subject in two, the ground truth's shapes and coupling model, the generative model (maps, sites, coupling)
+// recomputed from the ground truth fitting the data, the diagnosis decodable from the time series in the direction
+// of its known effect, and the same bytes whether 1 or 2 MPI ranks made it.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -63,6 +64,19 @@ TEST_F(SyntheticCorpusTest, ManifestSplitsAreDisjointAndCoverTheSubjects) { expe
 TEST_F(SyntheticCorpusTest, GroundTruthHasItsShapesAndTheCouplingModel) { expect_check("ground_truth"); }
 
 TEST_F(SyntheticCorpusTest, DiagnosisIsDecodableInTheDirectionOfItsEffect) { expect_check("diagnosis"); }
+
+// The generative model recomputed from the ground truth alone fits the data, and fits it better with what the
+// ground truth stores for the subject (its own maps, its site's gain, noise and coil profile, its coupling) than
+// with the group maps, another site or another subject's coupling. Longer runs than the suite's corpus (10 minutes,
+// 64 parcels), so that correlations are measured well enough; three sites per study.
+TEST_F(SyntheticCorpusTest, GroundTruthMapsSitesAndCouplingReproduceTheData) {
+  std::string out;
+  const fs::path corpus = dir_ / "model";
+  ASSERT_EQ(run_shell(dir_, std::string(BFM_EXE) + " synth --subjects 24 --parcels 64 --minutes 10 --sites 3 --seed 3"
+                                " --out " + corpus.string(), out), 0) << out;
+  EXPECT_EQ(run_python(dir_, "exec(open('" BFM_SYNTH_CHECKS "').read())", "model " + corpus.string() + " 3", out), 0)
+      << out;
+}
 
 TEST_F(SyntheticCorpusTest, SameCorpusOnTwoRanks) {
 #ifndef BFM_MPIEXEC
