@@ -14,6 +14,7 @@
 # sampler's settings (stride 10, jitter), in batches per second as fast as they come, and with the loop sleeping
 # STEP-MS after each batch, as a GPU step would keep the host waiting (157 ms: a batch of 32 at the 204 samples/s of
 # bench_step_gpu's brainlm step on the H200, bench/RESULTS.md): the share of the time spent waiting for data.
+# CHUNK_ROWS (environment, default 256): the corpora's HDF5 chunk rows (bfm synth --chunk-rows).
 #   bench/read.sh [build-dir] [subjects] [T] [global-batch] [budget-MB] [passes] [step-ms]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,10 +26,12 @@ budget=${5:-256}
 passes=${6:-4}
 step_ms=${7:-157}
 parcels=400
+chunk_rows=${CHUNK_ROWS:-256}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 py() { /usr/bin/python3 -c "$1"; }
-"$build/launch/bfm" synth --subjects "$subjects" --parcels "$parcels" --minutes 10 --out "$work/corpus" 2>/dev/null
+"$build/launch/bfm" synth --subjects "$subjects" --parcels "$parcels" --minutes 10 --chunk-rows "$chunk_rows" \
+  --out "$work/corpus" 2>/dev/null
 bytes=$(cat "$work"/corpus/shard-*.h5 | wc -c)
 windows=$(py "print(max($G, $passes * $bytes // ($T * $parcels * 4)))")
 cat "$work"/corpus/shard-*.h5 > /dev/null  # warm the page cache once, for all of them
@@ -71,7 +74,7 @@ shards=$(ls "$work"/corpus/shard-*.h5 | wc -l)
 checksum=$("$build/bench/bench_read" --checksum-speed)
 echo "corpus: $subjects subjects, $parcels parcels, 10 min, $(fmt "$bytes/1e6" .0f) MB in $shards shard(s);" \
      "windows: T=$T, global batch $G, $windows windows ($passes x the corpus' bytes of window data), stride 1"
-echo "random windows touch $(fmt "$amp" .2f)x their bytes in whole 256-row chunks (each read, decoded and checksummed)"
+echo "random windows touch $(fmt "$amp" .2f)x their bytes in whole $chunk_rows-row chunks (each read, decoded and checksummed)"
 echo "Fletcher32 over a 400 KB chunk: ours $(field "$checksum" ours_gbs) GB/s, HDF5's loop $(field "$checksum" hdf5_gbs) GB/s"
 echo "loader: depth $(field "${lines[0]}" depth) batches (budget $budget MB); chunk cache from the budget:" \
      "$(field "${lines[3]}" cache_mb) MB"
@@ -96,7 +99,8 @@ echo "| h5py (same windows as the first loader row) | $(fmt "$h5py" .0f) | $(fmt
 echo "(chunk columns, read / copy seconds (summed over threads) and RSS: the last round; RSS of the whole bench_read)"
 
 [ "$step_ms" -gt 0 ] || exit 0
-"$build/launch/bfm" synth --subjects "$subjects" --parcels 424 --minutes 10 --out "$work/brainlm" 2>/dev/null
+"$build/launch/bfm" synth --subjects "$subjects" --parcels 424 --minutes 10 --chunk-rows "$chunk_rows" \
+  --out "$work/brainlm" 2>/dev/null
 cat "$work"/brainlm/shard-*.h5 > /dev/null
 batch_mb=$(fmt "$G * $T * 424 * 4 / 1e6" .1f)
 echo

@@ -13,8 +13,9 @@ namespace bfm::io {
 
 inline constexpr const char* kShardFormat = "bfm-shard";
 inline constexpr int kShardFormatVersion = 1;
-// Time points per chunk of /runs/timeseries (all parcels in a chunk): a window of up to this length touches at most
-// two chunks, and a chunk of 400 float32 parcels is 400 KB.
+// Time points per chunk of the row datasets (all columns in a chunk), by default: a window of up to this length
+// touches at most two chunks, and a chunk of 400 float32 parcels is 400 KB. ShardHeader::chunk_rows overrides it
+// (docs/FORMAT.md: smaller chunks read fewer bytes per random window, larger ones make fewer, bigger reads).
 inline constexpr int64_t kShardChunkRows = 256;
 
 enum class Storage { float32, float16 };
@@ -30,6 +31,7 @@ struct ShardHeader {
   std::vector<std::string> score_names;    // k names of /subjects/scores columns (k may be 0)
   std::string converter;                   // provenance: program and version that wrote the shard
   std::string preprocessing;               // provenance: what was done to the signal (free text)
+  int64_t chunk_rows = kShardChunkRows;    // time points per chunk (writer); the file's (reader)
 };
 
 // One run's metadata (one row of the /runs tables).

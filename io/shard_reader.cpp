@@ -343,6 +343,7 @@ void ShardReader::find_chunks() {
                          H5Pget_chunk(dcpl.get(), 2, dims) == (label ? 1 : 2) && dims[0] > 0;
     L.rows = chunked ? static_cast<int64_t>(dims[0]) : kShardChunkRows;
     L.n_chunks = (n_timepoints_ + L.rows - 1) / L.rows;
+    if (w == 0) header_.chunk_rows = L.rows;
     bool direct = file_direct && chunked && (label || static_cast<int64_t>(dims[1]) == L.cols);
     const int filters = direct ? H5Pget_nfilters(dcpl.get()) : -1;
     direct = direct && (filters == 0 || filters == 1);

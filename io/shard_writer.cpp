@@ -1,6 +1,6 @@
 // The shard writer: builds the datasets of docs/FORMAT.md through HDF5's C API.
 //
-// Row datasets (/runs/timeseries, /runs/stim_embedding, /runs/label) are chunked kShardChunkRows rows by all columns,
+// Row datasets (/runs/timeseries, /runs/stim_embedding, /runs/label) are chunked ShardHeader::chunk_rows rows by all columns,
 // extendible along time, and carry the Fletcher32 checksum filter. The serial writer extends them run by run; the
 // collective writer creates them at their final size. Every write goes through write_rows(), which every rank calls
 // the same number of times (a rank with nothing to write selects nothing), so the same code serves the sec2 driver
@@ -49,6 +49,12 @@ std::string check_header(const ShardHeader& h) {
     return std::to_string(h.parcel_coords.size()) + " parcel coordinates for " + std::to_string(h.n_parcels) +
            " parcels (need 3 each)";
   if (h.stimulus_dim < 0) return "stimulus_dim " + std::to_string(h.stimulus_dim);
+  if (h.chunk_rows < 1 || h.chunk_rows > (int64_t(1) << 20))
+    return "chunk_rows " + std::to_string(h.chunk_rows) + " (must be 1 to 1048576)";
+  // HDF5 chunks must stay under 4 GB.
+  if (h.chunk_rows * std::max<int64_t>({h.n_parcels, h.stimulus_dim, 1}) * 4 >= (int64_t(1) << 32))
+    return "chunks of " + std::to_string(h.chunk_rows) + " rows x " + std::to_string(h.n_parcels) +
+           " parcels are over HDF5's 4 GB chunk limit";
   return "";
 }
 
@@ -105,7 +111,7 @@ struct ShardWriter::File {
     const int rank = cols > 0 ? 2 : 1;
     const hsize_t dims[2] = {static_cast<hsize_t>(rows), static_cast<hsize_t>(cols)};
     const hsize_t maxdims[2] = {H5S_UNLIMITED, static_cast<hsize_t>(cols)};
-    const hsize_t chunk[2] = {static_cast<hsize_t>(kShardChunkRows), static_cast<hsize_t>(cols)};
+    const hsize_t chunk[2] = {static_cast<hsize_t>(header.chunk_rows), static_cast<hsize_t>(cols)};
     h5::Id space(H5Screate_simple(rank, dims, maxdims), H5Sclose);
     h5::Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
     if (!space.ok() || !dcpl.ok() || H5Pset_chunk(dcpl.get(), rank, chunk) < 0 || H5Pset_fletcher32(dcpl.get()) < 0 ||

@@ -63,6 +63,8 @@ SyntheticCorpus::SyntheticCorpus(const SyntheticCorpusConfig& c) : config_(c) {
   require(c.n_categories >= 1 && c.n_clips >= c.n_categories, "bfm synth: need n_clips >= n_categories >= 1");
   require(c.stim_dim >= 1, "bfm synth: --stim-dim must be positive, got ", c.stim_dim);
   require(c.subjects_per_shard >= 1, "bfm synth: subjects per shard must be positive");
+  require(c.chunk_rows >= 1 && c.chunk_rows <= (int64_t(1) << 20), "bfm synth: --chunk-rows must be 1 to 1048576, got ",
+          c.chunk_rows);
   const int P = c.n_parcels, K = c.n_networks, C = c.n_categories, S = c.stim_dim, N = c.n_clips;
 
   for (int s = 0; s < c.n_studies; ++s) {
@@ -316,6 +318,7 @@ void SyntheticCorpus::write_shards(const std::string& dir, const std::vector<int
   header.parcel_coords.resize(xyz_.size());
   for (size_t i = 0; i < xyz_.size(); ++i) header.parcel_coords[i] = static_cast<float>(70.0 * xyz_[i]);
   header.storage = c.float16 ? Storage::float16 : Storage::float32;
+  header.chunk_rows = c.chunk_rows;
   header.stimulus_dim = c.stim_dim;
   header.labels = true;
   header.score_names = {"score"};
@@ -478,11 +481,11 @@ void SyntheticCorpus::write_manifest(const std::string& dir) const {
     const int64_t first = j * config_.subjects_per_shard, n = shard_subjects(j);
     const auto& h = reader.header();
     bool same = h.n_parcels == config_.n_parcels && h.stimulus_dim == config_.stim_dim &&
-                (h.storage == Storage::float16) == config_.float16 &&
+                (h.storage == Storage::float16) == config_.float16 && h.chunk_rows == config_.chunk_rows &&
                 h.converter == "bfm synth (seed " + std::to_string(config_.seed) + ")" &&
                 static_cast<int64_t>(reader.subjects().size()) == n;
     for (int64_t i = 0; same && i < n; ++i) same = reader.subjects()[i].id == subject(first + i).id;
-    require(same, reader.path(), ": not a shard of this corpus (its parcels, storage, seed or subjects differ from "
+    require(same, reader.path(), ": not a shard of this corpus (its parcels, storage, chunks, seed or subjects differ from "
             "these options'); write it again with the same options as the other parts");
     shards.push_back(summarize(reader));
   }

@@ -39,6 +39,7 @@ struct SyntheticCorpusConfig {
   uint64_t seed = 0;
   bool float16 = false;
   int64_t subjects_per_shard = 256;
+  int64_t chunk_rows = 256;   // time points per HDF5 chunk of the shards (docs/FORMAT.md)
   double stim_gain = 1.0;     // stimulus-driven latent amplitude relative to the unit-variance intrinsic dynamics
   double map_jitter = 0.15;   // relative per-subject deviation of the network maps
   double coupling_sd = 0.08;  // sd of each off-diagonal entry of a subject's coupling deviation D_i

@@ -55,6 +55,7 @@ struct ConvertOptions {
   double target_tr = 0;
   bool overwrite = false, no_detrend = false;
   int subjects_per_shard = 16;
+  int64_t chunk_rows = io::kShardChunkRows;
   uint64_t split_seed = 17;
   double train_fraction = 0.8, validation_fraction = 0.1;
   std::string part;            // "I/N": only this part's shards, no manifest
@@ -336,6 +337,7 @@ int convert(const ConvertOptions& o) {
   header.atlas = strip_extension(fs::path(o.atlas).filename().string());
   header.converter = std::string("bfm convert ") + BFM_VERSION;
   header.preprocessing = preprocessing_text(o);
+  header.chunk_rows = o.chunk_rows;
   const auto runs_of = [&](size_t i) {
     int64_t n = 0;
     for (const auto& id : shards[i]) n += static_cast<int64_t>(by_subject[id].size());
@@ -494,6 +496,9 @@ Command add_convert_command(CLI::App& app) {
   cmd->add_flag("--no-detrend", o->no_detrend, "Keep the linear trend");
   cmd->add_option("--study", o->study, "Study name (default: the BIDS folder's name, or 'scans')");
   cmd->add_option("--subjects-per-shard", o->subjects_per_shard, "Subjects per shard file");
+  cmd->add_option("--chunk-rows", o->chunk_rows,
+                  "Time points per HDF5 chunk (smaller: fewer bytes read per random window; larger: bigger reads)")
+      ->capture_default_str()->check(CLI::Range(int64_t(1), int64_t(1) << 20));
   cmd->add_option("--split-seed", o->split_seed, "Seed of the subject-level train/validation/test split");
   cmd->add_option("--train-fraction", o->train_fraction, "Fraction of subjects in train");
   cmd->add_option("--validation-fraction", o->validation_fraction, "Fraction of subjects in validation");

@@ -207,6 +207,9 @@ Command add_synth_command(CLI::App& app) {
   cmd->add_option("--sites", c.sites_per_study,
                   "Sites (scanners) per study: each its own gain, noise and coil profile; subjects take them in turn")
       ->capture_default_str()->check(CLI::Range(1, 100));
+  cmd->add_option("--chunk-rows", c.chunk_rows,
+                  "Time points per HDF5 chunk (smaller: fewer bytes read per random window; larger: bigger reads)")
+      ->capture_default_str()->check(CLI::Range(int64_t(1), int64_t(1) << 20));
   cmd->add_option("--seed", c.seed, "Seed of everything (the ground truth and every run)")->capture_default_str();
   cmd->add_flag("--float16", c.float16, "Store the time series as float16");
   cmd->add_option("--stim-dim", c.stim_dim, "Stimulus embedding size")->capture_default_str()

@@ -166,6 +166,19 @@ elif check == "model":
     assert own.mean() < 0.6 * np.mean(err["another site"]) and own.mean() < 0.6 * np.mean(
         err["another subject's coupling"])
 
+elif check == "chunks":
+    # CORPUS was written with --chunk-rows N, OTHER with the default chunks and otherwise the same options.
+    other, rows = sys.argv[3], int(sys.argv[4])
+    a, b = shards(corpus), shards(other)
+    assert [os.path.basename(p) for p in a] == [os.path.basename(p) for p in b] and a
+    for pa, pb in zip(a, b):
+        with h5py.File(pa, "r") as fa, h5py.File(pb, "r") as fb:
+            for name in ("runs/timeseries", "runs/stim_embedding", "runs/label"):
+                x, y = fa[name], fb[name]
+                assert x.chunks == (rows,) + x.shape[1:], (pa, name, x.chunks)
+                assert y.chunks == (256,) + y.shape[1:], (pb, name, y.chunks)
+                assert x.fletcher32 and np.array_equal(x[:], y[:]), (pa, name)
+
 elif check == "same":
     other = sys.argv[3]
     a, b = shards(corpus), shards(other)

@@ -78,6 +78,21 @@ TEST_F(SyntheticCorpusTest, GroundTruthMapsSitesAndCouplingReproduceTheData) {
       << out;
 }
 
+// --chunk-rows: h5py finds chunks of 40 rows in every row dataset, the values are the default corpus' (same seed and
+// options), and bfm inspect --verify reads every chunk of it (its checksums through bfm's own reader).
+TEST_F(SyntheticCorpusTest, ChunkRowsOptionChunksTheRowsAndKeepsTheValues) {
+  std::string out;
+  const fs::path corpus = dir_ / "chunk40";
+  ASSERT_EQ(run_shell(dir_, std::string(BFM_EXE) + " synth" + kArgs + " --chunk-rows 40 --out " + corpus.string(), out),
+            0) << out;
+  EXPECT_EQ(run_python(dir_, "exec(open('" BFM_SYNTH_CHECKS "').read())",
+                       "chunks " + corpus.string() + " " + (dir_ / "one").string() + " 40", out), 0) << out;
+  EXPECT_EQ(run_shell(dir_, std::string(BFM_EXE) + " inspect --verify " + corpus.string(), out), 0) << out;
+  EXPECT_NE(run_shell(dir_, std::string(BFM_EXE) + " synth --subjects 2 --chunk-rows 0 --out " +
+                                (dir_ / "y").string(), out), 0);
+  EXPECT_NE(out.find("--chunk-rows"), std::string::npos) << out;
+}
+
 TEST_F(SyntheticCorpusTest, SameCorpusOnTwoRanks) {
 #ifndef BFM_MPIEXEC
   GTEST_SKIP() << "built without MPI";

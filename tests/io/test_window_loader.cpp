@@ -314,7 +314,7 @@ class WindowLoaderChunkReads : public WindowLoaderTest {
  protected:
   // Shards 0, 1: ours, float32 (write_corpus: shard 0 with embeddings and labels); 2: h5py, gzip + shuffle +
   // Fletcher32; 3: h5py, no filter, chunks of 100 rows; 4: h5py, big-endian float32 with Fletcher32; 5: h5py,
-  // contiguous; 6: ours, float16. All 5 parcels.
+  // contiguous; 6: ours, float16 in chunks of 48 rows. All 5 parcels.
   std::vector<std::string> write_all_layouts() {
     write_corpus(dir_);
     const std::string code = R"PY(
@@ -355,6 +355,7 @@ print("OK")
       h.n_parcels = P;
       h.atlas = "toy";
       h.storage = Storage::float16;
+      h.chunk_rows = 48;  // not the default: windows of 30 straddle these chunks often
       ShardWriter w((dir_ / shard_file_name(6)).string(), h);
       for (int64_t n : {270, 45}) {
         std::vector<float> x(static_cast<size_t>(n * P));
@@ -386,6 +387,10 @@ TEST_F(WindowLoaderChunkReads, EqualThePerWindowHdf5ReadsOnEveryLayout) {
     }
     ShardReader three(files[3]);
     EXPECT_EQ(three.chunk_layout(ShardReader::Rows::timeseries).rows, 100);
+    EXPECT_EQ(three.header().chunk_rows, 100);
+    ShardReader six(files[6]);
+    EXPECT_EQ(six.chunk_layout(ShardReader::Rows::timeseries).rows, 48);
+    EXPECT_EQ(six.header().chunk_rows, 48);
   }
   const int64_t T = 30;
   for (const int64_t block : {int64_t{0}, int64_t{64}}) {
