@@ -3,6 +3,8 @@
 // Writes the windows it read as "shard run start" lines, so that bench/read_h5py.py reads the very same ones.
 //   bench_read CORPUS_DIR T GLOBAL_BATCH WINDOWS BUDGET_MB WINDOW_LIST [options]
 //     --per-window        each window by its own HDF5 hyperslab read (the loader's earlier path)
+//     --pread             chunks read with pread into the chunk cache, not checked and copied in the file's mapping
+//                         (sets BFM_NO_MMAP=1)
 //     --cache-mb N        chunk cache size (default: the budget less the read-ahead; 0: one batch's chunks)
 //     --threads N         reading threads (default 1)
 //     --block N           block shuffle: blocks of N time points of starts (default 0: every window shuffled)
@@ -10,7 +12,7 @@
 //     --stride S --jitter the sampler's stride (default 1) and per-epoch jitter (default off)
 //     --compute-ms X      sleep X ms after taking each batch, as a training step would compute (a GPU step: the
 //                         host thread waits); the line's wait_s is then the data wait a step of X ms would see
-// Prints one line: "loader windows=N bytes=B seconds=S wait_s=W depth=D cache_mb=C batches_read=N chunks=K
+// Prints one line: "loader windows=N bytes=B seconds=S open_s=O wait_s=W depth=D cache_mb=C batches_read=N chunks=K
 // chunk_bytes=F hits=H read_s=R copy_s=Y rss_mb=M" (M: the process' peak resident memory). Driven by bench/read.sh.
 //   bench_read --checksum-speed   prints "checksum ours_gbs=A hdf5_gbs=B": Fletcher32 over one 256 x 400 float32
 //                                 chunk, ours against HDF5's word-by-word loop (what HDF5's filter runs)
@@ -19,6 +21,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -110,6 +113,7 @@ int main(int argc, char** argv) {
         return std::stoll(argv[++a]);
       };
       if (flag == "--per-window") lo.chunk_reads = false;
+      else if (flag == "--pread") ::setenv("BFM_NO_MMAP", "1", 1);
       else if (flag == "--cache-mb") lo.cache_bytes = value() << 20;
       else if (flag == "--threads") lo.threads = static_cast<int>(value());
       else if (flag == "--block") options.block = value();
@@ -141,6 +145,7 @@ int main(int argc, char** argv) {
 
     runtime::Stopwatch clock;  // from opening the shards to the last batch delivered
     io::WindowLoader loader(paths, io::WindowSampler(lengths, options), lo);
+    const double open_seconds = clock.seconds();  // the shards opened (their chunk indexes read), nothing read yet
     std::vector<io::Window> read;
     int64_t bytes = 0;
     for (int64_t k = 0; k < batches; ++k) {
@@ -159,9 +164,9 @@ int main(int argc, char** argv) {
       list << paths[static_cast<size_t>(s)] << ' ' << w.run - first_run[static_cast<size_t>(s)] << ' ' << w.start
            << '\n';
     }
-    std::printf("loader windows=%zu bytes=%lld seconds=%.4f wait_s=%.4f depth=%lld cache_mb=%.0f batches_read=%lld "
+    std::printf("loader windows=%zu bytes=%lld seconds=%.4f open_s=%.4f wait_s=%.4f depth=%lld cache_mb=%.0f batches_read=%lld "
                 "chunks=%lld chunk_bytes=%lld hits=%lld read_s=%.4f copy_s=%.4f rss_mb=%.0f\n",
-                read.size(), static_cast<long long>(bytes), seconds, loader.data_wait_seconds(),
+                read.size(), static_cast<long long>(bytes), seconds, open_seconds, loader.data_wait_seconds(),
                 static_cast<long long>(loader.depth()), static_cast<double>(loader.cache_bytes()) / (1 << 20),
                 static_cast<long long>(loader.batches_read()), static_cast<long long>(st.chunks_read),
                 static_cast<long long>(st.chunk_bytes_read), static_cast<long long>(st.chunk_hits), st.read_seconds,

@@ -41,18 +41,20 @@ fmt() { py "print(f'{$1:$2}')"; }  # fmt VALUE FORMAT
 
 # The loader's modes: a label and bench_read's options. A one-batch cache is what a corpus much larger than memory
 # gets from random windows (its hit rate tends to 0); 48 MB holds a block-shuffle group's chunks at any corpus size.
-labels=("WindowLoader, per-window HDF5 reads (before)"
-        "chunk reads, cache = one batch, 1 thread"
-        "chunk reads, cache = one batch, 2 threads"
-        "chunk reads, cache from the budget (CACHE MB), 1 thread"
-        "block shuffle (256-point blocks, 32 a group), 48 MB cache, 1 thread"
-        "block shuffle (256-point blocks, 32 a group), 48 MB cache, 2 threads")
+labels=("WindowLoader, per-window HDF5 reads (the first version)"
+        "window shuffle (default): chunks checked and copied in the file's mapping, 1 thread (the default)"
+        "window shuffle: mapping, 2 threads"
+        "window shuffle: pread into a chunk cache of one batch, 1 thread"
+        "window shuffle: pread into the chunk cache from the budget (CACHE MB), 1 thread"
+        "block shuffle (256-point blocks, 32 a group): mapping, 1 thread"
+        "block shuffle (256-point blocks, 32 a group): pread, 48 MB cache, 1 thread")
 modes=("--per-window"
-       "--cache-mb 0"
-       "--cache-mb 0 --threads 2"
        ""
-       "--block 256 --shuffle-blocks 32 --cache-mb 48"
-       "--block 256 --shuffle-blocks 32 --cache-mb 48 --threads 2")
+       "--threads 2"
+       "--pread --cache-mb 0"
+       "--pread"
+       "--block 256 --shuffle-blocks 32"
+       "--pread --block 256 --shuffle-blocks 32 --cache-mb 48")
 n=${#modes[@]}
 raws=(); h5pys=()
 declare -A rates lines
@@ -77,11 +79,11 @@ echo "corpus: $subjects subjects, $parcels parcels, 10 min, $(fmt "$bytes/1e6" .
 echo "random windows touch $(fmt "$amp" .2f)x their bytes in whole $chunk_rows-row chunks (each read, decoded and checksummed)"
 echo "Fletcher32 over a 400 KB chunk: ours $(field "$checksum" ours_gbs) GB/s, HDF5's loop $(field "$checksum" hdf5_gbs) GB/s"
 echo "loader: depth $(field "${lines[0]}" depth) batches (budget $budget MB); chunk cache from the budget:" \
-     "$(field "${lines[3]}" cache_mb) MB"
+     "$(field "${lines[4]}" cache_mb) MB (the pread rows; mapped shards need none)"
 echo
-echo "| reader (median of 3) | MB/s | vs raw | file bytes read per window byte | chunk hits | read / copy s | peak RSS MB |"
-echo "| --- | --- | --- | --- | --- | --- | --- |"
-echo "| raw sequential (cat, warm cache) | $(fmt "$raw" .0f) | 1.00 | | | | |"
+echo "| reader (median of 3) | MB/s | vs raw | open s | chunk bytes per window byte | chunk hits | read / copy s | peak RSS MB |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| raw sequential (cat, warm cache) | $(fmt "$raw" .0f) | 1.00 | | | | | |"
 for ((m = 0; m < n; ++m)); do
   # shellcheck disable=SC2086
   rate=$(median ${rates[$m]})
@@ -93,9 +95,9 @@ for ((m = 0; m < n; ++m)); do
     split="$(field "$l" read_s) / $(field "$l" copy_s)"
   fi
   label=${labels[$m]/CACHE/$(field "$l" cache_mb)}
-  echo "| $label | $(fmt "$rate" .0f) | $(fmt "$rate / $raw" .2f) | $per | $hits | $split | $(field "$l" rss_mb) |"
+  echo "| $label | $(fmt "$rate" .0f) | $(fmt "$rate / $raw" .2f) | $(field "$l" open_s) | $per | $hits | $split | $(field "$l" rss_mb) |"
 done
-echo "| h5py (same windows as the first loader row) | $(fmt "$h5py" .0f) | $(fmt "$h5py / $raw" .2f) | | | | |"
+echo "| h5py (same windows as the first loader row) | $(fmt "$h5py" .0f) | $(fmt "$h5py / $raw" .2f) | | | | | |"
 echo "(chunk columns, read / copy seconds (summed over threads) and RSS: the last round; RSS of the whole bench_read)"
 
 [ "$step_ms" -gt 0 ] || exit 0
@@ -109,11 +111,11 @@ echo "training-step proxy: 424 parcels, T=$T, global batch $G ($batch_mb MB a ba
 echo
 echo "| loader | batches/s (no compute, median of 3) | data wait with a $step_ms ms step |"
 echo "| --- | --- | --- |"
-step_labels=("window shuffle (default), cache = one batch, 1 thread"
-             "window shuffle (default), cache from the budget, 1 thread"
-             "window shuffle (default), cache = one batch, 2 threads"
-             "block shuffle (64 blocks a group), 96 MB cache, 1 thread")
-step_modes=("--cache-mb 0" "" "--cache-mb 0 --threads 2" "--block 256 --shuffle-blocks 64 --cache-mb 96")
+step_labels=("window shuffle (default): mapping, 1 thread"
+             "window shuffle: pread, cache = one batch, 1 thread"
+             "window shuffle: mapping, 2 threads"
+             "block shuffle (64 blocks a group): mapping, 1 thread")
+step_modes=("" "--pread --cache-mb 0" "--threads 2" "--block 256 --shuffle-blocks 64")
 for ((m = 0; m < ${#step_modes[@]}; ++m)); do
   runs=()
   for rep in 1 2 3; do

@@ -15,9 +15,14 @@
 
 #include <fcntl.h>
 #include <hdf5.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
+
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <cmath>
@@ -26,6 +31,7 @@
 
 #include "io/h5_handles.h"
 #include "io/half.h"
+#include "io/mapped_guard.h"
 #include "runtime/error.h"
 
 namespace bfm::io {
@@ -35,11 +41,15 @@ struct ShardReader::File {
   bool half = false;  // timeseries stored as IEEE binary16
   int fd = -1;        // for direct chunk reads (pread): HDF5's own descriptor of the file where it lends it
   bool own_fd = false;
+  const unsigned char* map = nullptr;  // the whole file, mapped read-only (mapped_chunk), or null
+  size_t map_size = 0;
   struct Chunks {
     std::vector<uint64_t> addr;     // [n_chunks] file offset of each chunk
     std::vector<uint8_t> checksum;  // [n_chunks] 1: Fletcher32 word after its data
+    std::unique_ptr<std::atomic<uint8_t>[]> checked;  // [n_chunks] 1: checked in the mapping (mapped_chunk)
   } chunks[3];
   ~File() {
+    if (map) ::munmap(const_cast<unsigned char*>(map), map_size);
     if (own_fd && fd >= 0) ::close(fd);
   }
 };
@@ -387,7 +397,68 @@ void ShardReader::find_chunks() {
     }
     if (file_->fd < 0)
       for (auto& L : layout_) L.direct = false;
+    // The mapping (BFM_NO_MMAP=1: pread only). It holds no descriptor: the file may be closed or renamed over.
+    struct stat st {};
+    const char* no_mmap = std::getenv("BFM_NO_MMAP");
+    if (file_->fd >= 0 && !(no_mmap && *no_mmap && std::string(no_mmap) != "0") && ::fstat(file_->fd, &st) == 0 &&
+        st.st_size > 0) {
+      void* p = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_SHARED, file_->fd, 0);
+      if (p != MAP_FAILED) {
+        file_->map = static_cast<const unsigned char*>(p);
+        file_->map_size = static_cast<size_t>(st.st_size);
+        for (int w = 0; w < 3; ++w) {
+          const size_t n = file_->chunks[w].addr.size();
+          file_->chunks[w].checked.reset(new std::atomic<uint8_t>[n]);
+          for (size_t k = 0; k < n; ++k) file_->chunks[w].checked[k].store(0, std::memory_order_relaxed);
+        }
+      }
+    }
   }
+}
+
+bool ShardReader::mapped() const { return file_->map != nullptr; }
+
+namespace {
+struct ChecksumJob {  // run_guarded's context: plain data only
+  const unsigned char* bytes;
+  size_t raw;
+  uint32_t sum, stored;
+};
+void checksum_job(void* c) {
+  auto& j = *static_cast<ChecksumJob*>(c);
+  const unsigned char* s = j.bytes + j.raw;
+  j.stored = static_cast<uint32_t>(s[0]) | static_cast<uint32_t>(s[1]) << 8 | static_cast<uint32_t>(s[2]) << 16 |
+             static_cast<uint32_t>(s[3]) << 24;
+  j.sum = fletcher32(j.bytes, j.raw);
+}
+}  // namespace
+
+const unsigned char* ShardReader::mapped_chunk(Rows which, int64_t chunk, int64_t run) const {
+  const ChunkLayout& L = chunk_layout(which);
+  const int w = static_cast<int>(which);
+  if (!file_->map || !L.direct || chunk < 0 || chunk >= L.n_chunks) return nullptr;
+  const File::Chunks& c = file_->chunks[w];
+  const auto raw = static_cast<size_t>(L.rows * L.cols * L.element_bytes);
+  const bool summed = c.checksum[static_cast<size_t>(chunk)] != 0;
+  const uint64_t addr = c.addr[static_cast<size_t>(chunk)];
+  if (addr + raw + (summed ? 4 : 0) > file_->map_size) return nullptr;  // past the end: read_chunk names it
+  const unsigned char* bytes = file_->map + addr;
+  if (!summed || c.checked[static_cast<size_t>(chunk)].load(std::memory_order_acquire)) return bytes;
+  ChecksumJob job{bytes, raw, 0, 0};
+  const char* name = w == 0 ? "/runs/timeseries" : w == 1 ? "/runs/stim_embedding" : "/runs/label";
+  static const Run unknown{};
+  const Run& r = run >= 0 && run < static_cast<int64_t>(runs_.size()) ? runs_[static_cast<size_t>(run)] : unknown;
+  const int64_t row0 = chunk * L.rows, rows = std::min(L.rows, n_timepoints_ - row0);
+  if (!run_guarded(checksum_job, &job))
+    fail(path_, ": run ", run, " (subject '", r.subject, "'): chunk ", chunk, " of ", name, " (rows ", row0, "..",
+         row0 + rows, "): cannot be read through its mapping (the file was truncated or replaced while open, or an "
+         "I/O error)");
+  const uint32_t swapped = (job.sum & 0xff00ff00u) >> 8 | (job.sum & 0x00ff00ffu) << 8;
+  if (job.stored != job.sum && job.stored != swapped)
+    fail(path_, ": run ", run, " (subject '", r.subject, "'): chunk ", chunk, " of ", name, " (rows ", row0, "..",
+         row0 + rows, "): the file is corrupt (Fletcher32 checksum mismatch)");
+  c.checked[static_cast<size_t>(chunk)].store(1, std::memory_order_release);
+  return bytes;
 }
 
 void ShardReader::check_window(int64_t run, int64_t start, int64_t T) const {

@@ -75,6 +75,15 @@ class ShardReader {
   // (the run the caller wants rows of: a chunk may hold several), the chunk and, for a checksum, "corrupt".
   // Not direct: an HDF5 call (the caller holds whatever lock serialises HDF5).
   void read_chunk(Rows which, int64_t chunk, void* out, int64_t run) const;
+  // Direct chunks without the copy: where the shard file could be memory-mapped (read-only, shared: the page cache
+  // itself), a pointer to chunk `chunk`'s rows in the mapping, its Fletcher32 checksum checked there the first time
+  // this reader hands it out (later calls trust that check, as a chunk cache trusts its checked copy); nullptr where
+  // the dataset is not direct, the file is not mapped, or the chunk lies past the file's end (read_chunk then says
+  // what is wrong). Thread-safe. A page that cannot be read while checking (the file truncated under the mapping, an
+  // I/O error) is an error naming the file, not SIGBUS (io/mapped_guard.h); readers of the returned rows guard their
+  // own accesses the same way. The pointer lives as long as the reader.
+  const unsigned char* mapped_chunk(Rows which, int64_t chunk, int64_t run) const;
+  bool mapped() const;  // the file is memory-mapped (some dataset direct, mmap succeeded, BFM_NO_MMAP unset)
 
   struct File;  // the open HDF5 file and datasets (shard_reader.cpp)
 

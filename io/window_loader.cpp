@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "io/half.h"
+#include "io/mapped_guard.h"
 #include "runtime/error.h"
 #include "runtime/progress.h"
 
@@ -31,6 +32,48 @@ using Rows = ShardReader::Rows;
 // Cache key of chunk `chunk` of dataset `which` of shard `shard`.
 uint64_t chunk_key(size_t shard, Rows which, int64_t chunk) {
   return static_cast<uint64_t>(shard) << 40 | static_cast<uint64_t>(which) << 38 | static_cast<uint64_t>(chunk);
+}
+
+// A piece of a batch: rows [r0, r0 + n) of one chunk, to rows [t, t + n) of window `window`.
+struct Piece {
+  uint64_t key;
+  uint32_t shard;
+  Rows which;
+  int64_t chunk, window, r0, n, t;
+};
+
+// Copies a chunk's pieces [first, end) out of `bytes` (a cache slot or the file's mapping): time series rows to
+// ts [B, T, P] (float32, or float16 decoded), embeddings and labels to staging rows. Plain data only: it runs under
+// run_guarded where `bytes` is a mapping.
+struct CopyJob {
+  const Piece* pieces;
+  size_t first, end;
+  const unsigned char* bytes;
+  bool half;
+  float* ts;
+  float* stim;
+  int32_t* label;
+  int64_t T, P, S;
+};
+void copy_pieces(void* context) {
+  const CopyJob& j = *static_cast<const CopyJob*>(context);
+  const int64_t T = j.T, P = j.P, S = j.S;
+  for (size_t q = j.first; q < j.end; ++q) {
+    const Piece& p = j.pieces[q];
+    if (p.which == Rows::timeseries) {
+      float* out = j.ts + (p.window * T + p.t) * P;
+      if (j.half) {
+        const auto* h = reinterpret_cast<const uint16_t*>(j.bytes) + p.r0 * P;
+        for (int64_t e = 0; e < p.n * P; ++e) out[e] = half_to_float(h[e]);
+      } else {
+        std::memcpy(out, j.bytes + p.r0 * P * 4, static_cast<size_t>(p.n * P) * 4);
+      }
+    } else if (p.which == Rows::stimulus) {
+      std::memcpy(j.stim + (p.window * T + p.t) * S, j.bytes + p.r0 * S * 4, static_cast<size_t>(p.n * S) * 4);
+    } else {
+      std::memcpy(j.label + p.window * T + p.t, j.bytes + p.r0 * 4, static_cast<size_t>(p.n) * 4);
+    }
+  }
 }
 }  // namespace
 
@@ -378,12 +421,6 @@ void WindowLoader::read_batch_chunks(const std::vector<ShardReader*>& shards, co
   // The pieces of the batch: rows [r0, r0 + n) of one chunk, to rows [t, t + n) of window i. Sorted by chunk (file
   // order), each chunk's pieces make one task: the chunk is read (or found in the cache) and its pieces copied out
   // while it is hot. Embeddings and labels go to staging rows, reduced per window at the end.
-  struct Piece {
-    uint64_t key;
-    uint32_t shard;
-    Rows which;
-    int64_t chunk, window, r0, n, t;
-  };
   std::vector<Piece> pieces;
   std::vector<int64_t> run_of(static_cast<size_t>(B));  // the shard's run of each window (named by errors)
   std::vector<char> has_stim(static_cast<size_t>(B), 0), has_label(static_cast<size_t>(B), 0);
@@ -422,6 +459,7 @@ void WindowLoader::read_batch_chunks(const std::vector<ShardReader*>& shards, co
     size_t first, end;               // its pieces
     unsigned char* bytes = nullptr;  // the chunk, in its cache slot
     bool read = false;               // to be read from the file
+    bool mapped = false;             // to be checked and copied in the file's mapping (no cache slot)
   };
   std::vector<Task> tasks;
   for (size_t k = 0; k < pieces.size(); ++k)
@@ -434,6 +472,13 @@ void WindowLoader::read_batch_chunks(const std::vector<ShardReader*>& shards, co
   int64_t hits = 0, reads = 0, bytes_read = 0;
   for (Task& task : tasks) {
     const Piece& p = pieces[task.first];
+    const auto& layout = shards[p.shard]->chunk_layout(p.which);
+    if (shards[p.shard]->mapped() && layout.direct) {  // the page cache is the cache: checked on every use
+      task.mapped = true;
+      ++reads;
+      bytes_read += layout.buffer_bytes();
+      continue;
+    }
     if (Cache::Slot* slot = cache.find(p.key)) {
       task.bytes = slot->bytes.data.get();
       ++hits;
@@ -473,27 +518,39 @@ void WindowLoader::read_batch_chunks(const std::vector<ShardReader*>& shards, co
     }
     cache.run(static_cast<int64_t>(tasks.size()), [&](int64_t k, int thread) {
       const Task& task = tasks[static_cast<size_t>(k)];
-      if (task.read) read_chunk(task, thread);
-      runtime::Stopwatch clock;
       const Piece& first = pieces[task.first];
       const ShardReader& shard = *shards[first.shard];
-      const bool half = first.which == Rows::timeseries && shard.chunk_layout(Rows::timeseries).element_bytes == 2;
-      for (size_t q = task.first; q < task.end; ++q) {
-        const Piece& p = pieces[q];
-        if (p.which == Rows::timeseries) {
-          float* out = b.timeseries.data() + (p.window * T + p.t) * P;
-          if (half) {
-            const auto* h = reinterpret_cast<const uint16_t*>(task.bytes) + p.r0 * P;
-            for (int64_t e = 0; e < p.n * P; ++e) out[e] = half_to_float(h[e]);
-          } else {
-            std::memcpy(out, task.bytes + p.r0 * P * 4, static_cast<size_t>(p.n * P) * 4);
+      const unsigned char* bytes = task.bytes;
+      std::vector<unsigned char> fallback;
+      if (task.mapped) {
+        runtime::Stopwatch clock;
+        const Window w = b.windows[static_cast<size_t>(first.window)];
+        try {
+          bytes = shard.mapped_chunk(first.which, first.chunk, run_of[static_cast<size_t>(first.window)]);
+          if (!bytes) {  // past the mapped end of the file: read_chunk says what is wrong (or reads it, if it can)
+            fallback.resize(static_cast<size_t>(shard.chunk_layout(first.which).buffer_bytes()));
+            shard.read_chunk(first.which, first.chunk, fallback.data(), run_of[static_cast<size_t>(first.window)]);
+            bytes = fallback.data();
           }
-        } else if (p.which == Rows::stimulus) {
-          std::memcpy(stim_rows.data() + (p.window * T + p.t) * S, task.bytes + p.r0 * S * 4,
-                      static_cast<size_t>(p.n * S) * 4);
-        } else {
-          std::memcpy(label_rows.data() + p.window * T + p.t, task.bytes + p.r0 * 4, static_cast<size_t>(p.n) * 4);
+        } catch (const Error& e) {
+          fail(e.what(), " [window loader: corpus run ", w.run, ", start ", w.start, ", T ", T, ", row ",
+               first.window, " of a batch]");
         }
+        read_s[static_cast<size_t>(thread)] += clock.seconds();
+      } else if (task.read) {
+        read_chunk(task, thread);
+      }
+      runtime::Stopwatch clock;
+      CopyJob job{pieces.data(), task.first, task.end, bytes,
+                  first.which == Rows::timeseries && shard.chunk_layout(Rows::timeseries).element_bytes == 2,
+                  b.timeseries.data(), stim_rows.data(), label_rows.data(), T, P, S};
+      if (task.mapped && fallback.empty()) {
+        if (!run_guarded(copy_pieces, &job))
+          fail(shard.path(), ": chunk ", first.chunk, " cannot be read through its mapping (the file was truncated "
+               "or replaced while open, or an I/O error) [window loader: corpus run ",
+               b.windows[static_cast<size_t>(first.window)].run, "]");
+      } else {
+        copy_pieces(&job);
       }
       copy_s[static_cast<size_t>(thread)] += clock.seconds();
     });

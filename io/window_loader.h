@@ -3,9 +3,13 @@
 // fit in a memory budget the user sets.
 //
 // Reading by chunks (the default): a batch's windows are mapped to the shard chunks they cover (256 rows x all
-// parcels in bfm's shards); each chunk is read whole once (ShardReader::read_chunk: pread and our Fletcher32 check,
-// or HDF5 for a dataset laid out otherwise) into a chunk cache, and the windows are copied out of the cache in the
-// sampler's order. The cache is shared by all shards, least recently used chunks go first, and it holds what the
+// parcels in bfm's shards by default). Where the shard file is memory-mapped (ShardReader::mapped_chunk: datasets
+// laid out as bfm writes them; BFM_NO_MMAP=1 turns it off) a chunk's checksum is checked in the mapping the first time
+// the reader hands it out and the windows are copied straight out of the page cache: no read() copy, no chunk cache,
+// a page that cannot be read (the file truncated under the mapping, an I/O error) an error naming the file rather
+// than SIGBUS (io/mapped_guard.h). Otherwise each chunk is read whole once (ShardReader::read_chunk: pread and our
+// Fletcher32 check, or HDF5 for a dataset laid out otherwise) into a chunk cache, and the windows are copied out of
+// the cache in the sampler's order. The cache is shared by all shards, least recently used chunks go first, and it holds what the
 // read-ahead leaves of the budget (at least one batch's chunks): a chunk used by several windows of a batch, or by
 // later batches (the block shuffle's groups; a corpus that fits), is read and checked once while it stays cached.
 // Its checksum is checked on every read from the file. `threads` > 1 spreads a batch's direct chunk reads and copies
@@ -53,7 +57,7 @@ struct LoaderOptions {
 
 // What the loader's reading cost (bench/read.sh): chunk reads only; seconds summed over the reading threads.
 struct LoaderStats {
-  int64_t chunks_read = 0;       // chunks read from the files (each checked)
+  int64_t chunks_read = 0;       // chunks read from the files (each checked), or used in a mapping
   int64_t chunk_bytes_read = 0;  // their bytes (checksums included)
   int64_t chunk_hits = 0;        // chunk uses a batch found in the cache
   double read_seconds = 0;       // reading chunks (pread + checksum, or HDF5)

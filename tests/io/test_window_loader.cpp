@@ -310,6 +310,12 @@ TEST(ShardReaderFletcher32, EqualsHdf5sLoopBitForBit) {
   }
 }
 
+// Sets BFM_NO_MMAP for the scope (shards opened meanwhile are read with pread into the chunk cache).
+struct NoMmap {
+  NoMmap() { ::setenv("BFM_NO_MMAP", "1", 1); }
+  ~NoMmap() { ::unsetenv("BFM_NO_MMAP"); }
+};
+
 class WindowLoaderChunkReads : public WindowLoaderTest {
  protected:
   // Shards 0, 1: ours, float32 (write_corpus: shard 0 with embeddings and labels); 2: h5py, gzip + shuffle +
@@ -392,8 +398,18 @@ TEST_F(WindowLoaderChunkReads, EqualThePerWindowHdf5ReadsOnEveryLayout) {
     EXPECT_EQ(six.chunk_layout(ShardReader::Rows::timeseries).rows, 48);
     EXPECT_EQ(six.header().chunk_rows, 48);
   }
+  {
+    ShardReader mapped(files[0]);
+    EXPECT_TRUE(mapped.mapped());
+    const NoMmap pread_only;
+    ShardReader plain(files[0]);
+    EXPECT_FALSE(plain.mapped());
+  }
   const int64_t T = 30;
+  for (const bool mmap : {true, false})
   for (const int64_t block : {int64_t{0}, int64_t{64}}) {
+    std::unique_ptr<NoMmap> pread_only;
+    if (!mmap) pread_only = std::make_unique<NoMmap>();
     SamplerOptions opt{T, 3, true, 8, 21};
     opt.block = block;
     opt.shuffle_blocks = 3;
@@ -411,7 +427,8 @@ TEST_F(WindowLoaderChunkReads, EqualThePerWindowHdf5ReadsOnEveryLayout) {
       for (int64_t k = 0; k < batches; ++k) {
         const WindowBatch a = want.next(), b = got.next();
         ASSERT_EQ(a.windows, b.windows) << "batch " << k;
-        ASSERT_EQ(a.timeseries, b.timeseries) << "block " << block << " threads " << threads << " batch " << k;
+        ASSERT_EQ(a.timeseries, b.timeseries) << "block " << block << " threads " << threads << " batch " << k
+                                              << " mmap " << mmap;
         ASSERT_EQ(a.stimulus, b.stimulus) << "batch " << k;
         ASSERT_EQ(a.label, b.label) << "batch " << k;
         ASSERT_EQ(a.state_after, b.state_after);
@@ -424,6 +441,7 @@ TEST_F(WindowLoaderChunkReads, EqualThePerWindowHdf5ReadsOnEveryLayout) {
 }
 
 TEST_F(WindowLoaderChunkReads, ACachedChunkIsReadOnceWhileCached) {
+  const NoMmap pread_only;  // the cache serves pread chunks (mapped ones are the page cache's)
   const auto files = write_all_layouts();
   std::vector<int64_t> lengths;
   int64_t chunks = 0;
@@ -443,6 +461,30 @@ TEST_F(WindowLoaderChunkReads, ACachedChunkIsReadOnceWhileCached) {
   for (int64_t k = 0; k < per_epoch; ++k) loader.next();
   // The read-ahead may have started the third epoch: nothing new is read anyway.
   EXPECT_EQ(loader.stats().chunks_read, first.chunks_read);
+}
+
+// A shard truncated under the loader while it reads it through the mapping: the pages past the new end raise SIGBUS
+// in the reading thread, which must become an error from next() naming the file (not the death of the process).
+TEST_F(WindowLoaderChunkReads, AShardTruncatedWhileMappedIsAnErrorNamingIt) {
+  const auto lengths = write_corpus(dir_, 600);
+  const std::vector<std::string> files = {(dir_ / shard_file_name(0)).string(), (dir_ / shard_file_name(1)).string()};
+  ASSERT_TRUE(ShardReader(files[1]).mapped());
+  const SamplerOptions opt{8, 1, false, 4, 3};
+  LoaderOptions lo{8, 1};  // the smallest budget: one batch read ahead
+  lo.cache_bytes = 0;
+  WindowLoader loader(files, WindowSampler(lengths, opt), lo);
+  const auto size = fs::file_size(files[1]);
+  fs::resize_file(files[1], 4096);  // the header stays; every chunk is gone
+  bool failed = false;
+  for (int64_t k = 0; k < WindowSampler(lengths, opt).batches_per_epoch() && !failed; ++k) {
+    try {
+      loader.next();
+    } catch (const Error& e) {
+      failed = true;
+      EXPECT_THAT(e.what(), AllOf(HasSubstr(files[1]), HasSubstr("mapping"), HasSubstr("truncated"))) << e.what();
+    }
+  }
+  EXPECT_TRUE(failed) << "read a whole epoch of a shard truncated from " << size << " to 4096 bytes";
 }
 
 }  // namespace
