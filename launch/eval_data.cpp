@@ -135,6 +135,28 @@ EvalData load_eval_data(const std::string& corpus_dir, const EvalDataOptions& op
       for (size_t i = 0; i < ids.size(); ++i)
         data.true_coupling[ids[i]].assign(coupling.data.begin() + int64_t(i) * K * K,
                                           coupling.data.begin() + int64_t(i + 1) * K * K);
+      if (gt.has("subjects/maps") && gt.has("subjects/site") && gt.has("sites/bias")) {
+        const int64_t P = data.n_parcels;
+        const io::Array<float> maps = gt.read_f32("subjects/maps");
+        const io::Array<float> site = gt.read_f32("subjects/site");
+        const io::Array<float> bias = gt.read_f32("sites/bias");
+        require(maps.shape == std::vector<int64_t>{int64_t(ids.size()), K, P} &&
+                    site.shape == std::vector<int64_t>{int64_t(ids.size())} && bias.shape.size() == 2 &&
+                    bias.shape[1] == P,
+                truth, ": subjects/maps, subjects/site or sites/bias do not have the shapes of ", truth_json,
+                "'s subjects, ", K, " networks and ", P, " parcels");
+        std::set<std::string> loaded;
+        for (const auto& s : data.subjects) loaded.insert(s.id);
+        for (size_t i = 0; i < ids.size(); ++i) {
+          if (!loaded.count(ids[i])) continue;
+          const auto e = static_cast<int64_t>(site.data[i]);
+          require(e >= 0 && e < bias.shape[0], truth, ": subjects/site of ", ids[i], " is ", e, ", not a site");
+          std::vector<float>& m = data.subject_maps[ids[i]];
+          m.assign(maps.data.begin() + int64_t(i) * K * P, maps.data.begin() + int64_t(i + 1) * K * P);
+          for (int64_t k = 0; k < K; ++k)
+            for (int64_t p = 0; p < P; ++p) m[size_t(k * P + p)] *= bias.data[size_t(e * P + p)];
+        }
+      }
     }
   }
   std::set<std::string> found;

@@ -59,6 +59,9 @@ struct EvalData {
   // A synthetic corpus' generator maps (ground_truth.h5 beside the shards, networks/maps [K, P]); empty otherwise.
   int n_networks = 0;
   std::vector<float> network_maps;
+  // Each subject's own maps as its scans saw them (subjects/maps times its site's coil profile sites/bias, [K, P], by
+  // id; ground truth format 2); the oracle uses them where present, the group maps otherwise.
+  std::map<std::string, std::vector<float>> subject_maps;
   // And each subject's true coupling matrix M_i ([K, K], subjects/coupling, by id): the traits' known structure.
   std::map<std::string, std::vector<float>> true_coupling;
 };

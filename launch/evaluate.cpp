@@ -43,22 +43,32 @@ std::vector<double> raw_features(const EvalData& data, const std::vector<WindowR
 }
 
 // Features of a window from the generator's known networks (synthetic corpora): per time patch, the least-squares
-// latent activity l = (A A^T)^-1 A xbar of the patch's parcel means xbar, A the network maps [K, P]; [n_t * K].
-std::vector<double> oracle_features(const EvalData& data, const std::vector<double>& raw, int64_t n, int n_time) {
+// latent activity l = (A A^T)^-1 A xbar of the patch's parcel means xbar, A the window's subject's own maps as its
+// scans saw them (EvalData::subject_maps), or the group maps [K, P] where the ground truth has none; [n_t * K].
+std::vector<double> oracle_features(const EvalData& data, const std::vector<double>& raw,
+                                    const std::vector<WindowRef>& windows, int n_time) {
   const int K = data.n_networks;
-  const int64_t P = data.n_parcels;
-  const std::vector<float>& A = data.network_maps;
-  std::vector<double> g(static_cast<size_t>(K) * K, 0.0), pinv(static_cast<size_t>(K) * P);
-  for (int a = 0; a < K; ++a)
-    for (int b = 0; b < K; ++b)
-      for (int64_t p = 0; p < P; ++p) g[size_t(a * K + b)] += double(A[size_t(a * P + p)]) * A[size_t(b * P + p)];
-  for (int a = 0; a < K; ++a) g[size_t(a * K + a)] += 1e-9;
-  for (int a = 0; a < K; ++a)
-    for (int64_t p = 0; p < P; ++p) pinv[size_t(a * P + p)] = A[size_t(a * P + p)];
-  solve_spd(g, pinv, K, int(P));  // pinv <- G^-1 A
+  const int64_t P = data.n_parcels, n = static_cast<int64_t>(windows.size());
+  std::map<int, std::vector<double>> pinvs;  // by subject index: (A A^T)^-1 A
+  const auto pinv_of = [&](int subject) -> const std::vector<double>& {
+    auto it = pinvs.find(subject);
+    if (it != pinvs.end()) return it->second;
+    const auto own = data.subject_maps.find(data.subjects[size_t(subject)].id);
+    const std::vector<float>& A = own != data.subject_maps.end() ? own->second : data.network_maps;
+    std::vector<double> g(static_cast<size_t>(K) * K, 0.0), pinv(static_cast<size_t>(K) * P);
+    for (int a = 0; a < K; ++a)
+      for (int b = 0; b < K; ++b)
+        for (int64_t p = 0; p < P; ++p) g[size_t(a * K + b)] += double(A[size_t(a * P + p)]) * A[size_t(b * P + p)];
+    for (int a = 0; a < K; ++a) g[size_t(a * K + a)] += 1e-9;
+    for (int a = 0; a < K; ++a)
+      for (int64_t p = 0; p < P; ++p) pinv[size_t(a * P + p)] = A[size_t(a * P + p)];
+    solve_spd(g, pinv, K, int(P));  // pinv <- G^-1 A
+    return pinvs.emplace(subject, std::move(pinv)).first->second;
+  };
   std::vector<double> out(static_cast<size_t>(n) * n_time * K, 0.0);
   for (int64_t w = 0; w < n; ++w)
     for (int j = 0; j < n_time; ++j) {
+      const std::vector<double>& pinv = pinv_of(windows[size_t(w)].subject);
       const double* x = &raw[size_t((w * n_time + j) * P)];
       for (int a = 0; a < K; ++a) {
         double v = 0;
@@ -431,7 +441,7 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
                               window_features(*models.pretrained, data, trial_windows, comm, options.device)};
     if (data.n_networks > 0)
       features["oracle"] = {"oracle", mc.n_time() * data.n_networks,
-                            oracle_features(data, features["raw"].x, n_trials, mc.n_time())};
+                            oracle_features(data, features["raw"].x, trial_windows, mc.n_time())};
   }
 
   // Per trial: its stimulus (the cross-validation group), its run (series) and its window's time interval.
