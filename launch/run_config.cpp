@@ -44,7 +44,7 @@ stride = 10             # corpus: window starts every `stride` time points, jitt
 memory_budget_mb = 256  # corpus: read-ahead per rank; what it leaves caches chunks
 shuffle = "window"      # corpus: "window" shuffles every window over the corpus | "block" (docs/TRAINING.md, Data order)
 shuffle_blocks = 64     # shuffle = "block": blocks of 256 time points drawn together (the shuffle buffer)
-read_threads = 1        # corpus: threads reading chunks per rank
+read_threads = 0        # corpus: threads reading chunks per rank (0: 2 on a GPU rank, 1 on a CPU rank)
 n_networks = 6
 n_categories = 16
 noise = 0.3             # observation noise relative to the network signals
@@ -245,8 +245,8 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
           "\" is not one of \"window\", \"block\"");
   r.get("data", "shuffle_blocks", d.shuffle_blocks);
   r.get("data", "read_threads", d.read_threads);
-  require(d.shuffle_blocks > 0 && d.read_threads > 0, rc.source,
-          ": data.shuffle_blocks and data.read_threads must be positive");
+  require(d.shuffle_blocks > 0 && d.read_threads >= 0, rc.source,
+          ": data.shuffle_blocks must be positive and data.read_threads not negative");
   r.get("data", "n_networks", d.n_networks);
   r.get("data", "n_categories", d.n_categories);
   r.get("data", "noise", d.noise);

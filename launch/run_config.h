@@ -20,7 +20,7 @@ struct DataConfig {
   int64_t memory_budget_mb = 256;    // corpus read-ahead and chunk cache per rank
   std::string shuffle = "window";    // corpus: "window" (every window shuffled over the corpus) | "block"
   int64_t shuffle_blocks = 64;       // shuffle = "block": blocks of 256 time points per group (the shuffle buffer)
-  int read_threads = 1;              // corpus: reading threads per rank
+  int read_threads = 0;              // corpus: reading threads per rank; 0: 2 on GPU ranks, 1 on CPU ranks
   int n_networks = 6;
   int n_categories = 16;
   double noise = 0.3;

@@ -167,7 +167,7 @@ CorpusRuns scan_corpus(const std::string& dir) {
 
 class CorpusSource final : public DataSource {
  public:
-  CorpusSource(const RunConfig& rc, const CorpusRuns& runs, int global, int rank, int ranks)
+  CorpusSource(const RunConfig& rc, const CorpusRuns& runs, int global, int rank, int ranks, bool on_gpu)
       : summary_(runs.summary), s_(rc.model.contrastive ? rc.model.stim_dim : 0) {
     io::SamplerOptions so;
     so.window = rc.model.window;
@@ -181,7 +181,9 @@ class CorpusSource final : public DataSource {
       summary_ += ", block shuffle of " + std::to_string(so.shuffle_blocks) + " blocks";
     }
     sampler_options_ = so;
-    threads_ = rc.data.read_threads;
+    // A GPU rank's host has cores to spare and a step to feed: two readers (bench/RESULTS.md: the window shuffle at
+    // `cat`'s speed); a CPU rank's cores compute.
+    threads_ = rc.data.read_threads > 0 ? rc.data.read_threads : on_gpu ? 2 : 1;
     lengths_ = runs.train_lengths;
     paths_ = runs.shard_paths;
     rank_ = rank, ranks_ = ranks;
@@ -399,10 +401,10 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
       RunConfig vc = rc;
       vc.train.seed = t.seed + 1;
       vc.data.shuffle = "window";  // the held-out batch is the same whatever data.shuffle
-      CorpusSource held_out(vc, held, t.batch_size, rank, ranks);
+      CorpusSource held_out(vc, held, t.batch_size, rank, ranks, on_gpu);
       held_out.next(validation);
     }
-    data = std::make_unique<CorpusSource>(rc, runs, t.batch_size, rank, ranks);
+    data = std::make_unique<CorpusSource>(rc, runs, t.batch_size, rank, ranks, on_gpu);
 #else
     fail(rc.source, ": data.source = \"corpus\" needs HDF5, and this bfm was built without it");
 #endif
