@@ -48,6 +48,7 @@ CorpusSummary Corpus::summary() const {
       st.hours += static_cast<double>(run.length) * run.tr / 3600.0;
       st.trs.insert(std::round(run.tr * 1e6) / 1e6);
       if (!run.task.empty()) st.tasks.insert(run.task);
+      if (!run.site.empty()) st.sites.insert(run.site);
       c.runs += 1;
       c.timepoints += run.length;
       c.hours += static_cast<double>(run.length) * run.tr / 3600.0;

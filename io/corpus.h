@@ -23,6 +23,7 @@ struct StudySummary {
   double hours = 0;
   std::set<double> trs;     // distinct TRs in seconds
   std::set<std::string> tasks;
+  std::set<std::string> sites;  // distinct non-empty /runs/site values
 };
 
 struct CorpusSummary {

@@ -119,7 +119,7 @@ int inspect(const InspectOptions& o) {
     for (const auto& [name, st] : s.studies)
       report["per_study"][name.empty() ? "(none)" : name] = {
           {"subjects", st.subjects.size()}, {"runs", st.runs},  {"timepoints", st.timepoints},
-          {"hours", st.hours},               {"trs", st.trs},   {"tasks", st.tasks}};
+          {"hours", st.hours},               {"trs", st.trs},   {"tasks", st.tasks}, {"sites", st.sites}};
     // The manifest's counts should describe the shards it lists.
     if (m.n_runs != s.runs || m.n_timepoints != s.timepoints ||
         m.n_subjects != static_cast<int64_t>(s.subjects.size()))
@@ -135,11 +135,13 @@ int inspect(const InspectOptions& o) {
       std::cout << "traits: " << (s.traits.empty() ? "none" : join(s.traits))
                 << (s.stimulus ? "; stimulus embeddings" : "") << (s.labels ? "; stimulus labels" : "") << "\n\n";
       std::cout << std::left << std::setw(24) << "study" << std::right << std::setw(10) << "subjects"
-                << std::setw(8) << "runs" << std::setw(10) << "TRs" << std::setw(9) << "hours" << "  "
+                << std::setw(8) << "runs" << std::setw(7) << "sites" << std::setw(10) << "TRs" << std::setw(9)
+                << "hours" << "  "
                 << std::left << std::setw(14) << "TR (s)" << "tasks\n";
       for (const auto& [name, st] : s.studies)
         std::cout << std::left << std::setw(24) << (name.empty() ? "(none)" : name) << std::right << std::setw(10)
-                  << st.subjects.size() << std::setw(8) << st.runs << std::setw(10) << st.timepoints
+                  << st.subjects.size() << std::setw(8) << st.runs << std::setw(7) << st.sites.size()
+                  << std::setw(10) << st.timepoints
                   << std::setw(9) << std::setprecision(2) << st.hours << "  " << std::left << std::setw(14)
                   << std::defaultfloat << trs_text(st.trs) << join({st.tasks.begin(), st.tasks.end()}) << "\n"
                   << std::fixed;

@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "shard_test_util.h"
@@ -76,6 +77,15 @@ TEST_F(SyntheticCorpusTest, GroundTruthMapsSitesAndCouplingReproduceTheData) {
                                 " --out " + corpus.string(), out), 0) << out;
   EXPECT_EQ(run_python(dir_, "exec(open('" BFM_SYNTH_CHECKS "').read())", "model " + corpus.string() + " 3", out), 0)
       << out;
+  // bfm inspect lists each study's sites.
+  ASSERT_EQ(run_shell(dir_, std::string(BFM_EXE) + " inspect --json " + corpus.string(), out), 0) << out;
+  const std::string code =
+      "import json, sys\nj = json.loads(open(sys.argv[1]).read())\n"
+      "assert j['per_study']['study02']['sites'] == ['site04', 'site05', 'site06'], j['per_study']\nprint('ok')\n";
+  {
+    std::ofstream(dir_ / "inspect.json") << out;
+  }
+  EXPECT_EQ(run_python(dir_, code, (dir_ / "inspect.json").string(), out), 0) << out;
 }
 
 // --chunk-rows: h5py finds chunks of 40 rows in every row dataset, the values are the default corpus' (same seed and
