@@ -451,7 +451,7 @@ const unsigned char* ShardReader::mapped_chunk(Rows which, int64_t chunk, int64_
   const int64_t row0 = chunk * L.rows, rows = std::min(L.rows, n_timepoints_ - row0);
   if (!run_guarded(checksum_job, &job))
     fail(path_, ": run ", run, " (subject '", r.subject, "'): chunk ", chunk, " of ", name, " (rows ", row0, "..",
-         row0 + rows, "): cannot be read through its mapping (the file was truncated or replaced while open, or an "
+         row0 + rows, "): cannot be read through its mapping (the file was truncated or overwritten while open, or an "
          "I/O error)");
   const uint32_t swapped = (job.sum & 0xff00ff00u) >> 8 | (job.sum & 0x00ff00ffu) << 8;
   if (job.stored != job.sum && job.stored != swapped)

@@ -485,8 +485,8 @@ void SyntheticCorpus::write_manifest(const std::string& dir) const {
                 h.converter == "bfm synth (seed " + std::to_string(config_.seed) + ")" &&
                 static_cast<int64_t>(reader.subjects().size()) == n;
     for (int64_t i = 0; same && i < n; ++i) same = reader.subjects()[i].id == subject(first + i).id;
-    require(same, reader.path(), ": not a shard of this corpus (its parcels, storage, chunks, seed or subjects differ from "
-            "these options'); write it again with the same options as the other parts");
+    require(same, reader.path(), ": not a shard of this corpus (its parcels, storage, chunks, seed or subjects differ "
+            "from these options'); write it again with the same options as the other parts");
     shards.push_back(summarize(reader));
   }
   bfm::io::write_manifest(dir, shards, config_.seed, SplitFractions{});

@@ -473,7 +473,7 @@ void WindowLoader::read_batch_chunks(const std::vector<ShardReader*>& shards, co
   for (Task& task : tasks) {
     const Piece& p = pieces[task.first];
     const auto& layout = shards[p.shard]->chunk_layout(p.which);
-    if (shards[p.shard]->mapped() && layout.direct) {  // the page cache is the cache: checked on every use
+    if (shards[p.shard]->mapped() && layout.direct) {  // the page cache is the cache; checked on first use
       task.mapped = true;
       ++reads;
       bytes_read += layout.buffer_bytes();
@@ -547,7 +547,7 @@ void WindowLoader::read_batch_chunks(const std::vector<ShardReader*>& shards, co
       if (task.mapped && fallback.empty()) {
         if (!run_guarded(copy_pieces, &job))
           fail(shard.path(), ": chunk ", first.chunk, " cannot be read through its mapping (the file was truncated "
-               "or replaced while open, or an I/O error) [window loader: corpus run ",
+               "or overwritten while open, or an I/O error) [window loader: corpus run ",
                b.windows[static_cast<size_t>(first.window)].run, "]");
       } else {
         copy_pieces(&job);
