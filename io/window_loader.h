@@ -5,7 +5,8 @@
 // Reading by chunks (the default): a batch's windows are mapped to the shard chunks they cover (256 rows x all
 // parcels in bfm's shards by default). Where the shard file is memory-mapped (ShardReader::mapped_chunk: datasets
 // laid out as bfm writes them; BFM_NO_MMAP=1 turns it off) a chunk's checksum is checked in the mapping the first time
-// the reader hands it out and the windows are copied straight out of the page cache: no read() copy, no chunk cache,
+// the reader hands it out and the windows are copied straight out of the page cache (each chunk's pages asked for
+// in one read-ahead request, so a corpus larger than memory does not thrash): no read() copy, no chunk cache,
 // a page that cannot be read (the file truncated under the mapping, an I/O error) an error naming the file rather
 // than SIGBUS (io/mapped_guard.h). Otherwise each chunk is read whole once (ShardReader::read_chunk: pread and our
 // Fletcher32 check, or HDF5 for a dataset laid out otherwise) into a chunk cache, and the windows are copied out of
