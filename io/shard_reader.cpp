@@ -446,17 +446,18 @@ const unsigned char* ShardReader::mapped_chunk(Rows which, int64_t chunk, int64_
   const uint64_t addr = c.addr[static_cast<size_t>(chunk)];
   if (addr + raw + (summed ? 4 : 0) > file_->map_size) return nullptr;  // past the end: read_chunk names it
   const unsigned char* bytes = file_->map + addr;
-  {  // the chunk's pages, read ahead in one request where the page cache lacks its first or last page. Checking
-     // every page (mincore of the whole chunk), or asking for read-ahead every time, costs 15 % of a warm read;
-     // the ends miss chunks evicted in the middle only, which then fault page by page (bench/RESULTS.md).
+  {  // the chunk's pages, read ahead in one request where the page cache lacks the first or the last page wholly
+     // inside the chunk (its end pages may be a neighbour's, read with it). Checking every page (mincore of the whole
+     // chunk), or asking for read-ahead every time, costs 15 % of a warm read; these two miss only chunks evicted
+     // in the middle, which then fault page by page (bench/RESULTS.md).
     static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-    const uintptr_t from = reinterpret_cast<uintptr_t>(bytes) & ~(page - 1);
-    const uintptr_t to = reinterpret_cast<uintptr_t>(bytes) + raw + (summed ? 4 : 0);
-    const uintptr_t last = (to - 1) & ~(page - 1);
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(bytes), end = begin + raw + (summed ? 4 : 0);
+    const uintptr_t from = begin & ~(page - 1);
+    const uintptr_t inner_first = (begin + page - 1) & ~(page - 1), inner_last = (end & ~(page - 1)) - page;
     unsigned char first_in = 0, last_in = 0;
-    if (::mincore(reinterpret_cast<void*>(from), 1, &first_in) != 0 ||
-        ::mincore(reinterpret_cast<void*>(last), 1, &last_in) != 0 || !(first_in & 1) || !(last_in & 1))
-      ::madvise(reinterpret_cast<void*>(from), to - from, MADV_WILLNEED);
+    if (inner_first > inner_last || ::mincore(reinterpret_cast<void*>(inner_first), 1, &first_in) != 0 ||
+        ::mincore(reinterpret_cast<void*>(inner_last), 1, &last_in) != 0 || !(first_in & 1) || !(last_in & 1))
+      ::madvise(reinterpret_cast<void*>(from), end - from, MADV_WILLNEED);
   }
   if (!summed || c.checked[static_cast<size_t>(chunk)].load(std::memory_order_acquire)) return bytes;
   ChecksumJob job{bytes, raw, 0, 0};
