@@ -371,26 +371,36 @@ int32_t majority(std::vector<int32_t>& labels) {
   return best;
 }
 
+// The shard holding corpus run `run` (first_run: [shards + 1] prefix sums of the shards' run counts) and the run's
+// index in it.
+std::pair<size_t, int64_t> locate_run(const std::vector<int64_t>& first_run, int64_t run) {
+  require(run >= 0 && run < first_run.back(), "window loader: the sampler's run ", run, " is not in the corpus (",
+          first_run.back(), " runs)");
+  const auto s = static_cast<size_t>(std::upper_bound(first_run.begin(), first_run.end(), run) -
+                                     first_run.begin() - 1);
+  return {s, run - first_run[s]};
+}
+
 }  // namespace
+
+void WindowLoader::start_batch(WindowBatch& b) {
+  b.windows = sampler_.next_batch();
+  b.state_after = sampler_.state();
+  b.timeseries.resize(static_cast<size_t>(batch_ * window_ * parcels_));  // every row is overwritten by the reader
+  if (stimulus_dim_ > 0) b.stimulus.assign(static_cast<size_t>(batch_ * stimulus_dim_), 0.0f);
+  if (labels_) b.label.assign(static_cast<size_t>(batch_), -1);
+}
 
 void WindowLoader::read_batch(const std::vector<ShardReader*>& shards, const std::vector<int64_t>& first_run,
                               WindowBatch& b) {
   const int64_t T = window_, P = parcels_, S = stimulus_dim_, B = batch_;
-  b.windows = sampler_.next_batch();
-  b.state_after = sampler_.state();
-  b.timeseries.resize(static_cast<size_t>(B * T * P));  // every row is overwritten below
-  if (S > 0) b.stimulus.assign(static_cast<size_t>(B * S), 0.0f);
-  if (labels_) b.label.assign(static_cast<size_t>(B), -1);
+  start_batch(b);
   std::vector<float> stim(static_cast<size_t>(T * S));
   std::vector<int32_t> lab(static_cast<size_t>(T));
   for (int64_t i = 0; i < B; ++i) {
     const Window w = b.windows[static_cast<size_t>(i)];
-    require(w.run >= 0 && w.run < first_run.back(), "window loader: the sampler's run ", w.run,
-            " is not in the corpus (", first_run.back(), " runs)");
-    const auto s = static_cast<size_t>(std::upper_bound(first_run.begin(), first_run.end(), w.run) -
-                                       first_run.begin() - 1);
+    const auto [s, run] = locate_run(first_run, w.run);
     const ShardReader& shard = *shards[s];
-    const int64_t run = w.run - first_run[s];
     try {
       shard.read_window(run, w.start, T, b.timeseries.data() + i * T * P);
       if (S > 0 && shard.header().stimulus_dim > 0) {
@@ -412,11 +422,7 @@ void WindowLoader::read_batch_chunks(const std::vector<ShardReader*>& shards, co
                                      WindowBatch& b) {
   const int64_t T = window_, P = parcels_, S = stimulus_dim_, B = batch_;
   Cache& cache = *cache_;
-  b.windows = sampler_.next_batch();
-  b.state_after = sampler_.state();
-  b.timeseries.resize(static_cast<size_t>(B * T * P));  // every row is overwritten below
-  if (S > 0) b.stimulus.assign(static_cast<size_t>(B * S), 0.0f);
-  if (labels_) b.label.assign(static_cast<size_t>(B), -1);
+  start_batch(b);
 
   // The pieces of the batch: rows [r0, r0 + n) of one chunk, to rows [t, t + n) of window i. Sorted by chunk (file
   // order), each chunk's pieces make one task: the chunk is read (or found in the cache) and its pieces copied out
@@ -426,12 +432,8 @@ void WindowLoader::read_batch_chunks(const std::vector<ShardReader*>& shards, co
   std::vector<char> has_stim(static_cast<size_t>(B), 0), has_label(static_cast<size_t>(B), 0);
   for (int64_t i = 0; i < B; ++i) {
     const Window w = b.windows[static_cast<size_t>(i)];
-    require(w.run >= 0 && w.run < first_run.back(), "window loader: the sampler's run ", w.run,
-            " is not in the corpus (", first_run.back(), " runs)");
-    const auto s = static_cast<size_t>(std::upper_bound(first_run.begin(), first_run.end(), w.run) -
-                                       first_run.begin() - 1);
+    const auto [s, run] = locate_run(first_run, w.run);
     const ShardReader& shard = *shards[s];
-    const int64_t run = w.run - first_run[s];
     const Run& r = shard.runs()[static_cast<size_t>(run)];
     if (w.start < 0 || w.start + T > r.length)
       fail(shard.path(), ": run ", run, " (subject '", r.subject, "'): window [", w.start, ", ", w.start + T,

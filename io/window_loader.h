@@ -115,6 +115,7 @@ class WindowLoader {
 
  private:
   void run_thread();  // the loader's thread: opens the shards, then reads until stopped or failed
+  void start_batch(WindowBatch& b);  // the sampler's next windows; the batch's buffers sized (both paths)
   void read_batch(const std::vector<ShardReader*>& shards, const std::vector<int64_t>& first_run, WindowBatch& b);
   void read_batch_chunks(const std::vector<ShardReader*>& shards, const std::vector<int64_t>& first_run,
                          WindowBatch& b);
