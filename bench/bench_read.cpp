@@ -35,28 +35,12 @@
 #include "io/window_loader.h"
 #include "runtime/error.h"
 #include "runtime/progress.h"
+#include "tests/common/fletcher32_reference.h"
 
 namespace {
 
 // HDF5's Fletcher32 loop (H5checksum.c), word after word: what its filter costs per byte.
-uint32_t fletcher32_hdf5(const unsigned char* data, size_t bytes) {
-  size_t len = bytes / 2;
-  uint32_t sum1 = 0, sum2 = 0;
-  while (len) {
-    size_t tlen = len > 360 ? 360 : len;
-    len -= tlen;
-    do {
-      sum1 += static_cast<uint32_t>((static_cast<uint16_t>(data[0]) << 8) | static_cast<uint16_t>(data[1]));
-      data += 2;
-      sum2 += sum1;
-    } while (--tlen);
-    sum1 = (sum1 & 0xffff) + (sum1 >> 16);
-    sum2 = (sum2 & 0xffff) + (sum2 >> 16);
-  }
-  sum1 = (sum1 & 0xffff) + (sum1 >> 16);
-  sum2 = (sum2 & 0xffff) + (sum2 >> 16);
-  return (sum2 << 16) | sum1;
-}
+using bfm::test::fletcher32_by_the_book;
 
 double peak_rss_mb() {
   rusage u{};
@@ -81,7 +65,7 @@ int checksum_speed() {
     return static_cast<double>(reps) * static_cast<double>(chunk.size()) / s / 1e9;
   };
   const double ours = gbs([](const unsigned char* d, size_t n) { return bfm::io::fletcher32(d, n); });
-  const double hdf5 = gbs([](const unsigned char* d, size_t n) { return fletcher32_hdf5(d, n); });
+  const double hdf5 = gbs([](const unsigned char* d, size_t n) { return fletcher32_by_the_book(d, n); });
   std::printf("checksum ours_gbs=%.2f hdf5_gbs=%.2f\n", ours, hdf5);
   return 0;
 }

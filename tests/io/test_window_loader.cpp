@@ -20,6 +20,7 @@
 #include "io/shard_writer.h"
 #include "io/window_loader.h"
 #include "runtime/error.h"
+#include "tests/common/fletcher32_reference.h"
 #include "tests/io/shard_test_util.h"
 
 namespace bfm::io {
@@ -271,31 +272,7 @@ TEST_F(WindowLoaderTest, DestructorReturnsWithAFullQueueOrMidRead) {
 
 // ---- chunk reads
 
-// HDF5's Fletcher32 loop as H5checksum.c writes it, word after word.
-uint32_t fletcher32_by_the_book(const unsigned char* data, size_t bytes) {
-  size_t len = bytes / 2;
-  uint32_t sum1 = 0, sum2 = 0;
-  while (len) {
-    size_t tlen = len > 360 ? 360 : len;
-    len -= tlen;
-    do {
-      sum1 += static_cast<uint32_t>((static_cast<uint16_t>(data[0]) << 8) | static_cast<uint16_t>(data[1]));
-      data += 2;
-      sum2 += sum1;
-    } while (--tlen);
-    sum1 = (sum1 & 0xffff) + (sum1 >> 16);
-    sum2 = (sum2 & 0xffff) + (sum2 >> 16);
-  }
-  if (bytes % 2) {
-    sum1 += static_cast<uint32_t>(static_cast<uint16_t>(*data) << 8);
-    sum2 += sum1;
-    sum1 = (sum1 & 0xffff) + (sum1 >> 16);
-    sum2 = (sum2 & 0xffff) + (sum2 >> 16);
-  }
-  sum1 = (sum1 & 0xffff) + (sum1 >> 16);
-  sum2 = (sum2 & 0xffff) + (sum2 >> 16);
-  return (sum2 << 16) | sum1;
-}
+using test::fletcher32_by_the_book;  // HDF5's loop, word after word (tests/common/fletcher32_reference.h)
 
 TEST(ShardReaderFletcher32, EqualsHdf5sLoopBitForBit) {
   std::mt19937_64 rng(5);
