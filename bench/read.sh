@@ -18,6 +18,8 @@
 #   bench/read.sh [build-dir] [subjects] [T] [global-batch] [budget-MB] [passes] [step-ms]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 build=${1:-build}
 subjects=${2:-200}
 T=${3:-200}
@@ -29,15 +31,11 @@ parcels=400
 chunk_rows=${CHUNK_ROWS:-256}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-py() { /usr/bin/python3 -c "$1"; }
 "$build/launch/bfm" synth --subjects "$subjects" --parcels "$parcels" --minutes 10 --chunk-rows "$chunk_rows" \
   --out "$work/corpus" 2>/dev/null
 bytes=$(cat "$work"/corpus/shard-*.h5 | wc -c)
 windows=$(py "print(max($G, $passes * $bytes // ($T * $parcels * 4)))")
 cat "$work"/corpus/shard-*.h5 > /dev/null  # warm the page cache once, for all of them
-median() { /usr/bin/python3 -c "import statistics as s, sys; print(s.median(float(v) for v in sys.argv[1:]))" "$@"; }
-field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
-fmt() { py "print(f'{$1:$2}')"; }  # fmt VALUE FORMAT
 
 # The loader's modes: a label and bench_read's options. A one-batch cache is what a corpus much larger than memory
 # gets from random windows (its hit rate tends to 0); 48 MB holds a block-shuffle group's chunks at any corpus size.

@@ -13,6 +13,8 @@
 #   bench/read_cold.sh [build-dir] [subjects] [T] [global-batch] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 build=${1:-build}
 subjects=${2:-1000}
 T=${3:-200}
@@ -35,9 +37,6 @@ if [ -n "${MEMORY_MB:-}" ]; then
   run_in() { sh -c 'echo $$ > "$0/cgroup.procs"; exec "$@"' "$cg" "$@"; }
 fi
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-py() { /usr/bin/python3 -c "$1"; }
-median() { /usr/bin/python3 -c "import statistics as s, sys; print(s.median(float(v) for v in sys.argv[1:]))" "$@"; }
-field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 labels=("window shuffle (default): mapping, 1 thread"
         "window shuffle: mapping, 2 threads (the default on a GPU rank)"
         "window shuffle: pread, cache = one batch, 1 thread"
