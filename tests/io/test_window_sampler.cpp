@@ -59,13 +59,13 @@ TEST(WindowSampler, OrderIsShuffledAndChangesWithEpochAndSeed) {
   EXPECT_GT(runs.size(), 2u);
 }
 
-TEST(WindowSampler, SameGlobalBatchesForOneTwoAndFourRanks) {
-  const int64_t G = 8;
-  WindowSampler one(kLengths, SamplerOptions{32, 3, true, G, 5});
+// 2 and 4 ranks together take the global batches one rank takes (into the third epoch), disjoint parts of each.
+void expect_same_global_batches_for_two_and_four_ranks(const SamplerOptions& o) {
+  const int64_t G = o.global_batch;
   for (int R : {2, 4}) {
     std::vector<WindowSampler> ranks;
-    for (int r = 0; r < R; ++r) ranks.emplace_back(kLengths, SamplerOptions{32, 3, true, G, 5}, r, R);
-    WindowSampler reference(kLengths, SamplerOptions{32, 3, true, G, 5});
+    for (int r = 0; r < R; ++r) ranks.emplace_back(kLengths, o, r, R);
+    WindowSampler reference(kLengths, o);
     for (int64_t step = 0; step < 2 * reference.batches_per_epoch() + 3; ++step) {
       std::multiset<std::pair<int64_t, int64_t>> want, got;
       for (const auto& w : reference.next_batch()) want.insert({w.run, w.start});
@@ -81,21 +81,24 @@ TEST(WindowSampler, SameGlobalBatchesForOneTwoAndFourRanks) {
   }
 }
 
-TEST(WindowSampler, JitteredStartsStayInsideTheRun) {
-  WindowSampler s(kLengths, SamplerOptions{32, 10, true, 1, 3});
+// Every window of 4 epochs (windows of o.window with o's stride and jitter) lies inside its run; returns the starts'
+// offsets from the stride grid.
+std::set<int64_t> expect_starts_inside_the_runs(const SamplerOptions& o) {
+  WindowSampler s(kLengths, o);
   std::set<int64_t> offsets;
   for (uint64_t epoch = 0; epoch < 4; ++epoch)
     for (int64_t i = 0; i < s.windows_per_epoch(); ++i) {
       const Window w = s.global_window(epoch, i);
-      ASSERT_GE(w.start, 0);
-      ASSERT_LE(w.start + 32, kLengths[static_cast<size_t>(w.run)]);
-      offsets.insert(w.start % 10);
+      EXPECT_GE(w.start, 0);
+      EXPECT_LE(w.start + o.window, kLengths[static_cast<size_t>(w.run)]);
+      offsets.insert(w.start % o.stride);
     }
-  EXPECT_GT(offsets.size(), 5u);  // starts off the stride grid occur
+  return offsets;
 }
 
-TEST(WindowSampler, ResumesExactlyFromSavedState) {
-  SamplerOptions o{16, 2, true, 4, 77};
+// Rank 1 of 2, stopped two batches before an epoch ends and restored from its saved state in a new sampler, takes
+// the same next 5 batches (into the next epoch). Returns the saved state and those batches.
+std::pair<SamplerState, std::vector<std::vector<Window>>> expect_exact_resume(const SamplerOptions& o) {
   WindowSampler a(kLengths, o, 1, 2);
   const int64_t per_epoch = a.batches_per_epoch();
   for (int64_t i = 0; i < per_epoch - 2; ++i) a.next_batch();
@@ -108,7 +111,18 @@ TEST(WindowSampler, ResumesExactlyFromSavedState) {
   b.restore(saved);
   for (int i = 0; i < 5; ++i) EXPECT_EQ(b.next_batch(), after[static_cast<size_t>(i)]) << i;
   EXPECT_THROW(b.restore(SamplerState{0, static_cast<uint64_t>(per_epoch)}), bfm::Error);
+  return {saved, after};
 }
+
+TEST(WindowSampler, SameGlobalBatchesForOneTwoAndFourRanks) {
+  expect_same_global_batches_for_two_and_four_ranks(SamplerOptions{32, 3, true, 8, 5});
+}
+
+TEST(WindowSampler, JitteredStartsStayInsideTheRun) {
+  EXPECT_GT(expect_starts_inside_the_runs(SamplerOptions{32, 10, true, 1, 3}).size(), 5u);  // off the stride grid
+}
+
+TEST(WindowSampler, ResumesExactlyFromSavedState) { expect_exact_resume(SamplerOptions{16, 2, true, 4, 77}); }
 
 TEST(WindowSampler, RejectsBadOptions) {
   EXPECT_THROW(WindowSampler(kLengths, SamplerOptions{32, 1, false, 6, 0}, 0, 4), bfm::Error);  // 6 % 4 != 0
@@ -186,52 +200,18 @@ TEST(WindowSamplerBlocks, GroupsAreWholeBlocksShuffledAndChangeWithEpochAndSeed)
 }
 
 TEST(WindowSamplerBlocks, SameGlobalBatchesForOneTwoAndFourRanks) {
-  const int64_t G = 8;
-  const SamplerOptions o = block_options(32, 3, true, G, 5, 12, 2);
-  for (int R : {2, 4}) {
-    std::vector<WindowSampler> ranks;
-    for (int r = 0; r < R; ++r) ranks.emplace_back(kLengths, o, r, R);
-    WindowSampler reference(kLengths, o);
-    for (int64_t step = 0; step < 2 * reference.batches_per_epoch() + 3; ++step) {
-      std::multiset<std::pair<int64_t, int64_t>> want, got;
-      for (const auto& w : reference.next_batch()) want.insert({w.run, w.start});
-      for (auto& s : ranks) {
-        const auto part = s.next_batch();
-        ASSERT_EQ(static_cast<int64_t>(part.size()), G / R);
-        for (const auto& w : part) got.insert({w.run, w.start});
-      }
-      ASSERT_EQ(got, want) << "R " << R << " step " << step;
-      std::set<std::pair<int64_t, int64_t>> distinct(got.begin(), got.end());
-      EXPECT_EQ(distinct.size(), got.size()) << "ranks overlap";
-    }
-  }
+  expect_same_global_batches_for_two_and_four_ranks(block_options(32, 3, true, 8, 5, 12, 2));
 }
 
 TEST(WindowSamplerBlocks, JitteredStartsStayInsideTheRun) {
-  WindowSampler s(kLengths, block_options(32, 10, true, 1, 3, 30, 2));
-  for (uint64_t epoch = 0; epoch < 4; ++epoch)
-    for (int64_t i = 0; i < s.windows_per_epoch(); ++i) {
-      const Window w = s.global_window(epoch, i);
-      ASSERT_GE(w.start, 0);
-      ASSERT_LE(w.start + 32, kLengths[static_cast<size_t>(w.run)]);
-    }
+  expect_starts_inside_the_runs(block_options(32, 10, true, 1, 3, 30, 2));
 }
 
 TEST(WindowSamplerBlocks, ResumesExactlyFromSavedState) {
   const SamplerOptions o = block_options(16, 2, true, 4, 77, 20, 3);
-  WindowSampler a(kLengths, o, 1, 2);
-  const int64_t per_epoch = a.batches_per_epoch();
-  for (int64_t i = 0; i < per_epoch - 2; ++i) a.next_batch();
-  const SamplerState saved = a.state();
-  std::vector<std::vector<Window>> after;
-  for (int i = 0; i < 5; ++i) after.push_back(a.next_batch());  // crosses into the next epoch
-  EXPECT_EQ(a.state().epoch, saved.epoch + 1);
-
-  WindowSampler b(kLengths, o, 1, 2);
-  b.restore(saved);
-  for (int i = 0; i < 5; ++i) EXPECT_EQ(b.next_batch(), after[static_cast<size_t>(i)]) << i;
+  const auto [saved, after] = expect_exact_resume(o);
   // Another number of ranks resumes the same global order: rank 0 of 1 sees both ranks' windows.
-  WindowSampler one(kLengths, block_options(16, 2, true, 4, 77, 20, 3));
+  WindowSampler one(kLengths, o);
   WindowSampler two0(kLengths, o, 0, 2);
   two0.restore(saved);
   one.restore(saved);
