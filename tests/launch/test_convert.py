@@ -15,11 +15,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import h5py
 import nibabel as nib
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from scans import make_scan  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -45,18 +47,6 @@ def run(cmd, ok=True, timeout=300):
     if not ok and proc.returncode == 0:
         raise AssertionError(f"{' '.join(cmd)} succeeded, expected an error\n{proc.stderr}")
     return proc
-
-
-def make_scan(path, shape, affine, T, tr_header, rng):
-    base = rng.normal(500, 50, size=shape + (1,))
-    drift = np.linspace(0, 1, T)[None, None, None, :] * rng.normal(0, 30, size=shape + (1,))
-    data = (base + drift + rng.normal(0, 20, size=shape + (T,))).astype(np.float32)
-    img = nib.Nifti1Image(data, affine)
-    img.set_sform(affine, code=4)
-    img.header.set_xyzt_units("mm", "sec")
-    img.header.set_zooms(tuple(np.abs(np.diag(affine)[:3])) + (tr_header,))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    nib.save(img, path)
 
 
 def make_bids(root, rng):

@@ -406,8 +406,9 @@ def check_eval_array(slurm, bfm, work, corpus):
 def make_bids(root, n_subjects=5):
     """A small BIDS dataset in MNI space: sub-01..sub-05, one or two resting runs each (TR 2 s from the root
     sidecar), 8 mm voxels over the AICHA atlas's box, random signals with a drift."""
-    import nibabel as nib
     import numpy as np
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+    from scans import make_scan
     rng = np.random.default_rng(23)
     os.makedirs(root)
     json.dump({"Name": "arr", "BIDSVersion": "1.8.0"}, open(os.path.join(root, "dataset_description.json"), "w"))
@@ -419,15 +420,8 @@ def make_bids(root, n_subjects=5):
         func = os.path.join(root, f"sub-{s:02d}", "func")
         os.makedirs(func)
         for r in range(1, 1 + (1 if s % 2 else 2)):
-            T = 20 + 3 * s + r
-            base = rng.normal(500, 50, size=shape + (1,))
-            drift = np.linspace(0, 1, T)[None, None, None, :] * rng.normal(0, 30, size=shape + (1,))
-            data = (base + drift + rng.normal(0, 20, size=shape + (T,))).astype(np.float32)
-            img = nib.Nifti1Image(data, affine)
-            img.set_sform(affine, code=4)
-            img.header.set_xyzt_units("mm", "sec")
-            img.header.set_zooms((8.0, 8.0, 8.0, 2.0))
-            nib.save(img, os.path.join(func, f"sub-{s:02d}_task-rest_run-{r}_bold.nii.gz"))
+            make_scan(os.path.join(func, f"sub-{s:02d}_task-rest_run-{r}_bold.nii.gz"), shape, affine, 20 + 3 * s + r,
+                      2.0, rng)
 
 
 def convert_args(work, out):
