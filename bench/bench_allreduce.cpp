@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "runtime/comm.h"
-#include "runtime/error.h"
+#include "base/error.h"
 #include "runtime/grad_buckets.h"
 #include "runtime/progress.h"
 #include "runtime/world.h"

@@ -24,7 +24,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/cuda/attention_sm90_bwd.cuh"
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace {
 

@@ -33,7 +33,7 @@
 #include "io/corpus.h"
 #include "io/shard_reader.h"
 #include "io/window_loader.h"
-#include "runtime/error.h"
+#include "base/error.h"
 #include "runtime/progress.h"
 #include "tests/common/fletcher32_reference.h"
 

@@ -16,7 +16,7 @@
 #include "runtime/optimizer.h"
 #include "runtime/blas_core.h"
 #include "runtime/progress.h"
-#include "runtime/rng.h"
+#include "base/rng.h"
 
 int main(int argc, char** argv) {
   bfm::runtime::select_blas_core(argv);

@@ -22,7 +22,7 @@
 #include "model/gpu_model.h"
 #include "model/masking.h"
 #include "runtime/progress.h"
-#include "runtime/rng.h"
+#include "base/rng.h"
 
 namespace {
 

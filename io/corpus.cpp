@@ -5,7 +5,7 @@
 #include <cmath>
 #include <filesystem>
 
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::io {
 

@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "io/shard.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::io {
 

@@ -21,7 +21,7 @@
 #include <type_traits>
 
 #include "io/h5_handles.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::io {
 

@@ -10,7 +10,7 @@
 #include <memory>
 #include <sstream>
 
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::io {
 namespace {

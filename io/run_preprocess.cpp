@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::io {
 

@@ -32,7 +32,7 @@
 #include "io/h5_handles.h"
 #include "io/half.h"
 #include "io/mapped_guard.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::io {
 

@@ -24,7 +24,7 @@
 
 #include "io/h5_handles.h"
 #include "io/half.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::io {
 

@@ -11,8 +11,8 @@
 #include "io/corpus_manifest.h"
 #include "io/shard.h"
 #include "io/synthetic_windows.h"
-#include "runtime/error.h"
-#include "runtime/rng.h"
+#include "base/error.h"
+#include "base/rng.h"
 
 #ifdef BFM_WITH_HDF5
 #include "io/h5_arrays.h"

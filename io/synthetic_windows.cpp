@@ -3,8 +3,8 @@
 #include <cmath>
 #include <numbers>
 
-#include "runtime/error.h"
-#include "runtime/rng.h"
+#include "base/error.h"
+#include "base/rng.h"
 
 namespace bfm::io {
 

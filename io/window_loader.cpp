@@ -14,7 +14,7 @@
 
 #include "io/half.h"
 #include "io/mapped_guard.h"
-#include "runtime/error.h"
+#include "base/error.h"
 #include "runtime/progress.h"
 
 namespace bfm::io {

@@ -9,8 +9,8 @@
 
 #include <algorithm>
 
-#include "runtime/error.h"
-#include "runtime/rng.h"
+#include "base/error.h"
+#include "base/rng.h"
 
 namespace bfm::io {
 

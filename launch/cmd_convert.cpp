@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "launch/commands.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 #if defined(BFM_WITH_HDF5) && defined(BFM_WITH_NIFTI)
 #include <algorithm>

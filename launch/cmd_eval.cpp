@@ -12,7 +12,7 @@
 #include <CLI/CLI.hpp>
 
 #include "launch/commands.h"
-#include "runtime/error.h"
+#include "base/error.h"
 #ifdef BFM_WITH_HDF5
 #include <nlohmann/json.hpp>
 

@@ -12,7 +12,7 @@
 #include "launch/model_card.h"
 #include "model/brain_model.h"
 #include "model/checkpoint.h"
-#include "runtime/error.h"
+#include "base/error.h"
 #include "runtime/optimizer.h"
 #include "runtime/progress.h"
 #ifdef BFM_WITH_HDF5

@@ -8,7 +8,7 @@
 #include "launch/commands.h"
 #include "model/checkpoint.h"
 #include "runtime/device.h"
-#include "runtime/error.h"
+#include "base/error.h"
 #ifdef BFM_WITH_CUDA
 #include "model/gpu_model.h"
 #endif

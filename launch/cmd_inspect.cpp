@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "launch/commands.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 #ifdef BFM_WITH_HDF5
 #include <filesystem>

@@ -13,7 +13,7 @@
 
 #include "launch/commands.h"
 #include "launch/model_card.h"  // declares render_loss_plot, defined here
-#include "runtime/error.h"
+#include "base/error.h"
 
 #ifdef BFM_WITH_ZLIB
 #include <algorithm>

@@ -20,7 +20,7 @@
 #include "io/shard.h"
 #include "io/synthetic_corpus.h"
 #include "launch/commands.h"
-#include "runtime/error.h"
+#include "base/error.h"
 #include "runtime/progress.h"
 #include "runtime/world.h"
 

@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/error.h"
+#include "base/error.h"
 #ifdef BFM_WITH_HDF5
 #include "io/corpus.h"
 #include "io/h5_arrays.h"

@@ -9,7 +9,7 @@
 #include <set>
 #include <sstream>
 
-#include "runtime/error.h"
+#include "base/error.h"
 #ifdef BFM_WITH_ZLIB
 #include "launch/plot.h"
 #include "runtime/png.h"

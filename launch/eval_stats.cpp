@@ -7,8 +7,8 @@
 #include <numeric>
 #include <set>
 
-#include "runtime/error.h"
-#include "runtime/rng.h"
+#include "base/error.h"
+#include "base/rng.h"
 
 namespace bfm::launch::eval {
 

@@ -13,9 +13,9 @@
 #include <sstream>
 
 #include "launch/eval_stats.h"
-#include "runtime/error.h"
+#include "base/error.h"
 #include "runtime/progress.h"
-#include "runtime/rng.h"
+#include "base/rng.h"
 #ifdef BFM_WITH_CUDA
 #include "model/gpu_model.h"
 #include "runtime/device.h"

@@ -9,10 +9,10 @@
 #include <nlohmann/json.hpp>
 
 #include "model/checkpoint.h"
-#include "runtime/error.h"
+#include "base/error.h"
 #include "runtime/optimizer.h"
 #include "runtime/progress.h"
-#include "runtime/rng.h"
+#include "base/rng.h"
 #include "runtime/safetensors.h"
 #ifdef BFM_WITH_CUDA
 #include "model/gpu_model.h"

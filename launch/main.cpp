@@ -8,7 +8,7 @@
 
 #include "launch/commands.h"
 #include "runtime/blas_core.h"
-#include "runtime/error.h"
+#include "base/error.h"
 #include "runtime/world.h"
 
 int main(int argc, char** argv) {

@@ -5,7 +5,7 @@
 
 #include <toml++/toml.h>
 
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::launch {
 

@@ -15,11 +15,11 @@
 #include "model/masking.h"
 #include "runtime/comm.h"
 #include "runtime/device.h"
-#include "runtime/error.h"
+#include "base/error.h"
 #include "runtime/grad_buckets.h"
 #include "runtime/optimizer.h"
 #include "runtime/progress.h"
-#include "runtime/rng.h"
+#include "base/rng.h"
 #include "runtime/world.h"
 #include "runtime/zero.h"
 #ifdef BFM_WITH_CUDA

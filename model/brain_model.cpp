@@ -10,8 +10,8 @@
 #include "kernels/mse_loss.h"
 #include "kernels/patch_embed.h"
 #include "model/masking.h"
-#include "runtime/error.h"
-#include "runtime/rng.h"
+#include "base/error.h"
+#include "base/rng.h"
 
 namespace bfm::model {
 

@@ -21,7 +21,7 @@
 #include "kernels/patch_embed.h"
 #include "kernels/residual.h"
 #include "model/masking.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::model {
 

@@ -4,8 +4,8 @@
 #include <cmath>
 #include <numeric>
 
-#include "runtime/error.h"
-#include "runtime/rng.h"
+#include "base/error.h"
+#include "base/rng.h"
 
 namespace bfm::model {
 

@@ -2,8 +2,8 @@
 
 #include <cmath>
 
-#include "runtime/error.h"
-#include "runtime/rng.h"
+#include "base/error.h"
+#include "base/rng.h"
 
 namespace bfm::model {
 

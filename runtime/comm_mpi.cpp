@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "runtime/comm.h"
-#include "runtime/error.h"
+#include "base/error.h"
 #include "runtime/progress.h"
 #include "runtime/world.h"
 

@@ -12,7 +12,7 @@
 #include <map>
 
 #include "runtime/comm.h"
-#include "runtime/error.h"
+#include "base/error.h"
 #include "runtime/progress.h"
 
 namespace bfm::runtime {

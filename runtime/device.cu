@@ -1,7 +1,7 @@
 #include <cuda_runtime.h>
 
 #include "runtime/device.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::runtime {
 

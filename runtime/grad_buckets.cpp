@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::runtime {
 

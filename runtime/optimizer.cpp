@@ -4,7 +4,7 @@
 #include <numbers>
 
 #include "kernels/adamw.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::runtime {
 

@@ -10,7 +10,7 @@
 #include <cstring>
 #include <fstream>
 
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::runtime {
 

@@ -23,7 +23,7 @@
 #include <sstream>
 #include <utility>
 
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::runtime {
 

@@ -27,7 +27,7 @@
 
 #include "io/h5_handles.h"
 #include "model/params.h"
-#include "runtime/error.h"
+#include "base/error.h"
 #include "runtime/world.h"
 
 namespace bfm::runtime {

@@ -2,7 +2,7 @@
 
 #include <cstdlib>
 
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::runtime {
 

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <vector>
 
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::kernels::cpu {
 namespace {

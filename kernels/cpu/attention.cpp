@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "kernels/cpu/vec_math.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::kernels::cpu {
 namespace {

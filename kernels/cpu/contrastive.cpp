@@ -17,7 +17,7 @@
 #include <limits>
 #include <vector>
 
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::kernels::cpu {
 namespace {

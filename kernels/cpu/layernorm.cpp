@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::kernels::cpu {
 namespace {

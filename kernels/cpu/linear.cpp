@@ -16,7 +16,7 @@
 
 #include <algorithm>
 
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::kernels::cpu {
 namespace {

@@ -11,7 +11,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::kernels::cpu {
 namespace {

@@ -5,7 +5,7 @@
 
 #include <algorithm>
 
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::kernels::cpu {
 namespace {

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "kernels/linear.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::kernels::cpu {
 namespace {

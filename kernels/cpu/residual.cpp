@@ -1,7 +1,7 @@
 // Residual stream add, out = a + b, elementwise over the cores. out may alias a (h = h + f(h)).
 #include "kernels/residual.h"
 
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::kernels::cpu {
 

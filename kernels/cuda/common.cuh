@@ -9,7 +9,7 @@
 #include <string>
 
 #include "kernels/cuda_types.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::kernels::cuda::detail {
 

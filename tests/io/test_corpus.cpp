@@ -7,7 +7,7 @@
 
 #include "io/corpus.h"
 #include "io/shard_writer.h"
-#include "runtime/error.h"
+#include "base/error.h"
 #include "tests/io/shard_test_util.h"
 
 namespace bfm::io {

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/error.h"
+#include "base/error.h"
 #include "tests/common/test_files.h"
 
 namespace {

@@ -12,8 +12,8 @@
 #include "io/half.h"
 #include "io/shard_reader.h"
 #include "io/shard_writer.h"
-#include "runtime/error.h"
-#include "runtime/rng.h"
+#include "base/error.h"
+#include "base/rng.h"
 #include "tests/io/shard_test_util.h"
 
 namespace {

@@ -14,7 +14,7 @@
 #include "io/shard_reader.h"
 #include "io/shard_writer.h"
 #include "io/window_sampler.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace {
 

@@ -19,7 +19,7 @@
 #include "io/corpus.h"
 #include "io/shard_writer.h"
 #include "io/window_loader.h"
-#include "runtime/error.h"
+#include "base/error.h"
 #include "tests/common/fletcher32_reference.h"
 #include "tests/io/shard_test_util.h"
 

@@ -11,7 +11,7 @@
 #include <utility>
 
 #include "io/window_sampler.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace {
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "reference.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace {
 

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "reference.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace {
 

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "reference.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace {
 

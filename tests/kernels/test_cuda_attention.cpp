@@ -31,7 +31,7 @@
 #include "cuda_test_util.h"
 #include "kernels/cuda/attention_sm90.cuh"
 #include "reference.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace {
 

@@ -29,7 +29,7 @@
 #include "kernels/attention.h"
 #include "kernels/cuda/attention_sm90_bwd.cuh"
 #include "reference.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace {
 

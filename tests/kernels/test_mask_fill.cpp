@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "reference.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace {
 

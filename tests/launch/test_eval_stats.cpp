@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "launch/eval_stats.h"
-#include "runtime/rng.h"
+#include "base/rng.h"
 
 namespace {
 

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/checkpoint.h"
-#include "runtime/error.h"
+#include "base/error.h"
 #include "runtime/safetensors.h"
 #include "tests/common/test_files.h"
 

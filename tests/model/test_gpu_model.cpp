@@ -19,9 +19,9 @@
 #include "model/brain_model.h"
 #include "model/gpu_model.h"
 #include "model/masking.h"
-#include "runtime/error.h"
+#include "base/error.h"
 #include "runtime/optimizer.h"
-#include "runtime/rng.h"
+#include "base/rng.h"
 
 namespace {
 

@@ -10,7 +10,7 @@
 
 #include "model/brain_model.h"
 #include "model/masking.h"
-#include "runtime/rng.h"
+#include "base/rng.h"
 
 namespace {
 

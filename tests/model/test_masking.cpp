@@ -5,8 +5,8 @@
 #include <vector>
 
 #include "model/masking.h"
-#include "runtime/error.h"
-#include "runtime/rng.h"
+#include "base/error.h"
+#include "base/rng.h"
 
 namespace {
 

@@ -20,7 +20,7 @@
 #include "../common/mpi_test_main.h"
 #include "runtime/comm.h"
 #include "runtime/device.h"
-#include "runtime/error.h"
+#include "base/error.h"
 #include "runtime/grad_buckets.h"
 #include "runtime/world.h"
 

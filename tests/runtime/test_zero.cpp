@@ -18,7 +18,7 @@
 
 #include "../common/mpi_test_main.h"
 #include "runtime/comm.h"
-#include "runtime/error.h"
+#include "base/error.h"
 #include "runtime/optimizer.h"
 #include "runtime/world.h"
 #include "runtime/zero.h"

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "io/corpus_manifest.h"
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace bfm::io {
 namespace {
