@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "base/hash.h"
+
 namespace bfm {
 
 class Rng {
@@ -88,12 +90,6 @@ class Rng {
 
  private:
   static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-  static uint64_t splitmix64(uint64_t& z) {
-    uint64_t r = (z += 0x9E3779B97F4A7C15ULL);
-    r = (r ^ (r >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    r = (r ^ (r >> 27)) * 0x94D049BB133111EBULL;
-    return r ^ (r >> 31);
-  }
 
   std::array<uint64_t, 4> state_{};
   double spare_ = 0.0;

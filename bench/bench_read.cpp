@@ -55,7 +55,7 @@ int checksum_speed() {
   auto gbs = [&](auto&& f) {
     uint32_t sink = 0;
     const int reps = 400;
-    bfm::runtime::Stopwatch clock;
+    bfm::Stopwatch clock;
     for (int r = 0; r < reps; ++r) {
       chunk[static_cast<size_t>(r)] ^= 1;  // not hoisted
       sink += f(chunk.data(), chunk.size());
@@ -127,7 +127,7 @@ int main(int argc, char** argv) {
     }
     const int64_t batches = (windows + G - 1) / G;
 
-    runtime::Stopwatch clock;  // from opening the shards to the last batch delivered
+    Stopwatch clock;  // from opening the shards to the last batch delivered
     io::WindowLoader loader(paths, io::WindowSampler(lengths, options), lo);
     const double open_seconds = clock.seconds();  // the shards opened (their chunk indexes read), nothing read yet
     std::vector<io::Window> read;

@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
 
   std::vector<double> fwd, bwd, opt, total;
   for (int s = 0; s < warmup + steps; ++s) {
-    bfm::runtime::Stopwatch t0;
+    bfm::Stopwatch t0;
     model.zero_grads();
     model.forward(b);
     const double t_fwd = t0.seconds();

@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
     std::vector<double> times;
     double loss = 0;
     for (int s = 0; s < warmup + steps; ++s) {
-      bfm::runtime::Stopwatch t;
+      bfm::Stopwatch t;
       const auto r = model.train_step(b, 1e-4);
       const double dt = t.seconds();
       if (s >= warmup) times.push_back(dt);

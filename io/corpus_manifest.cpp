@@ -10,22 +10,12 @@
 
 #include "io/shard.h"
 #include "base/error.h"
+#include "base/hash.h"
 
 namespace bfm::io {
 
 namespace {
 
-uint64_t mix(uint64_t z) {  // splitmix64's finalizer
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
-
-uint64_t fnv1a64(const std::string& s) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ULL;
-  return h;
-}
 
 std::string json_string(const std::string& s) {
   std::ostringstream os;
@@ -50,7 +40,7 @@ std::string json_list(const std::vector<std::string>& v) {
 Split subject_split(const std::string& subject_id, uint64_t seed, const SplitFractions& f) {
   require(f.train >= 0 && f.validation >= 0 && f.train + f.validation <= 1.0, "split fractions train ", f.train,
           " and validation ", f.validation, " must be >= 0 and sum to at most 1");
-  const double u = static_cast<double>(mix(fnv1a64(subject_id) ^ mix(seed)) >> 11) * 0x1.0p-53;
+  const double u = unit_interval(mix64(fnv1a64(subject_id) ^ mix64(seed)));
   if (u < f.train) return Split::train;
   if (u < f.train + f.validation) return Split::validation;
   return Split::test;

@@ -15,7 +15,7 @@
 #include "io/half.h"
 #include "io/mapped_guard.h"
 #include "base/error.h"
-#include "runtime/progress.h"
+#include "base/stopwatch.h"
 
 namespace bfm::io {
 
@@ -497,7 +497,7 @@ void WindowLoader::read_batch_chunks(const std::vector<ShardReader*>& shards, co
   auto read_chunk = [&](const Task& task, int thread) {
     const Piece& p = pieces[task.first];
     const Window w = b.windows[static_cast<size_t>(p.window)];
-    runtime::Stopwatch clock;
+    Stopwatch clock;
     try {
       shards[p.shard]->read_chunk(p.which, p.chunk, task.bytes, run_of[static_cast<size_t>(p.window)]);
     } catch (const Error& e) {
@@ -525,7 +525,7 @@ void WindowLoader::read_batch_chunks(const std::vector<ShardReader*>& shards, co
       const unsigned char* bytes = task.bytes;
       std::vector<unsigned char> fallback;
       if (task.mapped) {
-        runtime::Stopwatch clock;
+        Stopwatch clock;
         const Window w = b.windows[static_cast<size_t>(first.window)];
         try {
           bytes = shard.mapped_chunk(first.which, first.chunk, run_of[static_cast<size_t>(first.window)]);
@@ -542,7 +542,7 @@ void WindowLoader::read_batch_chunks(const std::vector<ShardReader*>& shards, co
       } else if (task.read) {
         read_chunk(task, thread);
       }
-      runtime::Stopwatch clock;
+      Stopwatch clock;
       CopyJob job{pieces.data(), task.first, task.end, bytes,
                   first.which == Rows::timeseries && shard.chunk_layout(Rows::timeseries).element_bytes == 2,
                   b.timeseries.data(), stim_rows.data(), label_rows.data(), T, P, S};
@@ -581,7 +581,7 @@ void WindowLoader::read_batch_chunks(const std::vector<ShardReader*>& shards, co
 }
 
 WindowBatch WindowLoader::next() {
-  runtime::Stopwatch waited;
+  Stopwatch waited;
   std::unique_lock lock(mutex_);
   ready_.wait(lock, [&] { return !queue_.empty() || error_; });
   wait_last_ = waited.seconds();

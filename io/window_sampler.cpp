@@ -10,6 +10,7 @@
 #include <algorithm>
 
 #include "base/error.h"
+#include "base/hash.h"
 #include "base/rng.h"
 
 namespace bfm::io {
@@ -18,12 +19,6 @@ namespace {
 
 constexpr int kRounds = 6;
 constexpr uint64_t kWindowTag = 0x5a4d91e, kBlockTag = 0xb10c5, kGroupTag = 0x6a0d9;
-
-uint64_t mix(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
 
 // A keyed bijection of [0, n): a balanced Feistel network on 2h bits (4^h >= n, h >= 1), cycle-walked into range.
 class Feistel {
@@ -37,7 +32,7 @@ class Feistel {
     do {
       uint64_t left = i >> half_bits_, right = i & mask;
       for (int round = 0; round < kRounds; ++round) {
-        const uint64_t next = left ^ (mix(right ^ key_[round]) & mask);
+        const uint64_t next = left ^ (mix64(right ^ key_[round]) & mask);
         left = right;
         right = next;
       }
@@ -84,7 +79,7 @@ Window WindowSampler::window_at(uint64_t epoch, int64_t flat) const {
   const auto run = static_cast<int64_t>(std::upper_bound(first_.begin(), first_.end(), flat) - first_.begin()) - 1;
   int64_t start = (flat - first_[static_cast<size_t>(run)]) * options_.stride;
   if (options_.jitter && options_.stride > 1) {
-    const uint64_t h = mix(options_.seed ^ mix(epoch * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(flat)));
+    const uint64_t h = mix64(options_.seed ^ mix64(epoch * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(flat)));
     const int64_t room = lengths_[static_cast<size_t>(run)] - options_.window - start;  // >= 0
     start += static_cast<int64_t>(h % static_cast<uint64_t>(std::min(options_.stride - 1, room) + 1));
   }
@@ -122,7 +117,7 @@ Window WindowSampler::global_window(uint64_t epoch, int64_t position) const {
   const auto g = static_cast<int64_t>(std::upper_bound(group_first_.begin(), group_first_.end(), position) -
                                       group_first_.begin()) - 1;
   const int64_t in_group = group_first_[static_cast<size_t>(g) + 1] - group_first_[static_cast<size_t>(g)];
-  const Feistel permutation(Rng::stream(mix(options_.seed ^ kGroupTag), epoch, static_cast<uint64_t>(g)),
+  const Feistel permutation(Rng::stream(mix64(options_.seed ^ kGroupTag), epoch, static_cast<uint64_t>(g)),
                             static_cast<uint64_t>(in_group));
   auto m = static_cast<int64_t>(permutation(static_cast<uint64_t>(position - group_first_[static_cast<size_t>(g)])));
   const int64_t M = options_.shuffle_blocks, end = std::min(n_blocks(), (g + 1) * M);

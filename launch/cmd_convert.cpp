@@ -354,7 +354,7 @@ int convert(const ConvertOptions& o) {
           missing.push_back(static_cast<int64_t>(i));
       require(missing.empty(), o.out, ": missing ", io::shard_list(missing, static_cast<int64_t>(shards.size())),
               "; run the parts that convert them (bfm convert --part I/N, shard i is part i % N) and then this again");
-      runtime::Stopwatch clock;
+      Stopwatch clock;
       write_corpus_manifest(o, shards.size());
       runtime::log_line("convert: " + std::to_string(scans.size()) + " runs of " + std::to_string(by_subject.size()) +
                         " subjects in " + std::to_string(shards.size()) + " shards checked, " +
@@ -393,7 +393,7 @@ int convert(const ConvertOptions& o) {
   if (w.size > 1) MPI_Barrier(w.comm);
 #endif
 
-  runtime::Stopwatch clock;
+  Stopwatch clock;
   int64_t done_runs = 0, skipped = 0;
   const std::vector<int64_t> mine = io::shards_for(static_cast<int64_t>(shards.size()), part, w.rank, w.size);
   int64_t my_runs = 0;

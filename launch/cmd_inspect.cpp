@@ -149,7 +149,7 @@ int inspect(const InspectOptions& o) {
     }
   }
   if (o.verify) {
-    runtime::Stopwatch clock;
+    Stopwatch clock;
     std::vector<std::string> mine;
     int64_t rows = 0;
     for (size_t i = static_cast<size_t>(w.rank); i < m.shard_files.size(); i += static_cast<size_t>(w.size)) {

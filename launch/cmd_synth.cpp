@@ -44,7 +44,7 @@ void barrier([[maybe_unused]] const runtime::World& world) {
 
 // Writes this rank's shards of `part` with progress lines (rank 0's).
 void write_shards(const SynthOptions& opt, const io::ShardPart& part, const io::SyntheticCorpus& corpus,
-                  const runtime::World& world, const runtime::Stopwatch& clock) {
+                  const runtime::World& world, const Stopwatch& clock) {
   const auto& c = corpus.config();
   const std::vector<int64_t> shards = io::shards_for(corpus.n_shards(), part, world.rank, world.size);
   int64_t mine = 0;
@@ -105,7 +105,7 @@ int write_part(const SynthOptions& opt, const io::ShardPart& part, const io::Syn
     }
   }
   barrier(world);
-  runtime::Stopwatch clock;
+  Stopwatch clock;
   write_shards(opt, part, corpus, world, clock);
   barrier(world);
   if (world.rank == 0) {
@@ -129,7 +129,7 @@ int merge(const SynthOptions& opt, const io::SyntheticCorpus& corpus, const runt
     const std::vector<int64_t> missing = corpus.missing_shards(opt.out);
     require(missing.empty(), opt.out, ": missing ", io::shard_list(missing, corpus.n_shards()),
             "; run the parts that write them (bfm synth --part I/N, shard j is part j % N) and then this again");
-    runtime::Stopwatch clock;
+    Stopwatch clock;
     corpus.write_ground_truth(opt.out);
     corpus.write_manifest(opt.out);  // checks each shard is this corpus's first
     runtime::log_line("synth: " + std::to_string(corpus.n_shards()) + " shards of " +
@@ -171,7 +171,7 @@ int run(const SynthOptions& opt) {
   }
   barrier(world);
 
-  runtime::Stopwatch clock;
+  Stopwatch clock;
   write_shards(opt, io::ShardPart{}, corpus, world, clock);
   barrier(world);
   const auto& c = corpus.config();

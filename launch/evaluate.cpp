@@ -404,7 +404,7 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
   };
   const int64_t T = data.window, P = data.n_parcels, S = data.stim_dim;
   const int L = mc.patch_len;
-  runtime::Stopwatch clock;
+  Stopwatch clock;
   EvalReport report;
   auto note = [&](const std::string& s) {
     if (std::find(report.notes.begin(), report.notes.end(), s) == report.notes.end()) report.notes.push_back(s);

@@ -10,6 +10,7 @@
 
 #include "model/checkpoint.h"
 #include "base/error.h"
+#include "base/hash.h"
 #include "runtime/optimizer.h"
 #include "runtime/progress.h"
 #include "base/rng.h"
@@ -26,19 +27,7 @@ namespace fs = std::filesystem;
 
 // A uniform number in [0, 1) from a subject id alone (FNV-1a, then the splitmix64 finalizer: FNV's high bits barely
 // differ between ids that differ in their last characters): the validation hold-back depends on the id only.
-double id_uniform(const std::string& s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ULL;
-  }
-  h ^= h >> 30;
-  h *= 0xBF58476D1CE4E5B9ULL;
-  h ^= h >> 27;
-  h *= 0x94D049BB133111EBULL;
-  h ^= h >> 31;
-  return double(h >> 11) * 0x1.0p-53;
-}
+double id_uniform(const std::string& s) { return unit_interval(mix64(fnv1a64(s))); }
 
 struct Rows {
   std::vector<int64_t> trials;  // indices into data.trials
@@ -143,7 +132,7 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
 #ifndef BFM_WITH_CUDA
   require(options.device == "cpu", "finetune: --device cuda, but this build has no CUDA (BFM_WITH_CUDA=OFF)");
 #endif
-  runtime::Stopwatch clock;
+  Stopwatch clock;
 
   // Training and validation trials: population subjects only, the hold-back chosen by the subject id's hash.
   Rows train, valid;
@@ -321,7 +310,7 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
                       std::to_string(ranks) + " rank(s), validation loss " +
                       std::to_string(result.first_validation_loss));
   std::vector<float> d_pooled(size_t(local) * D);
-  runtime::Stopwatch train_clock;
+  Stopwatch train_clock;
   for (int64_t step = 0; step < options.steps; ++step) {
     // The global batch: drawn the same on every rank from (seed, step); this rank takes its slice.
     Rng rng = Rng::stream(options.seed, 0xf1e7, uint64_t(step));

@@ -602,7 +602,7 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
       gpu->store_moments(optimizer.first_moment().data(), optimizer.second_moment().data());
     }
 #endif
-    runtime::Stopwatch clock;
+    Stopwatch clock;
     const std::string path = runtime::write_train_checkpoint(ckpt_dir, checkpoint_tensors(), s, t.keep_checkpoints);
     if (verbose) runtime::log_line("checkpoint " + path + " (" + runtime::format_duration(clock.seconds()) + ")");
     result.last_checkpoint = path;
@@ -612,14 +612,14 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
   };
 
   SignalGuard signals;
-  runtime::Stopwatch clock;
+  Stopwatch clock;
   const double wait0 = data->wait_seconds(), comm0 = comm->blocked_seconds();
   const int64_t tokens_per_sample = m.mae ? m.n_tokens() - m.n_masked_tokens() : m.n_tokens();
   LocalBatch batch;
   int64_t step = start_step;
   for (; step < total_steps; ++step) {
     // This step's own time, data wait and communication, for its metrics line.
-    const runtime::Stopwatch step_clock;
+    const Stopwatch step_clock;
     const double step_wait0 = data->wait_seconds(), step_comm0 = comm->blocked_seconds() + gpu_comm_seconds;
     // Every rank agrees to stop (a signal reached any of them) before the step starts.
     double stop = g_stop_signal.load() != 0 || step == options.stop_before_step ? 1.0 : 0.0;
@@ -656,7 +656,7 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
         finite = finite && l.total && std::isfinite(*l.total);
       }
       if (grad_comm) {
-        runtime::Stopwatch comm_clock;
+        Stopwatch comm_clock;
         if (device_buckets) {
           device_buckets->finish(1.0f);  // the scale is already in the gradients
           hidden_sum += device_buckets->hidden_fraction();

@@ -1,26 +1,15 @@
-// The one timing helper and the one logging path: a monotonic stopwatch, and the progress line training prints
+// The one logging path: log_line, and the progress line training prints
 // (step, losses, throughput, ETA) on rank 0.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "base/stopwatch.h"
+
 namespace bfm::runtime {
-
-class Stopwatch {
- public:
-  Stopwatch() : start_(std::chrono::steady_clock::now()) {}
-  void restart() { start_ = std::chrono::steady_clock::now(); }
-  double seconds() const {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  }
-
- private:
-  std::chrono::steady_clock::time_point start_;
-};
 
 // "1h02m", "3m05s", "12s"
 std::string format_duration(double seconds);

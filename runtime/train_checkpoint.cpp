@@ -28,6 +28,7 @@
 #include "io/h5_handles.h"
 #include "model/params.h"
 #include "base/error.h"
+#include "base/hash.h"
 #include "runtime/world.h"
 
 namespace bfm::runtime {
@@ -54,19 +55,9 @@ uint64_t checksum(const float* x, int64_t first, int64_t n) {
   for (int64_t k = 0; k < n; ++k) {
     uint32_t bits;
     std::memcpy(&bits, x + k, sizeof bits);
-    uint64_t z = (static_cast<uint64_t>(first + k) << 32) | bits;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    sum += z ^ (z >> 31);
+    sum += mix64((static_cast<uint64_t>(first + k) << 32) | bits);
   }
   return sum;
-}
-
-// FNV-1a over bytes: the digest by which ranks compare their training states.
-uint64_t fnv1a(uint64_t h, const void* p, size_t n) {
-  const auto* b = static_cast<const unsigned char*>(p);
-  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 0x100000001B3ULL;
-  return h;
 }
 
 struct Range {
@@ -388,12 +379,12 @@ struct File {
 
 // The ranks' training states must agree (rank 0's metrics are the ones written); "" or the first rank that differs.
 std::string check_state(const Ranks& r, const TrainState& s, const std::string& path) {
-  uint64_t h = 0xCBF29CE484222325ULL;
-  for (int64_t x : {s.step, s.skipped_steps, s.skipped_in_a_row}) h = fnv1a(h, &x, sizeof x);
+  uint64_t h = kFnv1aBasis;  // FNV-1a: the digest by which ranks compare their states
+  for (int64_t x : {s.step, s.skipped_steps, s.skipped_in_a_row}) h = fnv1a64(&x, sizeof x, h);
   for (uint64_t x : {s.sampler_epoch, s.sampler_batch, static_cast<uint64_t>(s.rng_state.size())})
-    h = fnv1a(h, &x, sizeof x);
-  h = fnv1a(h, s.rng_state.data(), s.rng_state.size() * sizeof(uint64_t));
-  h = fnv1a(h, s.config_json.data(), s.config_json.size());
+    h = fnv1a64(&x, sizeof x, h);
+  h = fnv1a64(s.rng_state.data(), s.rng_state.size() * sizeof(uint64_t), h);
+  h = fnv1a64(s.config_json.data(), s.config_json.size(), h);
   const std::vector<int64_t> all = r.gather(static_cast<int64_t>(h), s.step);
   for (int k = 1; k < r.size; ++k)
     if (all[2 * static_cast<size_t>(k)] != all[0])
