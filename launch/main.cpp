@@ -6,7 +6,7 @@
 
 #include <CLI/CLI.hpp>
 
-#include "launch/commands.h"
+#include "launch/cli/commands.h"
 #include "runtime/blas_core.h"
 #include "base/error.h"
 #include "runtime/world.h"

@@ -1,4 +1,4 @@
-# Synthetic 4-D NIfTI scans for the converter's tests (tests/launch/test_convert.py, tests/slurm/test_slurm.py).
+# Synthetic 4-D NIfTI scans for the converter's tests (tests/launch/cli/test_convert.py, tests/slurm/test_slurm.py).
 import os
 
 import nibabel as nib

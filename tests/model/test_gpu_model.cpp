@@ -14,8 +14,8 @@
 
 #include "../kernels/cuda_test_util.h"
 #include "kernels/adamw.h"
-#include "launch/run_config.h"
-#include "launch/trainer.h"
+#include "launch/train/run_config.h"
+#include "launch/train/pretrain.h"
 #include "model/brain_model.h"
 #include "model/gpu_model.h"
 #include "model/masking.h"

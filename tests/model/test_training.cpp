@@ -6,8 +6,8 @@
 
 #include <cmath>
 
-#include "launch/run_config.h"
-#include "launch/trainer.h"
+#include "launch/train/run_config.h"
+#include "launch/train/pretrain.h"
 
 namespace {
 

@@ -1,0 +1,246 @@
+// bfm eval --checkpoint DIR --corpus DIR --out DIR: downstream evaluation of a released checkpoint on the corpus'
+// held-out subjects (launch/eval/evaluate.h): decoding, retrieval, encoding, diagnosis and traits; per-subject ridge,
+// population ridge, linear probes, full fine-tuning and the same architecture from scratch, side by side on the same
+// cross-validation splits, with few-shot curves. Writes results.csv, summary.csv, summary.md, PNG plots, the
+// predictions and config.json into --out, and prints the headline table. Runs over MPI ranks (mpirun -np N).
+#include <algorithm>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+
+#include "launch/cli/commands.h"
+#include "base/error.h"
+#ifdef BFM_WITH_HDF5
+#include <nlohmann/json.hpp>
+
+#include "launch/eval/data.h"
+#include "launch/eval/report.h"
+#include "launch/eval/evaluate.h"
+#include "launch/train/finetune.h"
+#include "model/checkpoint.h"
+#include "runtime/comm.h"
+#include "runtime/progress.h"
+#ifdef BFM_WITH_CUDA
+#include "model/gpu_model.h"
+#include "runtime/device.h"
+#endif
+#endif
+
+namespace bfm::launch {
+
+namespace {
+struct EvalCli {
+  std::string checkpoint, corpus, out, tasks = "category,embedding,retrieval,encoding,diagnosis,sex,age,score";
+  std::string fractions = "0.01,0.02,0.05,0.1,0.25,0.5,1";
+  std::vector<std::string> finetuned, scratch, merge;
+  std::string part;
+  int folds = 5;
+  int64_t held_out = 0, population = 256, finetune_steps = 0;
+  uint64_t seed = 0;
+  bool no_predictions = false;
+  std::string device = "auto";
+  std::string cv = "stimulus";
+};
+
+// The fractions summary.md and the printed table lead with: 10 % and 100 % where evaluated, else the largest.
+[[maybe_unused]] std::vector<double> headline_fractions(const std::vector<double>& fractions) {
+  std::vector<double> out;
+  for (double f : {0.1, 1.0})
+    if (std::find(fractions.begin(), fractions.end(), f) != fractions.end()) out.push_back(f);
+  if (out.empty()) out.push_back(*std::max_element(fractions.begin(), fractions.end()));
+  return out;
+}
+
+[[maybe_unused]] std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+}  // namespace
+
+Command add_eval_command(CLI::App& app) {
+  auto opt = std::make_shared<EvalCli>();
+  CLI::App* cmd = app.add_subcommand(
+      "eval", "Evaluate a checkpoint downstream on a corpus' held-out subjects against per-subject ridge (MPI ranks)");
+  cmd->add_option("--checkpoint", opt->checkpoint, "Pre-trained released checkpoint folder (required unless --merge)");
+  cmd->add_option("--corpus", opt->corpus, "Corpus folder whose manifest split holds out subjects (required unless --merge)");
+  cmd->add_option("--out", opt->out, "Report folder")->required();
+  cmd->add_option("--tasks", opt->tasks, "Comma-separated tasks")->capture_default_str();
+  cmd->add_option("--fractions", opt->fractions, "Fractions of each new subject's training data (few-shot curve)")
+      ->capture_default_str();
+  cmd->add_option("--folds", opt->folds, "Cross-validation folds within each subject")->capture_default_str();
+  cmd->add_option("--cv", opt->cv, "What a fold keeps whole: stimulus | run (subjects with several task runs)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"stimulus", "run"}));
+  cmd->add_option("--held-out", opt->held_out, "At most this many held-out subjects (0: all)")->capture_default_str();
+  cmd->add_option("--population", opt->population,
+                  "At most this many pre-training subjects for the population methods, read into memory (0: all)")
+      ->capture_default_str();
+  cmd->add_option("--finetuned", opt->finetuned, "TASK=DIR: a bfm finetune checkpoint for a task (repeatable)");
+  cmd->add_option("--scratch", opt->scratch, "TASK=DIR: a bfm finetune --scratch checkpoint for a task (repeatable)");
+  cmd->add_option("--finetune-steps", opt->finetune_steps,
+                  "> 0: fine-tune (and train from scratch) for category and embedding here, this many steps each, "
+                  "writing the checkpoints into OUT/finetuned-TASK and OUT/scratch-TASK")
+      ->capture_default_str();
+  cmd->add_option("--seed", opt->seed, "Seed of the folds and the bootstrap")->capture_default_str();
+  cmd->add_flag("--no-predictions", opt->no_predictions, "Do not write OUT/predictions/*.csv");
+  cmd->add_option("--device", opt->device,
+                  "Encoder features and fine-tuning: auto (a GPU where there is one) | cpu | cuda (one GPU per rank)")
+      ->capture_default_str();
+  cmd->add_option("--part", opt->part,
+                  "I/N: one task of a job array over held-out subjects (subjects i % N == I; part 0 also runs the "
+                  "subject tasks); join the N report folders with --merge");
+  cmd->add_option("--merge", opt->merge, "Report folders of the N parts of a job array: write their joined report to --out")
+      ->expected(1, -1);
+  return [opt]() -> int {
+#ifndef BFM_WITH_HDF5
+    fail("bfm eval reads a corpus and needs HDF5: this build has none (BFM_WITH_HDF5=OFF)");
+#else
+    namespace fs = std::filesystem;
+    if (!opt->merge.empty()) {
+      nlohmann::json provenance;
+      const eval::EvalReport report = eval::merge_reports(opt->merge, opt->out, &provenance);
+      eval::EvalOptions options;
+      options.tasks = provenance.value("tasks", options.tasks);
+      options.folds = provenance.value("folds", options.folds);
+      options.cv_unit = provenance.value("cv_unit", options.cv_unit);
+      options.fractions = provenance.value("fractions", options.fractions);
+      options.seed = provenance.value("seed", options.seed);
+      const std::vector<double> headline = headline_fractions(options.fractions);
+      const std::string table = eval::write_report(opt->out, report, options, provenance, headline);
+      std::cout << "bfm eval --merge: " << opt->merge.size() << " parts, " << report.held_out_subjects
+                << " held-out subjects\n\n" << table << "\nreport: " << (fs::path(opt->out) / "summary.md").string()
+                << "\n";
+      return 0;
+    }
+    require(!opt->checkpoint.empty() && !opt->corpus.empty(), "bfm eval: --checkpoint and --corpus are required");
+    // Options checked before anything is read or fine-tuned.
+    require(opt->folds >= 2, "--folds ", opt->folds, ": at least 2");
+    int part = 0, parts = 1;
+    if (!opt->part.empty()) {
+      const auto slash = opt->part.find('/');
+      try {
+        require(slash != std::string::npos, "");
+        part = std::stoi(opt->part.substr(0, slash));
+        parts = std::stoi(opt->part.substr(slash + 1));
+      } catch (const std::exception&) {
+        fail("--part ", opt->part, ": expected I/N, e.g. 3/8");
+      }
+      require(parts >= 1 && part >= 0 && part < parts, "--part ", opt->part, ": I must be in 0..N-1 and N >= 1");
+    }
+    auto comm = runtime::make_communicator("auto", false);
+    const bool lead = comm->rank() == 0;
+    const model::BrainModel pretrained = model::load_released_checkpoint(opt->checkpoint);
+    eval::EvalOptions options;
+    options.tasks = split_list(opt->tasks);
+    for (const auto& t : options.tasks)
+      require(t == "category" || t == "embedding" || t == "retrieval" || t == "encoding" || t == "diagnosis" ||
+                  t == "sex" || t == "age" || t == "score",
+              "--tasks: unknown task '", t, "'");
+    options.fractions.clear();
+    for (const auto& f : split_list(opt->fractions)) {
+      try {
+        options.fractions.push_back(std::stod(f));
+      } catch (const std::exception&) {
+        fail("--fractions: '", f, "' is not a number");
+      }
+    }
+    require(!options.fractions.empty(), "--fractions: empty");
+    options.folds = opt->folds;
+    options.cv_unit = opt->cv;
+    options.seed = opt->seed;
+    options.part = part;
+    options.parts = parts;
+    require(opt->device == "auto" || opt->device == "cpu" || opt->device == "cuda", "--device ", opt->device,
+            ": expected auto, cpu or cuda");
+    options.device = opt->device;
+    if (!opt->no_predictions) options.predictions_dir = (fs::path(opt->out) / "predictions").string();
+    eval::EvalDataOptions d;
+    d.window = pretrained.config().window;
+    d.max_held_out = opt->held_out;
+    d.max_population = opt->population;
+    if (lead) runtime::log_line("eval: reading " + opt->corpus);
+    const eval::EvalData data = eval::load_eval_data(opt->corpus, d);
+    require(pretrained.config().n_parcels == data.n_parcels, opt->checkpoint, ": takes ",
+            pretrained.config().n_parcels, " parcels, but the corpus ", opt->corpus, " has ", data.n_parcels,
+            " (a checkpoint of another atlas?)");
+
+    eval::EvalModels models;
+    models.pretrained = &pretrained;
+    std::vector<std::unique_ptr<model::BrainModel>> owned;
+    nlohmann::json provenance = {{"corpus", opt->corpus}, {"checkpoint", opt->checkpoint}, {"ranks", comm->size()}};
+    auto add_given = [&](const std::vector<std::string>& specs, std::map<std::string, const model::BrainModel*>& to,
+                         const char* what) {
+      for (const auto& spec : specs) {
+        const auto eq = spec.find('=');
+        require(eq != std::string::npos, "--", what, " ", spec, ": expected TASK=DIR");
+        const std::string task = spec.substr(0, eq), dir = spec.substr(eq + 1);
+        require(task == "category" || task == "embedding", "--", what, " ", spec, ": task '", task,
+                "' (fine-tuned models serve category or embedding)");
+        owned.push_back(std::make_unique<model::BrainModel>(model::load_released_checkpoint(dir)));
+        require(owned.back()->config().n_parcels == data.n_parcels && owned.back()->config().window == data.window,
+                dir, ": a checkpoint of another input shape than ", opt->checkpoint);
+        to[task] = owned.back().get();
+        provenance[what][task] = dir;
+      }
+    };
+    add_given(opt->finetuned, models.finetuned, "finetuned");
+    add_given(opt->scratch, models.scratch, "scratch");
+    if (opt->finetune_steps > 0) {
+      for (const std::string task : {"category", "embedding"}) {
+        const bool wanted = std::find(options.tasks.begin(), options.tasks.end(), task) != options.tasks.end() ||
+                            (task == "embedding" &&
+                             std::find(options.tasks.begin(), options.tasks.end(), "retrieval") != options.tasks.end());
+        if (!wanted || (task == "embedding" && data.stim_dim == 0) || (task == "category" && data.n_categories < 2))
+          continue;
+        for (const bool scratch : {false, true}) {
+          auto& table = scratch ? models.scratch : models.finetuned;
+          if (table.count(task)) continue;
+          FinetuneOptions fo;
+          fo.task = task;
+          fo.steps = opt->finetune_steps;
+          fo.seed = opt->seed;
+          fo.verbose = true;
+          fo.device = opt->device == "cuda" ? "cuda" : "cpu";
+#ifdef BFM_WITH_CUDA
+          if (opt->device == "auto" && runtime::cuda_device_count() > 0 &&
+              model::GpuBrainModel::unsupported(pretrained.config()).empty())
+            fo.device = "cuda";
+#endif
+          model::BrainModel init(pretrained.config());
+          if (scratch) init.initialize(opt->seed + 1);
+          else std::copy_n(pretrained.params(), pretrained.arena_size(), init.params());
+          if (lead) runtime::log_line(std::string("eval: ") + (scratch ? "training from scratch" : "fine-tuning") +
+                                      " for " + task);
+          FinetuneResult r = finetune(init, data, fo, *comm);
+          const std::string dir = (fs::path(opt->out) / ((scratch ? "scratch-" : "finetuned-") + task)).string();
+          if (lead) save_finetuned(dir, r, fo, scratch ? std::string("scratch") : opt->checkpoint);
+          provenance[scratch ? "scratch" : "finetuned"][task] = dir;
+          owned.push_back(std::move(r.model));
+          table[task] = owned.back().get();
+        }
+      }
+    }
+    const eval::EvalReport report = eval::evaluate(data, models, options, *comm);
+    if (lead) {
+      const std::vector<double> headline = headline_fractions(options.fractions);
+      const std::string table = eval::write_report(opt->out, report, options, provenance, headline);
+      char pct[32];
+      std::snprintf(pct, sizeof pct, "%g%%", headline[0] * 100);
+      std::cout << "\nbfm eval: " << report.held_out_subjects << " held-out subjects, " << pct
+                << " of each new subject's training data (mean ± sd over subjects x folds):\n\n"
+                << table << "\nreport: " << (fs::path(opt->out) / "summary.md").string() << "\n";
+      for (const auto& n : report.notes) std::cout << "note: " << n << "\n";
+    }
+    comm->barrier();
+    return 0;
+#endif
+  };
+}
+
+}  // namespace bfm::launch

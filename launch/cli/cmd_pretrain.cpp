@@ -1,0 +1,101 @@
+// bfm pretrain: train the model (launch/train/pretrain.h) and write a released checkpoint with its model card.
+// Under mpirun every rank trains its part of each global batch; rank 0 writes the metrics and the released checkpoint.
+// Exit status: 0 done, 75 stopped by SIGUSR1/SIGTERM after writing a training checkpoint (run again to continue),
+// 4 too many non-finite steps in a row, 2 bad input.
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "launch/cli/commands.h"
+#include "launch/train/model_card.h"
+#include "launch/train/run_config.h"
+#include "launch/train/pretrain.h"
+#include "model/checkpoint.h"
+#include "runtime/progress.h"
+#include "runtime/world.h"
+
+namespace bfm::launch {
+
+namespace {
+
+int run(const RunConfig& rc) {
+  namespace fs = std::filesystem;
+  train_on_gpu(rc);  // a GPU asked for and missing is an error before anything is written
+  const bool lead = runtime::world().rank == 0;
+  if (lead) {
+    fs::create_directories(fs::path(rc.train.out) / "checkpoints");
+    runtime::log_line("output folder " + rc.train.out + " (metrics.jsonl, checkpoints/, checkpoint/)");
+  }
+  TrainOptions options;
+  options.metrics_path = (fs::path(rc.train.out) / "metrics.jsonl").string();
+  options.checkpoint_dir = (fs::path(rc.train.out) / "checkpoints").string();
+  const TrainResult result = pretrain(rc, options);
+  if (result.stopped_by_signal) {
+    if (lead)
+      runtime::log_line("stopped by a signal after step " + std::to_string(result.steps_done) + "; checkpoint " +
+                        result.last_checkpoint + "; run the same command again to continue (exit status " +
+                        std::to_string(kExitStoppedBySignal) + ")");
+    return kExitStoppedBySignal;
+  }
+  if (result.diverged) {
+    if (lead) runtime::log_line("diverged: see the non-finite steps above (exit status " + std::to_string(kExitDiverged) + ")");
+    return kExitDiverged;
+  }
+  if (!lead) return 0;
+
+  model::ModelConfig released = rc.model;
+  released.atlas = result.data_atlas;
+  released.tr_seconds = result.data_tr;
+  released.train_steps = result.steps_done;
+  released.train_datasets = {rc.data.source == "corpus" ? fs::path(rc.data.corpus).filename().string()
+                                                        : std::string("synthetic-windows")};
+  model::BrainModel out_model(released);
+  std::copy(result.model->params(), result.model->params() + result.model->arena_size(), out_model.params());
+  const std::string checkpoint = (fs::path(rc.train.out) / "checkpoint").string();
+  CardInputs card;
+  card.config = released;
+  card.steps = result.steps_done;
+  card.batch_size = rc.train.batch_size;
+  card.ranks = runtime::world().size;
+  card.data = result.data_description;
+  card.seconds = result.seconds;
+  std::ifstream metrics(fs::path(rc.train.out) / "metrics.jsonl");
+  card.metrics_jsonl.assign(std::istreambuf_iterator<char>(metrics), std::istreambuf_iterator<char>());
+  std::map<std::string, std::string> files;
+  if (std::string plot = render_loss_plot(card.metrics_jsonl); !plot.empty()) {
+    files["loss.png"] = std::move(plot);
+    card.plot_file = "loss.png";
+  }
+  files["README.md"] = model_card(card);
+  model::save_released_checkpoint(checkpoint, out_model, files);
+  runtime::log_line("released checkpoint: " + checkpoint + " (model.safetensors, config.json, README.md" +
+                    (card.plot_file.empty() ? "" : ", loss.png") + ")");
+  return 0;
+}
+
+}  // namespace
+
+Command add_pretrain_command(CLI::App& app) {
+  struct Options {
+    std::string config, out;
+    std::vector<std::string> overrides;
+  };
+  auto opt = std::make_shared<Options>();
+  CLI::App* cmd = app.add_subcommand("pretrain", "Pre-train the model (synthetic windows or a corpus; over MPI ranks under mpirun; resumes by itself)");
+  cmd->add_option("--config", opt->config, "Run config (TOML); see `bfm config --defaults`")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--set", opt->overrides, "Override a config key, e.g. --set train.steps=100 (repeatable)");
+  cmd->add_option("--out", opt->out, "Output folder (overrides train.out)");
+  return [opt] {
+    std::vector<std::string> overrides = opt->overrides;
+    if (!opt->out.empty()) overrides.push_back("train.out=\"" + opt->out + "\"");
+    return run(load_run_config(opt->config, overrides));
+  };
+}
+
+}  // namespace bfm::launch

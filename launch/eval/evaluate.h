@@ -1,0 +1,113 @@
+// bfm eval: what pre-training buys downstream, on the corpus' held-out subjects, method beside method on the same
+// splits (docs/EVALUATION.md).
+//
+// Stimulus tasks, within each held-out subject (trials of launch/eval/data.h):
+//   category   decode the stimulus category from the trial's window (classification)
+//   embedding  decode the stimulus embedding (regression)
+//   retrieval  rank the fold's distinct test stimuli by correlation with the decoded embedding: top-1 / top-5
+//              identification against chance; `clip` does it zero-shot with a contrastive model's projections
+//   encoding   predict each parcel's mean response over the trial's window from the stimulus embedding
+// k-fold cross-validation by stimulus (a stimulus is in one fold only), training windows that overlap a test window
+// in time purged; regularisation chosen by inner cross-validation inside the training folds only; few-shot curves
+// over the fraction of the subject's training trials used (the first ones in time, as a shorter scan would give).
+// Subject tasks, across subjects: diagnosis and sex (classification), age and score (regression), trained on the
+// pre-training subjects' labels and tested on the held-out subjects with a fraction of their scan time.
+//
+// Methods:
+//   ridge        per-subject ridge from scratch on the window's parcel means per time patch (the older practice)
+//   ridge_pop    the same features, ridge over the pre-training subjects' trials plus the subject's
+//   probe        linear probe (ridge) on the frozen pre-trained encoder's features, the subject's trials only
+//   probe_pop    the same features, over the pre-training subjects' trials plus the subject's
+//   finetune     features of the model fine-tuned on the task (bfm finetune), pre-training subjects plus the subject's
+//   scratch      the same architecture trained on the task from a random initialisation, likewise
+//   clip         zero-shot retrieval with the contrastive projections (contrastive checkpoints only)
+//   connectivity ridge on the parcel correlation matrix (subject tasks' baseline); probe: the mean encoder features
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "launch/eval/data.h"
+#include "model/brain_model.h"
+#include "runtime/comm.h"
+
+namespace bfm::launch::eval {
+
+struct EvalOptions {
+  std::vector<std::string> tasks = {"category", "embedding", "retrieval", "encoding", "diagnosis", "sex", "age", "score"};
+  int folds = 5;
+  std::string cv_unit = "stimulus";  // what a fold keeps whole within a subject: "stimulus" or "run"
+  std::vector<double> fractions = {0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0};
+  uint64_t seed = 0;
+  int bootstrap = 200;          // resamples of the held-out subjects for the subject tasks' spread
+  std::string predictions_dir;  // per-prediction CSVs (for independent checks); empty: none
+  bool verbose = true;
+  // A job array over held-out subjects: this part evaluates the held-out subjects i with i % parts == part (in
+  // corpus order) on the stimulus tasks; part 0 also runs the subject tasks over all held-out subjects. merge_reports joins.
+  int part = 0, parts = 1;
+  std::string device = "auto";  // the encoder features: auto (a GPU where there is one) | cpu | cuda
+};
+
+// A model whose features a method uses: the pre-trained one (probe, probe_pop, clip), or one fine-tuned per task.
+struct EvalModels {
+  const model::BrainModel* pretrained = nullptr;
+  std::map<std::string, const model::BrainModel*> finetuned;  // task -> model
+  std::map<std::string, const model::BrainModel*> scratch;    // task -> model
+};
+
+struct ResultRow {
+  std::string task, method;
+  double fraction = 1;
+  std::string subject;  // a held-out subject, or "all" (subject tasks)
+  int fold = -1;        // -1: over all folds / subjects
+  std::string metric;
+  double value = 0;
+};
+
+struct SummaryRow {
+  std::string task, method, metric;
+  double fraction = 1;
+  double mean = 0, sd = 0;  // over subjects x folds (stimulus tasks), bootstrap sd (subject tasks)
+  int n = 0;
+  double chance = 0;
+};
+
+struct EvalReport {
+  std::vector<ResultRow> rows;
+  std::vector<SummaryRow> summary;
+  std::map<std::string, std::vector<double>> encoding_map;  // method -> per-parcel mean r at fraction 1
+  std::map<std::string, double> encoding_folds;             // method -> subject x folds averaged into it
+  std::vector<std::string> notes;                           // what was skipped, and why
+  int held_out_subjects = 0, population_subjects = 0;
+  int64_t trials = 0;
+  int n_categories = 0;  // for the category task's chance level
+};
+
+// (Re)computes report.summary from report.rows: mean and sd per task, method, metric and fraction, with chance.
+void summarize(EvalReport& report);
+
+// Collective over comm: the held-out subjects are split over the ranks, the window features computed in parallel;
+// every rank returns the whole report.
+EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOptions& options,
+                    runtime::Communicator& comm);
+
+// A window of a run: subject and run indices into EvalData, first time point.
+struct WindowRef {
+  int subject = 0, run = 0;
+  int64_t start = 0;
+};
+
+// The encoder features of windows (model run over all tokens): per time patch, the mean over parcels of the encoder
+// output, [n_windows, n_t * D] row-major. Windows split over the ranks and summed back. device: auto | cpu | cuda
+// (one GPU per rank, float32, so the features match the CPU's to about 1e-5).
+std::vector<double> window_features(const model::BrainModel& model, const EvalData& data,
+                                    const std::vector<WindowRef>& windows, runtime::Communicator& comm,
+                                    const std::string& device = "cpu");
+
+// The metric each task's few-shot curve and table show first, and its chance level.
+std::string main_metric(const std::string& task);
+
+}  // namespace bfm::launch::eval
+

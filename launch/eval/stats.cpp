@@ -1,0 +1,420 @@
+#include "launch/eval/stats.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <numeric>
+#include <set>
+
+#include "base/error.h"
+#include "base/rng.h"
+
+namespace bfm::launch::eval {
+
+namespace {
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// In-place Cholesky of the SPD matrix a [n, n] (lower triangle), then solves a x = b for k right-hand sides b [n, k].
+void cholesky_solve(std::vector<double>& a, std::vector<double>& b, int64_t n, int k) {
+  for (int64_t j = 0; j < n; ++j) {
+    double s = a[j * n + j];
+    for (int64_t p = 0; p < j; ++p) s -= a[j * n + p] * a[j * n + p];
+    require(s > 0, "ridge: the regularised system is not positive definite (alpha too small?)");
+    const double d = std::sqrt(s);
+    a[j * n + j] = d;
+    for (int64_t i = j + 1; i < n; ++i) {
+      double t = a[i * n + j];
+      const double* ai = &a[i * n];
+      const double* aj = &a[j * n];
+      for (int64_t p = 0; p < j; ++p) t -= ai[p] * aj[p];
+      a[i * n + j] = t / d;
+    }
+  }
+  for (int c = 0; c < k; ++c) {
+    for (int64_t i = 0; i < n; ++i) {  // L z = b
+      double t = b[i * k + c];
+      for (int64_t p = 0; p < i; ++p) t -= a[i * n + p] * b[p * k + c];
+      b[i * k + c] = t / a[i * n + i];
+    }
+    for (int64_t i = n - 1; i >= 0; --i) {  // L^T x = z
+      double t = b[i * k + c];
+      for (int64_t p = i + 1; p < n; ++p) t -= a[p * n + i] * b[p * k + c];
+      b[i * k + c] = t / a[i * n + i];
+    }
+  }
+}
+}  // namespace
+
+void solve_spd(std::vector<double>& a, std::vector<double>& b, int64_t n, int k) { cholesky_solve(a, b, n, k); }
+
+double accuracy(const std::vector<int>& truth, const std::vector<int>& predicted) {
+  require(truth.size() == predicted.size(), "accuracy: sizes differ");
+  if (truth.empty()) return kNaN;
+  int64_t hit = 0;
+  for (size_t i = 0; i < truth.size(); ++i) hit += truth[i] == predicted[i];
+  return double(hit) / double(truth.size());
+}
+
+double balanced_accuracy(const std::vector<int>& truth, const std::vector<int>& predicted) {
+  require(truth.size() == predicted.size(), "balanced_accuracy: sizes differ");
+  std::map<int, std::pair<int64_t, int64_t>> per;  // class -> (hits, count)
+  for (size_t i = 0; i < truth.size(); ++i) {
+    auto& e = per[truth[i]];
+    e.first += truth[i] == predicted[i];
+    e.second += 1;
+  }
+  if (per.empty()) return kNaN;
+  double s = 0;
+  for (const auto& [c, e] : per) s += double(e.first) / double(e.second);
+  return s / double(per.size());
+}
+
+double auc(const std::vector<int>& positive, const std::vector<double>& score) {
+  require(positive.size() == score.size(), "auc: sizes differ");
+  // Average ranks of the scores (ties share their mean rank), then the Mann-Whitney U of the positives.
+  const size_t n = score.size();
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return score[a] < score[b]; });
+  std::vector<double> rank(n);
+  for (size_t i = 0; i < n;) {
+    size_t j = i;
+    while (j + 1 < n && score[order[j + 1]] == score[order[i]]) ++j;
+    for (size_t t = i; t <= j; ++t) rank[order[t]] = 0.5 * double(i + j) + 1.0;
+    i = j + 1;
+  }
+  double n_pos = 0, sum = 0;
+  for (size_t i = 0; i < n; ++i)
+    if (positive[i]) {
+      n_pos += 1;
+      sum += rank[i];
+    }
+  const double n_neg = double(n) - n_pos;
+  if (n_pos == 0 || n_neg == 0) return kNaN;
+  return (sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg);
+}
+
+double auc_ovr(const std::vector<int>& truth, const std::vector<double>& scores, int n_classes) {
+  require(scores.size() == truth.size() * size_t(n_classes), "auc_ovr: scores are not [n, n_classes]");
+  if (n_classes == 2) {
+    std::vector<int> pos(truth.size());
+    std::vector<double> s(truth.size());
+    for (size_t i = 0; i < truth.size(); ++i) {
+      pos[i] = truth[i] == 1;
+      s[i] = scores[i * 2 + 1] - scores[i * 2];
+    }
+    return auc(pos, s);
+  }
+  double sum = 0;
+  int counted = 0;
+  for (int c = 0; c < n_classes; ++c) {
+    std::vector<int> pos(truth.size());
+    std::vector<double> s(truth.size());
+    for (size_t i = 0; i < truth.size(); ++i) {
+      pos[i] = truth[i] == c;
+      s[i] = scores[i * size_t(n_classes) + size_t(c)];
+    }
+    const double a = auc(pos, s);
+    if (std::isfinite(a)) {
+      sum += a;
+      ++counted;
+    }
+  }
+  return counted ? sum / counted : kNaN;
+}
+
+double pearson(const double* a, const double* b, int64_t n, int64_t sa, int64_t sb) {
+  if (n < 2) return kNaN;
+  double ma = 0, mb = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    ma += a[i * sa];
+    mb += b[i * sb];
+  }
+  ma /= double(n);
+  mb /= double(n);
+  double ab = 0, aa = 0, bb = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double x = a[i * sa] - ma, y = b[i * sb] - mb;
+    ab += x * y;
+    aa += x * x;
+    bb += y * y;
+  }
+  if (aa <= 0 || bb <= 0) return kNaN;
+  return ab / std::sqrt(aa * bb);
+}
+
+double r2(const double* t, const double* p, int64_t n, int64_t st, int64_t sp) {
+  if (n < 2) return kNaN;
+  double m = 0;
+  for (int64_t i = 0; i < n; ++i) m += t[i * st];
+  m /= double(n);
+  double res = 0, tot = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    res += (t[i * st] - p[i * sp]) * (t[i * st] - p[i * sp]);
+    tot += (t[i * st] - m) * (t[i * st] - m);
+  }
+  if (tot <= 0) return kNaN;
+  return 1.0 - res / tot;
+}
+
+std::vector<int> identification_ranks(const std::vector<double>& predicted, const std::vector<double>& candidates,
+                                      const std::vector<int>& target, int d, bool cosine) {
+  const int64_t n = int64_t(target.size()), m = int64_t(candidates.size()) / d;
+  require(int64_t(predicted.size()) == n * d && int64_t(candidates.size()) == m * d,
+          "identification_ranks: sizes do not match");
+  auto similarity = [&](const double* a, const double* b) {
+    if (!cosine) return pearson(a, b, d);
+    double ab = 0, aa = 0, bb = 0;
+    for (int i = 0; i < d; ++i) {
+      ab += a[i] * b[i];
+      aa += a[i] * a[i];
+      bb += b[i] * b[i];
+    }
+    return (aa > 0 && bb > 0) ? ab / std::sqrt(aa * bb) : kNaN;
+  };
+  std::vector<int> ranks(size_t(n), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    require(target[size_t(i)] >= 0 && target[size_t(i)] < m, "identification_ranks: target out of range");
+    std::vector<double> s(static_cast<size_t>(m));
+    for (int64_t c = 0; c < m; ++c) {
+      s[size_t(c)] = similarity(&predicted[size_t(i * d)], &candidates[size_t(c * d)]);
+      if (!std::isfinite(s[size_t(c)])) s[size_t(c)] = -2;  // a constant vector matches nothing
+    }
+    const double own = s[size_t(target[size_t(i)])];
+    int r = 0;
+    for (int64_t c = 0; c < m; ++c) r += s[size_t(c)] > own;
+    ranks[size_t(i)] = r;
+  }
+  return ranks;
+}
+
+double top_k(const std::vector<int>& ranks, int k) {
+  if (ranks.empty()) return kNaN;
+  int64_t hit = 0;
+  for (int r : ranks) hit += r < k;
+  return double(hit) / double(ranks.size());
+}
+
+MeanSpread mean_spread(const std::vector<double>& values) {
+  MeanSpread out;
+  double s = 0;
+  for (double v : values)
+    if (std::isfinite(v)) {
+      s += v;
+      ++out.n;
+    }
+  if (out.n == 0) return {kNaN, kNaN, 0};
+  out.mean = s / out.n;
+  double q = 0;
+  for (double v : values)
+    if (std::isfinite(v)) q += (v - out.mean) * (v - out.mean);
+  out.sd = out.n > 1 ? std::sqrt(q / (out.n - 1)) : 0.0;
+  return out;
+}
+
+void Ridge::fit(const std::vector<double>& x, const std::vector<double>& y, int64_t n, int d, int k, double alpha,
+                const std::vector<double>& weights) {
+  require(n >= 1 && d >= 1 && k >= 1, "ridge: empty problem");
+  require(int64_t(x.size()) == n * d && int64_t(y.size()) == n * k, "ridge: x or y has the wrong size");
+  require(weights.empty() || int64_t(weights.size()) == n, "ridge: weights have the wrong size");
+  require(alpha > 0, "ridge: alpha must be positive");
+  d_ = d, k_ = k, alpha_ = alpha;
+  std::vector<double> w(size_t(n), 1.0);
+  if (!weights.empty()) w = weights;
+  double wsum = 0;
+  for (double v : w) wsum += v;
+  // Weighted means and scales.
+  mean_.assign(size_t(d), 0.0);
+  scale_.assign(size_t(d), 1.0);
+  std::vector<double> ymean(size_t(k), 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int j = 0; j < d; ++j) mean_[size_t(j)] += w[size_t(i)] * x[size_t(i * d + j)];
+    for (int c = 0; c < k; ++c) ymean[size_t(c)] += w[size_t(i)] * y[size_t(i * k + c)];
+  }
+  for (auto& v : mean_) v /= wsum;
+  for (auto& v : ymean) v /= wsum;
+  std::vector<double> var(size_t(d), 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int j = 0; j < d; ++j) {
+      const double c = x[size_t(i * d + j)] - mean_[size_t(j)];
+      var[size_t(j)] += w[size_t(i)] * c * c;
+    }
+  for (int j = 0; j < d; ++j) {
+    const double sd = std::sqrt(var[size_t(j)] / wsum);
+    scale_[size_t(j)] = sd > 1e-12 ? sd : 1.0;
+  }
+  // Z = sqrt(w) * standardised x, T = sqrt(w) * centred y.
+  std::vector<double> z(size_t(n * d)), t(size_t(n * k));
+  for (int64_t i = 0; i < n; ++i) {
+    const double sw = std::sqrt(w[size_t(i)]);
+    for (int j = 0; j < d; ++j)
+      z[size_t(i * d + j)] = sw * (x[size_t(i * d + j)] - mean_[size_t(j)]) / scale_[size_t(j)];
+    for (int c = 0; c < k; ++c) t[size_t(i * k + c)] = sw * (y[size_t(i * k + c)] - ymean[size_t(c)]);
+  }
+  w_.assign(size_t(d) * k, 0.0);
+  if (d <= n) {  // (Z^T Z + alpha I) W = Z^T T
+    std::vector<double> a(size_t(d) * d, 0.0), rhs(size_t(d) * k, 0.0);
+    for (int64_t i = 0; i < n; ++i) {
+      const double* zi = &z[size_t(i * d)];
+      for (int p = 0; p < d; ++p) {
+        const double v = zi[p];
+        if (v == 0) continue;
+        double* ap = &a[size_t(p) * d];
+        for (int q = 0; q <= p; ++q) ap[q] += v * zi[q];
+        for (int c = 0; c < k; ++c) rhs[size_t(p) * k + c] += v * t[size_t(i * k + c)];
+      }
+    }
+    for (int p = 0; p < d; ++p) {
+      a[size_t(p) * d + p] += alpha;
+      for (int q = p + 1; q < d; ++q) a[size_t(p) * d + q] = a[size_t(q) * d + p];
+    }
+    cholesky_solve(a, rhs, d, k);
+    w_ = rhs;
+  } else {  // (Z Z^T + alpha I) A = T, W = Z^T A
+    std::vector<double> a(size_t(n * n), 0.0);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j <= i; ++j) {
+        double s = 0;
+        const double* zi = &z[size_t(i * d)];
+        const double* zj = &z[size_t(j * d)];
+        for (int p = 0; p < d; ++p) s += zi[p] * zj[p];
+        a[size_t(i * n + j)] = a[size_t(j * n + i)] = s;
+      }
+    for (int64_t i = 0; i < n; ++i) a[size_t(i * n + i)] += alpha;
+    std::vector<double> dual = t;
+    cholesky_solve(a, dual, n, k);
+    for (int64_t i = 0; i < n; ++i)
+      for (int p = 0; p < d; ++p)
+        for (int c = 0; c < k; ++c) w_[size_t(p) * k + c] += z[size_t(i * d + p)] * dual[size_t(i * k + c)];
+  }
+  b_ = ymean;
+}
+
+std::vector<double> Ridge::predict(const std::vector<double>& x, int64_t n) const {
+  require(int64_t(x.size()) == n * d_, "ridge: predict on features of the wrong width");
+  std::vector<double> out(size_t(n) * k_);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int c = 0; c < k_; ++c) out[size_t(i * k_ + c)] = b_[size_t(c)];
+    for (int p = 0; p < d_; ++p) {
+      const double v = (x[size_t(i * d_ + p)] - mean_[size_t(p)]) / scale_[size_t(p)];
+      for (int c = 0; c < k_; ++c) out[size_t(i * k_ + c)] += v * w_[size_t(p) * k_ + c];
+    }
+  }
+  return out;
+}
+
+std::vector<double> default_alphas() { return {1e-1, 1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6}; }
+
+std::vector<int> group_folds(const std::vector<int64_t>& group, int k, uint64_t seed) {
+  require(k >= 2, "group_folds: need at least 2 folds");
+  std::map<int64_t, int64_t> size;
+  for (int64_t g : group) size[g] += 1;
+  std::vector<int64_t> groups;
+  for (const auto& [g, s] : size) groups.push_back(g);
+  Rng rng(seed);
+  for (size_t i = groups.size(); i > 1; --i) std::swap(groups[i - 1], groups[rng.below(i)]);
+  const int folds = std::min<int>(k, int(groups.size()));
+  std::vector<int64_t> fill(size_t(folds), 0);
+  std::map<int64_t, int> fold_of;
+  for (int64_t g : groups) {
+    const int f = int(std::min_element(fill.begin(), fill.end()) - fill.begin());
+    fold_of[g] = f;
+    fill[size_t(f)] += size[g];
+  }
+  std::vector<int> fold(group.size());
+  for (size_t i = 0; i < group.size(); ++i) fold[i] = fold_of[group[i]];
+  return fold;
+}
+
+std::vector<int64_t> purged_train_rows(const std::vector<int>& fold, int test_fold, const std::vector<int64_t>& series,
+                                       const std::vector<int64_t>& start, const std::vector<int64_t>& end) {
+  const size_t n = fold.size();
+  require(series.size() == n && start.size() == n && end.size() == n, "purged_train_rows: sizes differ");
+  std::map<int64_t, std::vector<std::pair<int64_t, int64_t>>> test_spans;
+  for (size_t i = 0; i < n; ++i)
+    if (fold[i] == test_fold) test_spans[series[i]].push_back({start[i], end[i]});
+  std::vector<int64_t> rows;
+  for (size_t i = 0; i < n; ++i) {
+    if (fold[i] == test_fold) continue;
+    bool overlaps = false;
+    auto it = test_spans.find(series[i]);
+    if (it != test_spans.end())
+      for (const auto& [s, e] : it->second) overlaps |= start[i] < e && s < end[i];
+    if (!overlaps) rows.push_back(int64_t(i));
+  }
+  return rows;
+}
+
+std::vector<double> take_rows(const std::vector<double>& m, int width, const std::vector<int64_t>& rows) {
+  std::vector<double> out(rows.size() * size_t(width));
+  for (size_t r = 0; r < rows.size(); ++r)
+    std::copy_n(&m[size_t(rows[r]) * size_t(width)], width, &out[r * size_t(width)]);
+  return out;
+}
+
+Ridge fit_ridge_cv(const std::vector<double>& x, const std::vector<double>& y, int d, int k,
+                   const std::vector<int64_t>& rows, const std::vector<int64_t>& group,
+                   const std::vector<int64_t>& series, const std::vector<int64_t>& start,
+                   const std::vector<int64_t>& end, const InnerCv& cv, const std::vector<double>& weights) {
+  require(!rows.empty(), "ridge: no training rows");
+  auto pick = [&](const std::vector<int64_t>& v) {
+    std::vector<int64_t> out;
+    for (int64_t r : rows) out.push_back(v[size_t(r)]);
+    return out;
+  };
+  auto pick_w = [&](const std::vector<int64_t>& sub) {
+    std::vector<double> out;
+    if (weights.empty()) return out;
+    for (int64_t r : sub) out.push_back(weights[size_t(r)]);
+    return out;
+  };
+  const std::vector<int64_t> g = pick(group);
+  const std::set<int64_t> distinct(g.begin(), g.end());
+  double best_alpha = cv.alphas[cv.alphas.size() / 2];
+  if (distinct.size() >= 2 && cv.alphas.size() > 1) {
+    const std::vector<int> fold = group_folds(g, cv.k_inner, cv.seed);
+    const int folds = *std::max_element(fold.begin(), fold.end()) + 1;
+    const std::vector<int64_t> s = pick(series), b = pick(start), e = pick(end);
+    std::vector<double> err(cv.alphas.size(), 0.0);
+    for (int f = 0; f < folds; ++f) {
+      std::vector<int64_t> train_local = purged_train_rows(fold, f, s, b, e), test_local;
+      for (size_t i = 0; i < fold.size(); ++i)
+        if (fold[i] == f) test_local.push_back(int64_t(i));
+      if (train_local.empty() || test_local.empty()) continue;
+      std::vector<int64_t> train_rows, test_rows;
+      for (int64_t i : train_local) train_rows.push_back(rows[size_t(i)]);
+      for (int64_t i : test_local) test_rows.push_back(rows[size_t(i)]);
+      const auto xt = take_rows(x, d, train_rows), yt = take_rows(y, k, train_rows);
+      const auto xv = take_rows(x, d, test_rows), yv = take_rows(y, k, test_rows);
+      for (size_t a = 0; a < cv.alphas.size(); ++a) {
+        Ridge r;
+        r.fit(xt, yt, int64_t(train_rows.size()), d, k, cv.alphas[a], pick_w(train_rows));
+        const auto p = r.predict(xv, int64_t(test_rows.size()));
+        for (size_t i = 0; i < p.size(); ++i) err[a] += (p[i] - yv[i]) * (p[i] - yv[i]);
+      }
+    }
+    best_alpha = cv.alphas[size_t(std::min_element(err.begin(), err.end()) - err.begin())];
+  }
+  Ridge r;
+  r.fit(take_rows(x, d, rows), take_rows(y, k, rows), int64_t(rows.size()), d, k, best_alpha, pick_w(rows));
+  return r;
+}
+
+std::vector<double> code_classes(const std::vector<int>& y, int n_classes) {
+  std::vector<double> out(y.size() * size_t(n_classes), -1.0);
+  for (size_t i = 0; i < y.size(); ++i) {
+    require(y[i] >= 0 && y[i] < n_classes, "code_classes: class out of range");
+    out[i * size_t(n_classes) + size_t(y[i])] = 1.0;
+  }
+  return out;
+}
+
+std::vector<int> argmax_rows(const std::vector<double>& scores, int64_t n, int k) {
+  std::vector<int> out(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    out[size_t(i)] = int(std::max_element(&scores[size_t(i * k)], &scores[size_t(i * k)] + k) - &scores[size_t(i * k)]);
+  return out;
+}
+
+}  // namespace bfm::launch::eval

@@ -1,0 +1,70 @@
+// Full fine-tuning of a brain model on a downstream task (bfm finetune, and the `finetune` / `scratch` methods of bfm
+// eval): a linear task head on the pooled encoder output (the mean over tokens, MODEL_SPEC "contrastive"), trained
+// with every encoder weight on the labelled trials of the corpus' pre-training subjects (never a held-out subject),
+// data parallel over the ranks of a communicator (each rank its share of every global batch, gradients summed, the
+// same AdamW step everywhere), on the CPU or one GPU per rank.
+//
+// Tasks: "category" (cross-entropy over the stimulus categories) and "embedding" (mean squared error against the
+// stimulus embedding, standardised per dimension on the training trials).
+//
+// The fine-tuned model is written as a released checkpoint (model.safetensors + config.json, the encoder and the
+// pre-training heads, unchanged in layout) plus task_head.safetensors (task_head.weight [O, D], task_head.bias [O])
+// and task.json (the task, its outputs, the target standardisation, the training summary): docs/EVALUATION.md.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "launch/eval/data.h"
+#include "model/brain_model.h"
+#include "runtime/comm.h"
+
+namespace bfm::launch {
+
+struct FinetuneOptions {
+  std::string task = "category";  // "category" | "embedding"
+  int64_t steps = 200;
+  int batch_size = 32;             // global: windows per optimizer step over all ranks
+  double lr = 5e-4;                // encoder
+  double head_lr = 5e-3;           // task head
+  double weight_decay = 0.05;
+  int64_t warmup_steps = 20;
+  double validation_fraction = 0.15;  // of the pre-training subjects, held back to report a validation loss
+  uint64_t seed = 0;
+  std::string device = "cpu";      // cpu | cuda
+  bool verbose = true;             // progress lines (rank 0)
+  int64_t log_every = 20;
+};
+
+struct TaskHead {
+  std::string task;
+  int outputs = 0;                      // O: categories, or the embedding size
+  std::vector<float> weight, bias;      // [O, D], [O]
+  std::vector<float> target_mean, target_scale;  // embedding: per output; category: empty
+};
+
+struct FinetuneResult {
+  std::unique_ptr<model::BrainModel> model;
+  TaskHead head;
+  double first_train_loss = 0, last_train_loss = 0;
+  double first_validation_loss = 0, last_validation_loss = 0;
+  double validation_accuracy = -1;  // category only
+  int64_t train_trials = 0, validation_trials = 0, steps = 0;
+  double seconds = 0;
+};
+
+// Fine-tunes `init` (a copy is trained; pass a freshly initialised model for training from scratch) on the
+// population (non-held-out) subjects' trials of `data`. Collective over comm.
+FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& data, const FinetuneOptions& options,
+                        runtime::Communicator& comm);
+
+// Writes the released checkpoint plus task_head.safetensors and task.json (see above) to dir (replaced when whole).
+void save_finetuned(const std::string& dir, const FinetuneResult& result, const FinetuneOptions& options,
+                    const std::string& source_checkpoint);
+// Reads a fine-tuned checkpoint's head (task_head.safetensors + task.json); throws naming the file.
+TaskHead load_task_head(const std::string& dir, int d_model);
+
+}  // namespace bfm::launch
+

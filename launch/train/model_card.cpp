@@ -1,0 +1,68 @@
+#include "launch/train/model_card.h"
+
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/progress.h"
+
+namespace bfm::launch {
+
+namespace {
+// The last line of a split, as JSON (null when there is none).
+nlohmann::json last_of(const std::string& jsonl, const char* split) {
+  nlohmann::json last;
+  std::istringstream in(jsonl);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.value("split", "") == split) last = j;
+  }
+  return last;
+}
+
+std::string losses_of(const nlohmann::json& j) {
+  if (j.is_null()) return "none recorded";
+  std::ostringstream os;
+  os << "step " << j.value("step", 0) << ":";
+  for (const char* k : {"loss", "mae", "causal", "contrastive"})
+    if (j.contains(k)) os << " " << k << " " << j[k].get<double>();
+  return os.str();
+}
+}  // namespace
+
+std::string model_card(const CardInputs& in) {
+  const model::ModelConfig& m = in.config;
+  std::ostringstream os;
+  os << "# bfm checkpoint\n\n"
+     << "A brain transformer (MODEL_SPEC v1) pre-trained by `bfm pretrain` with objectives "
+     << nlohmann::json(m.objectives()).dump() << ".\n\n"
+     << "- Input: windows of " << m.window << " time points x " << m.n_parcels << " parcels (atlas " << m.atlas
+     << "), patches of " << m.patch_len << " time points (" << m.n_tokens() << " tokens)\n"
+     << "- Encoder: " << m.n_layers << " layers, width " << m.d_model << ", " << m.n_heads << " heads";
+  if (m.mae && m.decoder)
+    os << "; MAE decoder " << m.decoder->n_layers << " layers, width " << m.decoder->d_model << ", mask ratio "
+       << m.mask_ratio;
+  os << "\n";
+  if (!in.data.empty()) os << "- Data: " << in.data << "\n";
+  os << "- Training: " << in.steps << " steps";
+  if (in.batch_size > 0) os << " of global batch " << in.batch_size;
+  os << " over " << in.ranks << " rank" << (in.ranks > 1 ? "s" : "");
+  if (in.seconds > 0) os << ", " << runtime::format_duration(in.seconds);
+  os << "\n";
+  if (!in.source_checkpoint.empty()) os << "- Exported from the training checkpoint `" << in.source_checkpoint << "`\n";
+  os << "- Last training losses: " << losses_of(last_of(in.metrics_jsonl, "train")) << "\n"
+     << "- Last held-out losses: " << losses_of(last_of(in.metrics_jsonl, "validation")) << "\n\n";
+  if (!in.plot_file.empty()) os << "![losses](" << in.plot_file << ")\n\n";
+  os << "Load it in PyTorch with `tools/bfm_torch.py` of the bfm repository (`tools/load_checkpoint_example.py` runs "
+        "this):\n\n"
+     << "```python\nimport torch\nfrom bfm_torch import load_checkpoint, BrainModel\n"
+     << "config, state = load_checkpoint(\"path/to/this/folder\")\n"
+     << "model = BrainModel(config)\nmodel.load_state_dict(state)\n"
+     << "x = torch.randn(1, " << m.window << ", " << m.n_parcels << ")  # [batch, time points, parcels]\n"
+     << "embedding = model(x)[\"pooled\"]  # [1, " << m.d_model << "]\n```\n";
+  return os.str();
+}
+
+}  // namespace bfm::launch

@@ -1,0 +1,379 @@
+#!/usr/bin/env python3
+"""bfm finetune and bfm eval as a user runs them, checked independently:
+
+- every metric in results.csv recomputed with scikit-learn / numpy from the predictions bfm eval wrote;
+- the cross-validation never puts a stimulus in two folds of one subject (each test row's stimulus has one fold);
+- fine-tuning lowers the task loss, and its checkpoint loads in the PyTorch reference (tools/bfm_torch.py) with the
+  task head applied to the reference's pooled output giving the validation accuracy's ingredients;
+- eval over 2 MPI ranks writes the same results as over 1;
+- bad input (a checkpoint of another atlas, a missing corpus, a bad fraction) is one clear error line.
+
+    /usr/bin/python3 tests/launch/eval/test_eval.py --bfm build/launch/bfm --workdir DIR [--mpirun mpirun]
+"""
+import argparse
+import csv
+import warnings
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+
+import numpy as np
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, r2_score, roc_auc_score
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "tools"))
+import bfm_torch  # noqa: E402
+
+MODEL = ["--set", "model.n_parcels=24", "--set", "model.window=12", "--set", "model.patch_len=6",
+         "--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.n_layers=1",
+         "--set", "model.decoder.d_model=16", "--set", "model.decoder.n_heads=2", "--set", "model.decoder.n_layers=1",
+         "--set", 'model.objectives=["mae"]']
+
+
+def run(cmd, ok=True, timeout=600):
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if ok and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr}")
+    if not ok and proc.returncode == 0:
+        raise AssertionError(f"{' '.join(cmd)} succeeded, expected an error")
+    return proc
+
+
+def one_error_line(proc, *needles):
+    lines = [l for l in proc.stderr.strip().splitlines() if l.startswith("bfm: error")]
+    assert len(lines) == 1, f"expected one error line, got: {proc.stderr!r}"
+    for n in needles:
+        assert n in lines[0], f"{n!r} not in {lines[0]!r}"
+
+
+def read_results(path):
+    rows = {}
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            key = (r["task"], r["method"], float(r["fraction"]), r["subject"], int(r["fold"]), r["metric"])
+            rows[key] = float(r["value"])
+    return rows
+
+
+def close(a, b, tol=1e-6):
+    if np.isnan(a) and np.isnan(b):
+        return True
+    return abs(a - b) <= tol * (1 + abs(b))
+
+
+def check_category(rep, results):
+    groups = defaultdict(list)
+    with open(os.path.join(rep, "predictions", "category.csv")) as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        n_classes = len([h for h in header if h.startswith("score_")])
+        for r in reader:
+            groups[(r[0], float(r[1]), r[2], int(r[3]))].append((int(r[4]), int(r[5]), [float(v) for v in r[6:]]))
+    assert groups, "no category predictions"
+    checked = 0
+    for (method, q, subject, fold), rows in groups.items():
+        truth = np.array([r[0] for r in rows])
+        pred = np.array([r[1] for r in rows])
+        scores = np.array([r[2] for r in rows])
+        assert (pred == scores.argmax(1)).all(), "predicted class is not the argmax of the scores"
+        key = ("category", method, q, subject, fold)
+        assert close(results[key + ("accuracy",)], accuracy_score(truth, pred))
+        assert close(results[key + ("balanced_accuracy",)], balanced_accuracy_score(truth, pred))
+        aucs = [roc_auc_score(truth == c, scores[:, c]) for c in range(n_classes) if 0 < (truth == c).sum() < len(truth)]
+        want = np.mean(aucs) if aucs else float("nan")
+        assert close(results[key + ("auc",)], want), (key, results[key + ("auc",)], want)
+        checked += 1
+    return checked
+
+
+def check_embedding(rep, results):
+    groups = defaultdict(list)
+    with open(os.path.join(rep, "predictions", "embedding.csv")) as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        S = len([h for h in header if h.startswith("truth_")])
+        for r in reader:
+            groups[(r[0], float(r[1]), r[2], int(r[3]))].append(
+                (int(r[4]), np.array(r[5:5 + S], float), np.array(r[5 + S:5 + 2 * S], float)))
+    checked = 0
+    for (method, q, subject, fold), rows in groups.items():
+        truth = np.stack([r[1] for r in rows])
+        pred = np.stack([r[2] for r in rows])
+        key = ("embedding", method, q, subject, fold)
+        rs = [np.corrcoef(truth[:, j], pred[:, j])[0, 1] for j in range(S)]
+        assert close(results[key + ("r",)], float(np.nanmean(rs)))
+        assert close(results[key + ("r2",)], r2_score(truth, pred, multioutput="uniform_average"))
+        # Retrieval: candidates are the fold's distinct test stimuli (their true embeddings), ranked by correlation.
+        ids = []
+        for r in rows:
+            if r[0] not in ids:
+                ids.append(r[0])
+        cand = np.stack([next(x[1] for x in rows if x[0] == i) for i in ids])
+        ranks = []
+        for r in rows:
+            sim = np.array([np.corrcoef(r[2], c)[0, 1] for c in cand])
+            ranks.append(int((sim > sim[ids.index(r[0])]).sum()))
+        ranks = np.array(ranks)
+        rkey = ("retrieval", method, q, subject, fold)
+        assert close(results[rkey + ("top1",)], float((ranks < 1).mean()))
+        assert close(results[rkey + ("top5",)], float((ranks < 5).mean()))
+        assert results[rkey + ("candidates",)] == len(ids)
+        checked += 1
+    # No stimulus of a subject is tested in two folds (so it never trains the model that is tested on it).
+    fold_of = {}
+    for (method, q, subject, fold), rows in groups.items():
+        for r in rows:
+            k = (method, q, subject, r[0])
+            assert fold_of.setdefault(k, fold) == fold, f"stimulus {r[0]} of {subject} in folds {fold_of[k]} and {fold}"
+    return checked
+
+
+def check_subject_tasks(rep, results):
+    checked = 0
+    for task, classes in [("diagnosis", True), ("sex", True), ("age", False), ("score", False)]:
+        path = os.path.join(rep, "predictions", task + ".csv")
+        if not os.path.exists(path):
+            continue
+        groups = defaultdict(list)
+        with open(path) as f:
+            reader = csv.reader(f)
+            next(reader)
+            for r in reader:
+                groups[(r[0], float(r[1]))].append([float(v) for v in r[4:]])
+        for (method, q), rows in groups.items():
+            a = np.array(rows)
+            key = (task, method, q, "all", -1)
+            if classes:
+                truth, s0, s1 = a[:, 0].astype(int), a[:, 1], a[:, 2]
+                pred = (s1 > s0).astype(int)
+                assert close(results[key + ("accuracy",)], accuracy_score(truth, pred))
+                assert close(results[key + ("balanced_accuracy",)], balanced_accuracy_score(truth, pred))
+                want = roc_auc_score(truth, s1 - s0) if 0 < truth.sum() < len(truth) else float("nan")
+                assert close(results[key + ("auc",)], want)
+            else:
+                truth, pred = a[:, 0], a[:, 1]
+                assert close(results[key + ("r",)], float(np.corrcoef(truth, pred)[0, 1]))
+                assert close(results[key + ("r2",)], r2_score(truth, pred))
+            checked += 1
+    return checked
+
+
+def check_encoding(rep, results):
+    groups = defaultdict(list)
+    with open(os.path.join(rep, "predictions", "encoding.csv")) as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        P = len([h for h in header if h.startswith("truth_")])
+        for r in reader:
+            groups[(r[0], float(r[1]), r[2], int(r[3]))].append(np.array(r[4:], float))
+    checked = 0
+    for (method, q, subject, fold), rows in groups.items():
+        a = np.stack(rows)
+        truth, pred = a[:, :P], a[:, P:]
+        rs = [np.corrcoef(truth[:, p], pred[:, p])[0, 1] for p in range(P)]
+        key = ("encoding", method, q, subject, fold)
+        assert close(results[key + ("r",)], float(np.nanmean(rs)), 1e-5)
+        assert close(results[key + ("r2",)], r2_score(truth, pred, multioutput="uniform_average"), 1e-5)
+        checked += 1
+    return checked
+
+
+def check_zero_shot_retrieval(bfm, work, corpus):
+    """`clip` rows against an independent computation: trials found here with h5py, the contrastive projections of
+    the PyTorch reference, cosine ranking among the subject's distinct stimuli."""
+    import h5py
+    ckpt = os.path.join(work, "clip-init")
+    run([bfm, "init", "--out", ckpt, "--seed", "4", *MODEL, "--set", 'model.objectives=["mae", "contrastive"]',
+         "--set", "model.stim_dim=6", "--set", "model.proj_dim=8"])
+    rep = os.path.join(work, "clip-report")
+    run([bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out", rep, "--tasks", "retrieval",
+         "--fractions", "1", "--folds", "3"])
+    results = read_results(os.path.join(rep, "results.csv"))
+    config, state = bfm_torch.load_checkpoint(ckpt)
+    model = bfm_torch.BrainModel(config, dtype=bfm_torch.torch.float64)
+    model.load_state_dict(state, strict=True)
+    wb = state["brain_proj.weight"].double().numpy()
+    ws = state["stim_proj.weight"].double().numpy()
+    T = config["window"]
+    manifest = json.load(open(os.path.join(corpus, "manifest.json")))
+    held = set(manifest["split"]["validation"]) | set(manifest["split"]["test"])
+    checked = 0
+    for shard in manifest["shards"]:
+        with h5py.File(os.path.join(corpus, shard["file"])) as f:
+            ids = [x.decode() if isinstance(x, bytes) else x for x in f["subjects/id"][:]]
+            per_subject = defaultdict(list)
+            for r in range(len(f["runs/offset"])):
+                per_subject[ids[f["runs/subject"][r]]].append(r)
+            for subject, runs in per_subject.items():
+                if subject not in held:
+                    continue
+                windows, stims = [], []
+                for r in runs:
+                    o, n = int(f["runs/offset"][r]), int(f["runs/length"][r])
+                    lab = f["runs/label"][o:o + n]
+                    emb = f["runs/stim_embedding"][o:o + n].astype(np.float64)
+                    x = f["runs/timeseries"][o:o + n].astype(np.float64)
+                    t = 0
+                    while t < n:
+                        if lab[t] < 0:
+                            t += 1
+                            continue
+                        e = t + 1
+                        while e < n and lab[e] == lab[t] and np.array_equal(emb[e], emb[t]):
+                            e += 1
+                        if t + T <= n:
+                            windows.append(x[t:t + T])
+                            stims.append(emb[t])
+                        t = e
+                if len(windows) < 2:
+                    continue
+                pooled = model(bfm_torch.torch.tensor(np.stack(windows)))["pooled"].detach().numpy()
+                zb = pooled @ wb.T
+                cand, target = [], []
+                for s_ in stims:
+                    k = next((i for i, c in enumerate(cand) if np.array_equal(c, s_)), None)
+                    if k is None:
+                        cand.append(s_)
+                        k = len(cand) - 1
+                    target.append(k)
+                zs = np.stack(cand) @ ws.T
+                zb /= np.linalg.norm(zb, axis=1, keepdims=True)
+                zs /= np.linalg.norm(zs, axis=1, keepdims=True)
+                sim = zb @ zs.T
+                ranks = np.array([(sim[i] > sim[i, target[i]]).sum() for i in range(len(target))])
+                key = ("retrieval", "clip", 1.0, subject, -1)
+                assert results[key + ("candidates",)] == len(cand), (subject, results[key + ("candidates",)], len(cand))
+                tol = 1.0 / len(target) + 1e-9  # a near-tie may flip between float32 and float64
+                assert abs(results[key + ("top1",)] - (ranks < 1).mean()) <= tol, (subject, results[key + ("top1",)])
+                assert abs(results[key + ("top5",)] - (ranks < 5).mean()) <= tol, (subject, results[key + ("top5",)])
+                checked += 1
+    assert checked >= 3, checked
+    print(f"zero-shot retrieval of {checked} held-out subjects matches the PyTorch reference")
+
+
+def main():
+    warnings.simplefilter("ignore")  # constant columns in small folds: NaN correlations, compared as NaN
+    np.seterr(all="ignore")
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bfm", required=True)
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--mpirun", default="")
+    args = ap.parse_args()
+    bfm, work = args.bfm, args.workdir
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    corpus = os.path.join(work, "corpus")
+    run([bfm, "synth", "--subjects", "40", "--parcels", "24", "--minutes", "14", "--studies", "2", "--stim-dim", "6",
+         "--categories", "3", "--clips", "40", "--seed", "3", "--out", corpus])
+    ckpt = os.path.join(work, "init")
+    run([bfm, "init", "--out", ckpt, "--seed", "1", *MODEL])
+
+    # Fine-tuning lowers the task loss, and writes a checkpoint the PyTorch reference loads with its head.
+    ft = os.path.join(work, "ft-category")
+    run([bfm, "finetune", "--checkpoint", ckpt, "--corpus", corpus, "--task", "category", "--out", ft,
+         "--steps", "200", "--batch-size", "16", "--lr", "5e-3", "--head-lr", "5e-2"])
+    task = json.load(open(os.path.join(ft, "task.json")))
+    first, last = task["validation_loss"]
+    assert last < first - 0.05, f"fine-tuning did not lower the validation loss: {first} -> {last}"
+    config, state = bfm_torch.load_checkpoint(ft)
+    model = bfm_torch.BrainModel(config, dtype=bfm_torch.torch.float64)
+    model.load_state_dict(state, strict=True)
+    head = bfm_torch.read_safetensors(os.path.join(ft, "task_head.safetensors"))
+    head = head[0] if isinstance(head, tuple) else head
+    w, b = np.asarray(head["task_head.weight"]), np.asarray(head["task_head.bias"])
+    assert w.shape == (task["outputs"], config["d_model"]) and b.shape == (task["outputs"],)
+    x = bfm_torch.torch.randn(2, config["window"], config["n_parcels"], dtype=bfm_torch.torch.float64)
+    out = model(x)
+    logits = out["pooled"].detach().numpy() @ w.T + b
+    assert np.isfinite(logits).all() and logits.shape == (2, task["outputs"])
+    scratch = os.path.join(work, "scratch-category")
+    run([bfm, "finetune", "--checkpoint", ckpt, "--corpus", corpus, "--task", "category", "--out", scratch,
+         "--steps", "10", "--batch-size", "16", "--scratch"])
+    assert json.load(open(os.path.join(scratch, "task.json")))["source_checkpoint"] == "scratch"
+
+    # Eval, 1 rank: every metric recomputed from the predictions.
+    rep = os.path.join(work, "report")
+    proc = run([bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out", rep, "--fractions", "0.1,0.5,1",
+                "--folds", "4", "--finetuned", "category=" + ft, "--scratch", "category=" + scratch])
+    assert "| category | balanced_accuracy |" in proc.stdout, proc.stdout
+    for f in ["results.csv", "summary.csv", "summary.md", "config.json", "fewshot_category.png", "encoding_map.png"]:
+        assert os.path.exists(os.path.join(rep, f)), f
+    results = read_results(os.path.join(rep, "results.csv"))
+    methods = {k[1] for k in results if k[0] == "category"}
+    assert methods == {"ridge", "ridge_pop", "probe", "probe_pop", "finetune", "scratch", "oracle", "oracle_pop"}, methods
+    n = check_category(rep, results)
+    n += check_embedding(rep, results)
+    n += check_subject_tasks(rep, results)
+    n += check_encoding(rep, results)
+    print(f"checked {n} groups of predictions against scikit-learn / numpy")
+    summary = list(csv.DictReader(open(os.path.join(rep, "summary.csv"))))
+    chance = {r["metric"]: float(r["chance"]) for r in summary if r["task"] == "category"}
+    assert abs(chance["balanced_accuracy"] - 1 / 3) < 1e-9, chance
+
+    # Over 2 ranks: the same rows.
+    if args.mpirun:
+        rep2 = os.path.join(work, "report2")
+        run([args.mpirun, "-np", "2", "--oversubscribe", bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out",
+             rep2, "--fractions", "0.1,0.5,1", "--folds", "4", "--finetuned", "category=" + ft,
+             "--scratch", "category=" + scratch])
+        r2 = read_results(os.path.join(rep2, "results.csv"))
+        assert set(r2) == set(results), set(r2) ^ set(results)
+        for k, v in results.items():
+            assert close(v, r2[k], 1e-9), (k, v, r2[k])
+        print("2 ranks: the same", len(r2), "rows")
+
+    # A job array over held-out subjects: 2 parts, then --merge, give the same rows and summary as one run.
+    parts = []
+    for i in range(2):
+        d = os.path.join(work, f"part{i}")
+        run([bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out", d, "--fractions", "0.1,0.5,1", "--folds",
+             "4", "--finetuned", "category=" + ft, "--scratch", "category=" + scratch, "--part", f"{i}/2"])
+        parts.append(d)
+    merged = os.path.join(work, "merged")
+    one_error_line(run([bfm, "eval", "--merge", parts[0], "--out", merged], ok=False), "part(s) 1 missing")
+    run([bfm, "eval", "--merge", *parts, "--out", merged])
+    rm = read_results(os.path.join(merged, "results.csv"))
+    assert set(rm) == set(results), set(rm) ^ set(results)
+    for k, v in results.items():
+        assert close(v, rm[k], 1e-9), (k, v, rm[k])
+    def summary_of(d):
+        return {(r["task"], r["method"], r["fraction"], r["metric"]): (float(r["mean"]), float(r["sd"]))
+                for r in csv.DictReader(open(os.path.join(d, "summary.csv")))}
+    sa, sb = summary_of(rep), summary_of(merged)
+    assert set(sa) == set(sb)
+    for k in sa:
+        assert all(close(x, y, 1e-9) for x, y in zip(sa[k], sb[k])), (k, sa[k], sb[k])
+    n_merged = sum(1 for _ in open(os.path.join(merged, "predictions", "category.csv")))
+    n_full = sum(1 for _ in open(os.path.join(rep, "predictions", "category.csv")))
+    assert n_merged == n_full, (n_merged, n_full)
+    print("2 parts merged: the same rows, summary and predictions")
+    one_error_line(run([bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out", os.path.join(work, "p"),
+                        "--part", "2/2"], ok=False), "--part")
+
+    check_zero_shot_retrieval(bfm, work, corpus)
+
+    # Bad input: one clear error line naming what is wrong.
+    other = os.path.join(work, "other-atlas")
+    run([bfm, "init", "--out", other, *MODEL, "--set", "model.n_parcels=30"])
+    one_error_line(run([bfm, "eval", "--checkpoint", other, "--corpus", corpus, "--out", os.path.join(work, "x")],
+                       ok=False), other, "30 parcels", "24")
+    assert not os.path.exists(os.path.join(work, "x", "results.csv"))
+    one_error_line(run([bfm, "eval", "--checkpoint", ckpt, "--corpus", os.path.join(work, "nope"), "--out",
+                        os.path.join(work, "y")], ok=False), "nope")
+    one_error_line(run([bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out", os.path.join(work, "z"),
+                        "--fractions", "0,1"], ok=False), "fraction")
+    one_error_line(run([bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out", os.path.join(work, "z"),
+                        "--folds", "1"], ok=False), "--folds")
+    one_error_line(run([bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out", os.path.join(work, "z"),
+                        "--finetuned", "diagnosis=" + ft], ok=False), "diagnosis")
+    one_error_line(run([bfm, "finetune", "--checkpoint", other, "--corpus", corpus, "--out", os.path.join(work, "w")],
+                       ok=False), "30", "24")
+    assert not os.path.exists(os.path.join(work, "w"))
+    print("test_eval: all passed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+// The statistics of bfm eval against independent computations: metrics on hand-worked cases (the values scikit-learn
+// gives for them), ridge against the closed-form normal equations solved by Gaussian elimination in long double, the
+// splitter's guarantees (no group in two folds, no training window overlapping a test window).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <set>
+#include <vector>
+
+#include "launch/eval/stats.h"
+#include "base/rng.h"
+
+namespace {
+
+using namespace bfm::launch::eval;
+
+TEST(EvalMetrics, AccuracyAndBalancedAccuracy) {
+  const std::vector<int> truth = {0, 0, 0, 0, 1, 1, 2, 2, 2, 2};
+  const std::vector<int> pred = {0, 0, 1, 2, 1, 0, 2, 2, 2, 0};
+  EXPECT_DOUBLE_EQ(accuracy(truth, pred), 0.6);
+  // recalls: class 0 2/4, class 1 1/2, class 2 3/4 -> mean 0.5833...
+  EXPECT_NEAR(balanced_accuracy(truth, pred), (0.5 + 0.5 + 0.75) / 3, 1e-15);
+  EXPECT_TRUE(std::isnan(accuracy({}, {})));
+}
+
+TEST(EvalMetrics, AucCountsTiesAsHalf) {
+  // sklearn.metrics.roc_auc_score([0,0,1,1,0,1], [0.1,0.4,0.35,0.8,0.8,0.9]) = 0.7222... (6.5 of 9 pairs)
+  EXPECT_NEAR(auc({0, 0, 1, 1, 0, 1}, {0.1, 0.4, 0.35, 0.8, 0.8, 0.9}), 6.5 / 9.0, 1e-15);
+  EXPECT_DOUBLE_EQ(auc({0, 1}, {0.2, 0.7}), 1.0);
+  EXPECT_DOUBLE_EQ(auc({1, 0}, {0.2, 0.7}), 0.0);
+  EXPECT_TRUE(std::isnan(auc({1, 1}, {0.2, 0.7})));
+  // Brute force over all positive-negative pairs on random scores with ties.
+  bfm::Rng rng(5);
+  std::vector<int> pos;
+  std::vector<double> s;
+  for (int i = 0; i < 200; ++i) {
+    pos.push_back(rng.uniform() < 0.3);
+    s.push_back(std::floor(rng.uniform() * 20));
+  }
+  double wins = 0, pairs = 0;
+  for (int i = 0; i < 200; ++i)
+    for (int j = 0; j < 200; ++j)
+      if (pos[i] && !pos[j]) {
+        pairs += 1;
+        wins += s[i] > s[j] ? 1 : s[i] == s[j] ? 0.5 : 0;
+      }
+  EXPECT_NEAR(auc(pos, s), wins / pairs, 1e-12);
+}
+
+TEST(EvalMetrics, AucOneVsRestAveragesClasses) {
+  const std::vector<int> truth = {0, 1, 2, 0, 1, 2};
+  std::vector<double> scores = {0.9, 0.1, 0.0, 0.2, 0.7, 0.1, 0.1, 0.2, 0.7, 0.3, 0.3, 0.4, 0.4, 0.5, 0.1, 0.2, 0.1, 0.6};
+  double expected = 0;
+  for (int c = 0; c < 3; ++c) {
+    std::vector<int> p;
+    std::vector<double> s;
+    for (int i = 0; i < 6; ++i) {
+      p.push_back(truth[i] == c);
+      s.push_back(scores[i * 3 + c]);
+    }
+    expected += auc(p, s) / 3;
+  }
+  EXPECT_NEAR(auc_ovr(truth, scores, 3), expected, 1e-15);
+  // Binary: the difference of the two columns.
+  EXPECT_DOUBLE_EQ(auc_ovr({0, 1, 1}, {0.5, 0.1, 0.1, 0.9, 0.2, 0.3}, 2), 1.0);
+}
+
+TEST(EvalMetrics, PearsonAndR2) {
+  const double a[] = {1, 2, 3, 4, 5}, b[] = {2, 1, 4, 3, 5};
+  // numpy.corrcoef -> 0.8; sklearn r2_score(a, b) = 1 - 4/10 = 0.6
+  EXPECT_NEAR(pearson(a, b, 5), 0.8, 1e-15);
+  EXPECT_NEAR(r2(a, b, 5), 0.6, 1e-15);
+  const double c[] = {3, 3, 3, 3, 3};
+  EXPECT_TRUE(std::isnan(pearson(a, c, 5)));
+  // Strided: columns of a [5, 2] matrix.
+  const double m[] = {1, 2, 2, 1, 3, 4, 4, 3, 5, 5};
+  EXPECT_NEAR(pearson(m, m + 1, 5, 2, 2), 0.8, 1e-15);
+}
+
+TEST(EvalMetrics, IdentificationRanks) {
+  // Candidates e0, e1, e2; predictions close to e1, e0, and one exactly between (rank counts strictly better).
+  const std::vector<double> cand = {1, 0, 0, 0, 1, 0, 0, 0, 1};
+  const std::vector<double> pred = {0.1, 0.9, 0.0, 0.8, 0.1, 0.1, 0.0, 0.6, 0.5};
+  const auto r = identification_ranks(pred, cand, {1, 0, 2}, 3);
+  EXPECT_EQ(r, (std::vector<int>{0, 0, 1}));
+  EXPECT_DOUBLE_EQ(top_k(r, 1), 2.0 / 3.0);
+  EXPECT_DOUBLE_EQ(top_k(r, 2), 1.0);
+}
+
+// Closed-form ridge on standardised features, by Gaussian elimination in long double on the primal normal equations.
+std::vector<long double> closed_form(const std::vector<double>& x, const std::vector<double>& y, int n, int d,
+                                     double alpha, const std::vector<double>& xq) {
+  std::vector<long double> mean(d, 0), sd(d, 0);
+  long double ym = 0;
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < d; ++j) mean[j] += x[i * d + j] / (long double)n;
+    ym += y[i] / (long double)n;
+  }
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < d; ++j) sd[j] += (x[i * d + j] - mean[j]) * (x[i * d + j] - mean[j]) / n;
+  for (auto& v : sd) v = std::sqrt(v);
+  std::vector<std::vector<long double>> a(d, std::vector<long double>(d + 1, 0));
+  for (int i = 0; i < n; ++i)
+    for (int p = 0; p < d; ++p) {
+      const long double zp = (x[i * d + p] - mean[p]) / sd[p];
+      for (int q = 0; q < d; ++q) a[p][q] += zp * (x[i * d + q] - mean[q]) / sd[q];
+      a[p][d] += zp * (y[i] - ym);
+    }
+  for (int p = 0; p < d; ++p) a[p][p] += alpha;
+  for (int c = 0; c < d; ++c) {
+    int piv = c;
+    for (int r = c + 1; r < d; ++r)
+      if (std::fabs(a[r][c]) > std::fabs(a[piv][c])) piv = r;
+    std::swap(a[c], a[piv]);
+    for (int r = 0; r < d; ++r) {
+      if (r == c) continue;
+      const long double f = a[r][c] / a[c][c];
+      for (int k = c; k <= d; ++k) a[r][k] -= f * a[c][k];
+    }
+  }
+  std::vector<long double> out;
+  const int m = int(xq.size()) / d;
+  for (int i = 0; i < m; ++i) {
+    long double v = ym;
+    for (int p = 0; p < d; ++p) v += (xq[i * d + p] - mean[p]) / sd[p] * a[p][d] / a[p][p];
+    out.push_back(v);
+  }
+  return out;
+}
+
+void check_ridge(int n, int d, double alpha) {
+  bfm::Rng rng(uint64_t(n * 100 + d));
+  std::vector<double> x(static_cast<size_t>(n) * d), y(static_cast<size_t>(n)), xq(static_cast<size_t>(7) * d);
+  for (auto& v : x) v = rng.normal() * 3 + 1;
+  for (auto& v : xq) v = rng.normal() * 3 + 1;
+  for (int i = 0; i < n; ++i) {
+    y[i] = 0.5;
+    for (int j = 0; j < d; ++j) y[i] += x[i * d + j] * ((j % 3) - 1.0);
+    y[i] += rng.normal();
+  }
+  Ridge r;
+  r.fit(x, y, n, d, 1, alpha);
+  const auto got = r.predict(xq, 7);
+  const auto want = closed_form(x, y, n, d, alpha, xq);
+  for (int i = 0; i < 7; ++i) EXPECT_NEAR(got[i], double(want[i]), 1e-8 * (1 + std::fabs(double(want[i])))) << i;
+}
+
+TEST(EvalRidge, PrimalFormMatchesClosedForm) { check_ridge(40, 9, 3.0); }
+TEST(EvalRidge, DualFormMatchesClosedForm) { check_ridge(12, 30, 0.7); }  // d > n: the dual path
+
+TEST(EvalRidge, WeightsActAsRepeatedRows) {
+  bfm::Rng rng(3);
+  const int n = 15, d = 4;
+  std::vector<double> x(n * d), y(n * 2), w(n);
+  for (auto& v : x) v = rng.normal();
+  for (auto& v : y) v = rng.normal();
+  std::vector<double> xr, yr;
+  for (int i = 0; i < n; ++i) {
+    w[i] = 1 + (i % 3);
+    for (int k = 0; k < w[i]; ++k) {
+      xr.insert(xr.end(), &x[i * d], &x[i * d] + d);
+      yr.insert(yr.end(), &y[i * 2], &y[i * 2] + 2);
+    }
+  }
+  Ridge a, b;
+  a.fit(x, y, n, d, 2, 2.0, w);
+  b.fit(xr, yr, int64_t(xr.size() / d), d, 2, 2.0);
+  const auto pa = a.predict(x, n), pb = b.predict(x, n);
+  for (size_t i = 0; i < pa.size(); ++i) EXPECT_NEAR(pa[i], pb[i], 1e-9);
+}
+
+TEST(EvalSplits, GroupsNeverSpanTwoFoldsAndFoldsAreBalanced) {
+  bfm::Rng rng(1);
+  std::vector<int64_t> group;
+  for (int i = 0; i < 300; ++i) group.push_back(int64_t(rng.below(70)));
+  const auto fold = group_folds(group, 5, 9);
+  std::map<int64_t, std::set<int>> folds_of;
+  std::vector<int> size(5, 0);
+  for (size_t i = 0; i < group.size(); ++i) {
+    folds_of[group[i]].insert(fold[i]);
+    ASSERT_GE(fold[i], 0);
+    ASSERT_LT(fold[i], 5);
+    size[fold[i]] += 1;
+  }
+  for (const auto& [g, f] : folds_of) EXPECT_EQ(f.size(), 1u) << "group " << g;
+  for (int s : size) EXPECT_NEAR(s, 60, 10);
+  // Fewer groups than folds: as many folds as groups.
+  const auto few = group_folds({4, 4, 9, 9, 9}, 5, 0);
+  EXPECT_EQ(std::set<int>(few.begin(), few.end()).size(), 2u);
+}
+
+TEST(EvalSplits, PurgeDropsTrainingWindowsOverlappingATestWindow) {
+  // Windows of length 10 every 6 time points in series 0, and one far away in series 1.
+  std::vector<int64_t> series, start, end;
+  std::vector<int> fold;
+  for (int i = 0; i < 8; ++i) {
+    series.push_back(0);
+    start.push_back(i * 6);
+    end.push_back(i * 6 + 10);
+    fold.push_back(i == 3 ? 1 : 0);
+  }
+  series.push_back(1), start.push_back(18), end.push_back(28), fold.push_back(0);
+  const auto train = purged_train_rows(fold, 1, series, start, end);
+  // Test window [18, 28): rows 2 [12, 22) and 4 [24, 34) overlap it; the other series does not.
+  EXPECT_EQ(train, (std::vector<int64_t>{0, 1, 5, 6, 7, 8}));
+  for (int64_t r : train) {
+    if (series[r] == 0) {
+      EXPECT_TRUE(end[r] <= 18 || start[r] >= 28);
+    }
+  }
+}
+
+TEST(EvalRidge, InnerCvPicksStrongRegularisationForNoise) {
+  // Pure noise targets: the inner CV must prefer the largest alpha; a clean linear target the smallest.
+  bfm::Rng rng(8);
+  const int n = 60, d = 20;
+  std::vector<double> x(n * d), noise(n), clean(n);
+  for (auto& v : x) v = rng.normal();
+  for (int i = 0; i < n; ++i) {
+    noise[i] = rng.normal();
+    clean[i] = 0;
+    for (int j = 0; j < d; ++j) clean[i] += x[i * d + j];
+  }
+  std::vector<int64_t> rows(n), group(n), series(n, 0), start(n), end(n);
+  for (int i = 0; i < n; ++i) rows[i] = group[i] = start[i] = i, end[i] = i + 1;
+  InnerCv cv;
+  EXPECT_GE(fit_ridge_cv(x, noise, d, 1, rows, group, series, start, end, cv).alpha(), 1e3);
+  EXPECT_LE(fit_ridge_cv(x, clean, d, 1, rows, group, series, start, end, cv).alpha(), 1.0);
+}
+
+}  // namespace
