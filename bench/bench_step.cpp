@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "io/synthetic_windows.h"
-#include "model/brain_model.h"
+#include "model/cpu/cpu_model.h"
 #include "model/masking.h"
 #include "runtime/optimizer.h"
 #include "runtime/blas_core.h"

@@ -18,8 +18,8 @@
 #include <vector>
 
 #include "io/synthetic_windows.h"
-#include "model/brain_model.h"
-#include "model/gpu_model.h"
+#include "model/cpu/cpu_model.h"
+#include "model/cuda/cuda_model.h"
 #include "model/masking.h"
 #include "runtime/progress.h"
 #include "base/rng.h"

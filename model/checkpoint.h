@@ -5,7 +5,7 @@
 #include <map>
 #include <string>
 
-#include "model/brain_model.h"
+#include "model/cpu/cpu_model.h"
 
 namespace bfm::model {
 

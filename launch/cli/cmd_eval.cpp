@@ -24,7 +24,7 @@
 #include "runtime/comm.h"
 #include "runtime/progress.h"
 #ifdef BFM_WITH_CUDA
-#include "model/gpu_model.h"
+#include "model/cuda/cuda_model.h"
 #include "runtime/device.h"
 #endif
 #endif

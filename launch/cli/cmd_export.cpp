@@ -10,7 +10,7 @@
 
 #include "launch/cli/commands.h"
 #include "launch/train/model_card.h"
-#include "model/brain_model.h"
+#include "model/cpu/cpu_model.h"
 #include "model/checkpoint.h"
 #include "base/error.h"
 #include "runtime/optimizer.h"

@@ -10,7 +10,7 @@
 #include "runtime/device.h"
 #include "base/error.h"
 #ifdef BFM_WITH_CUDA
-#include "model/gpu_model.h"
+#include "model/cuda/cuda_model.h"
 #endif
 #include "runtime/progress.h"
 #include "runtime/safetensors.h"

@@ -17,7 +17,7 @@
 #include "runtime/progress.h"
 #include "base/rng.h"
 #ifdef BFM_WITH_CUDA
-#include "model/gpu_model.h"
+#include "model/cuda/cuda_model.h"
 #include "runtime/device.h"
 #endif
 

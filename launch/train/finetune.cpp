@@ -16,7 +16,7 @@
 #include "base/rng.h"
 #include "runtime/safetensors.h"
 #ifdef BFM_WITH_CUDA
-#include "model/gpu_model.h"
+#include "model/cuda/cuda_model.h"
 #include "runtime/device.h"
 #endif
 

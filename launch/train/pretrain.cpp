@@ -23,7 +23,7 @@
 #include "runtime/world.h"
 #include "runtime/zero.h"
 #ifdef BFM_WITH_CUDA
-#include "model/gpu_model.h"
+#include "model/cuda/cuda_model.h"
 #endif
 #ifdef BFM_WITH_HDF5
 #include "io/corpus.h"

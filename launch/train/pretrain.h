@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "launch/train/run_config.h"
-#include "model/brain_model.h"
+#include "model/cpu/cpu_model.h"
 
 namespace bfm::launch {
 

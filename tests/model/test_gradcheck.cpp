@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "model/brain_model.h"
+#include "model/cpu/cpu_model.h"
 #include "model/masking.h"
 #include "base/rng.h"
 

@@ -1,4 +1,4 @@
-#include "model/brain_model.h"
+#include "model/cpu/cpu_model.h"
 
 #include <algorithm>
 #include <cmath>

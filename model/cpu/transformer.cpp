@@ -1,4 +1,4 @@
-#include "model/transformer.h"
+#include "model/cpu/transformer.h"
 
 #include <algorithm>
 

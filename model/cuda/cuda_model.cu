@@ -1,5 +1,5 @@
-// GpuBrainModel: model/brain_model.cpp's forward and backward, op for op, on the GPU (see gpu_model.h).
-#include "model/gpu_model.h"
+// GpuBrainModel: model/cpu/cpu_model.cpp's forward and backward, op for op, on the GPU (see gpu_model.h).
+#include "model/cuda/cuda_model.h"
 
 #include <cuda_runtime.h>
 

@@ -1,4 +1,4 @@
-// The brain transformer of MODEL_SPEC.md on one GPU: the same forward, losses and backward as model/brain_model.h,
+// The brain transformer of MODEL_SPEC.md on one GPU: the same forward, losses and backward as model/cpu/cpu_model.h,
 // with every op a CUDA kernel of kernels/cuda (attention fused, GEMMs through cuBLASLt), the fused losses computing
 // their gradients in the forward pass, and AdamW with global-norm clipping on the device.
 //
@@ -17,7 +17,7 @@
 #include <utility>
 #include <vector>
 
-#include "model/brain_model.h"
+#include "model/cpu/cpu_model.h"
 #include "model/config.h"
 #include "model/params.h"
 #include "runtime/optimizer.h"

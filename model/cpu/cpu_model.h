@@ -14,7 +14,7 @@
 
 #include "model/config.h"
 #include "model/params.h"
-#include "model/transformer.h"
+#include "model/cpu/transformer.h"
 
 namespace bfm::model {
 
