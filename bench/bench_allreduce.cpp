@@ -89,7 +89,7 @@ int main(int argc, char** argv) {
     std::vector<double> allreduce_times;
     for (int s = 0; s < steps; ++s) {
       comm->barrier();
-      Stopwatch watch;
+      bfm::Stopwatch watch;
       comm->allreduce_sum(grads.data(), n);
       allreduce_times.push_back(slowest(*comm, watch.seconds()));
     }
@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
     double passes_total = 0;
     {
       backward_work(5);  // warm-up
-      Stopwatch watch;
+      bfm::Stopwatch watch;
       backward_work(20);
       passes_total = std::max(1.0, 20 * allreduce_s / watch.seconds());
       comm->allreduce_max_host(&passes_total, 1);
@@ -131,7 +131,7 @@ int main(int argc, char** argv) {
       for (int s = 0; s < steps; ++s) {
         fill();
         comm->barrier();
-        Stopwatch step;
+        bfm::Stopwatch step;
         for (size_t k = tensors.size(); k-- > 0;) backward_work(passes_of[k]);
         const double backward_s = step.seconds();
         comm->allreduce_sum(grads.data(), n);
@@ -151,11 +151,11 @@ int main(int argc, char** argv) {
       for (int s = 0; s < steps; ++s) {
         fill();
         comm->barrier();
-        Stopwatch step;
+        bfm::Stopwatch step;
         double backward_s = 0;
         buckets.begin_step(grads.data(), *comm);
         for (size_t k = tensors.size(); k-- > 0;) {
-          Stopwatch piece;
+          bfm::Stopwatch piece;
           backward_work(passes_of[k]);
           backward_s += piece.seconds();
           buckets.tensor_ready(k);

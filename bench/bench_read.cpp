@@ -127,7 +127,7 @@ int main(int argc, char** argv) {
     }
     const int64_t batches = (windows + G - 1) / G;
 
-    Stopwatch clock;  // from opening the shards to the last batch delivered
+    bfm::Stopwatch clock;  // from opening the shards to the last batch delivered
     io::WindowLoader loader(paths, io::WindowSampler(lengths, options), lo);
     const double open_seconds = clock.seconds();  // the shards opened (their chunk indexes read), nothing read yet
     std::vector<io::Window> read;

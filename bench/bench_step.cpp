@@ -39,7 +39,7 @@ int main(int argc, char** argv) {
   c.contrastive = objectives.find("contrastive") != std::string::npos;
   if (c.mae) c.decoder = bfm::model::DecoderConfig{64, 4, 2};
   c.stim_dim = 16, c.proj_dim = 32;
-  bfm::model::BrainModel model(c);
+  bfm::model::CpuBrainModel model(c);
   model.initialize(0);
 
   bfm::io::SyntheticWindows data({c.n_parcels, c.window, c.stim_dim, 6, 16, 0.3, 1.5, 1});

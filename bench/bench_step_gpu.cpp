@@ -64,9 +64,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    bfm::model::BrainModel cpu(c);
+    bfm::model::CpuBrainModel cpu(c);
     cpu.initialize(0);
-    bfm::model::GpuBrainModel model(c, bfm::model::parse_gpu_precision(precision));
+    bfm::model::CudaBrainModel model(c, bfm::model::parse_precision(precision));
     model.load_params(cpu.params());
 
     bfm::io::SyntheticWindows data({c.n_parcels, c.window, 0, 6, 16, 0.3, 1.5, 1});

@@ -33,7 +33,8 @@ void save_released_checkpoint(const std::string& dir, const BrainModel& model,
   require(!ec, partial.string(), ": cannot create folder: ", ec.message());
 
   std::vector<runtime::TensorRef> tensors;
-  for (const auto& p : model.layout().params()) tensors.push_back({p.name, p.shape, model.params() + p.offset});
+  const std::vector<float> params = model.params_copy();
+  for (const auto& p : model.layout().params()) tensors.push_back({p.name, p.shape, params.data() + p.offset});
   runtime::write_safetensors((partial / "model.safetensors").string(), tensors, {{"format", "pt"}});
   write_text(partial / "config.json", to_checkpoint_json(model.config()).dump(2) + "\n");
   for (const auto& [name, contents] : extra_files) write_text(partial / name, contents);
@@ -65,12 +66,14 @@ ModelConfig read_checkpoint_config(const std::string& dir) {
   return from_checkpoint_json(json, config_path.string());
 }
 
-BrainModel load_released_checkpoint(const std::string& dir) {
-  BrainModel model(read_checkpoint_config(dir));
+std::unique_ptr<BrainModel> load_released_checkpoint(const std::string& dir, const Placement& placement) {
+  const ModelConfig config = read_checkpoint_config(dir);
+  const ParamLayout layout(config);
+  std::vector<float> arena(size_t(layout.total()), 0.0f);
   const std::string weights_path = (fs::path(dir) / "model.safetensors").string();
   require(fs::exists(weights_path), weights_path, ": missing");
   const runtime::SafetensorsContents contents = runtime::read_safetensors(weights_path);
-  for (const auto& p : model.layout().params()) {
+  for (const auto& p : layout.params()) {
     const auto it = contents.tensors.find(p.name);
     require(it != contents.tensors.end(), weights_path, ": missing tensor '", p.name, "' (shape ",
             shape_string(p.shape), ") that config.json's model needs");
@@ -80,12 +83,14 @@ BrainModel load_released_checkpoint(const std::string& dir) {
     for (size_t i = 0; i < data.size(); ++i)
       require(std::isfinite(data[i]), weights_path, ": tensor '", p.name, "' holds a non-finite value (", data[i],
               ") at flat index ", i);
-    std::copy(data.begin(), data.end(), model.params() + p.offset);
+    std::copy(data.begin(), data.end(), arena.data() + p.offset);
   }
   for (const auto& [name, tensor] : contents.tensors)
-    require(model.layout().has(name), weights_path, ": tensor '", name, "' ", shape_string(tensor.shape),
+    require(layout.has(name), weights_path, ": tensor '", name, "' ", shape_string(tensor.shape),
             " is not a parameter of the model in config.json (objectives ",
-            nlohmann::json(model.config().objectives()).dump(), "): a checkpoint of another config?");
+            nlohmann::json(config.objectives()).dump(), "): a checkpoint of another config?");
+  std::unique_ptr<BrainModel> model = make_model(config, placement);
+  model->load_params(arena.data());
   return model;
 }
 

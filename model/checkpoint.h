@@ -3,9 +3,11 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <string>
 
-#include "model/cpu/cpu_model.h"
+#include "model/brain_model.h"
+#include "model/placement.h"
 
 namespace bfm::model {
 
@@ -15,11 +17,11 @@ namespace bfm::model {
 void save_released_checkpoint(const std::string& dir, const BrainModel& model,
                               const std::map<std::string, std::string>& extra_files = {});
 
-// Reads DIR/config.json, builds the model and loads its parameters. Throws bfm::Error naming the file and, where one
+// Reads DIR/config.json, builds the model where `placement` says (the CPU by default) and loads its parameters. Throws bfm::Error naming the file and, where one
 // is at fault, the tensor: missing folder or file, invalid JSON, a config that does not validate, a missing tensor,
 // a tensor of the wrong shape or dtype, a tensor the config does not have (a checkpoint of another config), a
 // truncated file, a non-finite value.
-BrainModel load_released_checkpoint(const std::string& dir);
+std::unique_ptr<BrainModel> load_released_checkpoint(const std::string& dir, const Placement& placement = {});
 
 // Only the config.json of a checkpoint folder.
 ModelConfig read_checkpoint_config(const std::string& dir);

@@ -26,7 +26,6 @@
 #include <fstream>
 
 #include "io/h5_handles.h"
-#include "model/params.h"
 #include "base/error.h"
 #include "base/hash.h"
 #include "runtime/world.h"
@@ -158,8 +157,8 @@ struct Moments {
 // Checks t against itself and the other ranks; "" or the reason (after every rank took part).
 std::string check_tensors(const Ranks& r, const CheckpointTensors& t, const std::string& path, Moments& mo) {
   std::string bad;
-  const int64_t A = t.layout ? t.layout->total() : 0;
-  if (!t.layout) bad = path + ": no parameter layout given";
+  const int64_t A = t.arena_size;
+  if (t.tensors.empty()) bad = path + ": no parameter table given";
   else if (!t.params || ((!t.m || !t.v) && !(t.shard_begin >= 0 && t.shard_begin == t.shard_end)))
     bad = path + ": a null parameter or moment arena";
   mo.sharded = t.shard_begin >= 0 || t.shard_end >= 0;
@@ -167,7 +166,7 @@ std::string check_tensors(const Ranks& r, const CheckpointTensors& t, const std:
     bad = path + ": moment shard [" + std::to_string(t.shard_begin) + ", " + std::to_string(t.shard_end) +
           ") is not inside the arena [0, " + std::to_string(A) + ")";
   if (bad.empty())
-    for (const auto& p : t.layout->params())
+    for (const auto& p : t.tensors)
       if (p.name.empty() || p.name.find('/') != std::string::npos || p.name == "." || p.name == "..") {
         bad = path + ": tensor name '" + p.name + "' cannot be an HDF5 dataset name";
         break;
@@ -195,7 +194,7 @@ std::string check_tensors(const Ranks& r, const CheckpointTensors& t, const std:
 }
 
 // Rank owning tensor p (the rank whose even part of the arena holds its first value): it writes and verifies it.
-int owner(const model::ParamInfo& p, int64_t arena, int ranks) {
+int owner(const NamedTensor& p, int64_t arena, int ranks) {
   for (int r = ranks - 1; r > 0; --r)
     if (p.offset >= scaled(arena, r, ranks)) return r;
   return 0;
@@ -469,8 +468,8 @@ std::string write_train_checkpoint(const std::string& dir, const CheckpointTenso
   r.agree(check_state(r, s, path));
   std::string metrics = s.metrics_jsonl;
   r.broadcast(metrics);
-  const auto& params = t.layout->params();
-  const int64_t A = t.layout->total();
+  const auto& params = t.tensors;
+  const int64_t A = t.arena_size;
   std::vector<uint64_t> sums(params.size() + 2, 0);  // each tensor, then m and v
   for (size_t k = 0; k < params.size(); ++k)
     if (owner(params[k], A, r.size) == r.rank) sums[k] = checksum(t.params + params[k].offset, 0, params[k].size);
@@ -603,8 +602,8 @@ TrainState read_train_checkpoint(const std::string& path, const CheckpointTensor
   const Ranks r = ranks();
   Moments mo;
   r.agree(check_tensors(r, t, path, mo));
-  const auto& params = t.layout->params();
-  const int64_t A = t.layout->total();
+  const auto& params = t.tensors;
+  const int64_t A = t.arena_size;
   const int64_t pieces = r.max(std::max<int64_t>(1, (mo.held.size() + kPiece - 1) / kPiece));
 
   File f;
@@ -661,7 +660,7 @@ TrainState read_train_checkpoint(const std::string& path, const CheckpointTensor
       for (hsize_t i = 0; i < info.nlinks && extra.empty(); ++i) {
         char buf[1024] = {};
         H5Lget_name_by_idx(group.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, buf, sizeof buf, H5P_DEFAULT);
-        if (!t.layout->has(buf)) extra = buf;
+        if (!t.has(buf)) extra = buf;
       }
       fail(path, ": tensor '", extra, "' of the checkpoint is not in the model (a checkpoint of another model config?)");
     }
@@ -744,7 +743,7 @@ TrainState read_train_checkpoint(const std::string& path, const CheckpointTensor
   r.agree(reason);
 
   // The padding between tensors is not stored: zero it, so every rank's arena is the same bytes.
-  std::vector<const model::ParamInfo*> by_offset;
+  std::vector<const NamedTensor*> by_offset;
   for (const auto& p : params) by_offset.push_back(&p);
   std::sort(by_offset.begin(), by_offset.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
   int64_t at = 0;

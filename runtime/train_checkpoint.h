@@ -15,15 +15,9 @@
 // ranks that disagree on the training state.
 #pragma once
 
-#ifdef BFM_WITH_HDF5
-
 #include <cstdint>
 #include <string>
 #include <vector>
-
-namespace bfm::model {
-class ParamLayout;
-}
 
 namespace bfm::runtime {
 
@@ -37,15 +31,32 @@ struct TrainState {  // what a resume needs, beyond the parameters
   int world_size = 1;  // ranks that wrote it: filled in by the writer (the value passed in is ignored)
 };
 
+// One tensor of the arena: its name, shape and place (in floats). runtime/ knows no model: the model hands its
+// layout over as this table (model::BrainModel::checkpoint_tensors).
+struct NamedTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t offset = 0, size = 0;
+};
+
 struct CheckpointTensors {  // the arenas, full size on every rank (data-parallel replicas) unless sharded
-  const model::ParamLayout* layout = nullptr;  // names, shapes, offsets
-  float* params = nullptr;                      // layout->total() floats, the same on every rank
-  float* m = nullptr;                           // AdamW moments: layout->total() floats, or the shard below
+  std::vector<NamedTensor> tensors;  // in arena order
+  int64_t arena_size = 0;            // floats (tensors plus any padding between them)
+  float* params = nullptr;           // arena_size floats, the same on every rank
+  float* m = nullptr;                // AdamW moments: arena_size floats, or the shard below
   float* v = nullptr;
   // ZeRO-1: when set, m and v hold only [shard_begin, shard_end) of the arena on this rank: one contiguous range per
   // rank, ranks in order, together covering [0, arena) (checked). Either every rank is sharded or none is.
   int64_t shard_begin = -1, shard_end = -1;
+
+  bool has(const std::string& name) const {
+    for (const NamedTensor& t : tensors)
+      if (t.name == name) return true;
+    return false;
+  }
 };
+
+#ifdef BFM_WITH_HDF5
 
 // Writes dir/ckpt-<step, 8 digits>.h5 (every rank calls it): first as dir/.ckpt-<step>.h5.partial, which rank 0
 // renames after every rank has flushed it and it is fsynced; then dir/latest (the file name, one line) is replaced
@@ -60,7 +71,7 @@ std::string latest_train_checkpoint(const std::string& dir);
 
 // Reads the checkpoint into t (every rank; collectively under MPI): full parameters (the arena's padding between
 // tensors is zeroed), moments full or this rank's shard. Checks the tensors' names, shapes and offsets and the arena
-// size against t.layout (a checkpoint of another model config is an error naming the file and the first tensor that
+// size against t.tensors (a checkpoint of another model config is an error naming the file and the first tensor that
 // differs) and every checksum. Returns the state.
 TrainState read_train_checkpoint(const std::string& path, const CheckpointTensors& t);
 

@@ -23,10 +23,7 @@
 #include "model/checkpoint.h"
 #include "runtime/comm.h"
 #include "runtime/progress.h"
-#ifdef BFM_WITH_CUDA
-#include "model/cuda/cuda_model.h"
-#include "runtime/device.h"
-#endif
+#include "model/placement.h"
 #endif
 
 namespace bfm::launch {
@@ -135,7 +132,7 @@ Command add_eval_command(CLI::App& app) {
     }
     auto comm = runtime::make_communicator("auto", false);
     const bool lead = comm->rank() == 0;
-    const model::BrainModel pretrained = model::load_released_checkpoint(opt->checkpoint);
+    const std::unique_ptr<model::BrainModel> pretrained = model::load_released_checkpoint(opt->checkpoint);
     eval::EvalOptions options;
     options.tasks = split_list(opt->tasks);
     for (const auto& t : options.tasks)
@@ -161,17 +158,17 @@ Command add_eval_command(CLI::App& app) {
     options.device = opt->device;
     if (!opt->no_predictions) options.predictions_dir = (fs::path(opt->out) / "predictions").string();
     eval::EvalDataOptions d;
-    d.window = pretrained.config().window;
+    d.window = pretrained->config().window;
     d.max_held_out = opt->held_out;
     d.max_population = opt->population;
     if (lead) runtime::log_line("eval: reading " + opt->corpus);
     const eval::EvalData data = eval::load_eval_data(opt->corpus, d);
-    require(pretrained.config().n_parcels == data.n_parcels, opt->checkpoint, ": takes ",
-            pretrained.config().n_parcels, " parcels, but the corpus ", opt->corpus, " has ", data.n_parcels,
+    require(pretrained->config().n_parcels == data.n_parcels, opt->checkpoint, ": takes ",
+            pretrained->config().n_parcels, " parcels, but the corpus ", opt->corpus, " has ", data.n_parcels,
             " (a checkpoint of another atlas?)");
 
     eval::EvalModels models;
-    models.pretrained = &pretrained;
+    models.pretrained = pretrained.get();
     std::vector<std::unique_ptr<model::BrainModel>> owned;
     nlohmann::json provenance = {{"corpus", opt->corpus}, {"checkpoint", opt->checkpoint}, {"ranks", comm->size()}};
     auto add_given = [&](const std::vector<std::string>& specs, std::map<std::string, const model::BrainModel*>& to,
@@ -182,7 +179,7 @@ Command add_eval_command(CLI::App& app) {
         const std::string task = spec.substr(0, eq), dir = spec.substr(eq + 1);
         require(task == "category" || task == "embedding", "--", what, " ", spec, ": task '", task,
                 "' (fine-tuned models serve category or embedding)");
-        owned.push_back(std::make_unique<model::BrainModel>(model::load_released_checkpoint(dir)));
+        owned.push_back(model::load_released_checkpoint(dir));
         require(owned.back()->config().n_parcels == data.n_parcels && owned.back()->config().window == data.window,
                 dir, ": a checkpoint of another input shape than ", opt->checkpoint);
         to[task] = owned.back().get();
@@ -206,15 +203,13 @@ Command add_eval_command(CLI::App& app) {
           fo.steps = opt->finetune_steps;
           fo.seed = opt->seed;
           fo.verbose = true;
-          fo.device = opt->device == "cuda" ? "cuda" : "cpu";
-#ifdef BFM_WITH_CUDA
-          if (opt->device == "auto" && runtime::cuda_device_count() > 0 &&
-              model::GpuBrainModel::unsupported(pretrained.config()).empty())
-            fo.device = "cuda";
-#endif
-          model::BrainModel init(pretrained.config());
-          if (scratch) init.initialize(opt->seed + 1);
-          else std::copy_n(pretrained.params(), pretrained.arena_size(), init.params());
+          fo.device = opt->device;
+          std::unique_ptr<model::BrainModel> fresh;
+          if (scratch) {
+            fresh = model::make_model(pretrained->config(), model::Placement::cpu());
+            fresh->initialize(opt->seed + 1);
+          }
+          const model::BrainModel& init = scratch ? *fresh : *pretrained;
           if (lead) runtime::log_line(std::string("eval: ") + (scratch ? "training from scratch" : "fine-tuning") +
                                       " for " + task);
           FinetuneResult r = finetune(init, data, fo, *comm);

@@ -10,7 +10,6 @@
 
 #include "launch/cli/commands.h"
 #include "launch/train/model_card.h"
-#include "model/cpu/cpu_model.h"
 #include "model/checkpoint.h"
 #include "base/error.h"
 #include "runtime/optimizer.h"
@@ -47,10 +46,9 @@ int run_export(const std::string& run_dir, std::string checkpoint, std::string o
   nlohmann::json model_json = run_json;
   for (const char* k : {"batch_size", "seed", "data"}) model_json.erase(k);
   const model::ModelConfig config = model::from_checkpoint_json(model_json, config_path.string());
-  model::BrainModel model(config);
-  std::vector<float> m(model.arena_size()), v(model.arena_size());
-  runtime::CheckpointTensors tensors{&model.layout(), model.params(), m.data(), v.data()};
-  const runtime::TrainState state = runtime::read_train_checkpoint(checkpoint, tensors);
+  const std::unique_ptr<model::BrainModel> model = model::make_model(config, model::Placement::cpu());
+  const runtime::TrainState state = runtime::read_train_checkpoint(checkpoint, model->checkpoint_tensors());
+  model->checkpoint_loaded();
   require(nlohmann::json::parse(state.config_json) == run_json, checkpoint, ": written by another run than ",
           config_path.string(), " describes");
 
@@ -71,9 +69,9 @@ int run_export(const std::string& run_dir, std::string checkpoint, std::string o
     card.plot_file = "loss.png";
   }
   files["README.md"] = model_card(card);
-  model::BrainModel out_model(released);
-  std::copy(model.params(), model.params() + model.arena_size(), out_model.params());
-  model::save_released_checkpoint(out, out_model, files);
+  const std::unique_ptr<model::BrainModel> out_model = model::make_model(released, model::Placement::cpu());
+  out_model->load_params(model->params_copy().data());
+  model::save_released_checkpoint(out, *out_model, files);
   runtime::log_line("released checkpoint: " + out + " (model.safetensors, config.json, README.md" +
                     (plot.empty() ? "" : ", loss.png") + ") from " + checkpoint + ", step " +
                     std::to_string(state.step));

@@ -53,7 +53,9 @@ Command add_finetune_command(CLI::App& app) {
   cmd->add_option("--lr", o.lr, "Encoder learning rate")->capture_default_str();
   cmd->add_option("--head-lr", o.head_lr, "Task head learning rate")->capture_default_str();
   cmd->add_option("--seed", o.seed, "Seed (batches, head initialisation, --scratch weights)")->capture_default_str();
-  cmd->add_option("--device", o.device, "cpu | cuda (one GPU per rank: rank r takes GPU r % count)")->capture_default_str();
+  cmd->add_option("--device", o.device, "cpu | cuda | auto (one GPU per rank: its node-local rank picks it)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
 #endif
   return [opt]() -> int {
 #ifndef BFM_WITH_HDF5
@@ -62,15 +64,15 @@ Command add_finetune_command(CLI::App& app) {
     namespace fs = std::filesystem;
     auto comm = runtime::make_communicator("auto", false);
     const bool lead = comm->rank() == 0;
-    model::BrainModel init = model::load_released_checkpoint(opt->checkpoint);
-    if (opt->scratch) init.initialize(opt->options.seed + 1);
+    const std::unique_ptr<model::BrainModel> init = model::load_released_checkpoint(opt->checkpoint);
+    if (opt->scratch) init->initialize(opt->options.seed + 1);
     eval::EvalDataOptions d;
-    d.window = init.config().window;
+    d.window = init->config().window;
     d.max_population = opt->population;
     d.load_held_out = false;  // only the pre-training subjects are trained on
     const eval::EvalData data = eval::load_eval_data(opt->corpus, d);
     opt->options.verbose = true;
-    const FinetuneResult result = finetune(init, data, opt->options, *comm);
+    const FinetuneResult result = finetune(*init, data, opt->options, *comm);
     if (lead) {
       save_finetuned(opt->out, result, opt->options, opt->scratch ? std::string("scratch") : opt->checkpoint);
       runtime::log_line("fine-tuned checkpoint: " + opt->out + " (model.safetensors, config.json, task_head.safetensors, task.json)");

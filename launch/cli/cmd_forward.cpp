@@ -9,9 +9,7 @@
 #include "model/checkpoint.h"
 #include "runtime/device.h"
 #include "base/error.h"
-#ifdef BFM_WITH_CUDA
-#include "model/cuda/cuda_model.h"
-#endif
+#include "model/placement.h"
 #include "runtime/progress.h"
 #include "runtime/safetensors.h"
 
@@ -43,15 +41,19 @@ void write_losses(io::H5ArrayWriter& out, const model::Losses& losses) {
 }
 
 void write_grads(const std::string& path, const model::BrainModel& model) {
+  std::vector<float> grads(size_t(model.arena_size()));
+  model.store_grads(grads.data());
   std::vector<runtime::TensorRef> tensors;
-  for (const auto& p : model.layout().params()) tensors.push_back({p.name, p.shape, model.grads() + p.offset});
+  for (const auto& p : model.layout().params()) tensors.push_back({p.name, p.shape, grads.data() + p.offset});
   runtime::write_safetensors(path, tensors, {{"format", "pt"}, {"what", "d loss_total / d parameter"}});
 }
 
 int run_forward(const std::string& checkpoint, const std::string& input, const std::string& output,
                 const std::string& grads_path, const std::string& device, const std::string& precision) {
-  model::BrainModel model = model::load_released_checkpoint(checkpoint);
-  const model::ModelConfig& c = model.config();
+  const model::ModelConfig c = model::read_checkpoint_config(checkpoint);
+  const model::Placement placement =
+      model::choose_placement(c, device, model::parse_precision(precision), "bfm forward --device");
+  const std::unique_ptr<model::BrainModel> model = model::load_released_checkpoint(checkpoint, placement);
   const int T = c.window, P = c.n_parcels, L = c.patch_len, N = c.n_tokens(), D = c.d_model;
 
   io::H5ArrayReader in(input);
@@ -88,55 +90,21 @@ int run_forward(const std::string& checkpoint, const std::string& input, const s
   batch.x = x.data.data();
   batch.mask = mask.data.empty() ? nullptr : mask.data.data();
   batch.stim = (c.contrastive && !stim.data.empty()) ? stim.data.data() : nullptr;
+  // With --grads, forward and backward in one pass (the loss the inputs allow); otherwise forward only.
   const bool want_grads = !grads_path.empty();
-#ifdef BFM_WITH_CUDA
-  if (device != "cpu") {
-    const std::string gap = model::GpuBrainModel::unsupported(c);
-    const bool have = runtime::cuda_device_count() > 0;
-    require(device == "auto" || have, "bfm forward --device cuda: this machine has no CUDA GPU (",
-            runtime::describe_devices(), ")");
-    require(device == "auto" || gap.empty(), checkpoint, ": cannot run on the GPU: ", gap);
-    if (have && gap.empty()) {
-      model::GpuBrainModel gpu(c, model::parse_gpu_precision(precision));
-      gpu.load_params(model.params());
-      const model::Losses losses = want_grads && (c.mae ? batch.mask != nullptr : true)
-                                       ? gpu.forward_backward(batch, 1.0f, input)
-                                       : gpu.forward(batch, input);
-      io::H5ArrayWriter out(output);
-      out.write_f32("encoder_out", {B, gpu.encoder_tokens(), D}, gpu.encoder_out().data());
-      out.write_f32("pooled", {B, D}, gpu.pooled().data());
-      if (const auto r = gpu.reconstruction(); !r.empty()) out.write_f32("reconstruction", {B, N, L}, r.data());
-      if (const auto n = gpu.next_prediction(); !n.empty()) out.write_f32("next_pred", {B, N, L}, n.data());
-      write_losses(out, losses);
-      if (want_grads) {
-        require(losses.total.has_value(), input, ": --grads needs a loss, and these inputs allow none (",
-                c.mae ? "an mae model needs 'mask'" : "", c.contrastive ? "; contrastive needs 'stim'" : "", ")");
-        gpu.store_grads(model.grads());
-        write_grads(grads_path, model);
-      }
-      out.commit();
-      return 0;
-    }
-  }
-#else
-  require(device != "cuda", "bfm forward --device cuda: this bfm was built without CUDA");
-  (void)precision;
-#endif
-  const model::Losses losses = model.forward(batch, input);
-
+  const model::Losses losses = want_grads && (c.mae ? batch.mask != nullptr : true)
+                                   ? model->forward_backward(batch, 1.0f, {}, input)
+                                   : model->forward(batch, input);
   io::H5ArrayWriter out(output);
-  out.write_f32("encoder_out", {B, model.encoder_tokens(), D}, model.encoder_out().data());
-  out.write_f32("pooled", {B, D}, model.pooled().data());
-  if (!model.reconstruction().empty()) out.write_f32("reconstruction", {B, N, L}, model.reconstruction().data());
-  if (!model.next_prediction().empty()) out.write_f32("next_pred", {B, N, L}, model.next_prediction().data());
+  out.write_f32("encoder_out", {B, model->encoder_tokens(), D}, model->encoder_out().data());
+  out.write_f32("pooled", {B, D}, model->pooled().data());
+  if (const auto r = model->reconstruction(); !r.empty()) out.write_f32("reconstruction", {B, N, L}, r.data());
+  if (const auto n = model->next_prediction(); !n.empty()) out.write_f32("next_pred", {B, N, L}, n.data());
   write_losses(out, losses);
-
   if (want_grads) {
     require(losses.total.has_value(), input, ": --grads needs a loss, and these inputs allow none (",
             c.mae ? "an mae model needs 'mask'" : "", c.contrastive ? "; contrastive needs 'stim'" : "", ")");
-    model.zero_grads();
-    model.backward();
-    write_grads(grads_path, model);
+    write_grads(grads_path, *model);
   }
   out.commit();
   return 0;

@@ -22,11 +22,11 @@ Command add_init_command(CLI::App& app) {
   cmd->add_option("--set", opt->overrides, "Override a config key, e.g. --set model.d_model=256 (repeatable)");
   return [opt] {
     const RunConfig rc = load_run_config(opt->config, opt->overrides);
-    model::BrainModel model(rc.model);
-    model.initialize(opt->seed);
-    model::save_released_checkpoint(opt->out, model);
-    runtime::log_line("wrote " + opt->out + " (" + std::to_string(model.layout().params().size()) + " tensors, " +
-                      std::to_string(model.arena_size()) + " floats)");
+    const std::unique_ptr<model::BrainModel> model = model::make_model(rc.model, model::Placement::cpu());
+    model->initialize(opt->seed);
+    model::save_released_checkpoint(opt->out, *model);
+    runtime::log_line("wrote " + opt->out + " (" + std::to_string(model->layout().params().size()) + " tensors, " +
+                      std::to_string(model->arena_size()) + " floats)");
     return 0;
   };
 }

@@ -25,7 +25,7 @@ namespace {
 
 int run(const RunConfig& rc) {
   namespace fs = std::filesystem;
-  train_on_gpu(rc);  // a GPU asked for and missing is an error before anything is written
+  run_placement(rc);  // a GPU asked for and missing is an error before anything is written
   const bool lead = runtime::world().rank == 0;
   if (lead) {
     fs::create_directories(fs::path(rc.train.out) / "checkpoints");
@@ -54,8 +54,9 @@ int run(const RunConfig& rc) {
   released.train_steps = result.steps_done;
   released.train_datasets = {rc.data.source == "corpus" ? fs::path(rc.data.corpus).filename().string()
                                                         : std::string("synthetic-windows")};
-  model::BrainModel out_model(released);
-  std::copy(result.model->params(), result.model->params() + result.model->arena_size(), out_model.params());
+  // The trained weights under the released config (its provenance fields), on the host.
+  const std::unique_ptr<model::BrainModel> out_model = model::make_model(released, model::Placement::cpu());
+  out_model->load_params(result.model->params_copy().data());
   const std::string checkpoint = (fs::path(rc.train.out) / "checkpoint").string();
   CardInputs card;
   card.config = released;
@@ -72,7 +73,7 @@ int run(const RunConfig& rc) {
     card.plot_file = "loss.png";
   }
   files["README.md"] = model_card(card);
-  model::save_released_checkpoint(checkpoint, out_model, files);
+  model::save_released_checkpoint(checkpoint, *out_model, files);
   runtime::log_line("released checkpoint: " + checkpoint + " (model.safetensors, config.json, README.md" +
                     (card.plot_file.empty() ? "" : ", loss.png") + ")");
   return 0;

@@ -16,10 +16,7 @@
 #include "base/error.h"
 #include "runtime/progress.h"
 #include "base/rng.h"
-#ifdef BFM_WITH_CUDA
-#include "model/cuda/cuda_model.h"
-#include "runtime/device.h"
-#endif
+#include "model/placement.h"
 
 namespace bfm::launch::eval {
 
@@ -87,43 +84,15 @@ std::vector<double> window_features(const model::BrainModel& source, const EvalD
   const model::ModelConfig& c = source.config();
   const int64_t T = c.window, P = c.n_parcels, D = c.d_model, nt = c.n_time();
   const int64_t width = nt * D;
-  bool gpu = false;
-#ifdef BFM_WITH_CUDA
-  const int devices = runtime::cuda_device_count();
-  gpu = device == "cuda" || (device == "auto" && devices > 0 && model::GpuBrainModel::unsupported(c).empty());
-  require(!gpu || devices > 0, "eval: --device cuda, but this machine has no usable GPU");
-#else
-  require(device != "cuda", "eval: --device cuda, but this build has no CUDA (BFM_WITH_CUDA=OFF)");
-#endif
-  // The forward of one batch of windows, on the device chosen: [b, N, D] encoder output.
-  std::function<const std::vector<float>&(const model::Batch&)> encode;
-  std::unique_ptr<model::BrainModel> cpu;
-#ifdef BFM_WITH_CUDA
-  std::unique_ptr<model::GpuBrainModel> dev;
-  std::vector<float> dev_out;
-  if (gpu) {
-    runtime::select_cuda_device(comm.rank() % devices);
-    dev = std::make_unique<model::GpuBrainModel>(c, model::GpuPrecision::fp32);  // features as the CPU's, to 1e-5
-    dev->load_params(source.params());
-    encode = [&](const model::Batch& b) -> const std::vector<float>& {
-      dev->forward(b, "eval window");
-      dev_out = dev->encoder_out();
-      return dev_out;
-    };
-  }
-#endif
-  if (!gpu) {
-    cpu = std::make_unique<model::BrainModel>(c);
-    std::copy_n(source.params(), source.arena_size(), cpu->params());
-    encode = [&](const model::Batch& b) -> const std::vector<float>& {
-      cpu->forward(b, "eval window");
-      return cpu->encoder_out();
-    };
-  }
+  // Features in float32 wherever they are computed, so that a GPU's match the CPU's to about 1e-5.
+  const model::Placement placement = model::choose_placement(c, device, model::Precision::fp32, "eval --device");
+  const std::unique_ptr<model::BrainModel> encoder = model::make_model(c, placement);
+  encoder->load_params(source.params_copy().data());
   std::vector<float> out(windows.size() * size_t(width), 0.0f);
   // Windows per forward: 32 on the CPU; on the GPU as many as keep a batch near 32k tokens (the model keeps every
   // layer's activations), at least 1 and at most 256.
-  const int batch = gpu ? int(std::clamp<int64_t>(32768 / std::max<int64_t>(1, c.n_tokens()), 1, 256)) : 32;
+  const int batch =
+      placement.gpu ? int(std::clamp<int64_t>(32768 / std::max<int64_t>(1, c.n_tokens()), 1, 256)) : 32;
   std::vector<float> x(static_cast<size_t>(batch) * T * P);
   std::vector<size_t> mine;
   for (size_t w = size_t(comm.rank()); w < windows.size(); w += size_t(comm.size())) mine.push_back(w);
@@ -137,7 +106,8 @@ std::vector<double> window_features(const model::BrainModel& source, const EvalD
     in.size = int(b);
     in.x = x.data();
     in.encoder_only = true;
-    const std::vector<float>& enc = encode(in);  // [b, N, D], token j * P + p
+    encoder->forward(in, "eval window");
+    const std::vector<float> enc = encoder->encoder_out();  // [b, N, D], token j * P + p
     for (size_t i = 0; i < b; ++i) {
       float* f = &out[mine[first + i] * size_t(width)];
       for (int64_t j = 0; j < nt; ++j)
@@ -633,11 +603,11 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
       note("retrieval: no zero-shot `clip` row, the checkpoint was not pre-trained with the contrastive objective");
     } else {
       // brain side: brain_proj(pooled); stimulus side: stim_proj(s); cosine similarity as in training.
-      model::BrainModel m(mc);
-      std::copy_n(models.pretrained->params(), models.pretrained->arena_size(), m.params());
+      const std::vector<float> params = models.pretrained->params_copy();
+      const model::ParamLayout& layout = models.pretrained->layout();
       const int D = mc.d_model, E = mc.proj_dim;
-      const float* wb = m.params() + m.layout().offset("brain_proj.weight");
-      const float* ws = m.params() + m.layout().offset("stim_proj.weight");
+      const float* wb = params.data() + layout.offset("brain_proj.weight");
+      const float* ws = params.data() + layout.offset("stim_proj.weight");
       const auto& feat = features["pretrained"].x;  // per time patch means; pooled = their mean
       const int nt = mc.n_time();
       for (size_t hi = size_t(comm.rank()); hi < held.size(); hi += size_t(comm.size())) {

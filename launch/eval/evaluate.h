@@ -30,7 +30,7 @@
 #include <vector>
 
 #include "launch/eval/data.h"
-#include "model/cpu/cpu_model.h"
+#include "model/brain_model.h"
 #include "runtime/comm.h"
 
 namespace bfm::launch::eval {

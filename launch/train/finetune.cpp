@@ -11,14 +11,12 @@
 #include "model/checkpoint.h"
 #include "base/error.h"
 #include "base/hash.h"
+#include "launch/train/step_engine.h"
+#include "model/placement.h"
 #include "runtime/optimizer.h"
 #include "runtime/progress.h"
 #include "base/rng.h"
 #include "runtime/safetensors.h"
-#ifdef BFM_WITH_CUDA
-#include "model/cuda/cuda_model.h"
-#include "runtime/device.h"
-#endif
 
 namespace bfm::launch {
 
@@ -27,7 +25,9 @@ namespace fs = std::filesystem;
 
 // A uniform number in [0, 1) from a subject id alone (FNV-1a, then the splitmix64 finalizer: FNV's high bits barely
 // differ between ids that differ in their last characters): the validation hold-back depends on the id only.
-double id_uniform(const std::string& s) { return unit_interval(mix64(fnv1a64(s))); }
+// The FNV basis here is 1469598103934665603 (the standard one, 14695981039346656037, without its last digit): kept,
+// because another would move subjects between the hold-back and training and change every fine-tuned result.
+double id_uniform(const std::string& s) { return unit_interval(mix64(fnv1a64(s, 1469598103934665603ULL))); }
 
 struct Rows {
   std::vector<int64_t> trials;  // indices into data.trials
@@ -39,81 +39,6 @@ struct Targets {
   bool classes = false;
   std::vector<float> mean, scale;  // embedding standardisation (training trials)
 };
-
-// The model side of a step, CPU or GPU: pooled embeddings of a batch, then the gradient sent back from them.
-class Encoder {
- public:
-  virtual ~Encoder() = default;
-  virtual std::vector<float> pooled(const model::Batch& batch) = 0;  // [B, D]
-  virtual void backward(const float* d_pooled) = 0;
-  virtual void zero_grads() = 0;
-  virtual float* host_grads() = 0;                      // summed over ranks in place by the caller
-  virtual double step(double lr, double grad_scale) = 0;  // AdamW on the (already summed) gradient; its norm
-  virtual void store(model::BrainModel& out) = 0;
-};
-
-class CpuEncoder : public Encoder {
- public:
-  CpuEncoder(model::BrainModel& m, const runtime::AdamWConfig& opt) : m_(m), adamw_(m.arena_size(), segments(m), opt) {}
-  static std::vector<runtime::ArenaSegment> segments(const model::BrainModel& m) {
-    std::vector<runtime::ArenaSegment> s;
-    for (const auto& p : m.layout().params()) s.push_back({p.offset, p.size, p.weight_decay});
-    return s;
-  }
-  std::vector<float> pooled(const model::Batch& batch) override {
-    m_.forward(batch, "fine-tuning batch");
-    return m_.pooled();
-  }
-  void backward(const float* d_pooled) override { m_.backward_pooled(d_pooled); }
-  void zero_grads() override { m_.zero_grads(); }
-  float* host_grads() override { return m_.grads(); }
-  double step(double lr, double grad_scale) override {
-    if (grad_scale != 1.0)
-      for (int64_t i = 0; i < m_.arena_size(); ++i) m_.grads()[i] *= float(grad_scale);
-    return adamw_.step(m_.params(), m_.grads(), lr);
-  }
-  void store(model::BrainModel& out) override {
-    if (&out != &m_) std::copy_n(m_.params(), m_.arena_size(), out.params());
-  }
-
- private:
-  model::BrainModel& m_;
-  runtime::AdamW adamw_;
-};
-
-#ifdef BFM_WITH_CUDA
-// The model on this rank's GPU (bf16 with fp32 master weights and moments); the task head stays on the host. With
-// several ranks the gradient goes through the host for the all-reduce (host_grads, then step uploads it back).
-class GpuEncoder : public Encoder {
- public:
-  GpuEncoder(model::BrainModel& m, const runtime::AdamWConfig& opt)
-      : m_(m), g_(m.config(), model::GpuPrecision::bf16, opt) {
-    g_.load_params(m.params());
-  }
-  std::vector<float> pooled(const model::Batch& batch) override { return g_.forward_pooled(batch, "fine-tuning batch"); }
-  void backward(const float* d_pooled) override { g_.backward_pooled(d_pooled); }
-  void zero_grads() override {
-    g_.zero_grads();
-    downloaded_ = false;
-  }
-  float* host_grads() override {
-    g_.store_grads(m_.grads());
-    downloaded_ = true;
-    return m_.grads();
-  }
-  double step(double lr, double grad_scale) override {
-    require(grad_scale == 1.0, "finetune: a gradient scale on the GPU path");
-    if (downloaded_) g_.load_grads(m_.grads());
-    return g_.optimizer_step(lr);
-  }
-  void store(model::BrainModel& out) override { g_.store_params(out.params()); }
-
- private:
-  model::BrainModel& m_;
-  model::GpuBrainModel g_;
-  bool downloaded_ = false;
-};
-#endif
 
 }  // namespace
 
@@ -127,11 +52,9 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
           "' (category | embedding)");
   require(options.batch_size % comm.size() == 0, "finetune: the batch size ", options.batch_size,
           " is not a multiple of the ", comm.size(), " ranks");
-  require(options.device == "cpu" || options.device == "cuda", "finetune: device '", options.device,
-          "' (cpu | cuda)");
-#ifndef BFM_WITH_CUDA
-  require(options.device == "cpu", "finetune: --device cuda, but this build has no CUDA (BFM_WITH_CUDA=OFF)");
-#endif
+  // One GPU per rank (bf16 with fp32 master weights and moments), chosen by its node-local rank.
+  const model::Placement placement =
+      model::choose_placement(config, options.device, model::Precision::bf16, "finetune --device");
   Stopwatch clock;
 
   // Training and validation trials: population subjects only, the hold-back chosen by the subject id's hash.
@@ -180,24 +103,15 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
   }
 
   FinetuneResult result;
-  result.model = std::make_unique<model::BrainModel>(config);
-  std::copy_n(init.params(), init.arena_size(), result.model->params());
-  model::BrainModel& m = *result.model;
   runtime::AdamWConfig opt;
   opt.lr = options.lr;
   opt.weight_decay = options.weight_decay;
-  std::unique_ptr<Encoder> enc;
-#ifdef BFM_WITH_CUDA
-  if (options.device == "cuda") {
-    const int devices = runtime::cuda_device_count();
-    require(devices > 0, "finetune: --device cuda, but this machine has no usable GPU");
-    runtime::select_cuda_device(comm.rank() % devices);  // one GPU per rank on a node (ranks fill nodes in order)
-    const std::string why = model::GpuBrainModel::unsupported(config);
-    require(why.empty(), "finetune: the model cannot run on the GPU: ", why);
-    enc = std::make_unique<GpuEncoder>(m, opt);
-  }
-#endif
-  if (!enc) enc = std::make_unique<CpuEncoder>(m, opt);
+  result.model = model::make_model(config, placement, opt);
+  model::BrainModel& m = *result.model;
+  m.load_params(init.params_copy().data());
+  StepOptions so;
+  so.reduction = StepOptions::Reduction::sum;  // each rank's loss is divided by the global batch already
+  StepEngine engine(m, comm, so);
 
   const int D = config.d_model, O = tg.outputs;
   TaskHead& head = result.head;
@@ -219,6 +133,7 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
   head_opt.lr = options.head_lr;
   head_opt.grad_clip = 0;  // the encoder's clipping covers the model; the head's norm is reported with it
   runtime::AdamW head_adamw(head_size, {{0, int64_t(O) * D, true}, {int64_t(O) * D, O, false}}, head_opt);
+  engine.attach({head_params.data(), head_grads.data(), head_size, &head_adamw});
 
   const int64_t T = config.window, P = config.n_parcels;
   const int ranks = comm.size(), rank = comm.rank();
@@ -291,7 +206,8 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
     double sums[2] = {0, 0};
     for (int64_t first = rank * local; first < n; first += int64_t(local) * ranks) {
       std::vector<int64_t> rows(valid.trials.begin() + first, valid.trials.begin() + std::min(n, first + local));
-      const auto pooled = enc->pooled(fill(rows));
+      m.forward(fill(rows), "fine-tuning batch");
+      const auto pooled = m.pooled();
       int64_t correct = 0;
       sums[0] += head_loss(pooled, rows, 1.0, nullptr, nullptr, &correct);
       sums[1] += double(correct);
@@ -319,21 +235,19 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
       const int64_t pick = train.trials[rng.below(train.trials.size())];
       if (i / local == rank) rows[size_t(i % local)] = pick;
     }
-    enc->zero_grads();
-    std::fill(head_grads.begin(), head_grads.end(), 0.0f);
-    const auto pooled = enc->pooled(fill(rows));
-    double loss = head_loss(pooled, rows, double(options.batch_size), &d_pooled, &head_grads, nullptr);
-    enc->backward(d_pooled.data());
-    // Sum over ranks: the model's gradient (host), the head's, and the loss.
-    if (ranks > 1) {
-      comm.allreduce_sum(enc->host_grads(), m.arena_size());
-      comm.allreduce_sum(head_grads.data(), head_size);
-    }
-    comm.allreduce_sum_host(&loss, 1);
-    const double lr_scale =
-        runtime::learning_rate(1.0, step, options.warmup_steps, options.steps, 0.1);
-    const double grad_norm = enc->step(options.lr * lr_scale, 1.0);
-    head_adamw.step(head_params.data(), head_grads.data(), options.head_lr * lr_scale);
+    const double lr_scale = runtime::learning_rate(1.0, step, options.warmup_steps, options.steps, 0.1);
+    const StepResult r = engine.step(
+        1,
+        [&](int, float scale, const model::ReadyHook& on_ready) {
+          m.forward(fill(rows), "fine-tuning batch");
+          model::Losses l;
+          l.total = head_loss(m.pooled(), rows, double(options.batch_size), &d_pooled, &head_grads, nullptr);
+          m.backward_pooled(d_pooled.data(), scale, on_ready);
+          return l;
+        },
+        options.lr * lr_scale, options.head_lr * lr_scale);
+    const double loss = r.losses.total.value_or(std::nan(""));
+    const double grad_norm = r.grad_norm;
     if (step == 0) result.first_train_loss = loss;
     result.last_train_loss = loss;
     result.steps = step + 1;
@@ -352,7 +266,6 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
     }
   }
   result.last_validation_loss = validate(&result.validation_accuracy);
-  enc->store(m);
   std::copy_n(head_params.begin(), int64_t(O) * D, head.weight.begin());
   std::copy_n(head_params.begin() + int64_t(O) * D, O, head.bias.begin());
   result.seconds = clock.seconds();

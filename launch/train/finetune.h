@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "launch/eval/data.h"
-#include "model/cpu/cpu_model.h"
+#include "model/brain_model.h"
 #include "runtime/comm.h"
 
 namespace bfm::launch {
@@ -33,7 +33,7 @@ struct FinetuneOptions {
   int64_t warmup_steps = 20;
   double validation_fraction = 0.15;  // of the pre-training subjects, held back to report a validation loss
   uint64_t seed = 0;
-  std::string device = "cpu";      // cpu | cuda
+  std::string device = "cpu";      // cpu | cuda | auto (model/placement.h)
   bool verbose = true;             // progress lines (rank 0)
   int64_t log_every = 20;
 };
@@ -46,7 +46,7 @@ struct TaskHead {
 };
 
 struct FinetuneResult {
-  std::unique_ptr<model::BrainModel> model;
+  std::unique_ptr<model::BrainModel> model;  // on the device it was trained on
   TaskHead head;
   double first_train_loss = 0, last_train_loss = 0;
   double first_validation_loss = 0, last_validation_loss = 0;

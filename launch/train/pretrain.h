@@ -1,7 +1,8 @@
 // The pre-training loop, data-parallel over the ranks of the world: each rank draws its part of every global batch
-// (synthetic windows, or a corpus through the prefetching loader), masks it, runs forward and backward over its
-// micro-batches (gradient accumulation), the gradients are averaged over ranks in buckets, then clipping and AdamW
-// with warm-up and cosine decay, identically on every rank. Progress lines and metrics (JSON lines) from rank 0, a
+// (launch/train/data_sources.h: synthetic windows, or a corpus through the prefetching loader), masks it, and the
+// step engine (launch/train/step_engine.h) runs forward and backward over its micro-batches, averages the gradients
+// over ranks and applies clipping and AdamW with warm-up and cosine decay, identically on every rank, on whichever
+// device the run is placed. Progress lines and metrics (JSON lines) from rank 0, a
 // fixed held-out batch evaluated every train.validate_every steps, training checkpoints every
 // train.checkpoint_every steps and on SIGUSR1/SIGTERM, resumed from by itself.
 #pragma once
@@ -12,12 +13,13 @@
 #include <vector>
 
 #include "launch/train/run_config.h"
-#include "model/cpu/cpu_model.h"
+#include "model/brain_model.h"
+#include "model/placement.h"
 
 namespace bfm::launch {
 
 struct TrainResult {
-  std::unique_ptr<model::BrainModel> model;
+  std::unique_ptr<model::BrainModel> model;  // on the device the run trained on
   model::Losses first, last;  // held-out losses at the (re)start and after the last step (last: not when stopped)
   int64_t skipped_steps = 0;  // updates skipped for a non-finite loss or gradient (over the whole run)
   int64_t steps_done = 0;     // optimizer steps completed, counting those before a resume
@@ -58,11 +60,9 @@ constexpr int kExitDiverged = 4;
 
 TrainResult pretrain(const RunConfig& config, const TrainOptions& options);
 
-// Whether train.device puts the run on the GPU; throws bfm::Error (naming the config) when it asks for a GPU this
-// build or machine does not have. pretrain() calls it too; commands call it first, before writing anything.
-bool train_on_gpu(const RunConfig& config);
-
-// ("loss", total), ("mae", ...), ... for the losses present.
-std::vector<std::pair<std::string, double>> named_losses(const model::Losses& losses);
+// Where train.device and train.precision put the run (model/placement.h); throws bfm::Error (naming the config)
+// when it asks for a GPU this build or machine does not have. pretrain() calls it too; commands call it first,
+// before writing anything.
+model::Placement run_placement(const RunConfig& config);
 
 }  // namespace bfm::launch

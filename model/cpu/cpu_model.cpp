@@ -12,26 +12,28 @@
 #include "model/masking.h"
 #include "base/error.h"
 #include "base/rng.h"
+#include "runtime/train_checkpoint.h"
 
 namespace bfm::model {
 
 namespace k = bfm::kernels::cpu;
 
-BrainModel::BrainModel(const ModelConfig& config)
-    : config_(config),
-      layout_((config.validate("model config"), config)),
+CpuBrainModel::CpuBrainModel(const ModelConfig& config, const runtime::AdamWConfig& optimizer)
+    : BrainModel(config),
       params_(layout_.total(), 0.0f),
       grads_(layout_.total(), 0.0f),
       encoder_(layout_, "", config.n_layers, config.d_model, config.n_heads, config.mlp_hidden(),
-               static_cast<float>(config.ln_eps)) {
+               static_cast<float>(config.ln_eps)),
+      adamw_(std::make_unique<runtime::AdamW>(layout_.total(), arena_segments(layout_), optimizer)) {
   if (config_.mae)
     decoder_ = std::make_unique<TransformerStack>(layout_, "decoder.", config_.decoder->n_layers,
                                                   config_.decoder->d_model, config_.decoder->n_heads,
                                                   config_.dec_mlp_hidden(), static_cast<float>(config_.ln_eps));
 }
 
-void BrainModel::set_contrastive_group(int rank, int ranks,
-                                       std::function<void(const float*, float*, int64_t)> allgather) {
+CpuBrainModel::~CpuBrainModel() = default;
+
+void CpuBrainModel::set_contrastive_group(int rank, int ranks, Allgather allgather) {
   require(ranks >= 1 && rank >= 0 && rank < ranks && (ranks == 1 || allgather), "set_contrastive_group: rank ", rank,
           " of ", ranks, (ranks > 1 && !allgather ? " without an all-gather" : ""));
   group_rank_ = rank;
@@ -39,14 +41,67 @@ void BrainModel::set_contrastive_group(int rank, int ranks,
   allgather_ = std::move(allgather);
 }
 
-void BrainModel::initialize(uint64_t seed) {
-  Rng rng(seed);
-  layout_.initialize(params_.data(), rng);
+void CpuBrainModel::load_params(const float* host) { std::copy_n(host, layout_.total(), params_.data()); }
+void CpuBrainModel::store_params(float* host) const { std::copy_n(params_.data(), layout_.total(), host); }
+void CpuBrainModel::zero_grads() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+void CpuBrainModel::store_grads(float* host) const { std::copy_n(grads_.data(), layout_.total(), host); }
+void CpuBrainModel::load_grads(const float* host) { std::copy_n(host, layout_.total(), grads_.data()); }
+
+GradientView CpuBrainModel::gradients() {
+  GradientView g;
+  g.data = grads_.data();
+  g.size = layout_.total();
+  for (const ParamInfo& p : layout_.params()) g.tensors.emplace_back(p.offset, p.size);
+  return g;
 }
 
-void BrainModel::zero_grads() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+Losses CpuBrainModel::forward_backward(const Batch& batch, float scale, const ReadyHook& on_ready,
+                                       const std::string& source) {
+  const Losses l = forward(batch, source);
+  if (l.total) backward(scale, on_ready);
+  return l;
+}
 
-Losses BrainModel::forward(const Batch& batch, const std::string& source) {
+void CpuBrainModel::shard_optimizer(runtime::Communicator& comm) {
+  zero_ = std::make_unique<runtime::ShardedAdamW>(layout_.total(), arena_segments(layout_), adamw_->config(), comm);
+  zero_->set_steps_taken(adamw_->steps_taken());
+  grad_scale_ = 1.0f / float(comm.size());
+  adamw_.reset();
+}
+
+double CpuBrainModel::optimizer_step(double lr, bool* applied) {
+  double norm = 0;
+  if (zero_) {
+    // ZeRO-1: reduce-scatter of the gradient sums, clipping on the global norm, AdamW on this rank's shard,
+    // all-gather of the parameters (runtime/zero.h); a non-finite norm skips the update on every rank.
+    norm = zero_->step(params_.data(), grads_.data(), grad_scale_, lr);
+  } else {
+    norm = adamw_->grad_norm(grads_.data());
+    if (std::isfinite(norm)) adamw_->step(params_.data(), grads_.data(), lr);
+  }
+  const bool ok = std::isfinite(norm);
+  if (ok && config_.contrastive) {
+    float& logit_scale = params_[size_t(layout_.offset("logit_scale"))];
+    if (logit_scale > float(kMaxLogitScale)) logit_scale = float(kMaxLogitScale);
+  }
+  if (applied) *applied = ok;
+  return norm;
+}
+
+int64_t CpuBrainModel::steps_taken() const { return zero_ ? zero_->steps_taken() : adamw_->steps_taken(); }
+void CpuBrainModel::set_steps_taken(int64_t steps) {
+  if (zero_) zero_->set_steps_taken(steps);
+  else adamw_->set_steps_taken(steps);
+}
+
+runtime::CheckpointTensors CpuBrainModel::checkpoint_tensors() {
+  if (zero_)
+    return checkpoint_view(params_.data(), zero_->first_moment().data(), zero_->second_moment().data(),
+                           zero_->shard_begin(), zero_->shard_end());
+  return checkpoint_view(params_.data(), adamw_->first_moment().data(), adamw_->second_moment().data());
+}
+
+Losses CpuBrainModel::forward(const Batch& batch, const std::string& source) {
   const ModelConfig& c = config_;
   const int B = batch.size, T = c.window, P = c.n_parcels, L = c.patch_len, D = c.d_model, N = c.n_tokens();
   require(B > 0 && batch.x != nullptr, source, ": empty batch");
@@ -143,13 +198,13 @@ Losses BrainModel::forward(const Batch& batch, const std::string& source) {
   return losses_;
 }
 
-void BrainModel::backward(float scale, const std::function<void(const std::string&)>& on_ready) {
+void CpuBrainModel::backward(float scale, const ReadyHook& on_ready) {
   auto ready = [&](const char* prefix) {
     if (on_ready) on_ready(prefix);
   };
   const ModelConfig& c = config_;
-  require(B_ > 0, "BrainModel::backward called before forward");
-  require(losses_.total.has_value(), "BrainModel::backward: the last forward computed no loss");
+  require(B_ > 0, "CpuBrainModel::backward called before forward");
+  require(losses_.total.has_value(), "CpuBrainModel::backward: the last forward computed no loss");
   const int B = B_, P = c.n_parcels, L = c.patch_len, D = c.d_model, N = c.n_tokens();
   const int64_t M = int64_t(B) * n_enc_;
   const float* p = params_.data();
@@ -224,11 +279,10 @@ void BrainModel::backward(float scale, const std::function<void(const std::strin
   backward_encoder(d_enc_out.data(), on_ready);
 }
 
-void BrainModel::backward_pooled(const float* d_pooled, float scale,
-                                 const std::function<void(const std::string&)>& on_ready) {
+void CpuBrainModel::backward_pooled(const float* d_pooled, float scale, const ReadyHook& on_ready) {
   const ModelConfig& c = config_;
-  require(B_ > 0, "BrainModel::backward_pooled called before forward");
-  require(d_pooled != nullptr, "BrainModel::backward_pooled: no gradient given");
+  require(B_ > 0, "CpuBrainModel::backward_pooled called before forward");
+  require(d_pooled != nullptr, "CpuBrainModel::backward_pooled: no gradient given");
   // The heads take no part: their gradients are final as they are.
   if (on_ready) {
     if (c.mae) {
@@ -253,7 +307,7 @@ void BrainModel::backward_pooled(const float* d_pooled, float scale,
   backward_encoder(d_enc_out.data(), on_ready);
 }
 
-void BrainModel::backward_encoder(const float* d_enc_out, const std::function<void(const std::string&)>& on_ready) {
+void CpuBrainModel::backward_encoder(const float* d_enc_out, const ReadyHook& on_ready) {
   auto ready = [&](const char* prefix) {
     if (on_ready) on_ready(prefix);
   };

@@ -1,4 +1,4 @@
-// GpuBrainModel: model/cpu/cpu_model.cpp's forward and backward, op for op, on the GPU (see gpu_model.h).
+// CudaBrainModel: model/cpu/cpu_model.cpp's forward and backward, op for op, on the GPU (see gpu_model.h).
 #include "model/cuda/cuda_model.h"
 
 #include <cuda_runtime.h>
@@ -21,6 +21,9 @@
 #include "kernels/patch_embed.h"
 #include "kernels/residual.h"
 #include "model/masking.h"
+#include "model/placement.h"
+#include "runtime/device.h"
+#include "runtime/train_checkpoint.h"
 #include "base/error.h"
 
 namespace bfm::model {
@@ -127,13 +130,6 @@ class Profiler {
 
 }  // namespace
 
-GpuPrecision parse_gpu_precision(const std::string& name) {
-  if (name == "bf16") return GpuPrecision::bf16;
-  if (name == "fp32") return GpuPrecision::fp32;
-  bfm::fail("unknown GPU precision '", name, "' (bf16 or fp32)");
-}
-const char* to_string(GpuPrecision p) { return p == GpuPrecision::bf16 ? "bf16" : "fp32"; }
-
 // The parameter arena on the device: offsets of each tensor in padded coordinates.
 struct DeviceLayout {
   std::vector<int64_t> offset;  // per ParamLayout entry
@@ -146,7 +142,7 @@ struct DeviceLayout {
   }
 };
 
-struct GpuBrainModel::Impl {
+struct CudaBrainModel::Impl {
   virtual ~Impl() = default;
   virtual void load_params(const float* host) = 0;
   virtual void store(float* host, bool grads) const = 0;
@@ -175,8 +171,8 @@ struct GpuBrainModel::Impl {
   virtual std::vector<std::pair<std::string, double>> take_profile() = 0;
   ModelConfig config;
   ParamLayout layout;
-  GpuPrecision precision;
-  Impl(const ModelConfig& c, GpuPrecision p) : config(c), layout((c.validate("model config"), c)), precision(p) {}
+  Precision precision;
+  Impl(const ModelConfig& c, Precision p) : config(c), layout((c.validate("model config"), c)), precision(p) {}
 };
 
 namespace {
@@ -346,9 +342,9 @@ class Stack {
 };
 
 template <typename T>
-class Model final : public GpuBrainModel::Impl {
+class Model final : public CudaBrainModel::Impl {
  public:
-  Model(const ModelConfig& c, GpuPrecision p, const runtime::AdamWConfig& opt)
+  Model(const ModelConfig& c, Precision p, const runtime::AdamWConfig& opt)
       : Impl(c, p), dl_(layout), opt_(opt),
         encoder_(layout, dl_, "", c.n_layers, c.d_model, c.n_heads, c.mlp_hidden(), float(c.ln_eps), &prof_) {
     check(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreate");
@@ -615,11 +611,11 @@ class Model final : public GpuBrainModel::Impl {
   // Fine-tuning: d_pooled [B, D] from the host (times scale) -> mean pool backward -> the encoder tail.
   void backward_pooled(const float* d_pooled_host, float scale) override {
     const int B = B_, D = config.d_model;
-    require(B > 0, "GpuBrainModel::backward_pooled called before forward");
-    require(d_pooled_host != nullptr, "GpuBrainModel::backward_pooled: no gradient given");
+    require(B > 0, "CudaBrainModel::backward_pooled called before forward");
+    require(d_pooled_host != nullptr, "CudaBrainModel::backward_pooled: no gradient given");
     const int64_t BD = int64_t(B) * D;
     prof_.mark(s_, "inputs and embedding");
-    // Scaled in float on the host, as BrainModel::backward_pooled does, then rounded to T once.
+    // Scaled in float on the host, as the CPU back-end's backward_pooled does, then rounded to T once.
     std::vector<float> scaled(d_pooled_host, d_pooled_host + BD);
     if (scale != 1.0f)
       for (float& v : scaled) v *= scale;
@@ -744,54 +740,39 @@ class Model final : public GpuBrainModel::Impl {
 
 }  // namespace
 
-std::string GpuBrainModel::unsupported(const ModelConfig& c) {
-  auto ok = [](int dh) { return dh == 32 || dh == 64 || dh == 128; };
-  if (c.n_heads > 0 && !ok(c.head_dim()))
-    return "encoder head dim " + std::to_string(c.head_dim()) + " (d_model " + std::to_string(c.d_model) + " / " +
-           std::to_string(c.n_heads) + " heads): the GPU attention takes head dims 32, 64 and 128";
-  if (c.mae && c.decoder && c.decoder->n_heads > 0 && !ok(c.decoder->d_model / c.decoder->n_heads))
-    return "decoder head dim " + std::to_string(c.decoder->d_model / c.decoder->n_heads) +
-           ": the GPU attention takes head dims 32, 64 and 128";
-  return "";
-}
-
-GpuBrainModel::GpuBrainModel(const ModelConfig& config, GpuPrecision precision,
-                             const runtime::AdamWConfig& optimizer) {
-  config.validate("model config");
-  if (const std::string why = unsupported(config); !why.empty()) bfm::fail("GPU model: unsupported ", why);
+CudaBrainModel::CudaBrainModel(const ModelConfig& config, Precision precision, const runtime::AdamWConfig& optimizer)
+    : BrainModel(config) {
+  if (const std::string why = cuda_unsupported(config); !why.empty()) bfm::fail("GPU model: unsupported ", why);
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
     cudaGetLastError();
     bfm::fail("GPU model: no CUDA GPU on this machine (run on the CPU instead: --set train.device=cpu)");
   }
-  if (precision == GpuPrecision::bf16) impl_ = std::make_unique<Model<bf16>>(config, precision, optimizer);
+  if (precision == Precision::bf16) impl_ = std::make_unique<Model<bf16>>(config, precision, optimizer);
   else impl_ = std::make_unique<Model<float>>(config, precision, optimizer);
 }
-GpuBrainModel::~GpuBrainModel() = default;
+CudaBrainModel::~CudaBrainModel() = default;
 
-const ModelConfig& GpuBrainModel::config() const { return impl_->config; }
-const ParamLayout& GpuBrainModel::layout() const { return impl_->layout; }
-GpuPrecision GpuBrainModel::precision() const { return impl_->precision; }
-void GpuBrainModel::load_params(const float* host) { impl_->load_params(host); }
-void GpuBrainModel::store_params(float* host) const { impl_->store(host, false); }
-void GpuBrainModel::store_grads(float* host) const { impl_->store(host, true); }
-void GpuBrainModel::zero_grads() { impl_->zero_grads(); }
-void GpuBrainModel::store_moments(float* m, float* v) const { impl_->store_moments(m, v); }
-void GpuBrainModel::load_moments(const float* m, const float* v) { impl_->load_moments(m, v); }
-void GpuBrainModel::load_grads(const float* host) { impl_->load_grads(host); }
-float* GpuBrainModel::device_grads() { return impl_->device_grads(); }
-int64_t GpuBrainModel::device_arena_size() const { return impl_->device_arena_size(); }
-void GpuBrainModel::set_steps_taken(int64_t steps) { impl_->set_steps_taken(steps); }
-Losses GpuBrainModel::forward(const Batch& batch, const std::string& source) {
+Precision CudaBrainModel::precision() const { return impl_->precision; }
+std::string CudaBrainModel::device() const {
+  int d = 0;
+  cudaGetDevice(&d);
+  return "cuda:" + std::to_string(d) + " (" + runtime::cuda_device_name(d) + ", " + to_string(impl_->precision) + ")";
+}
+void CudaBrainModel::load_params(const float* host) { impl_->load_params(host); }
+void CudaBrainModel::store_params(float* host) const { impl_->store(host, false); }
+void CudaBrainModel::store_grads(float* host) const { impl_->store(host, true); }
+void CudaBrainModel::zero_grads() { impl_->zero_grads(); }
+void CudaBrainModel::store_moments(float* m, float* v) const { impl_->store_moments(m, v); }
+void CudaBrainModel::load_moments(const float* m, const float* v) { impl_->load_moments(m, v); }
+void CudaBrainModel::load_grads(const float* host) { impl_->load_grads(host); }
+void CudaBrainModel::set_steps_taken(int64_t steps) { impl_->set_steps_taken(steps); }
+Losses CudaBrainModel::forward(const Batch& batch, const std::string& source) {
   return impl_->run(batch, false, 1.0f, source);
 }
-Losses GpuBrainModel::forward_backward(const Batch& batch, float scale, const std::string& source) {
-  return impl_->run(batch, true, scale, source);
-}
-Losses GpuBrainModel::forward_backward(const Batch& batch, float scale,
-                                       const std::function<void(const std::string&)>& on_ready,
-                                       const std::string& source) {
-  impl_->ready_ = &on_ready;
+Losses CudaBrainModel::forward_backward(const Batch& batch, float scale, const ReadyHook& on_ready,
+                                        const std::string& source) {
+  impl_->ready_ = on_ready ? &on_ready : nullptr;
   try {
     Losses l = impl_->run(batch, true, scale, source);
     impl_->ready_ = nullptr;
@@ -801,34 +782,63 @@ Losses GpuBrainModel::forward_backward(const Batch& batch, float scale,
     throw;
   }
 }
-void* GpuBrainModel::stream() const { return impl_->stream(); }
-std::vector<std::pair<int64_t, int64_t>> GpuBrainModel::device_tensors() const { return impl_->device_tensors(); }
-std::vector<float> GpuBrainModel::forward_pooled(const Batch& batch, const std::string& source) {
+GradientView CudaBrainModel::gradients() {
+  GradientView g;
+  g.data = impl_->device_grads();
+  g.size = impl_->device_arena_size();
+  g.on_device = true;
+  g.tensors = impl_->device_tensors();
+  g.stream = impl_->stream();
+  return g;
+}
+void* CudaBrainModel::stream() const { return impl_->stream(); }
+std::vector<float> CudaBrainModel::forward_pooled(const Batch& batch, const std::string& source) {
   Batch b = batch;
   b.encoder_only = true;
   impl_->run(b, false, 1.0f, source);
   return impl_->pooled();
 }
-void GpuBrainModel::backward_pooled(const float* d_pooled_host, float scale) {
+void CudaBrainModel::backward_pooled(const float* d_pooled_host, float scale, const ReadyHook& on_ready) {
   impl_->backward_pooled(d_pooled_host, scale);
+  if (on_ready) on_ready("");
 }
-double GpuBrainModel::optimizer_step(double lr, bool* applied) { return impl_->optimizer_step(lr, applied); }
-GpuStepResult GpuBrainModel::train_step(const Batch& batch, double lr) {
-  GpuStepResult r;
+void CudaBrainModel::set_contrastive_group(int rank, int ranks, Allgather allgather) {
+  (void)rank, (void)allgather;
+  require(ranks == 1, "the contrastive objective over ", ranks, " GPU ranks needs the all-gather of embeddings on "
+          "the device, which the GPU model does not do yet: train it on one GPU, or on CPU ranks");
+}
+void CudaBrainModel::shard_optimizer(runtime::Communicator&) {
+  fail("train.zero (sharded optimizer state) is for CPU ranks for now; GPU runs keep AdamW whole on the device");
+}
+double CudaBrainModel::optimizer_step(double lr, bool* applied) { return impl_->optimizer_step(lr, applied); }
+CudaStepResult CudaBrainModel::train_step(const Batch& batch, double lr) {
+  CudaStepResult r;
   impl_->zero_grads();
   r.losses = impl_->run(batch, true, 1.0f, "batch");
   if (!r.losses.total || !std::isfinite(*r.losses.total)) return r;
   r.grad_norm = impl_->optimizer_step(lr, &r.applied);
   return r;
 }
-int64_t GpuBrainModel::steps_taken() const { return impl_->steps_taken(); }
-std::vector<float> GpuBrainModel::encoder_out() const { return impl_->encoder_out(); }
-std::vector<float> GpuBrainModel::pooled() const { return impl_->pooled(); }
-std::vector<float> GpuBrainModel::reconstruction() const { return impl_->reconstruction(); }
-std::vector<float> GpuBrainModel::next_prediction() const { return impl_->next_prediction(); }
-int GpuBrainModel::encoder_tokens() const { return impl_->encoder_tokens(); }
-size_t GpuBrainModel::device_bytes() const { return impl_->device_bytes(); }
-void GpuBrainModel::set_profiling(bool on) { impl_->set_profiling(on); }
-std::vector<std::pair<std::string, double>> GpuBrainModel::take_profile() { return impl_->take_profile(); }
+int64_t CudaBrainModel::steps_taken() const { return impl_->steps_taken(); }
+runtime::CheckpointTensors CudaBrainModel::checkpoint_tensors() {
+  host_params_.resize(size_t(arena_size()));
+  host_m_.resize(size_t(arena_size()));
+  host_v_.resize(size_t(arena_size()));
+  impl_->store(host_params_.data(), false);
+  impl_->store_moments(host_m_.data(), host_v_.data());
+  return checkpoint_view(host_params_.data(), host_m_.data(), host_v_.data());
+}
+void CudaBrainModel::checkpoint_loaded() {
+  impl_->load_params(host_params_.data());
+  impl_->load_moments(host_m_.data(), host_v_.data());
+}
+std::vector<float> CudaBrainModel::encoder_out() const { return impl_->encoder_out(); }
+std::vector<float> CudaBrainModel::pooled() const { return impl_->pooled(); }
+std::vector<float> CudaBrainModel::reconstruction() const { return impl_->reconstruction(); }
+std::vector<float> CudaBrainModel::next_prediction() const { return impl_->next_prediction(); }
+int CudaBrainModel::encoder_tokens() const { return impl_->encoder_tokens(); }
+size_t CudaBrainModel::device_bytes() const { return impl_->device_bytes(); }
+void CudaBrainModel::set_profiling(bool on) { impl_->set_profiling(on); }
+std::vector<std::pair<std::string, double>> CudaBrainModel::take_profile() { return impl_->take_profile(); }
 
 }  // namespace bfm::model

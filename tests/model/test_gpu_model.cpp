@@ -27,9 +27,9 @@ namespace {
 
 using bfm::launch::TrainOptions;
 
-using bfm::model::BrainModel;
-using bfm::model::GpuBrainModel;
-using bfm::model::GpuPrecision;
+using bfm::model::CpuBrainModel;
+using bfm::model::CudaBrainModel;
+using bfm::model::Precision;
 using bfm::model::ModelConfig;
 
 ModelConfig small_config(const std::string& objectives) {
@@ -65,8 +65,8 @@ Inputs make_inputs(const ModelConfig& c, int B, uint64_t seed) {
 
 // A CPU model whose every parameter is off its initial value (non-zero biases, LayerNorm weights off 1), so each
 // gradient path carries signal.
-std::unique_ptr<BrainModel> perturbed_model(const ModelConfig& c, uint64_t seed) {
-  auto m = std::make_unique<BrainModel>(c);
+std::unique_ptr<CpuBrainModel> perturbed_model(const ModelConfig& c, uint64_t seed) {
+  auto m = std::make_unique<CpuBrainModel>(c);
   m->initialize(seed);
   bfm::Rng rng(seed + 99);
   for (int64_t i = 0; i < m->arena_size(); ++i) m->params()[i] += float(0.02 * rng.normal());
@@ -77,12 +77,12 @@ std::vector<float> slice(const std::vector<float>& arena, const bfm::model::Para
   return {arena.begin() + p.offset, arena.begin() + p.offset + p.size};
 }
 
-void compare_step(const std::string& objectives, GpuPrecision precision, double loss_tol, double grad_tol,
+void compare_step(const std::string& objectives, Precision precision, double loss_tol, double grad_tol,
                   double param_tol) {
-  SCOPED_TRACE(objectives + (precision == GpuPrecision::fp32 ? " fp32" : " bf16"));
+  SCOPED_TRACE(objectives + (precision == Precision::fp32 ? " fp32" : " bf16"));
   const ModelConfig c = small_config(objectives);
   auto cpu = perturbed_model(c, 3);
-  GpuBrainModel gpu(c, precision);
+  CudaBrainModel gpu(c, precision);
   gpu.load_params(cpu->params());
   const Inputs in = make_inputs(c, 6, 11);
 
@@ -143,25 +143,25 @@ void compare_step(const std::string& objectives, GpuPrecision precision, double 
     EXPECT_LT(bfm::test::norm_rel_error(slice(p_gpu, p), slice(p_cpu, p)), param_tol) << "parameter " << p.name;
   if (c.contrastive) {  // logit_scale stays clamped at ln(100) on both sides
     const int64_t o = cpu->layout().offset("logit_scale");
-    EXPECT_LE(p_gpu[o], float(BrainModel::kMaxLogitScale));
+    EXPECT_LE(p_gpu[o], float(CpuBrainModel::kMaxLogitScale));
   }
 }
 
 TEST(GpuModel, Fp32StepMatchesCpuMae) {
   SKIP_WITHOUT_GPU();
-  compare_step("mae+contrastive", GpuPrecision::fp32, 2e-5, 2e-4, 1e-6);
+  compare_step("mae+contrastive", Precision::fp32, 2e-5, 2e-4, 1e-6);
 }
 
 TEST(GpuModel, Fp32StepMatchesCpuCausal) {
   SKIP_WITHOUT_GPU();
-  compare_step("causal+contrastive", GpuPrecision::fp32, 2e-5, 2e-4, 1e-6);
+  compare_step("causal+contrastive", Precision::fp32, 2e-5, 2e-4, 1e-6);
 }
 
 TEST(GpuModel, Bf16StepFollowsCpu) {
   SKIP_WITHOUT_GPU();
   // bf16 activations: losses within a per cent, gradients within a few per cent of the CPU's.
-  compare_step("mae+contrastive", GpuPrecision::bf16, 1e-2, 6e-2, 1e-6);
-  compare_step("causal", GpuPrecision::bf16, 1e-2, 6e-2, 1e-6);
+  compare_step("mae+contrastive", Precision::bf16, 1e-2, 6e-2, 1e-6);
+  compare_step("causal", Precision::bf16, 1e-2, 6e-2, 1e-6);
 }
 
 TEST(GpuModel, Bf16StepRepeatsBitForBit) {
@@ -171,7 +171,7 @@ TEST(GpuModel, Bf16StepRepeatsBitForBit) {
   const Inputs in = make_inputs(c, 6, 12);
   std::vector<float> first;
   for (int run = 0; run < 2; ++run) {
-    GpuBrainModel gpu(c, GpuPrecision::bf16);
+    CudaBrainModel gpu(c, Precision::bf16);
     gpu.load_params(cpu->params());
     gpu.zero_grads();
     gpu.forward_backward(in.batch);
@@ -187,16 +187,16 @@ bool is_head(const std::string& name) {
          name.rfind("stim_proj.", 0) == 0 || name == "logit_scale";
 }
 
-// Fine-tuning's path against BrainModel's: the encoder-only forward (pooled embedding, encoder output, no heads and
+// Fine-tuning's path against CpuBrainModel's: the encoder-only forward (pooled embedding, encoder output, no heads and
 // no losses) and backward_pooled with a fixed random d_pooled (every encoder and embedding gradient; the heads'
 // gradients stay exactly zero), then that the gradient accumulates and an AdamW step runs on it.
-void compare_pooled(const std::string& objectives, GpuPrecision precision, bool with_mask, double out_tol,
+void compare_pooled(const std::string& objectives, Precision precision, bool with_mask, double out_tol,
                     double grad_tol) {
-  SCOPED_TRACE(objectives + (precision == GpuPrecision::fp32 ? " fp32" : " bf16") +
+  SCOPED_TRACE(objectives + (precision == Precision::fp32 ? " fp32" : " bf16") +
                (with_mask ? " (mask: visible tokens only)" : ""));
   const ModelConfig c = small_config(objectives);
   auto cpu = perturbed_model(c, 3);
-  GpuBrainModel gpu(c, precision);
+  CudaBrainModel gpu(c, precision);
   gpu.load_params(cpu->params());
   Inputs in = make_inputs(c, 6, 11);
   if (!with_mask) in.batch.mask = nullptr;  // fine-tuning encodes every token
@@ -292,31 +292,31 @@ void compare_pooled(const std::string& objectives, GpuPrecision precision, bool 
 
 TEST(GpuModel, Fp32PooledPathMatchesCpuMaeContrastive) {
   SKIP_WITHOUT_GPU();
-  compare_pooled("mae+contrastive", GpuPrecision::fp32, false, 2e-5, 2e-4);
-  compare_pooled("mae+contrastive", GpuPrecision::fp32, true, 2e-5, 2e-4);
+  compare_pooled("mae+contrastive", Precision::fp32, false, 2e-5, 2e-4);
+  compare_pooled("mae+contrastive", Precision::fp32, true, 2e-5, 2e-4);
 }
 
 TEST(GpuModel, Fp32PooledPathMatchesCpuCausal) {
   SKIP_WITHOUT_GPU();
-  compare_pooled("causal", GpuPrecision::fp32, false, 2e-5, 2e-4);
+  compare_pooled("causal", Precision::fp32, false, 2e-5, 2e-4);
 }
 
 TEST(GpuModel, Bf16PooledPathFollowsCpu) {
   SKIP_WITHOUT_GPU();
-  compare_pooled("mae+contrastive", GpuPrecision::bf16, false, 1e-2, 6e-2);
-  compare_pooled("causal", GpuPrecision::bf16, false, 1e-2, 6e-2);
+  compare_pooled("mae+contrastive", Precision::bf16, false, 1e-2, 6e-2);
+  compare_pooled("causal", Precision::bf16, false, 1e-2, 6e-2);
 }
 
 // A training checkpoint's round trip on the device: model A trains a few steps, its parameters, AdamW moments and
 // step count go through host buffers (what bfm pretrain writes to a checkpoint) into a new model B, and one more
 // identical step on A and on B ends in bit-identical parameters and moments.
-void checkpoint_round_trip(const std::string& objectives, GpuPrecision precision) {
-  SCOPED_TRACE(objectives + (precision == GpuPrecision::fp32 ? " fp32" : " bf16"));
+void checkpoint_round_trip(const std::string& objectives, Precision precision) {
+  SCOPED_TRACE(objectives + (precision == Precision::fp32 ? " fp32" : " bf16"));
   const ModelConfig c = small_config(objectives);
   auto init = perturbed_model(c, 7);
   const int64_t n = init->arena_size();
   const double lr = 2e-3;
-  GpuBrainModel a(c, precision);
+  CudaBrainModel a(c, precision);
   a.load_params(init->params());
   for (int s = 0; s < 3; ++s) {
     const Inputs in = make_inputs(c, 6, 100 + s);
@@ -331,7 +331,7 @@ void checkpoint_round_trip(const std::string& objectives, GpuPrecision precision
   EXPECT_EQ(bfm::test::count_nonfinite(params), 0u);
   EXPECT_FALSE(m == std::vector<float>(n, 0.0f)) << "no first moment after 3 steps";
 
-  GpuBrainModel b(c, precision);
+  CudaBrainModel b(c, precision);
   b.load_params(params.data());
   b.load_moments(m.data(), v.data());
   b.set_steps_taken(steps);
@@ -370,13 +370,13 @@ void checkpoint_round_trip(const std::string& objectives, GpuPrecision precision
 
 TEST(GpuModel, Bf16CheckpointRoundTripIsBitExact) {
   SKIP_WITHOUT_GPU();
-  checkpoint_round_trip("mae+contrastive", GpuPrecision::bf16);
-  checkpoint_round_trip("causal", GpuPrecision::bf16);
+  checkpoint_round_trip("mae+contrastive", Precision::bf16);
+  checkpoint_round_trip("causal", Precision::bf16);
 }
 
 TEST(GpuModel, Fp32CheckpointRoundTripIsBitExact) {
   SKIP_WITHOUT_GPU();
-  checkpoint_round_trip("causal+contrastive", GpuPrecision::fp32);
+  checkpoint_round_trip("causal+contrastive", Precision::fp32);
 }
 
 TEST(GpuModel, UnsupportedHeadDimIsAClearError) {
@@ -384,7 +384,7 @@ TEST(GpuModel, UnsupportedHeadDimIsAClearError) {
   ModelConfig c = small_config("causal");
   c.n_heads = 4;  // head dim 16
   try {
-    GpuBrainModel gpu(c, GpuPrecision::bf16);
+    CudaBrainModel gpu(c, Precision::bf16);
     FAIL() << "no error for head dim 16";
   } catch (const bfm::Error& e) {
     EXPECT_NE(std::string(e.what()).find("head dim"), std::string::npos) << e.what();

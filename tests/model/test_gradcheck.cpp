@@ -14,7 +14,7 @@
 
 namespace {
 
-using bfm::model::BrainModel;
+using bfm::model::CpuBrainModel;
 using bfm::model::ModelConfig;
 
 ModelConfig tiny(bool mae, bool causal, bool contrastive) {
@@ -49,7 +49,7 @@ Inputs make_inputs(const ModelConfig& c, int B, uint64_t seed) {
 }
 
 // Parameters away from the symmetric initialisation, so that every path carries gradient.
-void randomise(BrainModel& model, uint64_t seed) {
+void randomise(CpuBrainModel& model, uint64_t seed) {
   bfm::Rng rng(seed);
   for (const auto& p : model.layout().params()) {
     float* w = model.params() + p.offset;
@@ -61,10 +61,10 @@ void randomise(BrainModel& model, uint64_t seed) {
   }
 }
 
-double loss_of(BrainModel& model, const bfm::model::Batch& batch) { return *model.forward(batch).total; }
+double loss_of(CpuBrainModel& model, const bfm::model::Batch& batch) { return *model.forward(batch).total; }
 
 void check_gradients(const ModelConfig& config, int B) {
-  BrainModel model(config);
+  CpuBrainModel model(config);
   randomise(model, 11);
   const Inputs in = make_inputs(config, B, 5);
   model.zero_grads();
@@ -124,7 +124,7 @@ TEST(ModelGradcheck, CausalContrastive) { check_gradients(tiny(false, true, true
 // Fine-tuning's path: a task loss on the pooled embedding, here sum(w * pooled) with a fixed random w (so
 // dLoss/dpooled = w), sent back with backward_pooled, against finite differences of that loss; the heads get nothing.
 void check_pooled_gradients(const ModelConfig& config, int B) {
-  BrainModel model(config);
+  CpuBrainModel model(config);
   randomise(model, 13);
   Inputs in = make_inputs(config, B, 7);
   in.batch.mask = nullptr;  // fine-tuning runs the encoder over all tokens

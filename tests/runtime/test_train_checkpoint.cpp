@@ -100,6 +100,19 @@ int64_t cut(int split, int64_t A, int k, int R) {
 }
 Range shard(int split, int64_t A) { return {cut(split, A, rank(), ranks()), cut(split, A, rank() + 1, ranks())}; }
 
+// The checkpoint's view of arenas laid out as `layout` (what model::BrainModel::checkpoint_tensors hands over).
+CheckpointTensors view(const ParamLayout& layout, float* params, float* m, float* v, int64_t begin, int64_t end) {
+  CheckpointTensors t;
+  for (const auto& p : layout.params()) t.tensors.push_back({p.name, p.shape, p.offset, p.size});
+  t.arena_size = layout.total();
+  t.params = params;
+  t.m = m;
+  t.v = v;
+  t.shard_begin = begin;
+  t.shard_end = end;
+  return t;
+}
+
 // A run's arenas: params, m, v from the streams 10 * seed + 1, 2, 3 (moments: the full arena or one shard).
 struct Arenas {
   std::vector<float> params, m, v;
@@ -113,7 +126,7 @@ struct Arenas {
     fill(params, 10 * seed + 1, 0);
     fill(m, 10 * seed + 2, first);
     fill(v, 10 * seed + 3, first);
-    tensors = CheckpointTensors{&layout, params.data(), m.data(), v.data(), r.begin, r.end};
+    tensors = view(layout, params.data(), m.data(), v.data(), r.begin, r.end);
   }
 };
 
@@ -145,7 +158,7 @@ void read_and_check(const std::string& path, const ParamLayout& layout, uint64_t
   fill(params, 999, 0);  // garbage, which the read must replace everywhere
   fill(m, 998, 0);
   fill(v, 997, 0);
-  const TrainState s = bfm::runtime::read_train_checkpoint(path, {&layout, params.data(), m.data(), v.data(), r.begin, r.end});
+  const TrainState s = bfm::runtime::read_train_checkpoint(path, view(layout, params.data(), m.data(), v.data(), r.begin, r.end));
 
   std::vector<bool> in_tensor(static_cast<size_t>(A), false);
   for (const auto& p : layout.params())

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "../common/mpi_test_main.h"
+#include "../../common/mpi_test_main.h"
 #include "launch/train/run_config.h"
 #include "launch/train/pretrain.h"
 #include "runtime/world.h"
@@ -46,7 +46,7 @@ bfm::launch::TrainResult train(const std::vector<std::string>& extra) {
 }
 
 std::vector<float> params_of(const bfm::launch::TrainResult& r) {
-  return {r.model->params(), r.model->params() + r.model->arena_size()};
+  return r.model->params_copy();
 }
 
 double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
