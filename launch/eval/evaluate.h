@@ -93,19 +93,6 @@ void summarize(EvalReport& report);
 EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOptions& options,
                     runtime::Communicator& comm);
 
-// A window of a run: subject and run indices into EvalData, first time point.
-struct WindowRef {
-  int subject = 0, run = 0;
-  int64_t start = 0;
-};
-
-// The encoder features of windows (model run over all tokens): per time patch, the mean over parcels of the encoder
-// output, [n_windows, n_t * D] row-major. Windows split over the ranks and summed back. device: auto | cpu | cuda
-// (one GPU per rank, float32, so the features match the CPU's to about 1e-5).
-std::vector<double> window_features(const model::BrainModel& model, const EvalData& data,
-                                    const std::vector<WindowRef>& windows, runtime::Communicator& comm,
-                                    const std::string& device = "cpu");
-
 // The metric each task's few-shot curve and table show first, and its chance level.
 std::string main_metric(const std::string& task);
 
