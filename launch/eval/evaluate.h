@@ -85,9 +85,6 @@ struct EvalReport {
   int n_categories = 0;  // for the category task's chance level
 };
 
-// (Re)computes report.summary from report.rows: mean and sd per task, method, metric and fraction, with chance.
-void summarize(EvalReport& report);
-
 // Collective over comm: the held-out subjects are split over the ranks, the window features computed in parallel;
 // every rank returns the whole report.
 EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOptions& options,

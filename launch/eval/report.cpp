@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "launch/eval/summary.h"
 #ifdef BFM_WITH_ZLIB
 #include "launch/plot/charts.h"
 #include "runtime/png.h"
