@@ -19,6 +19,7 @@
 #include "launch/eval/features.h"
 #include "launch/eval/population_ridge.h"
 #include "launch/eval/summary.h"
+#include "launch/eval/tasks.h"
 
 namespace bfm::launch::eval {
 
@@ -87,15 +88,6 @@ struct Codec {
 
 }  // namespace
 
-std::string main_metric(const std::string& task) {
-  if (task == "category") return "balanced_accuracy";
-  if (task == "embedding") return "r";
-  if (task == "retrieval") return "top1";
-  if (task == "encoding") return "r";
-  if (task == "diagnosis" || task == "sex") return "auc";
-  return "r";
-}
-
 EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOptions& options,
                     runtime::Communicator& comm) {
   require(models.pretrained != nullptr, "eval: no pre-trained model");
@@ -139,7 +131,9 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
     std::vector<double> x;  // [n_trials, d]
   };
   std::map<std::string, FeatureSet> features;  // by method family
-  const bool stim_tasks = wants("category") || wants("embedding") || wants("retrieval");
+  const bool stim_tasks = std::any_of(options.tasks.begin(), options.tasks.end(), [](const std::string& t) {
+    return is_task(t) && task_info(t).kind == TaskKind::decoding;
+  });
   if (stim_tasks && n_trials > 0) {
     features["raw"] = {"raw", int((T / L) * P), raw_features(data, trial_windows, L)};
     log("eval: encoder features of " + std::to_string(n_trials) + " trial windows (" + std::to_string(held.size()) +
@@ -317,7 +311,7 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
                 const auto ranks = identification_ranks(pred, cand, target, int(S));
                 add_row(my_rows, "retrieval", method, q, sid, f, "top1", top_k(ranks, 1));
                 add_row(my_rows, "retrieval", method, q, sid, f, "top5", top_k(ranks, 5));
-                add_row(my_rows, "retrieval", method, q, sid, f, "candidates", double(cand_ids.size()));
+                add_row(my_rows, "retrieval", method, q, sid, f, kCandidates, double(cand_ids.size()));
               }
               if (!options.predictions_dir.empty())
                 for (int64_t i = 0; i < n; ++i) {
@@ -379,7 +373,7 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
         for (double q : options.fractions) {  // zero-shot: the same at every fraction
           add_row(my_rows, "retrieval", "clip", q, data.subjects[size_t(s)].id, -1, "top1", top_k(ranks, 1));
           add_row(my_rows, "retrieval", "clip", q, data.subjects[size_t(s)].id, -1, "top5", top_k(ranks, 5));
-          add_row(my_rows, "retrieval", "clip", q, data.subjects[size_t(s)].id, -1, "candidates", double(cand_ids.size()));
+          add_row(my_rows, "retrieval", "clip", q, data.subjects[size_t(s)].id, -1, kCandidates, double(cand_ids.size()));
         }
       }
     }
@@ -473,8 +467,8 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
   // ---- subject tasks ----------------------------------------------------------------------------------------------
   // Subject tasks are across held-out subjects: with parts (a job array over subjects), part 0 runs them for all.
   std::vector<std::string> subject_tasks;
-  for (const char* t : {"diagnosis", "sex", "age", "score"})
-    if (wants(t) && options.part == 0) subject_tasks.push_back(t);
+  for (const TaskInfo& t : tasks())
+    if (t.kind == TaskKind::subject && wants(t.name) && options.part == 0) subject_tasks.push_back(t.name);
   if (!subject_tasks.empty()) {
     // Non-overlapping windows of every run of every subject; features per subject and fraction averaged over the
     // windows inside the first fraction of each run (at least the first window).
@@ -552,7 +546,7 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
         }
         return true;
       };
-      const bool classes = task == "diagnosis" || task == "sex";
+      const bool classes = task_info(task).classification;
       std::vector<int> train_s, test_s;
       std::vector<double> train_y, test_y;
       for (int s : population) {
@@ -676,13 +670,9 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
 
   // ---- gather rows over ranks -------------------------------------------------------------------------------------
   Codec codec;
-  for (const auto& t : {"category", "embedding", "retrieval", "encoding", "diagnosis", "sex", "age", "score"})
-    Codec::index(codec.tasks, t);
-  for (const auto& m : {"ridge", "ridge_pop", "probe", "probe_pop", "finetune", "scratch", "clip", "connectivity",
-                        "oracle", "oracle_pop"})
-    Codec::index(codec.methods, m);
-  for (const auto& m : {"accuracy", "balanced_accuracy", "auc", "r", "r2", "top1", "top5", "candidates"})
-    Codec::index(codec.metrics, m);
+  codec.tasks = task_names();
+  codec.methods = methods();
+  codec.metrics = row_metrics();
   Codec::index(codec.subjects, "all");
   for (const auto& s : data.subjects) Codec::index(codec.subjects, s.id);
   std::vector<double> mine_enc;
@@ -691,7 +681,9 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
                                      r.fraction, double(Codec::index(codec.subjects, r.subject)), double(r.fold),
                                      double(Codec::index(codec.metrics, r.metric)), r.value});
   }
-  require(codec.tasks.size() == 8 && codec.methods.size() == 10 && codec.metrics.size() == 8, "eval: unknown row name");
+  require(codec.tasks.size() == tasks().size() && codec.methods.size() == methods().size() &&
+              codec.metrics.size() == row_metrics().size(),
+          "eval: unknown row name");
   const int ranks = comm.size();
   std::vector<double> counts(size_t(ranks), 0.0);
   counts[size_t(comm.rank())] = double(mine_enc.size());
@@ -746,24 +738,8 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
     }
     comm.barrier();
     if (comm.rank() == 0) {
-      for (const std::string task : {"category", "embedding", "encoding", "diagnosis", "sex", "age", "score"}) {
-        std::string header;
-        if (task == "category") {
-          header = "method,fraction,subject,fold,truth,predicted";
-          for (int c = 0; c < data.n_categories; ++c) header += ",score_" + std::to_string(c);
-        } else if (task == "embedding") {
-          header = "method,fraction,subject,fold,stimulus";
-          for (int64_t c = 0; c < S; ++c) header += ",truth_" + std::to_string(c);
-          for (int64_t c = 0; c < S; ++c) header += ",pred_" + std::to_string(c);
-        } else if (task == "encoding") {
-          header = "method,fraction,subject,fold";
-          for (int64_t c = 0; c < P; ++c) header += ",truth_" + std::to_string(c);
-          for (int64_t c = 0; c < P; ++c) header += ",pred_" + std::to_string(c);
-        } else if (task == "diagnosis" || task == "sex") {
-          header = "method,fraction,subject,fold,truth,score_0,score_1";
-        } else {
-          header = "method,fraction,subject,fold,truth,predicted";
-        }
+      for (const std::string& task : prediction_files()) {
+        const std::string header = predictions_header(task, data.n_categories, S, P);
         bool any = false;
         std::ostringstream merged;
         merged << header << "\n";

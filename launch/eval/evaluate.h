@@ -30,13 +30,14 @@
 #include <vector>
 
 #include "launch/eval/data.h"
+#include "launch/eval/tasks.h"
 #include "model/brain_model.h"
 #include "runtime/comm.h"
 
 namespace bfm::launch::eval {
 
 struct EvalOptions {
-  std::vector<std::string> tasks = {"category", "embedding", "retrieval", "encoding", "diagnosis", "sex", "age", "score"};
+  std::vector<std::string> tasks = task_names();  // every task of the registry (launch/eval/tasks.h)
   int folds = 5;
   std::string cv_unit = "stimulus";  // what a fold keeps whole within a subject: "stimulus" or "run"
   std::vector<double> fractions = {0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0};
@@ -89,9 +90,6 @@ struct EvalReport {
 // every rank returns the whole report.
 EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOptions& options,
                     runtime::Communicator& comm);
-
-// The metric each task's few-shot curve and table show first, and its chance level.
-std::string main_metric(const std::string& task);
 
 }  // namespace bfm::launch::eval
 

@@ -2,23 +2,23 @@
 #include "launch/eval/summary.h"
 
 #include <algorithm>
-#include <limits>
 #include <map>
 #include <tuple>
 
 #include "launch/eval/stats.h"
+#include "launch/eval/tasks.h"
 
 namespace bfm::launch::eval {
-
-namespace {
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-}  // namespace
 
 void summarize(EvalReport& report) {
   report.summary.clear();
   std::map<std::tuple<std::string, std::string, std::string, double>, std::vector<double>> groups, boot_sd;
+  std::map<std::tuple<std::string, std::string, double>, std::vector<double>> candidates;  // behind top-k's chance
   for (const auto& r : report.rows) {
-    if (r.metric == "candidates") continue;
+    if (r.metric == kCandidates) {
+      candidates[{r.task, r.method, r.fraction}].push_back(r.value);
+      continue;
+    }
     if (r.fold == -2) boot_sd[{r.task, r.method, r.metric, r.fraction}].push_back(r.value);
     else groups[{r.task, r.method, r.metric, r.fraction}].push_back(r.value);
   }
@@ -30,21 +30,9 @@ void summarize(EvalReport& report) {
     s.mean = ms.mean, s.sd = ms.sd, s.n = ms.n;
     auto b = boot_sd.find(key);
     if (b != boot_sd.end() && !b->second.empty()) s.sd = b->second[0];
-    if (metric == "accuracy" || metric == "balanced_accuracy")
-      s.chance = task == "category" ? 1.0 / std::max(1, report.n_categories) : 0.5;
-    else if (metric == "auc") s.chance = 0.5;
-    else if (metric == "top1" || metric == "top5") {
-      double m = 0, n = 0;  // mean over the rows' candidate counts of k / candidates
-      for (const auto& r : report.rows)
-        if (r.task == task && r.method == method && r.fraction == fraction && r.metric == "candidates") {
-          m += std::min(1.0, (metric == "top1" ? 1.0 : 5.0) / r.value);
-          n += 1;
-        }
-      s.chance = n > 0 ? m / n : kNaN;
-    } else s.chance = 0;
+    s.chance = chance_level(task, metric, report.n_categories, candidates[{task, method, fraction}]);
     report.summary.push_back(s);
   }
-
 }
 
 }  // namespace bfm::launch::eval
