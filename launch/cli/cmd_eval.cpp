@@ -13,6 +13,7 @@
 
 #include "launch/cli/commands.h"
 #include "base/error.h"
+#include "launch/eval/tasks.h"
 #ifdef BFM_WITH_HDF5
 #include <nlohmann/json.hpp>
 
@@ -30,7 +31,7 @@ namespace bfm::launch {
 
 namespace {
 struct EvalCli {
-  std::string checkpoint, corpus, out, tasks = "category,embedding,retrieval,encoding,diagnosis,sex,age,score";
+  std::string checkpoint, corpus, out, tasks;  // tasks: every task of the registry unless given
   std::string fractions = "0.01,0.02,0.05,0.1,0.25,0.5,1";
   std::vector<std::string> finetuned, scratch, merge;
   std::string part;
@@ -62,6 +63,7 @@ struct EvalCli {
 
 Command add_eval_command(CLI::App& app) {
   auto opt = std::make_shared<EvalCli>();
+  for (const auto& t : eval::task_names()) opt->tasks += (opt->tasks.empty() ? "" : ",") + t;
   CLI::App* cmd = app.add_subcommand(
       "eval", "Evaluate a checkpoint downstream on a corpus' held-out subjects against per-subject ridge (MPI ranks)");
   cmd->add_option("--checkpoint", opt->checkpoint, "Pre-trained released checkpoint folder (required unless --merge)");
@@ -135,10 +137,7 @@ Command add_eval_command(CLI::App& app) {
     const std::unique_ptr<model::BrainModel> pretrained = model::load_released_checkpoint(opt->checkpoint);
     eval::EvalOptions options;
     options.tasks = split_list(opt->tasks);
-    for (const auto& t : options.tasks)
-      require(t == "category" || t == "embedding" || t == "retrieval" || t == "encoding" || t == "diagnosis" ||
-                  t == "sex" || t == "age" || t == "score",
-              "--tasks: unknown task '", t, "'");
+    for (const auto& t : options.tasks) require(eval::is_task(t), "--tasks: unknown task '", t, "'");
     options.fractions.clear();
     for (const auto& f : split_list(opt->fractions)) {
       try {
@@ -177,8 +176,11 @@ Command add_eval_command(CLI::App& app) {
         const auto eq = spec.find('=');
         require(eq != std::string::npos, "--", what, " ", spec, ": expected TASK=DIR");
         const std::string task = spec.substr(0, eq), dir = spec.substr(eq + 1);
-        require(task == "category" || task == "embedding", "--", what, " ", spec, ": task '", task,
-                "' (fine-tuned models serve category or embedding)");
+        std::string tunable;  // "category or embedding"
+        for (const auto& t : eval::tasks())
+          if (t.fine_tunable) tunable += (tunable.empty() ? "" : " or ") + t.name;
+        require(eval::is_task(task) && eval::task_info(task).fine_tunable, "--", what, " ", spec, ": task '", task,
+                "' (fine-tuned models serve ", tunable, ")");
         owned.push_back(model::load_released_checkpoint(dir));
         require(owned.back()->config().n_parcels == data.n_parcels && owned.back()->config().window == data.window,
                 dir, ": a checkpoint of another input shape than ", opt->checkpoint);
@@ -189,11 +191,13 @@ Command add_eval_command(CLI::App& app) {
     add_given(opt->finetuned, models.finetuned, "finetuned");
     add_given(opt->scratch, models.scratch, "scratch");
     if (opt->finetune_steps > 0) {
-      for (const std::string task : {"category", "embedding"}) {
-        const bool wanted = std::find(options.tasks.begin(), options.tasks.end(), task) != options.tasks.end() ||
-                            (task == "embedding" &&
-                             std::find(options.tasks.begin(), options.tasks.end(), "retrieval") != options.tasks.end());
-        if (!wanted || (task == "embedding" && data.stim_dim == 0) || (task == "category" && data.n_categories < 2))
+      for (const eval::TaskInfo& info : eval::tasks()) {
+        // A task with a fine-tuned model is fine-tuned where it or a task using its decoder (retrieval: embedding's)
+        // is evaluated and the corpus has its target (categories for a classifier, stimulus embeddings otherwise).
+        const std::string& task = info.name;
+        const bool wanted = std::any_of(options.tasks.begin(), options.tasks.end(),
+                                        [&](const std::string& t) { return eval::task_info(t).decoder == task; });
+        if (!info.fine_tunable || !wanted || (info.classification ? data.n_categories < 2 : data.stim_dim == 0))
           continue;
         for (const bool scratch : {false, true}) {
           auto& table = scratch ? models.scratch : models.finetuned;

@@ -30,13 +30,14 @@
 #include <vector>
 
 #include "launch/eval/data.h"
+#include "launch/eval/tasks.h"
 #include "model/brain_model.h"
 #include "runtime/comm.h"
 
 namespace bfm::launch::eval {
 
 struct EvalOptions {
-  std::vector<std::string> tasks = {"category", "embedding", "retrieval", "encoding", "diagnosis", "sex", "age", "score"};
+  std::vector<std::string> tasks = task_names();  // every task of the registry (launch/eval/tasks.h)
   int folds = 5;
   std::string cv_unit = "stimulus";  // what a fold keeps whole within a subject: "stimulus" or "run"
   std::vector<double> fractions = {0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0};
@@ -85,29 +86,10 @@ struct EvalReport {
   int n_categories = 0;  // for the category task's chance level
 };
 
-// (Re)computes report.summary from report.rows: mean and sd per task, method, metric and fraction, with chance.
-void summarize(EvalReport& report);
-
 // Collective over comm: the held-out subjects are split over the ranks, the window features computed in parallel;
 // every rank returns the whole report.
 EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOptions& options,
                     runtime::Communicator& comm);
-
-// A window of a run: subject and run indices into EvalData, first time point.
-struct WindowRef {
-  int subject = 0, run = 0;
-  int64_t start = 0;
-};
-
-// The encoder features of windows (model run over all tokens): per time patch, the mean over parcels of the encoder
-// output, [n_windows, n_t * D] row-major. Windows split over the ranks and summed back. device: auto | cpu | cuda
-// (one GPU per rank, float32, so the features match the CPU's to about 1e-5).
-std::vector<double> window_features(const model::BrainModel& model, const EvalData& data,
-                                    const std::vector<WindowRef>& windows, runtime::Communicator& comm,
-                                    const std::string& device = "cpu");
-
-// The metric each task's few-shot curve and table show first, and its chance level.
-std::string main_metric(const std::string& task);
 
 }  // namespace bfm::launch::eval
 

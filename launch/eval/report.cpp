@@ -10,6 +10,8 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "launch/eval/summary.h"
+#include "launch/eval/tasks.h"
 #ifdef BFM_WITH_ZLIB
 #include "launch/plot/charts.h"
 #include "runtime/png.h"
@@ -19,11 +21,6 @@ namespace bfm::launch::eval {
 
 namespace {
 namespace fs = std::filesystem;
-
-const std::vector<std::string> kTaskOrder = {"category", "embedding", "retrieval", "encoding",
-                                             "diagnosis", "sex", "age", "score"};
-const std::vector<std::string> kMethodOrder = {"ridge", "ridge_pop", "connectivity", "probe", "probe_pop",
-                                               "finetune", "scratch", "clip", "oracle", "oracle_pop"};
 
 std::string num(double v, int digits = 3) {
   if (!std::isfinite(v)) return "nan";
@@ -60,7 +57,7 @@ std::vector<std::string> methods_of(const EvalReport& r, const std::string& task
   for (const auto& s : r.summary)
     if (s.task == task) present.insert(s.method);
   std::vector<std::string> out;
-  for (const auto& m : kMethodOrder)
+  for (const auto& m : methods())
     if (present.count(m)) out.push_back(m);
   return out;
 }
@@ -69,7 +66,7 @@ std::vector<std::string> tasks_of(const EvalReport& r) {
   std::set<std::string> present;
   for (const auto& s : r.summary) present.insert(s.task);
   std::vector<std::string> out;
-  for (const auto& t : kTaskOrder)
+  for (const auto& t : task_names())
     if (present.count(t)) out.push_back(t);
   return out;
 }
@@ -79,8 +76,8 @@ const runtime::Rgb kColours[] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44}, 
                                  {140, 86, 75}, {227, 119, 194}, {188, 189, 34}, {23, 190, 207}, {60, 60, 60}};
 
 runtime::Rgb colour_of(const std::string& method) {
-  const auto it = std::find(kMethodOrder.begin(), kMethodOrder.end(), method);
-  return kColours[size_t(it - kMethodOrder.begin()) % 10];
+  const auto it = std::find(methods().begin(), methods().end(), method);
+  return kColours[size_t(it - methods().begin()) % 10];
 }
 #endif
 
@@ -89,24 +86,24 @@ runtime::Rgb colour_of(const std::string& method) {
 std::string headline_table(const EvalReport& report, double fraction) {
   std::ostringstream md;
   md << "| task | metric | chance |";
-  std::vector<std::string> methods;
-  for (const auto& m : kMethodOrder)
+  std::vector<std::string> shown;  // the methods any task has, in registry order
+  for (const auto& m : eval::methods())
     for (const auto& t : tasks_of(report)) {
       const auto ms = methods_of(report, t);
-      if (std::find(ms.begin(), ms.end(), m) != ms.end() && std::find(methods.begin(), methods.end(), m) == methods.end())
-        methods.push_back(m);
+      if (std::find(ms.begin(), ms.end(), m) != ms.end() && std::find(shown.begin(), shown.end(), m) == shown.end())
+        shown.push_back(m);
     }
-  for (const auto& m : methods) md << " " << m << " |";
+  for (const auto& m : shown) md << " " << m << " |";
   md << "\n| --- | --- | --- |";
-  for (size_t i = 0; i < methods.size(); ++i) md << " --- |";
+  for (size_t i = 0; i < shown.size(); ++i) md << " --- |";
   md << "\n";
   for (const auto& task : tasks_of(report)) {
     const std::string metric = main_metric(task);
     const SummaryRow* any = nullptr;
-    for (const auto& m : methods)
+    for (const auto& m : shown)
       if (!any) any = find(report, task, m, metric, fraction);
     md << "| " << task << " | " << metric << " | " << (any ? num(any->chance, 3) : "") << " |";
-    for (const auto& m : methods) {
+    for (const auto& m : shown) {
       const SummaryRow* s = find(report, task, m, metric, fraction);
       md << " " << (s ? num(s->mean) + " ± " + num(s->sd, 2) : "") << " |";
     }
@@ -384,7 +381,7 @@ EvalReport merge_reports(const std::vector<std::string>& dirs, const std::string
   summarize(merged);
   // Predictions: every part's CSVs concatenated, one header each.
   const fs::path pred_out = fs::path(out_dir) / "predictions";
-  for (const std::string task : {"category", "embedding", "encoding", "diagnosis", "sex", "age", "score"}) {
+  for (const std::string& task : prediction_files()) {
     std::ostringstream all;
     bool header = false;
     for (const auto& d : dirs) {

@@ -11,6 +11,7 @@
 #include "io/synthetic_corpus.h"
 #include "launch/eval/data.h"
 #include "launch/eval/evaluate.h"
+#include "launch/eval/features.h"
 #include "launch/train/finetune.h"
 #include "model/cpu/cpu_model.h"
 #include "runtime/comm.h"

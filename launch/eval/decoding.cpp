@@ -1,0 +1,197 @@
+// The decoding tasks of bfm eval: category, embedding and retrieval (decoding.h).
+#include "launch/eval/decoding.h"
+
+#include <algorithm>
+#include <memory>
+
+#include "launch/eval/features.h"
+#include "launch/eval/population_ridge.h"
+#include "launch/eval/retrieval.h"
+#include "launch/eval/stats.h"
+#include "launch/eval/tasks.h"
+
+namespace bfm::launch::eval {
+
+namespace {
+
+// A decoding target: category's coded classes, or the stimulus embedding (decoded for embedding and retrieval).
+struct StimTask {
+  std::string name;
+  int k = 0;
+  bool classes = false;
+  std::vector<double> y;  // [n_trials, k] (coded classes or embedding)
+};
+
+std::vector<WindowRef> trial_windows(const EvalData& data) {
+  std::vector<WindowRef> out;
+  for (const auto& t : data.trials) out.push_back({t.subject, t.run, t.onset});
+  return out;
+}
+
+bool decoding_wanted(const EvalScope& scope) {
+  return std::any_of(scope.options.tasks.begin(), scope.options.tasks.end(), [](const std::string& t) {
+    return is_task(t) && task_info(t).kind == TaskKind::decoding;
+  });
+}
+
+// The targets the tasks asked for need, where the corpus has them (a note where it has not).
+std::vector<StimTask> decoding_targets(const EvalScope& scope, RankResults& out) {
+  const EvalData& data = scope.data;
+  const int64_t n_trials = int64_t(data.trials.size()), S = data.stim_dim;
+  std::vector<StimTask> stask;
+  if (n_trials > 0 && scope.wants("category")) {
+    if (data.n_categories >= 2) {
+      std::vector<int> lab;
+      for (const auto& t : data.trials) lab.push_back(t.label);
+      stask.push_back({"category", data.n_categories, true, code_classes(lab, data.n_categories)});
+    } else {
+      out.note("category: skipped, the corpus has fewer than 2 stimulus categories");
+    }
+  }
+  if (n_trials > 0 && (scope.wants("embedding") || scope.wants("retrieval"))) {
+    if (S > 0) {
+      std::vector<double> y(size_t(n_trials * S));
+      for (int64_t i = 0; i < n_trials; ++i)
+        for (int64_t j = 0; j < S; ++j) y[size_t(i * S + j)] = data.stimuli[size_t(data.trials[size_t(i)].stimulus)][size_t(j)];
+      stask.push_back({"embedding", int(S), false, std::move(y)});
+    } else {
+      out.note("embedding, retrieval: skipped, the corpus has no stimulus embeddings");
+    }
+  }
+  if (n_trials == 0 && decoding_wanted(scope)) out.note("stimulus tasks: skipped, the held-out subjects have no stimulus trial");
+  return stask;
+}
+
+// category on a split's test trials: accuracy, balanced accuracy, AUC; pred are the class scores [n_test, k].
+void score_category(const EvalScope& scope, const StimTask& task, const std::string& method, const CvSplit& split,
+                    const std::vector<double>& pred, RankResults& out) {
+  const int64_t n = int64_t(split.test.size());
+  const std::string& sid = scope.data.subjects[size_t(split.subject)].id;
+  const double q = split.fraction;
+  const int f = split.fold;
+  std::vector<int> truth, guess = argmax_rows(pred, n, task.k);
+  for (int64_t r : split.test) truth.push_back(scope.data.trials[size_t(r)].label);
+  out.add(task.name, method, q, sid, f, "accuracy", accuracy(truth, guess));
+  out.add(task.name, method, q, sid, f, "balanced_accuracy", balanced_accuracy(truth, guess));
+  out.add(task.name, method, q, sid, f, "auc", auc_ovr(truth, pred, task.k));
+  if (!scope.options.predictions_dir.empty())
+    for (int64_t i = 0; i < n; ++i) {
+      std::string line = prediction_key(method, q, sid, f) + "," + std::to_string(truth[size_t(i)]) + "," +
+                         std::to_string(guess[size_t(i)]);
+      for (int c = 0; c < task.k; ++c) (line += ",") += csv_value(pred[size_t(i * task.k + c)]);
+      out.predictions[task.name].push_back(line);
+    }
+}
+
+// embedding (r, R² per dimension, mean over dimensions) and retrieval on a split's test trials; pred is the decoded
+// embedding [n_test, S], y_test the true one.
+void score_embedding(const EvalScope& scope, const StimTask& task, const std::string& method, const CvSplit& split,
+                     const std::vector<double>& y_test, const std::vector<double>& pred, RankResults& out) {
+  const int64_t n = int64_t(split.test.size());
+  const std::string& sid = scope.data.subjects[size_t(split.subject)].id;
+  const double q = split.fraction;
+  const int f = split.fold;
+  std::vector<double> rs, r2s;
+  for (int c = 0; c < task.k; ++c) {
+    rs.push_back(pearson(&y_test[size_t(c)], &pred[size_t(c)], n, task.k, task.k));
+    r2s.push_back(r2(&y_test[size_t(c)], &pred[size_t(c)], n, task.k, task.k));
+  }
+  if (scope.wants("embedding")) {
+    out.add("embedding", method, q, sid, f, "r", mean_spread(rs).mean);
+    out.add("embedding", method, q, sid, f, "r2", mean_spread(r2s).mean);
+  }
+  if (scope.wants("retrieval")) add_retrieval_rows(scope.data, method, q, sid, f, pred, split.test, out);
+  if (!scope.options.predictions_dir.empty())
+    for (int64_t i = 0; i < n; ++i) {
+      std::string line = prediction_key(method, q, sid, f) + "," +
+                         std::to_string(scope.data.trials[size_t(split.test[size_t(i)])].stimulus);
+      for (int c = 0; c < task.k; ++c) (line += ",") += csv_value(y_test[size_t(i * task.k + c)]);
+      for (int c = 0; c < task.k; ++c) (line += ",") += csv_value(pred[size_t(i * task.k + c)]);
+      out.predictions["embedding"].push_back(line);
+    }
+}
+
+// The methods fitted on the subject's own trials only; the others add the pre-training subjects' (PopulationRidge).
+bool per_subject(const std::string& method) { return method == "ridge" || method == "probe" || method == "oracle"; }
+
+}  // namespace
+
+TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pretrained) {
+  const EvalData& data = scope.data;
+  const model::ModelConfig& mc = pretrained.config();
+  const std::vector<WindowRef> windows = trial_windows(data);
+  const int64_t n_trials = int64_t(windows.size()), T = data.window, P = data.n_parcels;
+  const int L = mc.patch_len;
+  TrialFeatures features;
+  if (decoding_wanted(scope) && n_trials > 0) {
+    features["raw"] = {int((T / L) * P), raw_features(data, windows, L)};
+    scope.log("eval: encoder features of " + std::to_string(n_trials) + " trial windows (" +
+              std::to_string(scope.held.size()) + " held-out, " + std::to_string(scope.population.size()) +
+              " pre-training subjects)");
+    features["pretrained"] = {mc.n_time() * mc.d_model,
+                              window_features(pretrained, data, windows, scope.comm, scope.options.device)};
+    if (data.n_networks > 0)
+      features["oracle"] = {mc.n_time() * data.n_networks, oracle_features(data, features["raw"].x, windows, mc.n_time())};
+  }
+  return features;
+}
+
+void decode_stimuli(const EvalScope& scope, const EvalModels& models, const TrialCv& cv, const TrialFeatures& features,
+                    RankResults& out) {
+  for (const StimTask& task : decoding_targets(scope, out)) {
+    // Which methods run: features from the pre-trained model always; fine-tuned / scratch where given for the task.
+    std::map<std::string, const FeatureSet*> method_features = {{"ridge", &features.at("raw")},
+                                                                 {"ridge_pop", &features.at("raw")},
+                                                                 {"probe", &features.at("pretrained")},
+                                                                 {"probe_pop", &features.at("pretrained")}};
+    if (features.count("oracle")) {
+      method_features["oracle"] = &features.at("oracle");
+      method_features["oracle_pop"] = &features.at("oracle");
+    }
+    std::map<std::string, FeatureSet> extra;
+    for (const auto& [method, table] : {std::pair{std::string("finetune"), &models.finetuned},
+                                        std::pair{std::string("scratch"), &models.scratch}}) {
+      auto it = table->find(task.name);
+      if (it == table->end()) continue;
+      scope.log("eval: " + method + " features for " + task.name);
+      extra[method] = {it->second->config().n_time() * it->second->config().d_model,
+                       window_features(*it->second, scope.data, trial_windows(scope.data), scope.comm,
+                                       scope.options.device)};
+      method_features[method] = &extra[method];
+    }
+    // Population models, one per method (fitted identically on every rank).
+    std::map<std::string, std::unique_ptr<PopulationRidge>> pop;
+    std::vector<int64_t> pop_rows, pop_group;
+    cv.trials_of_subjects(scope.population, &pop_rows, &pop_group);
+    for (const auto& [method, fs] : method_features) {
+      if (per_subject(method)) continue;
+      if (pop_rows.size() < 2) {
+        out.note(task.name + ": population methods skipped, fewer than 2 trials of pre-training subjects");
+        continue;
+      }
+      pop[method] = std::make_unique<PopulationRidge>(take_rows(fs->x, fs->d, pop_rows), take_rows(task.y, task.k, pop_rows),
+                                                      fs->d, task.k, pop_group, default_alphas(), scope.options.seed);
+    }
+    scope.log("eval: " + task.name + ": cross-validating " + std::to_string(method_features.size()) + " methods on " +
+              std::to_string(scope.held.size()) + " held-out subjects");
+    cross_validate(cv, scope, 1, task.name + ": subjects with fewer than 4 trials skipped", out, [&](const CvSplit& split) {
+      const int64_t n = int64_t(split.test.size());
+      const auto y_test = take_rows(task.y, task.k, split.test);
+      for (const auto& [method, fs] : method_features) {
+        std::vector<double> pred;
+        const auto x_test = take_rows(fs->x, fs->d, split.test);
+        if (per_subject(method)) {
+          pred = cv.fit_ridge(fs->x, task.y, fs->d, task.k, split.train).predict(x_test, n);
+        } else {
+          auto it = pop.find(method);
+          if (it == pop.end()) continue;
+          pred = it->second->fit_with(fs->x, task.y, split.train).predict(x_test, n);
+        }
+        if (task.classes) score_category(scope, task, method, split, pred, out);
+        else score_embedding(scope, task, method, split, y_test, pred, out);
+      }
+    });
+  }
+}
+
+}  // namespace bfm::launch::eval

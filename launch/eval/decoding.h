@@ -1,0 +1,35 @@
+// The decoding tasks of bfm eval (docs/EVALUATION.md, "Tasks"): within each held-out subject, the stimulus category
+// (classification) and the stimulus embedding (regression; retrieval ranks the fold's test stimuli by the decoded
+// embedding) from the trial's window. Every method of the table in "Methods" runs on the same outer folds (cv.h):
+// per-subject ridge on the subject's training trials, population ridge on the pre-training subjects' trials plus them.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "launch/eval/cv.h"
+#include "launch/eval/evaluate.h"
+#include "launch/eval/scope.h"
+
+namespace bfm::launch::eval {
+
+// The window features of every trial (index into EvalData::trials), [n_trials, d] row-major.
+struct FeatureSet {
+  int d = 0;
+  std::vector<double> x;
+};
+// By what reads them: "raw" (ridge, ridge_pop), "pretrained" (probe, probe_pop, clip) and, for a synthetic corpus
+// with its generator's maps, "oracle" (oracle, oracle_pop).
+using TrialFeatures = std::map<std::string, FeatureSet>;
+
+// The trial features the decoding tasks read; none where no decoding task is asked for or there is no trial.
+// Collective over scope.comm (the encoder's windows are split over the ranks).
+TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pretrained);
+
+// category, embedding and retrieval, every method on this rank's held-out subjects. Collective over scope.comm where a
+// fine-tuned or scratch model gives features.
+void decode_stimuli(const EvalScope& scope, const EvalModels& models, const TrialCv& cv, const TrialFeatures& features,
+                    RankResults& out);
+
+}  // namespace bfm::launch::eval

@@ -1,0 +1,113 @@
+// The features of windows that the methods of bfm eval learn from (launch/eval/evaluate.h): the raw parcel means
+// per time patch (ridge), the generator's latent networks recovered from them (oracle, synthetic corpora), and the
+// encoder's output per time patch (probe, finetune, scratch; on the CPU or one GPU per rank). Kept apart from the
+// methods so that the model and its device are met in this one file.
+#include "launch/eval/features.h"
+
+#include <algorithm>
+#include <functional>
+#include <map>
+#include <memory>
+
+#include "base/error.h"
+#include "launch/eval/stats.h"
+#include "model/placement.h"
+
+namespace bfm::launch::eval {
+
+// Features of a window: the parcel means of each time patch (raw), [n_t * P].
+std::vector<double> raw_features(const EvalData& data, const std::vector<WindowRef>& windows, int patch_len) {
+  const int64_t T = data.window, P = data.n_parcels, nt = T / patch_len;
+  std::vector<double> out(windows.size() * size_t(nt * P), 0.0);
+  for (size_t w = 0; w < windows.size(); ++w) {
+    const EvalRun& r = data.subjects[size_t(windows[w].subject)].runs[size_t(windows[w].run)];
+    for (int64_t t = 0; t < T; ++t) {
+      const float* row = &r.timeseries[size_t((windows[w].start + t) * P)];
+      double* f = &out[w * size_t(nt * P) + size_t((t / patch_len) * P)];
+      for (int64_t p = 0; p < P; ++p) f[p] += row[p] / double(patch_len);
+    }
+  }
+  return out;
+}
+
+// Features of a window from the generator's known networks (synthetic corpora): per time patch, the least-squares
+// latent activity l = (A A^T)^-1 A xbar of the patch's parcel means xbar, A the window's subject's own maps as its
+// scans saw them (EvalData::subject_maps), or the group maps [K, P] where the ground truth has none; [n_t * K].
+std::vector<double> oracle_features(const EvalData& data, const std::vector<double>& raw,
+                                    const std::vector<WindowRef>& windows, int n_time) {
+  const int K = data.n_networks;
+  const int64_t P = data.n_parcels, n = static_cast<int64_t>(windows.size());
+  std::map<int, std::vector<double>> pinvs;  // by subject index: (A A^T)^-1 A
+  const auto pinv_of = [&](int subject) -> const std::vector<double>& {
+    auto it = pinvs.find(subject);
+    if (it != pinvs.end()) return it->second;
+    const auto own = data.subject_maps.find(data.subjects[size_t(subject)].id);
+    const std::vector<float>& A = own != data.subject_maps.end() ? own->second : data.network_maps;
+    std::vector<double> g(static_cast<size_t>(K) * K, 0.0), pinv(static_cast<size_t>(K) * P);
+    for (int a = 0; a < K; ++a)
+      for (int b = 0; b < K; ++b)
+        for (int64_t p = 0; p < P; ++p) g[size_t(a * K + b)] += double(A[size_t(a * P + p)]) * A[size_t(b * P + p)];
+    for (int a = 0; a < K; ++a) g[size_t(a * K + a)] += 1e-9;
+    for (int a = 0; a < K; ++a)
+      for (int64_t p = 0; p < P; ++p) pinv[size_t(a * P + p)] = A[size_t(a * P + p)];
+    solve_spd(g, pinv, K, int(P));  // pinv <- G^-1 A
+    return pinvs.emplace(subject, std::move(pinv)).first->second;
+  };
+  std::vector<double> out(static_cast<size_t>(n) * n_time * K, 0.0);
+  for (int64_t w = 0; w < n; ++w)
+    for (int j = 0; j < n_time; ++j) {
+      const std::vector<double>& pinv = pinv_of(windows[size_t(w)].subject);
+      const double* x = &raw[size_t((w * n_time + j) * P)];
+      for (int a = 0; a < K; ++a) {
+        double v = 0;
+        for (int64_t p = 0; p < P; ++p) v += pinv[size_t(a * P + p)] * x[p];
+        out[size_t((w * n_time + j) * K + a)] = v;
+      }
+    }
+  return out;
+}
+
+std::vector<double> window_features(const model::BrainModel& source, const EvalData& data,
+                                    const std::vector<WindowRef>& windows, runtime::Communicator& comm,
+                                    const std::string& device) {
+  const model::ModelConfig& c = source.config();
+  const int64_t T = c.window, P = c.n_parcels, D = c.d_model, nt = c.n_time();
+  const int64_t width = nt * D;
+  // Features in float32 wherever they are computed, so that a GPU's match the CPU's to about 1e-5.
+  const model::Placement placement = model::choose_placement(c, device, model::Precision::fp32, "eval --device");
+  const std::unique_ptr<model::BrainModel> encoder = model::make_model(c, placement);
+  encoder->load_params(source.params_copy().data());
+  std::vector<float> out(windows.size() * size_t(width), 0.0f);
+  // Windows per forward: 32 on the CPU; on the GPU as many as keep a batch near 32k tokens (the model keeps every
+  // layer's activations), at least 1 and at most 256.
+  const int batch =
+      placement.gpu ? int(std::clamp<int64_t>(32768 / std::max<int64_t>(1, c.n_tokens()), 1, 256)) : 32;
+  std::vector<float> x(static_cast<size_t>(batch) * T * P);
+  std::vector<size_t> mine;
+  for (size_t w = size_t(comm.rank()); w < windows.size(); w += size_t(comm.size())) mine.push_back(w);
+  for (size_t first = 0; first < mine.size(); first += size_t(batch)) {
+    const size_t b = std::min<size_t>(size_t(batch), mine.size() - first);
+    for (size_t i = 0; i < b; ++i) {
+      const WindowRef& w = windows[mine[first + i]];
+      copy_window(data, w.subject, w.run, w.start, &x[i * size_t(T * P)]);
+    }
+    model::Batch in;
+    in.size = int(b);
+    in.x = x.data();
+    in.encoder_only = true;
+    encoder->forward(in, "eval window");
+    const std::vector<float> enc = encoder->encoder_out();  // [b, N, D], token j * P + p
+    for (size_t i = 0; i < b; ++i) {
+      float* f = &out[mine[first + i] * size_t(width)];
+      for (int64_t j = 0; j < nt; ++j)
+        for (int64_t p = 0; p < P; ++p) {
+          const float* e = &enc[(i * size_t(nt * P) + size_t(j * P + p)) * size_t(D)];
+          for (int64_t k = 0; k < D; ++k) f[j * D + k] += e[k] / float(P);
+        }
+    }
+  }
+  if (comm.size() > 1) comm.allreduce_sum(out.data(), int64_t(out.size()));
+  return std::vector<double>(out.begin(), out.end());
+}
+
+}  // namespace bfm::launch::eval

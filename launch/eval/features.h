@@ -1,0 +1,40 @@
+// The features of windows that the methods of bfm eval learn from (docs/EVALUATION.md, "Methods"): the raw parcel
+// means per time patch (ridge, ridge_pop), the generator's latent networks recovered from them (oracle, oracle_pop;
+// synthetic corpora), and the encoder's output per time patch (probe, probe_pop, finetune, scratch). The one place
+// where evaluation meets the model and its device.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "launch/eval/data.h"
+#include "model/brain_model.h"
+#include "runtime/comm.h"
+
+namespace bfm::launch::eval {
+
+// A window of a run: subject and run indices into EvalData, first time point.
+struct WindowRef {
+  int subject = 0, run = 0;
+  int64_t start = 0;
+};
+
+// Features of a window: the parcel means of each time patch (raw), [n_t * P].
+std::vector<double> raw_features(const EvalData& data, const std::vector<WindowRef>& windows, int patch_len);
+
+// Features of a window from the generator's known networks (synthetic corpora): per time patch, the least-squares
+// latent activity l = (A A^T)^-1 A xbar of the patch's parcel means xbar (raw: raw_features of the same windows), A
+// the window's subject's own maps as its scans saw them (EvalData::subject_maps), or the group maps [K, P] where the
+// ground truth has none; [n_t * K].
+std::vector<double> oracle_features(const EvalData& data, const std::vector<double>& raw,
+                                    const std::vector<WindowRef>& windows, int n_time);
+
+// The encoder features of windows (model run over all tokens): per time patch, the mean over parcels of the encoder
+// output, [n_windows, n_t * D] row-major. Windows split over the ranks and summed back. device: auto | cpu | cuda
+// (one GPU per rank, float32, so the features match the CPU's to about 1e-5).
+std::vector<double> window_features(const model::BrainModel& model, const EvalData& data,
+                                    const std::vector<WindowRef>& windows, runtime::Communicator& comm,
+                                    const std::string& device = "cpu");
+
+}  // namespace bfm::launch::eval

@@ -1,0 +1,93 @@
+// Retrieval among candidate stimuli: decoded per method, and zero-shot (clip) (retrieval.h).
+#include "launch/eval/retrieval.h"
+
+#include <algorithm>
+
+#include "launch/eval/stats.h"
+#include "launch/eval/tasks.h"
+
+namespace bfm::launch::eval {
+
+namespace {
+
+// The candidates of a set of trials: their distinct stimuli in first-seen order, and per trial the index of its own.
+struct Candidates {
+  std::vector<int64_t> stimuli;
+  std::vector<int> target;
+};
+Candidates candidates_of(const EvalData& data, const std::vector<int64_t>& trials) {
+  Candidates c;
+  for (int64_t r : trials) {
+    const int64_t st = data.trials[size_t(r)].stimulus;
+    auto it = std::find(c.stimuli.begin(), c.stimuli.end(), st);
+    c.target.push_back(int(it - c.stimuli.begin()));
+    if (it == c.stimuli.end()) c.stimuli.push_back(st);
+  }
+  return c;
+}
+
+void add_identification_rows(const std::string& method, double fraction, const std::string& subject, int fold,
+                             const std::vector<int>& ranks, size_t candidates, RankResults& out) {
+  out.add("retrieval", method, fraction, subject, fold, "top1", top_k(ranks, 1));
+  out.add("retrieval", method, fraction, subject, fold, "top5", top_k(ranks, 5));
+  out.add("retrieval", method, fraction, subject, fold, kCandidates, double(candidates));
+}
+
+}  // namespace
+
+void add_retrieval_rows(const EvalData& data, const std::string& method, double fraction, const std::string& subject,
+                        int fold, const std::vector<double>& pred, const std::vector<int64_t>& test, RankResults& out) {
+  const int64_t S = data.stim_dim;
+  const Candidates c = candidates_of(data, test);  // the fold's distinct test stimuli
+  std::vector<double> cand;
+  for (int64_t st : c.stimuli)
+    for (int64_t j = 0; j < S; ++j) cand.push_back(data.stimuli[size_t(st)][size_t(j)]);
+  const auto ranks = identification_ranks(pred, cand, c.target, int(S));
+  add_identification_rows(method, fraction, subject, fold, ranks, c.stimuli.size(), out);
+}
+
+void zero_shot_retrieval(const EvalScope& scope, const model::BrainModel& pretrained, const TrialCv& cv,
+                         const TrialFeatures& features, RankResults& out) {
+  const EvalData& data = scope.data;
+  const int64_t S = data.stim_dim;
+  if (S == 0 || data.trials.empty()) return;
+  const model::ModelConfig& mc = pretrained.config();
+  if (!mc.contrastive) {
+    out.note("retrieval: no zero-shot `clip` row, the checkpoint was not pre-trained with the contrastive objective");
+    return;
+  }
+  // brain side: brain_proj(pooled); stimulus side: stim_proj(s); cosine similarity as in training.
+  const int D = mc.d_model, E = mc.proj_dim;
+  const std::vector<float> params = pretrained.params_copy();
+  const float* wb = params.data() + pretrained.layout().offset("brain_proj.weight");
+  const float* ws = params.data() + pretrained.layout().offset("stim_proj.weight");
+  const auto& feat = features.at("pretrained").x;  // per time patch means; pooled = their mean
+  const int nt = mc.n_time();
+  for (const int s : scope.my_held()) {
+    const auto& mine = cv.trials_of[size_t(s)];
+    if (mine.size() < 2) continue;
+    std::vector<double> brain, cand;
+    for (int64_t i : mine)
+      for (int e = 0; e < E; ++e) {
+        double v = 0;
+        for (int d = 0; d < D; ++d) {
+          double pooled = 0;
+          for (int j = 0; j < nt; ++j) pooled += feat[size_t(i) * size_t(nt * D) + size_t(j * D + d)] / nt;
+          v += double(wb[size_t(e * D + d)]) * pooled;
+        }
+        brain.push_back(v);
+      }
+    const Candidates c = candidates_of(data, mine);  // the subject's distinct stimuli
+    for (int64_t st : c.stimuli)
+      for (int e = 0; e < E; ++e) {
+        double v = 0;
+        for (int64_t j = 0; j < S; ++j) v += double(ws[size_t(e * S + j)]) * data.stimuli[size_t(st)][size_t(j)];
+        cand.push_back(v);
+      }
+    const auto ranks = identification_ranks(brain, cand, c.target, E, /*cosine=*/true);
+    for (double q : scope.options.fractions)  // zero-shot: the same at every fraction
+      add_identification_rows("clip", q, data.subjects[size_t(s)].id, -1, ranks, c.stimuli.size(), out);
+  }
+}
+
+}  // namespace bfm::launch::eval

@@ -1,0 +1,260 @@
+// The subject tasks: diagnosis, sex, age and score across subjects (subject_tasks.h).
+#include "launch/eval/subject_tasks.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <numeric>
+#include <set>
+
+#include "base/rng.h"
+#include "launch/eval/features.h"
+#include "launch/eval/stats.h"
+#include "launch/eval/tasks.h"
+
+namespace bfm::launch::eval {
+
+namespace {
+
+// Non-overlapping windows of every run of every subject, and per subject (window, the fraction of its run that ends
+// with it): the probe's features per subject and fraction average the windows inside the first fraction of each run.
+struct SubjectWindows {
+  std::vector<WindowRef> windows;
+  std::vector<std::vector<std::pair<size_t, double>>> of;  // per subject: (window, end fraction)
+};
+SubjectWindows subject_windows(const EvalData& data) {
+  const int64_t T = data.window;
+  SubjectWindows w;
+  w.of.resize(data.subjects.size());
+  for (int s = 0; s < int(data.subjects.size()); ++s)
+    for (int r = 0; r < int(data.subjects[size_t(s)].runs.size()); ++r) {
+      const int64_t len = data.subjects[size_t(s)].runs[size_t(r)].length;
+      for (int64_t st = 0; st + T <= len; st += T) {
+        w.of[size_t(s)].push_back({w.windows.size(), double(st + T) / double(len)});
+        w.windows.push_back({s, r, st});
+      }
+    }
+  return w;
+}
+
+// probe: the mean of the window features wf [n_windows, dm] over subject s's windows inside the first fraction q of
+// each run (at least the first window).
+std::vector<double> probe_features(const SubjectWindows& sw, const std::vector<double>& wf, int dm, int s, double q) {
+  std::vector<double> f(size_t(dm), 0.0);
+  int used = 0;
+  for (const auto& [w, end_fraction] : sw.of[size_t(s)]) {
+    if (used > 0 && end_fraction > q + 1e-12) continue;
+    for (int j = 0; j < dm; ++j) f[size_t(j)] += wf[w * size_t(dm) + size_t(j)];
+    ++used;
+  }
+  for (auto& v : f) v /= std::max(1, used);
+  return f;
+}
+
+// connectivity: Fisher z of parcel correlations over the first fraction q of each run (at least a window), averaged
+// over runs; the off-diagonal upper triangle, P (P - 1) / 2.
+std::vector<double> connectivity_features(const EvalData& data, int s, double q) {
+  const int64_t T = data.window, P = data.n_parcels;
+  std::vector<double> f(size_t(P * (P - 1) / 2), 0.0);
+  int runs = 0;
+  for (const auto& r : data.subjects[size_t(s)].runs) {
+    const int64_t n = std::min(r.length, std::max<int64_t>(T, int64_t(std::ceil(q * double(r.length)))));
+    std::vector<double> mean(size_t(P), 0.0), sd(size_t(P), 0.0);
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t p = 0; p < P; ++p) mean[size_t(p)] += r.timeseries[size_t(t * P + p)] / double(n);
+    std::vector<double> z(size_t(n * P));
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t p = 0; p < P; ++p) {
+        z[size_t(t * P + p)] = r.timeseries[size_t(t * P + p)] - mean[size_t(p)];
+        sd[size_t(p)] += z[size_t(t * P + p)] * z[size_t(t * P + p)];
+      }
+    for (auto& v : sd) v = v > 0 ? std::sqrt(v) : 1.0;
+    int64_t k = 0;
+    for (int64_t a = 0; a < P; ++a)
+      for (int64_t b = a + 1; b < P; ++b, ++k) {
+        double c = 0;
+        for (int64_t t = 0; t < n; ++t) c += z[size_t(t * P + a)] * z[size_t(t * P + b)];
+        c /= sd[size_t(a)] * sd[size_t(b)];
+        c = std::clamp(c, -0.999999, 0.999999);
+        f[size_t(k)] += std::atanh(c);
+      }
+    ++runs;
+  }
+  for (auto& v : f) v /= std::max(1, runs);
+  return f;
+}
+
+// oracle (synthetic corpora): the subject's true coupling matrix, off-diagonal upper triangle, K (K - 1) / 2: what
+// knowing the structure the traits change gives, whatever the scan time (the ceiling of the subject tasks).
+std::vector<double> true_coupling(const EvalData& data, int s) {
+  const int K = data.n_networks;
+  const std::vector<float>& m = data.true_coupling.at(data.subjects[size_t(s)].id);
+  std::vector<double> f;
+  for (int a = 0; a < K; ++a)
+    for (int b = a + 1; b < K; ++b) f.push_back(m[size_t(a * K + b)]);
+  return f;
+}
+
+// The coded trait of a subject: diagnosis (control 0, any other 1), sex (F 1, M 0), age, score (the first score
+// column); false where the subject has none.
+bool trait_value(const std::string& task, const EvalSubject& sub, double* value) {
+  if (task == "diagnosis") {
+    if (sub.diagnosis.empty()) return false;
+    *value = sub.diagnosis == "control" ? 0 : 1;
+  } else if (task == "sex") {
+    if (sub.sex != "F" && sub.sex != "M") return false;
+    *value = sub.sex == "F" ? 1 : 0;
+  } else if (task == "age") {
+    if (!std::isfinite(sub.age)) return false;
+    *value = sub.age;
+  } else {
+    if (sub.scores.empty() || !std::isfinite(sub.scores[0])) return false;
+    *value = sub.scores[0];
+  }
+  return true;
+}
+
+// The metrics over a set of held-out subjects (indices idx into truth and pred): accuracy, balanced accuracy and AUC
+// of the two classes' scores pred [n, 2], or r and R² of the values pred [n].
+std::map<std::string, double> trait_metrics(bool classes, const std::vector<double>& truth_y,
+                                            const std::vector<double>& pred, const std::vector<size_t>& idx) {
+  std::map<std::string, double> out;
+  if (classes) {
+    std::vector<int> truth, guess;
+    std::vector<double> scores;
+    for (size_t i : idx) {
+      truth.push_back(int(truth_y[i]));
+      guess.push_back(pred[i * 2 + 1] > pred[i * 2] ? 1 : 0);
+      scores.push_back(pred[i * 2]);
+      scores.push_back(pred[i * 2 + 1]);
+    }
+    out["accuracy"] = accuracy(truth, guess);
+    out["balanced_accuracy"] = balanced_accuracy(truth, guess);
+    out["auc"] = auc_ovr(truth, scores, 2);
+  } else {
+    std::vector<double> t, p;
+    for (size_t i : idx) {
+      t.push_back(truth_y[i]);
+      p.push_back(pred[i]);
+    }
+    out["r"] = pearson(t.data(), p.data(), int64_t(t.size()));
+    out["r2"] = r2(t.data(), p.data(), int64_t(t.size()));
+  }
+  return out;
+}
+
+// Ridge over the pre-training subjects' features x [n, d] and traits y (classes coded -1 / +1 one-vs-rest, k = 2, or
+// values, k = 1), its penalty by 5-fold cross-validation over them: each subject its own group and its own interval
+// (no purge between subjects).
+Ridge fit_trait(const std::vector<double>& x, const std::vector<double>& train_y, bool classes, int d, uint64_t seed) {
+  std::vector<double> y;
+  for (double v : train_y)
+    if (classes) {
+      y.push_back(v == 0 ? 1.0 : -1.0);
+      y.push_back(v == 1 ? 1.0 : -1.0);
+    } else {
+      y.push_back(v);
+    }
+  const size_t n = train_y.size();
+  std::vector<int64_t> rows(n), group(n), zeros(n, 0), ends(n);
+  std::iota(rows.begin(), rows.end(), 0);
+  std::iota(group.begin(), group.end(), 0);
+  std::iota(ends.begin(), ends.end(), 1);
+  InnerCv cv;
+  cv.k_inner = 5;
+  cv.seed = seed;
+  return fit_ridge_cv(x, y, d, classes ? 2 : 1, rows, group, group, zeros, ends, cv);
+}
+
+}  // namespace
+
+void evaluate_subject_tasks(const EvalScope& scope, const model::BrainModel& pretrained, RankResults& out) {
+  const EvalData& data = scope.data;
+  const EvalOptions& options = scope.options;
+  std::vector<std::string> subject_tasks;
+  for (const TaskInfo& t : tasks())
+    if (t.kind == TaskKind::subject && scope.wants(t.name) && options.part == 0) subject_tasks.push_back(t.name);
+  if (subject_tasks.empty()) return;
+  const SubjectWindows sw = subject_windows(data);
+  scope.log("eval: subject tasks: encoder features of " + std::to_string(sw.windows.size()) + " windows of " +
+            std::to_string(data.subjects.size()) + " subjects");
+  const std::vector<double> wf = window_features(pretrained, data, sw.windows, scope.comm, options.device);
+  const int dm = pretrained.config().n_time() * pretrained.config().d_model;
+  const int P = int(data.n_parcels), dc = P * (P - 1) / 2, K = data.n_networks, dk = K * (K - 1) / 2;
+  RankResults found;  // every rank computes the same; rank 0 keeps the rows and predictions
+  for (const auto& task : subject_tasks) {
+    const bool classes = task_info(task).classification;
+    // The subjects with the trait: the pre-training ones to learn from, every held-out one to test on.
+    std::vector<int> train_s, test_s;
+    std::vector<double> train_y, test_y;
+    for (int s : scope.population) {
+      double v;
+      if (trait_value(task, data.subjects[size_t(s)], &v)) train_s.push_back(s), train_y.push_back(v);
+    }
+    for (int s : scope.held_all) {
+      double v;
+      if (trait_value(task, data.subjects[size_t(s)], &v)) test_s.push_back(s), test_y.push_back(v);
+    }
+    if (train_s.size() < 4 || test_s.size() < 2 ||
+        (classes && std::set<double>(train_y.begin(), train_y.end()).size() < 2)) {
+      found.note(task + ": skipped, too few subjects with this trait (" + std::to_string(train_s.size()) +
+                 " pre-training, " + std::to_string(test_s.size()) + " held out)");
+      continue;
+    }
+    std::vector<std::string> subject_methods = {"connectivity", "probe"};
+    bool have_truth = !data.true_coupling.empty();
+    for (int s : train_s) have_truth = have_truth && data.true_coupling.count(data.subjects[size_t(s)].id);
+    for (int s : test_s) have_truth = have_truth && data.true_coupling.count(data.subjects[size_t(s)].id);
+    if (have_truth) subject_methods.push_back("oracle");
+    for (const std::string& method : subject_methods) {
+      const int d = method == "probe" ? dm : method == "oracle" ? dk : dc;
+      auto feats = [&](int s, double q) {
+        return method == "probe"    ? probe_features(sw, wf, dm, s, q)
+               : method == "oracle" ? true_coupling(data, s)
+                                    : connectivity_features(data, s, q);
+      };
+      std::vector<double> x;
+      for (int s : train_s) {
+        const auto f = feats(s, 1.0);
+        x.insert(x.end(), f.begin(), f.end());
+      }
+      const Ridge r = fit_trait(x, train_y, classes, d, options.seed);
+      const int k = classes ? 2 : 1;
+      for (double q : options.fractions) {
+        std::vector<double> xt;
+        for (int s : test_s) {
+          const auto f = feats(s, q);
+          xt.insert(xt.end(), f.begin(), f.end());
+        }
+        const auto pred = r.predict(xt, int64_t(test_s.size()));
+        std::vector<size_t> all(test_s.size());
+        std::iota(all.begin(), all.end(), 0);
+        for (const auto& [metric, value] : trait_metrics(classes, test_y, pred, all))
+          found.add(task, method, q, "all", -1, metric, value);
+        // Bootstrap spread over held-out subjects (the same draws on every rank).
+        Rng rng = Rng::stream(options.seed, 0xb007, uint64_t(q * 1e6));
+        std::map<std::string, std::vector<double>> boot;
+        for (int b = 0; b < options.bootstrap; ++b) {
+          std::vector<size_t> idx;
+          for (size_t i = 0; i < all.size(); ++i) idx.push_back(size_t(rng.below(all.size())));
+          for (const auto& [metric, value] : trait_metrics(classes, test_y, pred, idx)) boot[metric].push_back(value);
+        }
+        for (const auto& [metric, values] : boot)
+          found.add(task, method, q, "all", -2, metric, mean_spread(values).sd);  // fold -2: bootstrap sd
+        if (!options.predictions_dir.empty())
+          for (size_t i = 0; i < test_s.size(); ++i) {
+            std::string line = prediction_key(method, q, data.subjects[size_t(test_s[i])].id, -1) + "," +
+                               csv_value(test_y[i]);
+            for (int c = 0; c < k; ++c) (line += ",") += csv_value(pred[i * size_t(k) + size_t(c)]);
+            found.predictions[task].push_back(line);
+          }
+      }
+    }
+  }
+  for (const auto& n : found.notes) out.note(n);
+  if (scope.comm.rank() != 0) return;
+  out.rows.insert(out.rows.end(), found.rows.begin(), found.rows.end());
+  for (auto& [task, lines] : found.predictions) out.predictions[task] = std::move(lines);
+}
+
+}  // namespace bfm::launch::eval

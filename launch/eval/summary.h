@@ -1,0 +1,13 @@
+// The summary of bfm eval's result rows: per task, method, metric and fraction the mean and spread over held-out
+// subjects x folds (the subject tasks: their bootstrap sd), with the chance level. Made after the gather over ranks
+// and again when a report is read back or the parts of a job array are merged (report.h).
+#pragma once
+
+#include "launch/eval/evaluate.h"
+
+namespace bfm::launch::eval {
+
+// (Re)computes report.summary from report.rows: mean and sd per task, method, metric and fraction, with chance.
+void summarize(EvalReport& report);
+
+}  // namespace bfm::launch::eval
