@@ -92,7 +92,8 @@ int run_forward(const std::string& checkpoint, const std::string& input, const s
   batch.stim = (c.contrastive && !stim.data.empty()) ? stim.data.data() : nullptr;
   // With --grads, forward and backward in one pass (the loss the inputs allow); otherwise forward only.
   const bool want_grads = !grads_path.empty();
-  const model::Losses losses = want_grads && (c.mae ? batch.mask != nullptr : true)
+  // (The GPU back-end's fused mae loss needs a mask to back-propagate; the CPU's backs the contrastive loss alone.)
+  const model::Losses losses = want_grads && (!c.mae || batch.mask != nullptr || !model->on_gpu())
                                    ? model->forward_backward(batch, 1.0f, {}, input)
                                    : model->forward(batch, input);
   io::H5ArrayWriter out(output);
