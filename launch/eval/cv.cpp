@@ -102,7 +102,7 @@ void cross_validate(const TrialCv& cv, const EvalScope& scope, size_t min_test, 
       if (train_all.empty() || test.size() < min_test) continue;
       for (double q : scope.options.fractions) {
         const std::vector<int64_t> train = first_fraction(train_all, q);
-        each(CvSplit{s, f, q, train, test});
+        each(CvSplit{scope.data.subjects[size_t(s)].id, f, q, train, test});
       }
     }
   }

@@ -37,7 +37,7 @@ TrialCv trial_cv(const EvalData& data, const EvalOptions& options, RankResults& 
 
 // One outer split: a subject's fold at one fraction of its training trials.
 struct CvSplit {
-  int subject = 0;                    // index into EvalData::subjects
+  const std::string& subject_id;      // EvalSubject::id
   int fold = 0;
   double fraction = 1;
   const std::vector<int64_t>& train;  // the first `fraction` of the fold's training trials after the purge, in time

@@ -66,18 +66,18 @@ std::vector<StimTask> decoding_targets(const EvalScope& scope, RankResults& out)
 void score_category(const EvalScope& scope, const StimTask& task, const std::string& method, const CvSplit& split,
                     const std::vector<double>& pred, RankResults& out) {
   const int64_t n = int64_t(split.test.size());
-  const std::string& sid = scope.data.subjects[size_t(split.subject)].id;
-  const double q = split.fraction;
-  const int f = split.fold;
+  const auto add = [&](const char* metric, double value) {
+    out.add(task.name, method, split.fraction, split.subject_id, split.fold, metric, value);
+  };
   std::vector<int> truth, guess = argmax_rows(pred, n, task.k);
   for (int64_t r : split.test) truth.push_back(scope.data.trials[size_t(r)].label);
-  out.add(task.name, method, q, sid, f, "accuracy", accuracy(truth, guess));
-  out.add(task.name, method, q, sid, f, "balanced_accuracy", balanced_accuracy(truth, guess));
-  out.add(task.name, method, q, sid, f, "auc", auc_ovr(truth, pred, task.k));
+  add("accuracy", accuracy(truth, guess));
+  add("balanced_accuracy", balanced_accuracy(truth, guess));
+  add("auc", auc_ovr(truth, pred, task.k));
   if (!scope.options.predictions_dir.empty())
     for (int64_t i = 0; i < n; ++i) {
-      std::string line = prediction_key(method, q, sid, f) + "," + std::to_string(truth[size_t(i)]) + "," +
-                         std::to_string(guess[size_t(i)]);
+      std::string line = prediction_key(method, split.fraction, split.subject_id, split.fold) + "," +
+                         std::to_string(truth[size_t(i)]) + "," + std::to_string(guess[size_t(i)]);
       for (int c = 0; c < task.k; ++c) (line += ",") += csv_value(pred[size_t(i * task.k + c)]);
       out.predictions[task.name].push_back(line);
     }
@@ -88,7 +88,7 @@ void score_category(const EvalScope& scope, const StimTask& task, const std::str
 void score_embedding(const EvalScope& scope, const StimTask& task, const std::string& method, const CvSplit& split,
                      const std::vector<double>& y_test, const std::vector<double>& pred, RankResults& out) {
   const int64_t n = int64_t(split.test.size());
-  const std::string& sid = scope.data.subjects[size_t(split.subject)].id;
+  const std::string& sid = split.subject_id;
   const double q = split.fraction;
   const int f = split.fold;
   std::vector<double> rs, r2s;

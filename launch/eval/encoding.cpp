@@ -38,7 +38,7 @@ void encode_stimuli(const EvalScope& scope, const TrialCv& cv, RankResults& out)
     out.encoding_count[method] = 0;
   }
   cross_validate(cv, scope, 2, "", out, [&](const CvSplit& split) {
-    const std::string& sid = data.subjects[size_t(split.subject)].id;
+    const std::string& sid = split.subject_id;
     const double q = split.fraction;
     const int f = split.fold;
     const auto x_test = take_rows(x, int(S), split.test), y_test = take_rows(y, int(P), split.test);

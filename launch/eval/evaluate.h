@@ -22,6 +22,8 @@
 //   scratch      the same architecture trained on the task from a random initialisation, likewise
 //   clip         zero-shot retrieval with the contrastive projections (contrastive checkpoints only)
 //   connectivity ridge on the parcel correlation matrix (subject tasks' baseline); probe: the mean encoder features
+//
+// The task registry is tasks.h; each step of evaluate() lives in its own file (docs/EVALUATION.md, "The code").
 #pragma once
 
 #include <cstdint>

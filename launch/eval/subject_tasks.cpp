@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <numeric>
 #include <set>
@@ -166,89 +167,108 @@ Ridge fit_trait(const std::vector<double>& x, const std::vector<double>& train_y
   return fit_ridge_cv(x, y, d, classes ? 2 : 1, rows, group, group, zeros, ends, cv);
 }
 
+// The subjects with a trait: the pre-training ones to learn from, every held-out one to test on, with their values.
+struct TraitSubjects {
+  std::vector<int> train, test;
+  std::vector<double> train_y, test_y;
+};
+TraitSubjects trait_subjects(const EvalScope& scope, const std::string& task) {
+  TraitSubjects t;
+  for (int s : scope.population) {
+    double v;
+    if (trait_value(task, scope.data.subjects[size_t(s)], &v)) t.train.push_back(s), t.train_y.push_back(v);
+  }
+  for (int s : scope.held_all) {
+    double v;
+    if (trait_value(task, scope.data.subjects[size_t(s)], &v)) t.test.push_back(s), t.test_y.push_back(v);
+  }
+  return t;
+}
+
+// One method of a subject task: ridge on the pre-training subjects' features (feats(subject, fraction), d wide) at
+// their full scan time, tested on the held-out subjects at each fraction of theirs: the metrics (fold -1), their
+// bootstrap sd over the held-out subjects (fold -2; the same draws on every rank) and the predictions.
+void test_trait_method(const EvalScope& scope, const std::string& task, const std::string& method, int d,
+                       const std::function<std::vector<double>(int, double)>& feats, const TraitSubjects& subjects,
+                       RankResults& out) {
+  const EvalOptions& options = scope.options;
+  const bool classes = task_info(task).classification;
+  std::vector<double> x;
+  for (int s : subjects.train) {
+    const auto f = feats(s, 1.0);
+    x.insert(x.end(), f.begin(), f.end());
+  }
+  const Ridge r = fit_trait(x, subjects.train_y, classes, d, options.seed);
+  const int k = classes ? 2 : 1;
+  const std::vector<int>& test_s = subjects.test;
+  const std::vector<double>& test_y = subjects.test_y;
+  for (double q : options.fractions) {
+    std::vector<double> xt;
+    for (int s : test_s) {
+      const auto f = feats(s, q);
+      xt.insert(xt.end(), f.begin(), f.end());
+    }
+    const auto pred = r.predict(xt, int64_t(test_s.size()));
+    std::vector<size_t> all(test_s.size());
+    std::iota(all.begin(), all.end(), 0);
+    for (const auto& [metric, value] : trait_metrics(classes, test_y, pred, all))
+      out.add(task, method, q, "all", -1, metric, value);
+    Rng rng = Rng::stream(options.seed, 0xb007, uint64_t(q * 1e6));
+    std::map<std::string, std::vector<double>> boot;
+    for (int b = 0; b < options.bootstrap; ++b) {
+      std::vector<size_t> idx;
+      for (size_t i = 0; i < all.size(); ++i) idx.push_back(size_t(rng.below(all.size())));
+      for (const auto& [metric, value] : trait_metrics(classes, test_y, pred, idx)) boot[metric].push_back(value);
+    }
+    for (const auto& [metric, values] : boot)
+      out.add(task, method, q, "all", -2, metric, mean_spread(values).sd);  // fold -2: bootstrap sd
+    if (!options.predictions_dir.empty())
+      for (size_t i = 0; i < test_s.size(); ++i) {
+        std::string line =
+            prediction_key(method, q, scope.data.subjects[size_t(test_s[i])].id, -1) + "," + csv_value(test_y[i]);
+        for (int c = 0; c < k; ++c) (line += ",") += csv_value(pred[i * size_t(k) + size_t(c)]);
+        out.predictions[task].push_back(line);
+      }
+  }
+}
+
 }  // namespace
 
 void evaluate_subject_tasks(const EvalScope& scope, const model::BrainModel& pretrained, RankResults& out) {
   const EvalData& data = scope.data;
-  const EvalOptions& options = scope.options;
   std::vector<std::string> subject_tasks;
   for (const TaskInfo& t : tasks())
-    if (t.kind == TaskKind::subject && scope.wants(t.name) && options.part == 0) subject_tasks.push_back(t.name);
+    if (t.kind == TaskKind::subject && scope.wants(t.name) && scope.options.part == 0) subject_tasks.push_back(t.name);
   if (subject_tasks.empty()) return;
   const SubjectWindows sw = subject_windows(data);
   scope.log("eval: subject tasks: encoder features of " + std::to_string(sw.windows.size()) + " windows of " +
             std::to_string(data.subjects.size()) + " subjects");
-  const std::vector<double> wf = window_features(pretrained, data, sw.windows, scope.comm, options.device);
+  const std::vector<double> wf = window_features(pretrained, data, sw.windows, scope.comm, scope.options.device);
   const int dm = pretrained.config().n_time() * pretrained.config().d_model;
   const int P = int(data.n_parcels), dc = P * (P - 1) / 2, K = data.n_networks, dk = K * (K - 1) / 2;
   RankResults found;  // every rank computes the same; rank 0 keeps the rows and predictions
   for (const auto& task : subject_tasks) {
-    const bool classes = task_info(task).classification;
-    // The subjects with the trait: the pre-training ones to learn from, every held-out one to test on.
-    std::vector<int> train_s, test_s;
-    std::vector<double> train_y, test_y;
-    for (int s : scope.population) {
-      double v;
-      if (trait_value(task, data.subjects[size_t(s)], &v)) train_s.push_back(s), train_y.push_back(v);
-    }
-    for (int s : scope.held_all) {
-      double v;
-      if (trait_value(task, data.subjects[size_t(s)], &v)) test_s.push_back(s), test_y.push_back(v);
-    }
-    if (train_s.size() < 4 || test_s.size() < 2 ||
-        (classes && std::set<double>(train_y.begin(), train_y.end()).size() < 2)) {
-      found.note(task + ": skipped, too few subjects with this trait (" + std::to_string(train_s.size()) +
-                 " pre-training, " + std::to_string(test_s.size()) + " held out)");
+    const TraitSubjects subjects = trait_subjects(scope, task);
+    if (subjects.train.size() < 4 || subjects.test.size() < 2 ||
+        (task_info(task).classification &&
+         std::set<double>(subjects.train_y.begin(), subjects.train_y.end()).size() < 2)) {
+      found.note(task + ": skipped, too few subjects with this trait (" + std::to_string(subjects.train.size()) +
+                 " pre-training, " + std::to_string(subjects.test.size()) + " held out)");
       continue;
     }
     std::vector<std::string> subject_methods = {"connectivity", "probe"};
     bool have_truth = !data.true_coupling.empty();
-    for (int s : train_s) have_truth = have_truth && data.true_coupling.count(data.subjects[size_t(s)].id);
-    for (int s : test_s) have_truth = have_truth && data.true_coupling.count(data.subjects[size_t(s)].id);
+    for (int s : subjects.train) have_truth = have_truth && data.true_coupling.count(data.subjects[size_t(s)].id);
+    for (int s : subjects.test) have_truth = have_truth && data.true_coupling.count(data.subjects[size_t(s)].id);
     if (have_truth) subject_methods.push_back("oracle");
     for (const std::string& method : subject_methods) {
       const int d = method == "probe" ? dm : method == "oracle" ? dk : dc;
-      auto feats = [&](int s, double q) {
+      const auto feats = [&](int s, double q) {
         return method == "probe"    ? probe_features(sw, wf, dm, s, q)
                : method == "oracle" ? true_coupling(data, s)
                                     : connectivity_features(data, s, q);
       };
-      std::vector<double> x;
-      for (int s : train_s) {
-        const auto f = feats(s, 1.0);
-        x.insert(x.end(), f.begin(), f.end());
-      }
-      const Ridge r = fit_trait(x, train_y, classes, d, options.seed);
-      const int k = classes ? 2 : 1;
-      for (double q : options.fractions) {
-        std::vector<double> xt;
-        for (int s : test_s) {
-          const auto f = feats(s, q);
-          xt.insert(xt.end(), f.begin(), f.end());
-        }
-        const auto pred = r.predict(xt, int64_t(test_s.size()));
-        std::vector<size_t> all(test_s.size());
-        std::iota(all.begin(), all.end(), 0);
-        for (const auto& [metric, value] : trait_metrics(classes, test_y, pred, all))
-          found.add(task, method, q, "all", -1, metric, value);
-        // Bootstrap spread over held-out subjects (the same draws on every rank).
-        Rng rng = Rng::stream(options.seed, 0xb007, uint64_t(q * 1e6));
-        std::map<std::string, std::vector<double>> boot;
-        for (int b = 0; b < options.bootstrap; ++b) {
-          std::vector<size_t> idx;
-          for (size_t i = 0; i < all.size(); ++i) idx.push_back(size_t(rng.below(all.size())));
-          for (const auto& [metric, value] : trait_metrics(classes, test_y, pred, idx)) boot[metric].push_back(value);
-        }
-        for (const auto& [metric, values] : boot)
-          found.add(task, method, q, "all", -2, metric, mean_spread(values).sd);  // fold -2: bootstrap sd
-        if (!options.predictions_dir.empty())
-          for (size_t i = 0; i < test_s.size(); ++i) {
-            std::string line = prediction_key(method, q, data.subjects[size_t(test_s[i])].id, -1) + "," +
-                               csv_value(test_y[i]);
-            for (int c = 0; c < k; ++c) (line += ",") += csv_value(pred[i * size_t(k) + size_t(c)]);
-            found.predictions[task].push_back(line);
-          }
-      }
+      test_trait_method(scope, task, method, d, feats, subjects, found);
     }
   }
   for (const auto& n : found.notes) out.note(n);
