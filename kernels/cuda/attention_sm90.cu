@@ -86,26 +86,6 @@ __device__ __forceinline__ int key_end(int i, int N, int causal_block) {
   return causal_block > 0 ? min(N, (i / causal_block + 1) * causal_block) : N;
 }
 
-// Rows row0 .. row0 + kRows - 1 of a [N, stride] bf16 matrix (kDh columns from `base`) into the swizzled tile at
-// shared address `tile` (sub-tile h at tile + h * kRows * 128 bytes; chunk j of row r at chunk j ^ (r % 8)); rows
-// at or past N become zeros. Eight consecutive threads copy one row's 128 bytes of a sub-tile.
-template <int kRows, int kDh, int kThreads>
-__device__ __forceinline__ void load_rows_swizzled(uint32_t tile, const __nv_bfloat16* base, int64_t stride,
-                                                   int row0, int N) {
-  constexpr int kChunks = kDh / 8;  // 16-byte pieces per row
-  static_assert((kRows * kChunks) % kThreads == 0, "every thread copies the same number of pieces");
-#pragma unroll
-  for (int it = 0; it < kRows * kChunks / kThreads; ++it) {
-    const int c = it * kThreads + threadIdx.x;
-    const int r = c / kChunks, chunk = c % kChunks;
-    const int half = chunk >> 3, j = chunk & 7;
-    const int row = row0 + r;
-    const bool valid = row < N;
-    const uint32_t dst = tile + uint32_t((half * kRows + r) * 128 + ((j ^ (r & 7)) << 4));
-    cp_async_16(dst, base + (valid ? row : 0) * stride + chunk * 8, valid);
-  }
-}
-
 #endif  // BFM_ATTENTION_SM90_BODY
 
 template <int kDh, int kKeys>
@@ -136,9 +116,9 @@ __global__ void __launch_bounds__(WgmmaForwardTile<kDh, kKeys>::kThreads, WgmmaF
   const int shared_key_end = key_end(r0, N, causal_block);
   const int n_key_tiles = (tile_key_end + kBlockN - 1) / kBlockN;
 
-  load_rows_swizzled<kBlockM, kDh, kThreads>(q_tile, q_base, stride, r0, N);
-  load_rows_swizzled<kBlockN, kDh, kThreads>(k_tiles, k_base, stride, 0, N);
-  load_rows_swizzled<kBlockN, kDh, kThreads>(v_tiles, v_base, stride, 0, N);
+  load_rows_sw128<kBlockM, kDh, kThreads>(q_tile, q_base, stride, r0, N);
+  load_rows_sw128<kBlockN, kDh, kThreads>(k_tiles, k_base, stride, 0, N);
+  load_rows_sw128<kBlockN, kDh, kThreads>(v_tiles, v_base, stride, 0, N);
   cp_async_commit();
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warpgroup = threadIdx.x >> 7;
@@ -164,8 +144,8 @@ __global__ void __launch_bounds__(WgmmaForwardTile<kDh, kKeys>::kThreads, WgmmaF
     // so that wait_group 1 always means "everything but the newest prefetch has landed".
     if (j + 1 < n_key_tiles) {
       const uint32_t next = uint32_t((j + 1) & 1) * uint32_t(Tile::kKvBytes);
-      load_rows_swizzled<kBlockN, kDh, kThreads>(k_tiles + next, k_base, stride, (j + 1) * kBlockN, N);
-      load_rows_swizzled<kBlockN, kDh, kThreads>(v_tiles + next, v_base, stride, (j + 1) * kBlockN, N);
+      load_rows_sw128<kBlockN, kDh, kThreads>(k_tiles + next, k_base, stride, (j + 1) * kBlockN, N);
+      load_rows_sw128<kBlockN, kDh, kThreads>(v_tiles + next, v_base, stride, (j + 1) * kBlockN, N);
     }
     cp_async_commit();
     cp_async_wait<1>();

@@ -108,27 +108,6 @@ __device__ __forceinline__ int first_query_seeing(int k, int causal_block) {
   return causal_block > 0 ? k / causal_block * causal_block : 0;
 }
 
-// Rows row0 .. row0 + kRows - 1 of a [N, stride] bf16 matrix (kDh columns from `base`) into the swizzled tile at
-// shared address `tile` (see the top of the file); rows at or past N become zeros. Eight consecutive threads copy
-// the 128 bytes of one row of one sub-tile.
-template <int kRows, int kDh, int kThreads>
-__device__ __forceinline__ void load_rows_sw128(uint32_t tile, const __nv_bfloat16* base, int64_t stride, int row0,
-                                                int N) {
-  constexpr int kChunks = kDh / 8;  // 16-byte pieces per row
-  static_assert((kRows * kChunks) % kThreads == 0, "every thread copies the same number of pieces");
-  static_assert(kRows % 8 == 0, "sub-tiles are whole 8-row swizzle atoms");
-#pragma unroll
-  for (int it = 0; it < kRows * kChunks / kThreads; ++it) {
-    const int c = it * kThreads + int(threadIdx.x);
-    const int r = c / kChunks, chunk = c % kChunks;
-    const int half = chunk >> 3, j = chunk & 7;
-    const int row = row0 + r;
-    const bool valid = row < N;
-    const uint32_t dst = tile + uint32_t((half * kRows + r) * 128 + ((j ^ (r & 7)) << 4));
-    cp_async_16(dst, base + (valid ? row : 0) * stride + chunk * 8, valid);
-  }
-}
-
 // The A (or K-major B) descriptor of k-step kk (columns 16kk .. 16kk + 15 of dh) of the 64 or more rows that start
 // at row `row0` (a multiple of 8) of a swizzled tile of kRows rows.
 template <int kRows>

@@ -11,7 +11,8 @@
 //       Consistency Model: Proxies (the async proxy through which wgmma reads shared memory)
 //   wgmma.fence, wgmma.commit_group, wgmma.wait_group, wgmma.mma_async
 //       Asynchronous Warpgroup Level Matrix Multiply-Accumulate Instructions (sm_90a): wgmma.mma_async and its
-//       register fragments; Matrix Descriptor Format (Shared Memory Matrix Layout) for sw128_descriptor
+//       register fragments; Matrix Descriptor Format (Shared Memory Matrix Layout) for sw128_descriptor and
+//       the 128-byte swizzle that load_rows_sw128 writes
 // Device functions only, forced inline: a kernel that does not call a wrapper emits none of its PTX, so the sm_80
 // and sm_90 passes of attention.cu never see the sm_90a instructions. The register constraints are part of the
 // contract: "+f" accumulators are read and written by the instruction, and fence_registers keeps the compiler
@@ -129,6 +130,29 @@ __device__ __forceinline__ void fence_registers(uint32_t (&r)[kN][4]) {
 __device__ __forceinline__ uint64_t sw128_descriptor(uint32_t address, uint32_t leading_byte_offset) {
   return uint64_t((address >> 4) & 0x3FFFu) | (uint64_t((leading_byte_offset >> 4) & 0x3FFFu) << 16) |
          (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
+}
+
+// Rows row0 .. row0 + kRows - 1 of a [N, stride] bf16 matrix (kDh columns from `base`) into the 128B-swizzled tile
+// that sw128_descriptor describes, at shared address `tile` (1024-byte aligned): dh / 64 sub-tiles [kRows][64],
+// sub-tile h at tile + h * kRows * 128 bytes, rows of 128 bytes, the 16-byte chunk j of row r at chunk position
+// j ^ (r % 8). Rows at or past N become zeros. Eight consecutive threads copy the 128 bytes of one row of one
+// sub-tile; cp_async_commit and cp_async_wait are the caller's.
+template <int kRows, int kDh, int kThreads>
+__device__ __forceinline__ void load_rows_sw128(uint32_t tile, const __nv_bfloat16* base, int64_t stride, int row0,
+                                                int N) {
+  constexpr int kChunks = kDh / 8;  // 16-byte pieces per row
+  static_assert((kRows * kChunks) % kThreads == 0, "every thread copies the same number of pieces");
+  static_assert(kRows % 8 == 0, "sub-tiles are whole 8-row swizzle atoms");
+#pragma unroll
+  for (int it = 0; it < kRows * kChunks / kThreads; ++it) {
+    const int c = it * kThreads + int(threadIdx.x);
+    const int r = c / kChunks, chunk = c % kChunks;
+    const int half = chunk >> 3, j = chunk & 7;
+    const int row = row0 + r;
+    const bool valid = row < N;
+    const uint32_t dst = tile + uint32_t((half * kRows + r) * 128 + ((j ^ (r & 7)) << 4));
+    cp_async_16(dst, base + (valid ? row : 0) * stride + chunk * 8, valid);
+  }
 }
 
 #define BFM_PTX_F8(d, i)                                                                                      \
