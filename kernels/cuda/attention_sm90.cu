@@ -43,9 +43,12 @@
 #include <cstdint>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/ptx.cuh"
 
 namespace bfm::kernels::cuda::attention_detail {
 namespace {
+
+using namespace ptx;  // the inline-PTX wrappers (kernels/cuda/ptx.cuh), called by their instruction names
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
@@ -83,119 +86,6 @@ __device__ __forceinline__ int key_end(int i, int N, int causal_block) {
   return causal_block > 0 ? min(N, (i / causal_block + 1) * causal_block) : N;
 }
 
-__device__ __forceinline__ uint32_t shared_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
-// Orders this thread's completed shared-memory writes (cp.async included) before later reads by the async proxy
-// (wgmma operands); each writing thread fences, then the block barrier publishes.
-__device__ __forceinline__ void fence_proxy_async_shared() {
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
-
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void wgmma_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
-}
-// Keeps the compiler from moving reads or writes of wgmma operand registers across the fence/commit/wait above
-// (CUTLASS's warpgroup_fence_operand).
-template <int kN>
-__device__ __forceinline__ void fence_registers(float (&r)[kN]) {
-#pragma unroll
-  for (int i = 0; i < kN; ++i) asm volatile("" : "+f"(r[i])::"memory");
-}
-template <int kN>
-__device__ __forceinline__ void fence_registers(uint32_t (&r)[kN][4]) {
-#pragma unroll
-  for (int i = 0; i < kN; ++i)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(r[i][e])::"memory");
-}
-
-// A 128B-swizzled shared-memory matrix descriptor (see the top of the file), SBO = 1024.
-__device__ __forceinline__ uint64_t sw128_descriptor(uint32_t address, uint32_t leading_byte_offset) {
-  return uint64_t((address >> 4) & 0x3FFFu) | (uint64_t((leading_byte_offset >> 4) & 0x3FFFu) << 16) |
-         (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
-}
-
-#define BFM_F8(d, i)                                                                                    \
-  "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), \
-      "+f"(d[i + 7])
-#define BFM_F32(d, i) BFM_F8(d, i), BFM_F8(d, i + 8), BFM_F8(d, i + 16), BFM_F8(d, i + 24)
-
-// d [64 x 64] (+)= A [64 x 16] B [16 x 64]; A and B from shared memory, both K-major. The accumulator of thread
-// l of warp w' of the warpgroup: d[4i + e] is row 16w' + l/4 (+ 8 for e >= 2), column 8i + 2(l%4) + e%2.
-__device__ __forceinline__ void wgmma_m64n64k16_ss(float* d, uint64_t a, uint64_t b, int accumulate) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "
-      "%23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-      : BFM_F32(d, 0)
-      : "l"(a), "l"(b), "r"(accumulate));
-}
-// The same with N = 128 (64 accumulators per thread).
-__device__ __forceinline__ void wgmma_m64n128k16_ss(float* d, uint64_t a, uint64_t b, int accumulate) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "
-      "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, "
-      "%44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-      "%64, %65, p, 1, 1, 0, 0;\n}\n"
-      : BFM_F32(d, 0), BFM_F32(d, 32)
-      : "l"(a), "l"(b), "r"(accumulate));
-}
-// d [64 x 64] += A [64 x 16] B [16 x 64]; A from registers in the m16n8k16 `a` layout of each warp's 16 rows
-// (a0: row l/4, cols 2(l%4)..+1; a1: row l/4 + 8; a2: row l/4, cols 8 + 2(l%4)..; a3: row l/4 + 8, cols 8 + ..),
-// B from shared memory MN-major (tnspB = 1).
-__device__ __forceinline__ void wgmma_m64n64k16_rs_tnspb(float* d, const uint32_t (&a)[4], uint64_t b) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "
-      "%23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-      : BFM_F32(d, 0)
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-}
-#undef BFM_F32
-#undef BFM_F8
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-// Rows row0 .. row0 + kRows - 1 of a [N, stride] bf16 matrix (kDh columns from `base`) into the swizzled tile at
-// shared address `tile` (sub-tile h at tile + h * kRows * 128 bytes; chunk j of row r at chunk j ^ (r % 8)); rows
-// at or past N become zeros. Eight consecutive threads copy one row's 128 bytes of a sub-tile.
-template <int kRows, int kDh, int kThreads>
-__device__ __forceinline__ void load_rows_swizzled(uint32_t tile, const __nv_bfloat16* base, int64_t stride,
-                                                   int row0, int N) {
-  constexpr int kChunks = kDh / 8;  // 16-byte pieces per row
-  static_assert((kRows * kChunks) % kThreads == 0, "every thread copies the same number of pieces");
-#pragma unroll
-  for (int it = 0; it < kRows * kChunks / kThreads; ++it) {
-    const int c = it * kThreads + threadIdx.x;
-    const int r = c / kChunks, chunk = c % kChunks;
-    const int half = chunk >> 3, j = chunk & 7;
-    const int row = row0 + r;
-    const bool valid = row < N;
-    const uint32_t dst = tile + uint32_t((half * kRows + r) * 128 + ((j ^ (r & 7)) << 4));
-    cp_async_16(dst, base + (valid ? row : 0) * stride + chunk * 8, valid);
-  }
-}
-
 #endif  // BFM_ATTENTION_SM90_BODY
 
 template <int kDh, int kKeys>
@@ -226,9 +116,9 @@ __global__ void __launch_bounds__(WgmmaForwardTile<kDh, kKeys>::kThreads, WgmmaF
   const int shared_key_end = key_end(r0, N, causal_block);
   const int n_key_tiles = (tile_key_end + kBlockN - 1) / kBlockN;
 
-  load_rows_swizzled<kBlockM, kDh, kThreads>(q_tile, q_base, stride, r0, N);
-  load_rows_swizzled<kBlockN, kDh, kThreads>(k_tiles, k_base, stride, 0, N);
-  load_rows_swizzled<kBlockN, kDh, kThreads>(v_tiles, v_base, stride, 0, N);
+  load_rows_sw128<kBlockM, kDh, kThreads>(q_tile, q_base, stride, r0, N);
+  load_rows_sw128<kBlockN, kDh, kThreads>(k_tiles, k_base, stride, 0, N);
+  load_rows_sw128<kBlockN, kDh, kThreads>(v_tiles, v_base, stride, 0, N);
   cp_async_commit();
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warpgroup = threadIdx.x >> 7;
@@ -254,8 +144,8 @@ __global__ void __launch_bounds__(WgmmaForwardTile<kDh, kKeys>::kThreads, WgmmaF
     // so that wait_group 1 always means "everything but the newest prefetch has landed".
     if (j + 1 < n_key_tiles) {
       const uint32_t next = uint32_t((j + 1) & 1) * uint32_t(Tile::kKvBytes);
-      load_rows_swizzled<kBlockN, kDh, kThreads>(k_tiles + next, k_base, stride, (j + 1) * kBlockN, N);
-      load_rows_swizzled<kBlockN, kDh, kThreads>(v_tiles + next, v_base, stride, (j + 1) * kBlockN, N);
+      load_rows_sw128<kBlockN, kDh, kThreads>(k_tiles + next, k_base, stride, (j + 1) * kBlockN, N);
+      load_rows_sw128<kBlockN, kDh, kThreads>(v_tiles + next, v_base, stride, (j + 1) * kBlockN, N);
     }
     cp_async_commit();
     cp_async_wait<1>();

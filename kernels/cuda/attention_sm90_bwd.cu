@@ -66,9 +66,12 @@
 #include <cstdint>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/ptx.cuh"
 
 namespace bfm::kernels::cuda::detail {
 namespace {
+
+using namespace ptx;  // the inline-PTX wrappers (kernels/cuda/ptx.cuh), called by their instruction names
 
 constexpr float kLog2eBwd = 1.4426950408889634f;
 constexpr int kScratchDeltaSm90 = 9;  // detail::scratch slot of this backward's delta rows, used nowhere else
@@ -105,119 +108,11 @@ __device__ __forceinline__ int first_query_seeing(int k, int causal_block) {
   return causal_block > 0 ? k / causal_block * causal_block : 0;
 }
 
-__device__ __forceinline__ uint32_t shared_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-// 16 (or 4) bytes global -> shared; zeros when !valid (src-size 0: nothing is read).
-__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_4(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
-// Makes this thread's completed shared-memory writes (cp.async included) visible to the async proxy (wgmma operand
-// reads); every writing thread fences, then a block barrier publishes.
-__device__ __forceinline__ void fence_proxy_async_shared() {
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
-
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void wgmma_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
-}
-// Keeps the compiler from moving reads or writes of wgmma operand registers across the fence / commit / wait
-// instructions above (CUTLASS's warpgroup_fence_operand).
-template <int kN>
-__device__ __forceinline__ void fence_registers(float (&r)[kN]) {
-#pragma unroll
-  for (int i = 0; i < kN; ++i) asm volatile("" : "+f"(r[i])::"memory");
-}
-template <int kN>
-__device__ __forceinline__ void fence_registers(uint32_t (&r)[kN][4]) {
-#pragma unroll
-  for (int i = 0; i < kN; ++i)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(r[i][e])::"memory");
-}
-
-// Shared-memory matrix descriptor with the 128-byte swizzle: start address >> 4 (bits 0-13), leading byte offset
-// >> 4 (bits 16-29), stride byte offset 1024 >> 4 (bits 32-45), base offset 0 (bits 49-51: every atom is
-// 1024-aligned), layout type 1 = 128B swizzle (bits 62-63).
-__device__ __forceinline__ uint64_t sw128_desc(uint32_t address, uint32_t leading_byte_offset) {
-  return uint64_t((address >> 4) & 0x3FFFu) | (uint64_t((leading_byte_offset >> 4) & 0x3FFFu) << 16) |
-         (uint64_t(1024u >> 4) << 32) | (uint64_t(1) << 62);
-}
-
-#define BFM_BWD_F8(d, i)                                                                                      \
-  "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), \
-      "+f"(d[i + 7])
-#define BFM_BWD_F32(d, i) BFM_BWD_F8(d, i), BFM_BWD_F8(d, i + 8), BFM_BWD_F8(d, i + 16), BFM_BWD_F8(d, i + 24)
-
-// d [64 x 64] (+)= A [64 x 16] B [16 x 64], A and B from shared memory, both K-major (imm-trans-a = imm-trans-b
-// = 0); accumulate = 0 overwrites d (scale-d false).
-__device__ __forceinline__ void wgmma_m64n64k16_ss(float* d, uint64_t a, uint64_t b, int accumulate) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "
-      "%23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-      : BFM_BWD_F32(d, 0)
-      : "l"(a), "l"(b), "r"(accumulate));
-}
-// d [64 x 64] += A [64 x 16] B [16 x 64], A from registers (the m16n8k16 A fragment of each warp's 16 rows), B
-// from shared memory MN-major (imm-trans-b = 1).
-__device__ __forceinline__ void wgmma_m64n64k16_rs_tnspb(float* d, const uint32_t (&a)[4], uint64_t b) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, "
-      "%23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-      : BFM_BWD_F32(d, 0)
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-}
-#undef BFM_BWD_F32
-#undef BFM_BWD_F8
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-// Rows row0 .. row0 + kRows - 1 of a [N, stride] bf16 matrix (kDh columns from `base`) into the swizzled tile at
-// shared address `tile` (see the top of the file); rows at or past N become zeros. Eight consecutive threads copy
-// the 128 bytes of one row of one sub-tile.
-template <int kRows, int kDh, int kThreads>
-__device__ __forceinline__ void load_rows_sw128(uint32_t tile, const __nv_bfloat16* base, int64_t stride, int row0,
-                                                int N) {
-  constexpr int kChunks = kDh / 8;  // 16-byte pieces per row
-  static_assert((kRows * kChunks) % kThreads == 0, "every thread copies the same number of pieces");
-  static_assert(kRows % 8 == 0, "sub-tiles are whole 8-row swizzle atoms");
-#pragma unroll
-  for (int it = 0; it < kRows * kChunks / kThreads; ++it) {
-    const int c = it * kThreads + int(threadIdx.x);
-    const int r = c / kChunks, chunk = c % kChunks;
-    const int half = chunk >> 3, j = chunk & 7;
-    const int row = row0 + r;
-    const bool valid = row < N;
-    const uint32_t dst = tile + uint32_t((half * kRows + r) * 128 + ((j ^ (r & 7)) << 4));
-    cp_async_16(dst, base + (valid ? row : 0) * stride + chunk * 8, valid);
-  }
-}
-
 // The A (or K-major B) descriptor of k-step kk (columns 16kk .. 16kk + 15 of dh) of the 64 or more rows that start
 // at row `row0` (a multiple of 8) of a swizzled tile of kRows rows.
 template <int kRows>
 __device__ __forceinline__ uint64_t kmajor_desc(uint32_t tile, int row0, int kk) {
-  return sw128_desc(tile + uint32_t((kk >> 2) * kRows * 128 + row0 * 128 + (kk & 3) * 32), 16);
+  return sw128_descriptor(tile + uint32_t((kk >> 2) * kRows * 128 + row0 * 128 + (kk & 3) * 32), 16);
 }
 // The MN-major B descriptor of k-step kk (rows 16kk .. 16kk + 15) and 64-column half hh of a swizzled tile of
 // kRows rows. N = 64 is one 64-element block along N, so LBO (the step to the next block) is never used; it is
@@ -225,7 +120,7 @@ __device__ __forceinline__ uint64_t kmajor_desc(uint32_t tile, int row0, int kk)
 // two fields the hardware took for the 8-row step along K.
 template <int kRows>
 __device__ __forceinline__ uint64_t mnmajor_desc(uint32_t tile, int kk, int hh) {
-  return sw128_desc(tile + uint32_t(hh * kRows * 128 + kk * 16 * 128), 1024);
+  return sw128_descriptor(tile + uint32_t(hh * kRows * 128 + kk * 16 * 128), 1024);
 }
 
 #endif  // BFM_ATTENTION_SM90_BWD_BODY

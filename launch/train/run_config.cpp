@@ -1,7 +1,10 @@
 #include "launch/train/run_config.h"
 
+#include <charconv>
+#include <cmath>
 #include <limits>
 #include <sstream>
+#include <type_traits>
 
 #include <toml++/toml.h>
 
@@ -11,84 +14,178 @@ namespace bfm::launch {
 
 namespace {
 
-// The defaults: a small model that trains in minutes on two cores.
-constexpr const char* kDefaults = R"(# bfm run configuration (TOML). Every key is optional; these are the defaults.
-[model]
-n_parcels = 64          # P, parcels of the atlas
-window = 64             # T, time points per sample
-patch_len = 8           # L, time points per token
-d_model = 128           # D
-n_heads = 4             # H
-n_layers = 4
-mlp_ratio = 4
-objectives = ["mae"]    # "mae" or "causal", optionally with "contrastive"
-mask_ratio = 0.75
-stim_dim = 16           # S, size of the stimulus embedding (contrastive)
-proj_dim = 32           # E, size of the shared embedding (contrastive)
-ln_eps = 1e-5
+// The TOML spelling of the two fields that are not written as themselves: model.objectives (the flags mae, causal
+// and contrastive) and train.mask_strategy (an enum).
+struct Spelled {
+  std::vector<std::string> objectives;
+  std::string mask_strategy;
+};
 
-[model.decoder]         # the MAE decoder
-d_model = 64
-n_heads = 4
-n_layers = 2
+// Every key of a run config, in the order `bfm config --defaults` prints them, with the comment printed beside it:
+// the parser and the printer both walk this one list. `v.section(name, comment)` opens a table;
+// `v.key(name, field, comment)` is a key and the field it sets. A key's default is the field's initialiser
+// (run_config.h), not written here.
+template <class Visitor>
+void visit_keys(RunConfig& rc, Spelled& spelled, Visitor& v) {
+  model::ModelConfig& m = rc.model;
+  v.section("model", "");
+  v.key("n_parcels", m.n_parcels, "P, parcels of the atlas");
+  v.key("window", m.window, "T, time points per sample");
+  v.key("patch_len", m.patch_len, "L, time points per token");
+  v.key("d_model", m.d_model, "D");
+  v.key("n_heads", m.n_heads, "H");
+  v.key("n_layers", m.n_layers, "");
+  v.key("mlp_ratio", m.mlp_ratio, "");
+  v.key("objectives", spelled.objectives, "\"mae\" or \"causal\", optionally with \"contrastive\"");
+  v.key("mask_ratio", m.mask_ratio, "");
+  v.key("stim_dim", m.stim_dim, "S, size of the stimulus embedding (contrastive)");
+  v.key("proj_dim", m.proj_dim, "E, size of the shared embedding (contrastive)");
+  v.key("ln_eps", m.ln_eps, "");
+  model::DecoderConfig& decoder = m.decoder ? *m.decoder : m.decoder.emplace();
+  v.section("model.decoder", "the MAE decoder");
+  v.key("d_model", decoder.d_model, "");
+  v.key("n_heads", decoder.n_heads, "");
+  v.key("n_layers", decoder.n_layers, "");
+  v.section("model.loss_weights", "");
+  v.key("mae", m.weight_mae, "");
+  v.key("causal", m.weight_causal, "");
+  v.key("contrastive", m.weight_contrastive, "");
 
-[model.loss_weights]
-mae = 1.0
-causal = 1.0
-contrastive = 1.0
+  DataConfig& d = rc.data;
+  v.section("data", "");
+  v.key("source", d.source,
+        "windows generated in memory with known structure | \"corpus\" (data.corpus = its folder)");
+  v.key("corpus", d.corpus, "");
+  v.key("stride", d.stride, "corpus: window starts every `stride` time points, jittered per epoch");
+  v.key("memory_budget_mb", d.memory_budget_mb, "corpus: read-ahead per rank; what it leaves caches chunks");
+  v.key("shuffle", d.shuffle,
+        "corpus: \"window\" shuffles every window over the corpus | \"block\" (docs/TRAINING.md, Data order)");
+  v.key("shuffle_blocks", d.shuffle_blocks,
+        "shuffle = \"block\": blocks of 256 time points drawn together (the shuffle buffer)");
+  v.key("read_threads", d.read_threads,
+        "corpus: threads reading chunks per rank (0: 2 on a GPU rank, 1 on a CPU rank)");
+  v.key("n_networks", d.n_networks, "");
+  v.key("n_categories", d.n_categories, "");
+  v.key("noise", d.noise, "observation noise relative to the network signals");
+  v.key("stim_gain", d.stim_gain, "stimulus-driven response relative to intrinsic dynamics");
+  v.key("seed", d.seed, "");
 
-[data]
-source = "synthetic"    # windows generated in memory with known structure | "corpus" (data.corpus = its folder)
-corpus = ""
-stride = 10             # corpus: window starts every `stride` time points, jittered per epoch
-memory_budget_mb = 256  # corpus: read-ahead per rank; what it leaves caches chunks
-shuffle = "window"      # corpus: "window" shuffles every window over the corpus | "block" (docs/TRAINING.md, Data order)
-shuffle_blocks = 64     # shuffle = "block": blocks of 256 time points drawn together (the shuffle buffer)
-read_threads = 0        # corpus: threads reading chunks per rank (0: 2 on a GPU rank, 1 on a CPU rank)
-n_networks = 6
-n_categories = 16
-noise = 0.3             # observation noise relative to the network signals
-stim_gain = 1.5         # stimulus-driven response relative to intrinsic dynamics
-seed = 1
+  TrainConfig& t = rc.train;
+  v.section("train", "");
+  v.key("steps", t.steps, "");
+  v.key("epochs", t.epochs, "corpus data: > 0 trains this many passes over the training windows instead of `steps`");
+  v.key("batch_size", t.batch_size, "global batch: windows per optimizer step over all ranks");
+  v.key("micro_batch", t.micro_batch,
+        "windows per forward/backward on one rank (0: batch_size / ranks); smaller = accumulation");
+  v.key("warmup_steps", t.warmup_steps, "");
+  v.key("lr", t.optimizer.lr, "");
+  v.key("min_lr_ratio", t.min_lr_ratio, "cosine decay ends at lr * min_lr_ratio");
+  v.key("beta1", t.optimizer.beta1, "");
+  v.key("beta2", t.optimizer.beta2, "");
+  v.key("eps", t.optimizer.eps, "");
+  v.key("weight_decay", t.optimizer.weight_decay, "");
+  v.key("grad_clip", t.optimizer.grad_clip, "");
+  v.key("mask_strategy", spelled.mask_strategy, "random | tube | future");
+  v.key("seed", t.seed, "");
+  v.key("log_every", t.log_every, "");
+  v.key("out", t.out, "");
+  v.key("device", t.device, "auto: the GPU where the build and the machine have one, else the CPU | cpu | cuda");
+  v.key("precision", t.precision, "GPU only: bf16 (bf16 activations, fp32 master weights) | fp32 (for checking)");
+  v.key("validate_every", t.validate_every, "held-out loss every N steps");
+  v.key("checkpoint_every", t.checkpoint_every,
+        "training checkpoint (resumable) every N steps; 0: only on a stop signal and at the end");
+  v.key("keep_checkpoints", t.keep_checkpoints, "the newest K training checkpoints are kept");
+  v.key("max_bad_steps", t.max_bad_steps, "non-finite loss or gradient this many steps in a row stops the run");
+  v.key("comm", t.comm, "gradient all-reduce: auto | self | mpi | nccl");
+  v.key("bucket_mb", t.bucket_mb, "all-reduce bucket size: buckets start while backward goes on");
+  v.key("gpu_overlap", t.gpu_overlap,
+        "GPU ranks with NCCL: start the buckets' all-reduces during backward (not yet run on GPUs)");
+  v.key("zero", t.zero, "ZeRO-1: shard AdamW's moments over the ranks (reduce-scatter, update a shard, all-gather)");
+}
 
-[train]
-steps = 300
-epochs = 0              # corpus data: > 0 trains this many passes over the training windows instead of `steps`
-batch_size = 16         # global batch: windows per optimizer step over all ranks
-micro_batch = 0         # windows per forward/backward on one rank (0: batch_size / ranks); smaller = accumulation
-warmup_steps = 30
-lr = 1e-3
-min_lr_ratio = 0.1      # cosine decay ends at lr * min_lr_ratio
-beta1 = 0.9
-beta2 = 0.95
-eps = 1e-8
-weight_decay = 0.05
-grad_clip = 1.0
-mask_strategy = "random"  # random | tube | future
-seed = 0
-log_every = 10
-out = "runs/bfm"
-device = "auto"         # auto: the GPU where the build and the machine have one, else the CPU | cpu | cuda
-precision = "bf16"      # GPU only: bf16 (bf16 activations, fp32 master weights) | fp32 (for checking)
-validate_every = 50     # held-out loss every N steps
-checkpoint_every = 100  # training checkpoint (resumable) every N steps; 0: only on a stop signal and at the end
-keep_checkpoints = 2    # the newest K training checkpoints are kept
-max_bad_steps = 5       # non-finite loss or gradient this many steps in a row stops the run
-comm = "auto"           # gradient all-reduce: auto | self | mpi | nccl
-bucket_mb = 25          # all-reduce bucket size: buckets start while backward goes on
-gpu_overlap = false     # GPU ranks with NCCL: start the buckets' all-reduces during backward (not yet run on GPUs)
-zero = false            # ZeRO-1: shard AdamW's moments over the ranks (reduce-scatter, update a shard, all-gather)
-)";
+Spelled spell(const RunConfig& rc) {
+  return {rc.model.objectives(), model::to_string(rc.train.mask_strategy)};
+}
 
+// A double as a TOML float: the shortest text that reads back as the same value, plain or with an exponent,
+// whichever is shorter ("0.75", "1e-5"; "1.0", never "1", which TOML would read as an integer).
+std::string toml_float(double value) {
+  if (!std::isfinite(value)) return std::isnan(value) ? "nan" : value > 0 ? "inf" : "-inf";
+  char buffer[64];
+  std::string plain(buffer, std::to_chars(buffer, buffer + sizeof buffer, value, std::chars_format::fixed).ptr);
+  if (plain.find('.') == std::string::npos) plain += ".0";
+  std::string exponent(buffer,
+                       std::to_chars(buffer, buffer + sizeof buffer, value, std::chars_format::scientific).ptr);
+  const size_t e = exponent.find('e');  // "1e-05" -> "1e-5", "2.5e+01" -> "2.5e1"
+  size_t digits = e + 1;
+  if (exponent[digits] == '+') exponent.erase(digits, 1);
+  else if (exponent[digits] == '-') ++digits;
+  while (digits + 1 < exponent.size() && exponent[digits] == '0') exponent.erase(digits, 1);
+  return exponent.size() < plain.size() ? exponent : plain;
+}
+
+std::string toml_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+// Prints the keys with their values and comments, the comments from column 24.
+class DefaultsPrinter {
+ public:
+  explicit DefaultsPrinter(std::ostringstream& os) : os_(os) {}
+  void section(const char* name, const char* comment) {
+    if (!first_) os_ << "\n";
+    first_ = false;
+    line(std::string("[").append(name).append("]"), comment);
+  }
+  template <class T>
+  void key(const char* name, const T& value, const char* comment) {
+    line(std::string(name) + " = " + text(value), comment);
+  }
+
+ private:
+  static std::string text(bool v) { return v ? "true" : "false"; }
+  static std::string text(double v) { return toml_float(v); }
+  static std::string text(const std::string& v) { return toml_string(v); }
+  static std::string text(const std::vector<std::string>& v) {
+    std::string out = "[";
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (i > 0) out += ", ";
+      out += toml_string(v[i]);
+    }
+    return out + "]";
+  }
+  template <class T>
+    requires std::is_integral_v<T>
+  static std::string text(T v) {
+    return std::to_string(v);
+  }
+  void line(const std::string& content, const char* comment) {
+    os_ << content;
+    if (*comment) os_ << std::string(content.size() + 2 < 24 ? 24 - content.size() : 2, ' ') << "# " << comment;
+    os_ << "\n";
+  }
+  std::ostringstream& os_;
+  bool first_ = true;
+};
+
+// Reads the keys that a table holds into their fields (visit_keys); a key the table lacks keeps the field's value.
 class Reader {
  public:
   Reader(const toml::table& table, std::string source) : table_(table), source_(std::move(source)) {}
 
+  void section(const char* name, const char*) { section_ = name; }
   template <class T>
-  void get(const char* section, const char* key, T& value) {
-    const toml::node* node = lookup(section, key);
+  void key(const char* name, T& value, const char*) {
+    const std::string path = section_ + "." + name;
+    used_.push_back(path);
+    const toml::node* node = table_.at_path(path).node();
     if (!node) return;
-    const std::string where = source_ + ": " + section + "." + key;
+    const std::string where = source_ + ": " + path;
     if constexpr (std::is_same_v<T, bool>) {
       auto v = node->value<bool>();
       require(v.has_value(), where, " must be true or false");
@@ -127,12 +224,6 @@ class Reader {
   }
 
  private:
-  const toml::node* lookup(const char* section, const char* key) {
-    used_.push_back(std::string(section) + "." + key);
-    const toml::node* node = table_.at_path(std::string(section) + "." + key).node();
-    return node;
-  }
-
   void check_table(const toml::table& table, const std::string& prefix) const {
     for (const auto& [k, node] : table) {
       const std::string path = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
@@ -148,6 +239,7 @@ class Reader {
 
   const toml::table& table_;
   std::string source_;
+  std::string section_;
   std::vector<std::string> used_;
 };
 
@@ -178,11 +270,19 @@ void apply_override(toml::table& table, const std::string& assignment) {
 
 }  // namespace
 
-std::string default_config_toml() { return kDefaults; }
+std::string default_config_toml() {
+  RunConfig defaults;
+  Spelled spelled = spell(defaults);
+  std::ostringstream os;
+  os << "# bfm run configuration (TOML). Every key is optional; these are the defaults.\n";
+  DefaultsPrinter printer(os);
+  visit_keys(defaults, spelled, printer);
+  return os.str();
+}
 
 RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides) {
   toml::table table;
-  RunConfig rc;
+  RunConfig rc;  // the defaults, which the file's keys replace
   rc.source = path.empty() ? "built-in defaults" : path;
   if (!path.empty()) {
     try {
@@ -196,93 +296,35 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   for (const auto& o : overrides) apply_override(table, o);
 
   Reader r(table, rc.source);
+  Spelled spelled = spell(rc);
+  visit_keys(rc, spelled, r);
+
   auto& m = rc.model;
-  // Defaults of the model, as in kDefaults.
-  m.n_parcels = 64, m.window = 64, m.patch_len = 8, m.d_model = 128, m.n_heads = 4, m.n_layers = 4;
-  m.mae = true;
-  m.decoder = model::DecoderConfig{64, 4, 2};
-  m.stim_dim = 16, m.proj_dim = 32;
-  r.get("model", "n_parcels", m.n_parcels);
-  r.get("model", "window", m.window);
-  r.get("model", "patch_len", m.patch_len);
-  r.get("model", "d_model", m.d_model);
-  r.get("model", "n_heads", m.n_heads);
-  r.get("model", "n_layers", m.n_layers);
-  r.get("model", "mlp_ratio", m.mlp_ratio);
-  std::vector<std::string> objectives{"mae"};
-  r.get("model", "objectives", objectives);
   m.mae = m.causal = m.contrastive = false;
-  for (const auto& o : objectives) {
+  for (const auto& o : spelled.objectives) {
     if (o == "mae") m.mae = true;
     else if (o == "causal") m.causal = true;
     else if (o == "contrastive") m.contrastive = true;
     else fail(rc.source, ": model.objectives: unknown objective \"", o, "\" (known: mae, causal, contrastive)");
   }
-  r.get("model", "mask_ratio", m.mask_ratio);
-  r.get("model", "stim_dim", m.stim_dim);
-  r.get("model", "proj_dim", m.proj_dim);
-  r.get("model", "ln_eps", m.ln_eps);
-  r.get("model.decoder", "d_model", m.decoder->d_model);
-  r.get("model.decoder", "n_heads", m.decoder->n_heads);
-  r.get("model.decoder", "n_layers", m.decoder->n_layers);
   if (!m.mae) m.decoder.reset();
-  r.get("model.loss_weights", "mae", m.weight_mae);
-  r.get("model.loss_weights", "causal", m.weight_causal);
-  r.get("model.loss_weights", "contrastive", m.weight_contrastive);
   m.validate(rc.source);
 
-  auto& d = rc.data;
-  r.get("data", "source", d.source);
+  const DataConfig& d = rc.data;
   require(d.source == "synthetic" || d.source == "corpus", rc.source, ": data.source \"", d.source,
           "\" is not one of \"synthetic\", \"corpus\"");
-  r.get("data", "corpus", d.corpus);
-  r.get("data", "stride", d.stride);
-  r.get("data", "memory_budget_mb", d.memory_budget_mb);
   require(d.source != "corpus" || !d.corpus.empty(), rc.source, ": data.source = \"corpus\" needs data.corpus (a folder)");
   require(d.stride > 0 && d.memory_budget_mb > 0, rc.source, ": data.stride and data.memory_budget_mb must be positive");
-  r.get("data", "shuffle", d.shuffle);
   require(d.shuffle == "window" || d.shuffle == "block", rc.source, ": data.shuffle \"", d.shuffle,
           "\" is not one of \"window\", \"block\"");
-  r.get("data", "shuffle_blocks", d.shuffle_blocks);
-  r.get("data", "read_threads", d.read_threads);
   require(d.shuffle_blocks > 0 && d.read_threads >= 0, rc.source,
           ": data.shuffle_blocks must be positive and data.read_threads not negative");
-  r.get("data", "n_networks", d.n_networks);
-  r.get("data", "n_categories", d.n_categories);
-  r.get("data", "noise", d.noise);
-  r.get("data", "stim_gain", d.stim_gain);
-  r.get("data", "seed", d.seed);
   require(d.n_networks > 0 && d.n_categories > 0 && d.noise >= 0, rc.source,
           ": data.n_networks and data.n_categories must be positive, data.noise not negative");
 
-  auto& t = rc.train;
-  r.get("train", "steps", t.steps);
-  r.get("train", "epochs", t.epochs);
+  TrainConfig& t = rc.train;
   require(t.epochs >= 0, rc.source, ": train.epochs must not be negative");
-  r.get("train", "batch_size", t.batch_size);
-  r.get("train", "micro_batch", t.micro_batch);
-  r.get("train", "warmup_steps", t.warmup_steps);
-  r.get("train", "lr", t.optimizer.lr);
-  r.get("train", "min_lr_ratio", t.min_lr_ratio);
-  r.get("train", "beta1", t.optimizer.beta1);
-  r.get("train", "beta2", t.optimizer.beta2);
-  r.get("train", "eps", t.optimizer.eps);
-  r.get("train", "weight_decay", t.optimizer.weight_decay);
-  r.get("train", "grad_clip", t.optimizer.grad_clip);
-  std::string strategy = "random";
-  r.get("train", "mask_strategy", strategy);
-  t.mask_strategy = model::parse_mask_strategy(strategy);
-  r.get("train", "seed", t.seed);
-  r.get("train", "log_every", t.log_every);
-  r.get("train", "out", t.out);
-  r.get("train", "validate_every", t.validate_every);
-  r.get("train", "checkpoint_every", t.checkpoint_every);
-  r.get("train", "keep_checkpoints", t.keep_checkpoints);
-  r.get("train", "max_bad_steps", t.max_bad_steps);
-  r.get("train", "comm", t.comm);
-  r.get("train", "bucket_mb", t.bucket_mb);
-  r.get("train", "zero", t.zero);
-  r.get("train", "gpu_overlap", t.gpu_overlap);
+  t.mask_strategy = model::parse_mask_strategy(spelled.mask_strategy);
   require(t.micro_batch >= 0, rc.source, ": train.micro_batch must not be negative");
   require(t.validate_every > 0 && t.checkpoint_every >= 0 && t.keep_checkpoints >= 1 && t.max_bad_steps >= 1,
           rc.source, ": train.validate_every, keep_checkpoints and max_bad_steps must be positive, checkpoint_every "
@@ -290,8 +332,6 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   require(t.comm == "auto" || t.comm == "self" || t.comm == "mpi" || t.comm == "nccl", rc.source, ": train.comm is '",
           t.comm, "', expected auto, self, mpi or nccl");
   require(t.bucket_mb > 0, rc.source, ": train.bucket_mb must be positive");
-  r.get("train", "device", t.device);
-  r.get("train", "precision", t.precision);
   require(t.device == "auto" || t.device == "cpu" || t.device == "cuda", rc.source, ": train.device is '", t.device,
           "', expected auto, cpu or cuda");
   require(t.precision == "bf16" || t.precision == "fp32", rc.source, ": train.precision is '", t.precision,

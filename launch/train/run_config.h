@@ -1,6 +1,9 @@
 // A run's configuration: one TOML file ([model], [data], [train]) with command-line overrides
 // `--set section.key=value` (the value in TOML syntax: 64, 1e-3, "tube", ["mae", "contrastive"]).
 // Every key is checked: an unknown key, a wrong type or a bad value is an error that names the file and the key.
+// The defaults are the initialisers below (and, for the keys they hold, model::ModelConfig's and
+// runtime::AdamWConfig's): a default-constructed RunConfig is the built-in configuration, which both the parser
+// (keys a file leaves out) and `bfm config --defaults` (default_config_toml) take from it.
 #pragma once
 
 #include <cstdint>
@@ -55,16 +58,32 @@ struct TrainConfig {
 };
 
 struct RunConfig {
-  model::ModelConfig model;
+  // A small model that trains in minutes on two cores. The keys not named here (mlp_ratio, mask_ratio, ln_eps, the
+  // loss weights) keep model::ModelConfig's defaults.
+  model::ModelConfig model = [] {
+    model::ModelConfig m;
+    m.n_parcels = 64;
+    m.window = 64;
+    m.patch_len = 8;
+    m.d_model = 128;
+    m.n_heads = 4;
+    m.n_layers = 4;
+    m.mae = true;  // objectives = ["mae"]
+    m.decoder = model::DecoderConfig{64, 4, 2};  // d_model, n_heads, n_layers
+    m.stim_dim = 16;
+    m.proj_dim = 32;
+    return m;
+  }();
   DataConfig data;
   TrainConfig train;
   std::string source;  // where it came from, for messages
 };
 
-// Reads `path` (may be empty: built-in defaults) and applies `overrides` ("train.steps=100"), then validates.
+// Reads `path` (may be empty: the built-in defaults) over a default-constructed RunConfig and applies `overrides`
+// ("train.steps=100"), then validates.
 RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides);
 
-// The built-in defaults as a TOML document (`bfm config --defaults`).
+// The built-in defaults (a default-constructed RunConfig) as a commented TOML document (`bfm config --defaults`).
 std::string default_config_toml();
 
 }  // namespace bfm::launch
