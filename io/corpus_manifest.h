@@ -1,7 +1,8 @@
 // A corpus is a folder of shards plus manifest.json (docs/FORMAT.md): counts per shard and in all, and the
 // subject-level train/validation/test split. The split of a subject depends only on (seed, subject id), so a subject
 // whose runs lie in several shards or studies is in one split only, and the split does not change when shards are
-// added. JSON is written by hand here (io/ depends on HDF5 and MPI only); it is small and flat.
+// added. The writer (write_manifest) and the reader (read_corpus_manifest) are both here; the writer spells the
+// small, flat JSON out by hand, the reader parses it with nlohmann/json.
 #pragma once
 
 #include <cstdint>
@@ -53,6 +54,20 @@ std::vector<int64_t> shards_for(int64_t n_shards, const ShardPart& part, int ran
 // "shard-00003.h5, shard-00007.h5 (2 of 8 shards)": the names of the shards in `missing`, at most `limit` of them
 // and then "and N more", for an error that names what is missing.
 std::string shard_list(const std::vector<int64_t>& missing, int64_t n_shards, size_t limit = 10);
+
+// ---- reading
+struct CorpusManifest {
+  std::string path;                      // dir/manifest.json
+  std::vector<std::string> shard_files;  // names inside the folder, in order
+  int64_t n_subjects = 0, n_runs = 0, n_timepoints = 0;
+  double hours = 0;
+  uint64_t split_seed = 0;
+  double train_fraction = 0, validation_fraction = 0;
+  std::vector<std::string> train, validation, test;  // subject ids
+};
+
+// Throws bfm::Error naming the file: missing, not JSON, not a bfm corpus, another format_version, fields missing.
+CorpusManifest read_corpus_manifest(const std::string& dir);
 
 }  // namespace bfm::io
 

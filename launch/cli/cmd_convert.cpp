@@ -1,10 +1,6 @@
 // bfm convert (--bids DIR | SCAN.nii.gz ...) --atlas ATLAS.nii.gz --out DIR: real scans into a corpus.
 //
-// Finding scans. BIDS: DIR/sub-*/[ses-*/]func/*_bold.nii[.gz], and fMRIPrep derivatives anywhere under
-// DIR/derivatives (.../sub-*/[ses-*/]func/*_desc-preproc_bold.nii[.gz]); a run that has a derivative is converted
-// from it (among several, the MNI space first), otherwise from the raw scan. Subject, session and task come from the
-// file's entities. TR: RepetitionTime of the JSON sidecars by BIDS inheritance (the scan's folder up to the dataset
-// root, the raw scan's folders for a derivative; deeper and more specific wins), else the NIfTI header.
+// Finding scans: io/bids.h (BIDS raw scans and fMRIPrep derivatives, TR by sidecar inheritance).
 //
 // Sharding and resuming. Subjects are sorted and grouped, --subjects-per-shard at a time, into shard-00000.h5,
 // shard-00001.h5...; shard i is written by rank i % ranks (ShardWriter: under NAME.tmp, renamed when whole). A shard
@@ -34,6 +30,7 @@
 #include <sstream>
 #include <system_error>
 
+#include "io/bids.h"
 #include "io/corpus_manifest.h"
 #include "io/parcellate.h"
 #include "io/shard_reader.h"
@@ -61,196 +58,6 @@ struct ConvertOptions {
   std::string part;            // "I/N": only this part's shards, no manifest
   bool manifest_only = false;  // only manifest.json, from the shards the parts wrote
 };
-
-// A BIDS file name split into its entities (key-value pairs) and suffix: sub-01_task-rest_bold.nii.gz ->
-// {sub: 01, task: rest}, "bold". A name without entities ("scan1.nii.gz") is all suffix.
-struct BidsName {
-  std::map<std::string, std::string> entities;
-  std::string suffix;
-};
-
-std::string strip_extension(std::string name) {
-  for (const char* ext : {".nii.gz", ".nii", ".json"})
-    if (name.size() > std::strlen(ext) && name.compare(name.size() - std::strlen(ext), std::string::npos, ext) == 0)
-      return name.substr(0, name.size() - std::strlen(ext));
-  return name;
-}
-
-BidsName parse_name(const std::string& file_name) {
-  BidsName b;
-  const std::string stem = strip_extension(file_name);
-  std::vector<std::string> parts;
-  std::stringstream ss(stem);
-  for (std::string p; std::getline(ss, p, '_');) parts.push_back(p);
-  for (size_t i = 0; i < parts.size(); ++i) {
-    const auto dash = parts[i].find('-');
-    if (i + 1 < parts.size() && dash != std::string::npos && dash > 0)
-      b.entities[parts[i].substr(0, dash)] = parts[i].substr(dash + 1);
-    else
-      b.suffix += (b.suffix.empty() ? "" : "_") + parts[i];
-  }
-  return b;
-}
-
-bool is_nifti(const std::string& name) {
-  return name.ends_with(".nii") || name.ends_with(".nii.gz");
-}
-
-struct Scan {
-  std::string path, subject, session, task, study;
-  double tr = 0;            // from a sidecar; 0 = take the header's
-  std::string tr_source;    // the sidecar it came from
-};
-
-// RepetitionTime by BIDS inheritance: `dirs` from the deepest to the shallowest; in each, the *.json files with the
-// scan's suffix whose entities are a subset of the scan's, the most specific first.
-double sidecar_tr(const BidsName& scan, const std::vector<fs::path>& dirs, std::string& source) {
-  for (const auto& dir : dirs) {
-    std::error_code ec;
-    if (!fs::is_directory(dir, ec)) continue;
-    std::vector<std::pair<size_t, fs::path>> candidates;
-    for (const auto& e : fs::directory_iterator(dir, ec)) {
-      const std::string name = e.path().filename().string();
-      if (!e.is_regular_file() || !name.ends_with(".json")) continue;
-      const BidsName j = parse_name(name);
-      if (j.suffix != scan.suffix) continue;
-      const bool subset = std::all_of(j.entities.begin(), j.entities.end(), [&](const auto& kv) {
-        const auto it = scan.entities.find(kv.first);
-        return it != scan.entities.end() && it->second == kv.second;
-      });
-      if (subset) candidates.emplace_back(j.entities.size(), e.path());
-    }
-    std::sort(candidates.begin(), candidates.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
-    for (const auto& [n, path] : candidates) {
-      std::ifstream in(path);
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(in);
-      } catch (const nlohmann::json::exception& e) {
-        fail(path.string(), ": not valid JSON: ", e.what());
-      }
-      if (!j.contains("RepetitionTime")) continue;
-      require(j["RepetitionTime"].is_number() && j["RepetitionTime"].get<double>() > 0, path.string(),
-              ": RepetitionTime is ", j["RepetitionTime"].dump(), ", expected a positive number of seconds");
-      source = path.string();
-      return j["RepetitionTime"].get<double>();
-    }
-  }
-  return 0;
-}
-
-// The folders from `file`'s up to and including `root`, deepest first.
-std::vector<fs::path> folders_up_to(const fs::path& file, const fs::path& root) {
-  std::vector<fs::path> dirs;
-  for (fs::path d = file.parent_path(); !d.empty(); d = d.parent_path()) {
-    dirs.push_back(d);
-    if (d == root || d == d.parent_path()) break;
-  }
-  return dirs;
-}
-
-Scan make_scan(const fs::path& path, const BidsName& name, const std::string& study, std::vector<fs::path> dirs) {
-  Scan s;
-  s.path = path.string();
-  s.study = study;
-  const auto get = [&](const char* key) {
-    const auto it = name.entities.find(key);
-    return it == name.entities.end() ? std::string() : it->second;
-  };
-  const std::string sub = get("sub");
-  s.subject = study + "/" + (sub.empty() ? strip_extension(path.filename().string()) : "sub-" + sub);
-  s.session = get("ses");
-  s.task = get("task");
-  s.tr = sidecar_tr(name, dirs, s.tr_source);
-  return s;
-}
-
-std::vector<Scan> find_bids_scans(const fs::path& root, const std::string& study) {
-  require(fs::is_directory(root), root.string(), ": no such BIDS folder");
-  // Runs keyed by their entities without the derivative ones (space, desc, res, den): raw and derivative meet.
-  struct Candidate {
-    fs::path path;
-    BidsName name;
-    int rank;  // lower is preferred: 0 MNI-space derivative, 1 other derivative, 2 raw
-  };
-  std::map<std::string, Candidate> runs;
-  const auto consider = [&](const fs::path& p) {
-    const std::string file = p.filename().string();
-    if (!is_nifti(file)) return;
-    BidsName n = parse_name(file);
-    if (n.suffix != "bold" || !n.entities.count("sub")) return;
-    const bool derivative = n.entities.count("desc");
-    if (derivative && n.entities.at("desc") != "preproc") return;
-    const int rank = !derivative ? 2 : (n.entities.count("space") && n.entities.at("space").find("MNI") == 0 ? 0 : 1);
-    std::string key;
-    for (const auto& [k, v] : n.entities)
-      if (k != "space" && k != "desc" && k != "res" && k != "den") key += k + "-" + v + "_";
-    auto it = runs.find(key);
-    if (it == runs.end() || rank < it->second.rank || (rank == it->second.rank && p < it->second.path))
-      runs[key] = Candidate{p, n, rank};
-  };
-  std::error_code ec;
-  const auto scan_func_dirs = [&](const fs::path& dataset) {
-    for (const auto& sub : fs::directory_iterator(dataset, ec)) {
-      if (!sub.is_directory() || !sub.path().filename().string().starts_with("sub-")) continue;
-      std::vector<fs::path> funcs{sub.path() / "func"};
-      for (const auto& ses : fs::directory_iterator(sub.path(), ec))
-        if (ses.is_directory() && ses.path().filename().string().starts_with("ses-"))
-          funcs.push_back(ses.path() / "func");
-      for (const auto& func : funcs)
-        if (fs::is_directory(func))
-          for (const auto& f : fs::directory_iterator(func, ec))
-            if (f.is_regular_file()) consider(f.path());
-    }
-  };
-  scan_func_dirs(root);
-  if (fs::is_directory(root / "derivatives"))
-    for (auto it = fs::recursive_directory_iterator(root / "derivatives", ec); it != fs::end(it); ++it)
-      if (it->is_regular_file() && it->path().parent_path().filename() == "func" &&
-          it->path().filename().string().find("_desc-preproc_bold.nii") != std::string::npos)
-        consider(it->path());
-  std::vector<Scan> scans;
-  for (const auto& [key, c] : runs) {
-    std::vector<fs::path> dirs = folders_up_to(c.path, root);
-    // A derivative also inherits from the raw scan's folders: root/sub-X[/ses-Y]/func, then up.
-    fs::path raw = root / ("sub-" + c.name.entities.at("sub"));
-    if (c.name.entities.count("ses")) raw /= "ses-" + c.name.entities.at("ses");
-    for (const auto& d : folders_up_to(raw / "func" / "x", root))
-      if (std::find(dirs.begin(), dirs.end(), d) == dirs.end()) dirs.insert(dirs.end() - 1, d);  // root stays last
-    scans.push_back(make_scan(c.path, c.name, study, dirs));
-  }
-  require(!scans.empty(), root.string(), ": no BOLD runs found (sub-*/[ses-*/]func/*_bold.nii[.gz] or ",
-          "derivatives/**/func/*_desc-preproc_bold.nii[.gz])");
-  return scans;
-}
-
-// Parcel names from a label list beside the atlas, as atlases ship them (mricron's aal.nii.txt, FSL-style lists):
-// one "index name ..." line per label, looked for as ATLAS.txt, ATLAS-without-.gz.txt and ATLAS-without-.nii.gz.txt.
-// Labels without a line (or no list at all) are named "label-<index>".
-std::map<int64_t, std::string> atlas_label_names(const std::string& atlas, std::string& source) {
-  std::string stem = atlas;
-  std::vector<std::string> candidates{atlas + ".txt"};
-  for (const char* ext : {".gz", ".nii"})
-    if (stem.size() > std::strlen(ext) && stem.compare(stem.size() - std::strlen(ext), std::string::npos, ext) == 0) {
-      stem.resize(stem.size() - std::strlen(ext));
-      candidates.push_back(stem + ".txt");
-    }
-  std::map<int64_t, std::string> names;
-  for (const auto& path : candidates) {
-    std::ifstream in(path);
-    if (!in) continue;
-    std::string line;
-    while (std::getline(in, line)) {
-      std::istringstream fields(line);
-      int64_t index = 0;
-      std::string name;
-      if (fields >> index >> name) names.emplace(index, name);
-    }
-    source = path;
-    break;
-  }
-  return names;
-}
 
 std::string preprocessing_text(const ConvertOptions& o) {
   std::ostringstream os;
@@ -301,7 +108,7 @@ int convert(const ConvertOptions& o) {
   require(o.subjects_per_shard > 0, "--subjects-per-shard must be > 0");
   require(fs::is_regular_file(o.atlas), o.atlas, ": no such atlas file");
   std::string label_list;
-  const std::map<int64_t, std::string> label_names = atlas_label_names(o.atlas, label_list);
+  const std::map<int64_t, std::string> label_names = io::atlas_label_names(o.atlas, label_list);
   if (w.rank == 0 && !label_list.empty())
     runtime::log_line("convert: parcel names from " + label_list + " (" + std::to_string(label_names.size()) +
                       " labels)");
@@ -313,19 +120,19 @@ int convert(const ConvertOptions& o) {
                                                   : io::RunScaling::zscore;
 
   // Every rank finds the same scans (a sorted walk), so no exchange is needed.
-  std::vector<Scan> scans;
+  std::vector<io::BidsScan> scans;
   if (!o.bids.empty()) {
     const fs::path root = fs::weakly_canonical(o.bids);
-    scans = find_bids_scans(root, o.study.empty() ? root.filename().string() : o.study);
+    scans = io::find_bids_scans(root, o.study.empty() ? root.filename().string() : o.study);
   } else {
     for (const auto& s : o.scans) {
       require(fs::is_regular_file(s), s, ": no such scan file");
       const fs::path p = fs::absolute(s);
-      scans.push_back(make_scan(p, parse_name(p.filename().string()), o.study.empty() ? "scans" : o.study,
+      scans.push_back(io::make_scan(p, io::parse_bids_name(p.filename().string()), o.study.empty() ? "scans" : o.study,
                                 {p.parent_path()}));
     }
   }
-  std::map<std::string, std::vector<const Scan*>> by_subject;
+  std::map<std::string, std::vector<const io::BidsScan*>> by_subject;
   for (const auto& s : scans) by_subject[s.subject].push_back(&s);
   std::vector<std::vector<std::string>> shards;  // subject ids per shard
   for (const auto& [id, runs] : by_subject) {
@@ -334,7 +141,7 @@ int convert(const ConvertOptions& o) {
   }
 
   io::ShardHeader header;
-  header.atlas = strip_extension(fs::path(o.atlas).filename().string());
+  header.atlas = io::strip_extension(fs::path(o.atlas).filename().string());
   header.converter = std::string("bfm convert ") + BFM_VERSION;
   header.preprocessing = preprocessing_text(o);
   header.chunk_rows = o.chunk_rows;
@@ -409,7 +216,7 @@ int convert(const ConvertOptions& o) {
     }
     std::unique_ptr<io::ShardWriter> writer;
     for (const auto& id : shards[i])
-      for (const Scan* scan : by_subject[id]) {
+      for (const io::BidsScan* scan : by_subject[id]) {
         popt.tr = scan->tr;
         const io::ParcelSeries x = io::parcellate(scan->path, o.atlas, popt);
         const int64_t P = static_cast<int64_t>(x.labels.size());

@@ -18,7 +18,7 @@
 #include <filesystem>
 
 #include "io/corpus.h"
-#include "io/corpus_manifest_reader.h"
+#include "io/corpus_manifest.h"
 #include "runtime/progress.h"
 #include "runtime/world.h"
 #endif
@@ -104,7 +104,7 @@ std::vector<std::string> gather_lines(const std::vector<std::string>& mine) {
 
 int inspect(const InspectOptions& o) {
   const auto& w = runtime::world();
-  const CorpusManifest m = read_corpus_manifest(o.dir);
+  const io::CorpusManifest m = io::read_corpus_manifest(o.dir);
   int failed = 0;
   nlohmann::json report;
   if (w.rank == 0) {

@@ -13,7 +13,7 @@
 #ifdef BFM_WITH_HDF5
 #include "io/corpus.h"
 #include "io/h5_arrays.h"
-#include "io/corpus_manifest_reader.h"
+#include "io/corpus_manifest.h"
 #endif
 
 namespace bfm::launch::eval {
@@ -33,7 +33,7 @@ std::vector<std::string> first_sorted(std::vector<std::string> ids, int64_t n) {
 
 EvalData load_eval_data(const std::string& corpus_dir, const EvalDataOptions& options) {
   require(options.window > 0, "eval: the window length must be positive");
-  const CorpusManifest manifest = read_corpus_manifest(corpus_dir);
+  const io::CorpusManifest manifest = io::read_corpus_manifest(corpus_dir);
   std::vector<std::string> held = manifest.test;
   if (options.held_out_include_validation) held.insert(held.end(), manifest.validation.begin(), manifest.validation.end());
   held = options.load_held_out ? first_sorted(held, options.max_held_out) : std::vector<std::string>{};

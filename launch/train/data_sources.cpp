@@ -11,7 +11,7 @@
 #include "io/synthetic_windows.h"
 #ifdef BFM_WITH_HDF5
 #include "io/corpus.h"
-#include "io/corpus_manifest_reader.h"
+#include "io/corpus_manifest.h"
 #include "io/window_loader.h"
 #endif
 
@@ -74,7 +74,7 @@ struct CorpusRuns {
 };
 
 CorpusRuns scan_corpus(const std::string& dir) {
-  const CorpusManifest manifest = read_corpus_manifest(dir);
+  const io::CorpusManifest manifest = io::read_corpus_manifest(dir);
   CorpusRuns out;
   std::set<std::string> train(manifest.train.begin(), manifest.train.end());
   std::set<std::string> validation(manifest.validation.begin(), manifest.validation.end());
