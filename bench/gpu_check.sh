@@ -92,7 +92,7 @@ if [ "$phase" = all ] || [ "$phase" = test ]; then
     done
     grep -hE "gradients summed|all-reduce:" "$out/bfm_pretrain_overlap.log"
     for c in nccl overlap; do
-      if cmp -s $out/run_self/checkpoint/model.safetensors $out/run_$c/checkpoint/model.safetensors; then
+      if cmp -s $out/run_self/release/model.safetensors $out/run_$c/release/model.safetensors; then
         row "pretrain comm=$c vs self (30 steps)" "bit-identical"
       else
         tail -3 "$out/bfm_pretrain_$c.log"; row "pretrain comm=$c vs self (30 steps)" "DIFFERENT"

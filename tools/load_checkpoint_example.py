@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Load a released bfm checkpoint in PyTorch and embed some windows: the example the model cards point to.
 
-    /usr/bin/python3 tools/load_checkpoint_example.py runs/quickstart/checkpoint
+    /usr/bin/python3 tools/load_checkpoint_example.py runs/quickstart/release
 
 Prints the model's size and the shape of the pooled embeddings of a random batch. Uses tools/bfm_torch.py, the
 independent PyTorch implementation of docs/MODEL_SPEC.md (copy both files next to your code to use them elsewhere).

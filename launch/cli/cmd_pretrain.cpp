@@ -29,7 +29,7 @@ int run(const RunConfig& rc) {
   const bool lead = runtime::world().rank == 0;
   if (lead) {
     fs::create_directories(fs::path(rc.train.out) / "checkpoints");
-    runtime::log_line("output folder " + rc.train.out + " (metrics.jsonl, checkpoints/, checkpoint/)");
+    runtime::log_line("output folder " + rc.train.out + " (metrics.jsonl, training checkpoints in checkpoints/, the released model in release/)");
   }
   TrainOptions options;
   options.metrics_path = (fs::path(rc.train.out) / "metrics.jsonl").string();
@@ -57,7 +57,7 @@ int run(const RunConfig& rc) {
   // The trained weights under the released config (its provenance fields), on the host.
   const std::unique_ptr<model::BrainModel> out_model = model::make_model(released, model::Placement::cpu());
   out_model->load_params(result.model->params_copy().data());
-  const std::string checkpoint = (fs::path(rc.train.out) / "checkpoint").string();
+  const std::string checkpoint = (fs::path(rc.train.out) / "release").string();
   CardInputs card;
   card.config = released;
   card.steps = result.steps_done;

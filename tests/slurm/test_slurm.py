@@ -2,7 +2,7 @@
 """slurm/ under a real Slurm: munged, slurmctld and slurmd started on this machine in a temporary folder (one node
 of 4 CPUs, so that two 2-rank jobs fit at once), the real scripts submitted with sbatch on CPU ranks and tiny data.
 
-  - a 2-rank job finishes and leaves OUT/checkpoint (released) and OUT/checkpoints/latest;
+  - a 2-rank job finishes and leaves OUT/release (the released checkpoint) and OUT/checkpoints/latest;
   - a job sent SIGUSR1 part-way (as --signal=B:USR1@120 does before the time limit) checkpoints, requeues itself,
     resumes, and ends with exactly the parameters of the uninterrupted job (read with PyTorch from the released
     safetensors), its log holding both attempts;
@@ -245,7 +245,7 @@ def check_finished(slurm, job, out, log, timeout=90):
     info = slurm.wait_done(job, timeout)
     text = read(log)
     assert info.get("JobState") == "COMPLETED" and info.get("ExitCode") == "0:0", f"{info}\n{text[-3000:]}"
-    assert os.path.exists(os.path.join(out, "checkpoint", "model.safetensors")), text[-3000:]
+    assert os.path.exists(os.path.join(out, "release", "model.safetensors")), text[-3000:]
     latest = open(os.path.join(out, "checkpoints", "latest")).read().strip()
     assert latest == f"ckpt-{STEPS:08d}.h5", latest
     assert f"step {STEPS}/{STEPS}" in text and "released checkpoint" in text, text[-3000:]
@@ -276,7 +276,7 @@ def check_resumed(slurm, job, out, log, straight):
     assert "stopped by a signal" in first and "released checkpoint" not in first, first[-3000:]
     m = re.search(r"resumed from \S*ckpt-(\d+)\.h5 at step (\d+)", second)
     assert m and 0 < int(m.group(2)) < STEPS, second[-3000:]
-    same_params(os.path.join(straight, "checkpoint"), os.path.join(out, "checkpoint"))
+    same_params(os.path.join(straight, "release"), os.path.join(out, "release"))
     return int(m.group(2)), text
 
 

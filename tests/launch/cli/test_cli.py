@@ -187,9 +187,9 @@ def pretrain_writes_metrics_and_a_loadable_checkpoint(bfm, work):
     lines = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
     train = [l for l in lines if l["split"] == "train"]
     assert len(train) == 20 and all("mae" in l and "lr" in l for l in train)
-    config = json.load(open(os.path.join(out, "checkpoint", "config.json")))
+    config = json.load(open(os.path.join(out, "release", "config.json")))
     assert config["train_steps"] == 20 and config["format"] == "bfm-checkpoint"
-    assert os.path.exists(os.path.join(out, "checkpoint", "README.md"))
+    assert os.path.exists(os.path.join(out, "release", "README.md"))
     # A training checkpoint was written at the end; bfm export makes a released checkpoint of it with a model card,
     # equal in parameters to the one pretrain wrote, and the PyTorch example loads both.
     assert os.path.exists(os.path.join(out, "checkpoints", "latest")), os.listdir(out)
@@ -199,12 +199,12 @@ def pretrain_writes_metrics_and_a_loadable_checkpoint(bfm, work):
     assert "20 steps" in card and "Last held-out losses: step 20" in card and "load_checkpoint" in card, card
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tools"))
     import bfm_torch
-    _, a = bfm_torch.load_checkpoint(os.path.join(out, "checkpoint"))
+    _, a = bfm_torch.load_checkpoint(os.path.join(out, "release"))
     _, b = bfm_torch.load_checkpoint(exported)
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a), "export differs from pretrain's"
     example = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tools",
                            "load_checkpoint_example.py")
-    for folder in (os.path.join(out, "checkpoint"), exported):
+    for folder in (os.path.join(out, "release"), exported):
         proc = subprocess.run([sys.executable, example, folder], capture_output=True, text=True)
         assert proc.returncode == 0 and "pooled embeddings (4, 8)" in proc.stdout, proc.stdout + proc.stderr
     one_error_line(run(bfm, "export", os.path.join(work, "nothing"), ok=False), "no training checkpoint")
@@ -388,11 +388,11 @@ def sigusr1_stops_with_a_checkpoint_and_the_rerun_continues_bit_for_bit(bfm, wor
     text = "".join(seen)
     assert proc.returncode == 75, f"exit {proc.returncode}: {text[-2000:]}"
     assert "stop signal" in text and "run the same command again" in text, text[-2000:]
-    assert not os.path.exists(os.path.join(stopped, "checkpoint")), "a stopped run must not release a checkpoint"
+    assert not os.path.exists(os.path.join(stopped, "release")), "a stopped run must not release a checkpoint"
     latest = open(os.path.join(stopped, "checkpoints", "latest")).read().strip()
     again = run(bfm, "pretrain", *cfg, "--out", stopped)
     assert "resumed from" in again.stderr and latest in again.stderr, again.stderr[-2000:]
-    a, b = _params(os.path.join(straight, "checkpoint")), _params(os.path.join(stopped, "checkpoint"))
+    a, b = _params(os.path.join(straight, "release")), _params(os.path.join(stopped, "release"))
     assert all(bool((a[k] == b[k]).all()) for k in a), "the resumed run differs from the uninterrupted one"
     lines = [json.loads(l) for l in open(os.path.join(stopped, "metrics.jsonl"))]
     steps = [l["step"] for l in lines if l["split"] == "train"]
