@@ -213,9 +213,11 @@ SafetensorsContents read_safetensors(const std::string& path) {
   return out;
 }
 
-void write_safetensors(const std::string& path, const std::vector<TensorRef>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
-  // Header first: insertion order kept so that offsets ascend in the caller's order, __metadata__ on top.
+namespace {
+// The header as written: insertion order kept so that offsets ascend in the caller's order, __metadata__ on top,
+// padded with spaces to a multiple of 8 bytes.
+std::string encode_header(const std::string& path, const std::vector<TensorRef>& tensors,
+                          const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
@@ -228,13 +230,34 @@ void write_safetensors(const std::string& path, const std::vector<TensorRef>& te
     header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
-  std::string header_text;
+  std::string text;
   try {
-    header_text = header.dump();
+    text = header.dump();
   } catch (const nlohmann::json::exception& ex) {  // e.g. a name or metadata value that is not UTF-8
     fail(path, ": cannot encode the header: ", ex.what());
   }
-  header_text.append((8 - header_text.size() % 8) % 8, ' ');
+  text.append((8 - text.size() % 8) % 8, ' ');
+  return text;
+}
+}  // namespace
+
+std::string encode_safetensors(const std::string& path, const std::vector<TensorRef>& tensors,
+                               const std::map<std::string, std::string>& metadata) {
+  const std::string header = encode_header(path, tensors, metadata);
+  const uint64_t header_bytes = header.size();
+  std::string out(8, '\0');
+  std::memcpy(out.data(), &header_bytes, 8);
+  out += header;
+  for (const TensorRef& t : tensors) {
+    const uint64_t bytes = value_count(path, t.name, t.shape) * sizeof(float);
+    if (bytes) out.append(reinterpret_cast<const char*>(t.data), bytes);
+  }
+  return out;
+}
+
+void write_safetensors(const std::string& path, const std::vector<TensorRef>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  const std::string header_text = encode_header(path, tensors, metadata);
   const uint64_t header_bytes = header_text.size();
 
   const std::string tmp = path + ".tmp";

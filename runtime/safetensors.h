@@ -37,4 +37,9 @@ SafetensorsContents read_safetensors(const std::string& path);
 void write_safetensors(const std::string& path, const std::vector<TensorRef>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
+// The same file's bytes in memory (small files that travel inside another folder's atomic write); `path` names the
+// file in errors.
+std::string encode_safetensors(const std::string& path, const std::vector<TensorRef>& tensors,
+                               const std::map<std::string, std::string>& metadata = {});
+
 }  // namespace bfm::runtime

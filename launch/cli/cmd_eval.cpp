@@ -176,11 +176,8 @@ Command add_eval_command(CLI::App& app) {
         const auto eq = spec.find('=');
         require(eq != std::string::npos, "--", what, " ", spec, ": expected TASK=DIR");
         const std::string task = spec.substr(0, eq), dir = spec.substr(eq + 1);
-        std::string tunable;  // "category or embedding"
-        for (const auto& t : eval::tasks())
-          if (t.fine_tunable) tunable += (tunable.empty() ? "" : " or ") + t.name;
         require(eval::is_task(task) && eval::task_info(task).fine_tunable, "--", what, " ", spec, ": task '", task,
-                "' (fine-tuned models serve ", tunable, ")");
+                "' (fine-tuned models serve ", eval::fine_tunable_list(" or "), ")");
         owned.push_back(model::load_released_checkpoint(dir));
         require(owned.back()->config().n_parcels == data.n_parcels && owned.back()->config().window == data.window,
                 dir, ": a checkpoint of another input shape than ", opt->checkpoint);

@@ -11,6 +11,7 @@
 #include "base/error.h"
 #ifdef BFM_WITH_HDF5
 #include "launch/eval/data.h"
+#include "launch/eval/tasks.h"
 #include "launch/train/finetune.h"
 #include "model/checkpoint.h"
 #include "runtime/comm.h"
@@ -45,7 +46,7 @@ Command add_finetune_command(CLI::App& app) {
       ->capture_default_str();
 #ifdef BFM_WITH_HDF5
   FinetuneOptions& o = opt->options;
-  cmd->add_option("--task", o.task, "category | embedding")->capture_default_str();
+  cmd->add_option("--task", o.task, eval::fine_tunable_list(" | "))->capture_default_str();
   cmd->add_option("--steps", o.steps, "Optimizer steps")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--batch-size", o.batch_size, "Global batch (windows per step over all ranks)")
       ->capture_default_str()

@@ -32,6 +32,19 @@ bool is_task(const std::string& name) {
   return std::any_of(tasks().begin(), tasks().end(), [&](const TaskInfo& t) { return t.name == name; });
 }
 
+std::vector<std::string> fine_tunable_tasks() {
+  std::vector<std::string> out;
+  for (const auto& t : tasks())
+    if (t.fine_tunable) out.push_back(t.name);
+  return out;
+}
+
+std::string fine_tunable_list(const std::string& sep) {
+  std::string out;
+  for (const auto& name : fine_tunable_tasks()) out += (out.empty() ? "" : sep) + name;
+  return out;
+}
+
 const TaskInfo& task_info(const std::string& name) {
   for (const auto& t : tasks())
     if (t.name == name) return t;

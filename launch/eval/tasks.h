@@ -33,6 +33,9 @@ std::vector<std::string> task_names();
 // The task of that name; throws bfm::Error for an unknown one.
 const TaskInfo& task_info(const std::string& name);
 bool is_task(const std::string& name);
+// The tasks bfm finetune trains a head for ("category", "embedding"), and them joined by `sep` for messages.
+std::vector<std::string> fine_tunable_tasks();
+std::string fine_tunable_list(const std::string& sep);
 
 // The metric each task's few-shot curve and table show first.
 std::string main_metric(const std::string& task);

@@ -11,6 +11,7 @@
 #include "model/checkpoint.h"
 #include "base/error.h"
 #include "base/hash.h"
+#include "launch/eval/tasks.h"
 #include "launch/train/step_engine.h"
 #include "model/placement.h"
 #include "runtime/optimizer.h"
@@ -48,10 +49,11 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
   require(config.n_parcels == data.n_parcels, "finetune: the model takes ", config.n_parcels,
           " parcels, the corpus ", data.corpus, " has ", data.n_parcels);
   require(config.window == data.window, "finetune: window mismatch");
-  require(options.task == "category" || options.task == "embedding", "finetune: unknown task '", options.task,
-          "' (category | embedding)");
+  require(eval::is_task(options.task) && eval::task_info(options.task).fine_tunable, "finetune: unknown task '",
+          options.task, "' (", eval::fine_tunable_list(" | "), ")");
   require(options.batch_size % comm.size() == 0, "finetune: the batch size ", options.batch_size,
           " is not a multiple of the ", comm.size(), " ranks");
+  const bool classes = eval::task_info(options.task).classification;  // cross-entropy, else standardised MSE
   // One GPU per rank (bf16 with fp32 master weights and moments), chosen by its node-local rank.
   const model::Placement placement =
       model::choose_placement(config, options.device, model::Precision::bf16, "finetune --device");
@@ -63,7 +65,7 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
     const eval::EvalTrial& t = data.trials[size_t(i)];
     const eval::EvalSubject& s = data.subjects[size_t(t.subject)];
     if (s.held_out) continue;
-    if (options.task == "category" && t.label < 0) continue;
+    if (classes && t.label < 0) continue;
     const double u = id_uniform(s.id);
     (u < options.validation_fraction ? valid : train).trials.push_back(i);
   }
@@ -77,7 +79,7 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
 
   Targets tg;
   const int64_t S = data.stim_dim;
-  if (options.task == "category") {
+  if (classes) {
     tg.classes = true;
     tg.outputs = data.n_categories;
     require(tg.outputs >= 2, data.corpus, ": fewer than 2 stimulus categories");
@@ -114,80 +116,36 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
   StepEngine engine(m, comm, so);
 
   const int D = config.d_model, O = tg.outputs;
-  TaskHead& head = result.head;
-  head.task = options.task;
-  head.outputs = O;
-  head.weight.assign(size_t(O) * D, 0.0f);
-  head.bias.assign(size_t(O), 0.0f);
+  model::TaskHead& head = result.head;
+  head = model::TaskHead(options.task, tg.classes, O, D);
   head.target_mean = tg.mean;
   head.target_scale = tg.scale;
-  {
-    Rng rng = Rng::stream(options.seed, 0x4ead);
-    for (auto& w : head.weight) w = float(0.02 * rng.normal());
-  }
-  // The head: [weight | bias] as one arena with its own AdamW (weight decayed, bias not).
-  const int64_t head_size = int64_t(O) * D + O;
-  std::vector<float> head_params(static_cast<size_t>(head_size)), head_grads(static_cast<size_t>(head_size));
-  std::copy(head.weight.begin(), head.weight.end(), head_params.begin());
+  head.initialize(options.seed);
   runtime::AdamWConfig head_opt = opt;
   head_opt.lr = options.head_lr;
   head_opt.grad_clip = 0;  // the encoder's clipping covers the model; the head's norm is reported with it
-  runtime::AdamW head_adamw(head_size, {{0, int64_t(O) * D, true}, {int64_t(O) * D, O, false}}, head_opt);
-  engine.attach({head_params.data(), head_grads.data(), head_size, &head_adamw});
+  runtime::AdamW head_adamw(head.size(), head.segments(), head_opt);
+  engine.attach({head.params(), head.grads(), head.size(), &head_adamw});
 
   const int64_t T = config.window, P = config.n_parcels;
   const int ranks = comm.size(), rank = comm.rank();
   const int local = options.batch_size / ranks;
   std::vector<float> x(size_t(local) * T * P);
 
-  // Loss and d_pooled for rows of a batch; `norm` divides the summed loss (the global batch size).
+  // The head's loss (and with d_pooled, its gradients) on the pooled features of trials; `norm` divides the summed
+  // loss (the global batch size during training).
+  std::vector<int32_t> labels;
+  std::vector<float> values;
   auto head_loss = [&](const std::vector<float>& pooled, const std::vector<int64_t>& trials, double norm,
-                       std::vector<float>* d_pooled, std::vector<float>* d_head, int64_t* correct) {
-    const int64_t b = int64_t(trials.size());
-    double loss = 0;
-    std::vector<double> out(static_cast<size_t>(O));
-    for (int64_t r = 0; r < b; ++r) {
-      const eval::EvalTrial& t = data.trials[size_t(trials[size_t(r)])];
-      const float* h = &pooled[size_t(r * D)];
-      for (int o = 0; o < O; ++o) {
-        double s = head_params[size_t(int64_t(O) * D + o)];
-        for (int j = 0; j < D; ++j) s += double(head_params[size_t(int64_t(o) * D + j)]) * h[j];
-        out[size_t(o)] = s;
-      }
-      std::vector<double> d_out(static_cast<size_t>(O));
-      if (tg.classes) {
-        const double mx = *std::max_element(out.begin(), out.end());
-        double z = 0;
-        for (double v : out) z += std::exp(v - mx);
-        loss += -(out[size_t(t.label)] - mx - std::log(z));
-        int arg = int(std::max_element(out.begin(), out.end()) - out.begin());
-        if (correct) *correct += arg == t.label;
-        for (int o = 0; o < O; ++o) d_out[size_t(o)] = (std::exp(out[size_t(o)] - mx) / z - (o == t.label)) / norm;
-      } else {
-        const std::vector<float>& e = data.stimuli[size_t(t.stimulus)];
-        for (int o = 0; o < O; ++o) {
-          const double target = (e[size_t(o)] - tg.mean[size_t(o)]) / tg.scale[size_t(o)];
-          const double diff = out[size_t(o)] - target;
-          loss += diff * diff / O;
-          d_out[size_t(o)] = 2 * diff / O / norm;
-        }
-      }
-      if (d_pooled) {
-        float* dp = &(*d_pooled)[size_t(r * D)];
-        for (int j = 0; j < D; ++j) {
-          double s = 0;
-          for (int o = 0; o < O; ++o) s += d_out[size_t(o)] * head_params[size_t(int64_t(o) * D + j)];
-          dp[j] = float(s);
-        }
-      }
-      if (d_head) {
-        for (int o = 0; o < O; ++o) {
-          for (int j = 0; j < D; ++j) (*d_head)[size_t(int64_t(o) * D + j)] += float(d_out[size_t(o)] * h[j]);
-          (*d_head)[size_t(int64_t(O) * D + o)] += float(d_out[size_t(o)]);
-        }
-      }
+                       float* d_pooled, int64_t* correct) {
+    labels.clear();
+    values.clear();
+    for (int64_t i : trials) {
+      const eval::EvalTrial& t = data.trials[size_t(i)];
+      if (tg.classes) labels.push_back(t.label);
+      else values.insert(values.end(), data.stimuli[size_t(t.stimulus)].begin(), data.stimuli[size_t(t.stimulus)].end());
     }
-    return loss / norm;
+    return head.loss(pooled.data(), int(trials.size()), labels.data(), values.data(), norm, d_pooled, correct);
   };
   auto fill = [&](const std::vector<int64_t>& trials) {
     for (size_t r = 0; r < trials.size(); ++r) {
@@ -209,7 +167,7 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
       m.forward(fill(rows), "fine-tuning batch");
       const auto pooled = m.pooled();
       int64_t correct = 0;
-      sums[0] += head_loss(pooled, rows, 1.0, nullptr, nullptr, &correct);
+      sums[0] += head_loss(pooled, rows, 1.0, nullptr, &correct);
       sums[1] += double(correct);
     }
     comm.allreduce_sum_host(sums, 2);
@@ -241,7 +199,7 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
         [&](int, float scale, const model::ReadyHook& on_ready) {
           m.forward(fill(rows), "fine-tuning batch");
           model::Losses l;
-          l.total = head_loss(m.pooled(), rows, double(options.batch_size), &d_pooled, &head_grads, nullptr);
+          l.total = head_loss(m.pooled(), rows, double(options.batch_size), d_pooled.data(), nullptr);
           m.backward_pooled(d_pooled.data(), scale, on_ready);
           return l;
         },
@@ -266,8 +224,6 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
     }
   }
   result.last_validation_loss = validate(&result.validation_accuracy);
-  std::copy_n(head_params.begin(), int64_t(O) * D, head.weight.begin());
-  std::copy_n(head_params.begin() + int64_t(O) * D, O, head.bias.begin());
   result.seconds = clock.seconds();
   if (options.verbose && rank == 0) {
     std::ostringstream line;
@@ -282,28 +238,7 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
 
 void save_finetuned(const std::string& dir, const FinetuneResult& result, const FinetuneOptions& options,
                     const std::string& source_checkpoint) {
-  const TaskHead& h = result.head;
-  const int D = result.model->config().d_model;
-  // The head file is written into a scratch folder first, its bytes then travel with the checkpoint's own files so
-  // that the folder appears whole or not at all.
-  const fs::path scratch = fs::path(dir).string() + ".head";
-  fs::create_directories(scratch);
-  const std::string head_path = (scratch / "task_head.safetensors").string();
-  runtime::write_safetensors(head_path, {{"task_head.weight", {h.outputs, D}, h.weight.data()},
-                                         {"task_head.bias", {h.outputs}, h.bias.data()}},
-                             {{"task", h.task}});
-  std::ifstream in(head_path, std::ios::binary);
-  std::string head_bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  fs::remove_all(scratch);
-  nlohmann::json task = {
-      {"format", "bfm-task-head"},
-      {"format_version", 1},
-      {"task", h.task},
-      {"outputs", h.outputs},
-      {"input", "pooled"},
-      {"loss", h.task == "category" ? "cross_entropy" : "mse_standardised"},
-      {"target_mean", h.target_mean},
-      {"target_scale", h.target_scale},
+  nlohmann::json run = {
       {"source_checkpoint", source_checkpoint},
       {"steps", result.steps},
       {"batch_size", options.batch_size},
@@ -313,44 +248,9 @@ void save_finetuned(const std::string& dir, const FinetuneResult& result, const 
       {"validation_trials", result.validation_trials},
       {"validation_loss", {result.first_validation_loss, result.last_validation_loss}},
   };
-  if (result.validation_accuracy >= 0) task["validation_accuracy"] = result.validation_accuracy;
-  model::save_released_checkpoint(dir, *result.model,
-                                  {{"task_head.safetensors", head_bytes}, {"task.json", task.dump(2) + "\n"}});
-}
-
-TaskHead load_task_head(const std::string& dir, int d_model) {
-  const std::string json_path = (fs::path(dir) / "task.json").string();
-  std::ifstream in(json_path);
-  require(static_cast<bool>(in), json_path, ": missing (not a fine-tuned checkpoint: bfm finetune writes it)");
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const std::exception& e) {
-    fail(json_path, ": not JSON (", e.what(), ")");
-  }
-  require(j.value("format", "") == "bfm-task-head", json_path, ": format is not \"bfm-task-head\"");
-  TaskHead h;
-  try {
-    h.task = j.at("task").get<std::string>();
-    h.outputs = j.at("outputs").get<int>();
-    h.target_mean = j.value("target_mean", std::vector<float>{});
-    h.target_scale = j.value("target_scale", std::vector<float>{});
-  } catch (const std::exception& e) {
-    fail(json_path, ": ", e.what());
-  }
-  const std::string st = (fs::path(dir) / "task_head.safetensors").string();
-  const runtime::SafetensorsContents c = runtime::read_safetensors(st);
-  auto get = [&](const char* name, std::vector<int64_t> shape) {
-    auto it = c.tensors.find(name);
-    require(it != c.tensors.end(), st, ": tensor ", name, " is missing");
-    require(it->second.shape == shape, st, ": tensor ", name, " has the wrong shape for a model of width ", d_model,
-            " and ", h.outputs, " outputs");
-    for (float v : it->second.data) require(std::isfinite(v), st, ": tensor ", name, " holds a non-finite value");
-    return it->second.data;
-  };
-  h.weight = get("task_head.weight", {h.outputs, d_model});
-  h.bias = get("task_head.bias", {h.outputs});
-  return h;
+  if (result.validation_accuracy >= 0) run["validation_accuracy"] = result.validation_accuracy;
+  // The head's files travel with the checkpoint's own, so that the folder appears whole or not at all.
+  model::save_released_checkpoint(dir, *result.model, model::task_head_files(result.head, run));
 }
 
 }  // namespace bfm::launch

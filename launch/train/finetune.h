@@ -19,6 +19,7 @@
 
 #include "launch/eval/data.h"
 #include "model/brain_model.h"
+#include "model/task_head.h"
 #include "runtime/comm.h"
 
 namespace bfm::launch {
@@ -38,16 +39,9 @@ struct FinetuneOptions {
   int64_t log_every = 20;
 };
 
-struct TaskHead {
-  std::string task;
-  int outputs = 0;                      // O: categories, or the embedding size
-  std::vector<float> weight, bias;      // [O, D], [O]
-  std::vector<float> target_mean, target_scale;  // embedding: per output; category: empty
-};
-
 struct FinetuneResult {
   std::unique_ptr<model::BrainModel> model;  // on the device it was trained on
-  TaskHead head;
+  model::TaskHead head;  // the trained head (model/task_head.h)
   double first_train_loss = 0, last_train_loss = 0;
   double first_validation_loss = 0, last_validation_loss = 0;
   double validation_accuracy = -1;  // category only
@@ -63,8 +57,5 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
 // Writes the released checkpoint plus task_head.safetensors and task.json (see above) to dir (replaced when whole).
 void save_finetuned(const std::string& dir, const FinetuneResult& result, const FinetuneOptions& options,
                     const std::string& source_checkpoint);
-// Reads a fine-tuned checkpoint's head (task_head.safetensors + task.json); throws naming the file.
-TaskHead load_task_head(const std::string& dir, int d_model);
-
 }  // namespace bfm::launch
 

@@ -111,7 +111,8 @@ TEST(Finetune, CpuLowersTheHeldBackLoss) {
   const std::vector<float> trained = r.model->params_copy();
   for (int64_t i = 0; i < init.arena_size(); ++i) moved += std::abs(trained[size_t(i)] - init.params()[i]);
   EXPECT_GT(moved, 1e-3);
-  EXPECT_EQ(r.head.weight.size(), size_t(3 * 64));
+  EXPECT_EQ(r.head.outputs(), 3);
+  EXPECT_EQ(r.head.size(), int64_t(3 * 64 + 3));
 }
 
 TEST(Finetune, GpuFollowsTheCpu) {
