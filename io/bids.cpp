@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "io/json_file.h"
 
 namespace bfm::io {
 
@@ -63,13 +64,7 @@ double sidecar_tr(const BidsName& scan, const std::vector<fs::path>& dirs, std::
     }
     std::sort(candidates.begin(), candidates.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
     for (const auto& [n, path] : candidates) {
-      std::ifstream in(path);
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(in);
-      } catch (const nlohmann::json::exception& e) {
-        fail(path.string(), ": not valid JSON: ", e.what());
-      }
+      const nlohmann::json j = read_json_file(path.string());
       if (!j.contains("RepetitionTime")) continue;
       require(j["RepetitionTime"].is_number() && j["RepetitionTime"].get<double>() > 0, path.string(),
               ": RepetitionTime is ", j["RepetitionTime"].dump(), ", expected a positive number of seconds");

@@ -12,6 +12,7 @@
 
 #include "io/shard.h"
 #include "base/error.h"
+#include "io/json_file.h"
 #include "base/hash.h"
 
 namespace bfm::io {
@@ -145,14 +146,8 @@ ShardSummary summarize(const ShardReader& shard) {
 CorpusManifest read_corpus_manifest(const std::string& dir) {
   CorpusManifest m;
   m.path = (std::filesystem::path(dir) / "manifest.json").string();
-  std::ifstream in(m.path);
-  require(in.good(), m.path, ": no such file (not a bfm corpus folder, or its conversion did not finish)");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail(m.path, ": not valid JSON: ", e.what());
-  }
+  const nlohmann::json j =
+      read_json_file(m.path, "no such file (not a bfm corpus folder, or its conversion did not finish)");
   try {
     require(j.value("format", std::string()) == "bfm-corpus", m.path, ": not a bfm corpus manifest (format is ",
             j.contains("format") ? j["format"].dump() : "missing", ")");

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "io/json_file.h"
 #include "runtime/safetensors.h"
 
 namespace bfm::model {
@@ -55,15 +56,7 @@ ModelConfig read_checkpoint_config(const std::string& dir) {
   const fs::path folder(dir);
   require(fs::is_directory(folder), dir, ": not a checkpoint folder (no such directory)");
   const fs::path config_path = folder / "config.json";
-  std::ifstream in(config_path);
-  require(static_cast<bool>(in), config_path.string(), ": missing or unreadable");
-  nlohmann::json json;
-  try {
-    in >> json;
-  } catch (const nlohmann::json::exception& e) {
-    fail(config_path.string(), ": not valid JSON (", e.what(), ")");
-  }
-  return from_checkpoint_json(json, config_path.string());
+  return from_checkpoint_json(io::read_json_file(config_path.string()), config_path.string());
 }
 
 std::unique_ptr<BrainModel> load_released_checkpoint(const std::string& dir, const Placement& placement) {

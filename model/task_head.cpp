@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "base/error.h"
+#include "io/json_file.h"
 #include "base/rng.h"
 #include "kernels/task_head.h"
 #include "runtime/safetensors.h"
@@ -66,14 +67,8 @@ std::map<std::string, std::string> task_head_files(const TaskHead& h, const nloh
 
 TaskHead load_task_head(const std::string& dir, int d_model) {
   const std::string json_path = (fs::path(dir) / "task.json").string();
-  std::ifstream in(json_path);
-  require(static_cast<bool>(in), json_path, ": missing (not a fine-tuned checkpoint: bfm finetune writes it)");
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const std::exception& e) {
-    fail(json_path, ": not JSON (", e.what(), ")");
-  }
+  const nlohmann::json j =
+      io::read_json_file(json_path, "missing (not a fine-tuned checkpoint: bfm finetune writes it)");
   require(j.is_object() && j.value("format", "") == "bfm-task-head", json_path, ": format is not \"bfm-task-head\"");
   TaskHead h;
   try {

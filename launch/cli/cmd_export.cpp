@@ -12,6 +12,7 @@
 #include "launch/train/model_card.h"
 #include "model/checkpoint.h"
 #include "base/error.h"
+#include "io/json_file.h"
 #include "runtime/optimizer.h"
 #include "runtime/progress.h"
 #ifdef BFM_WITH_HDF5
@@ -35,14 +36,8 @@ int run_export(const std::string& run_dir, std::string checkpoint, std::string o
 
   // The model's config: written by bfm pretrain beside its checkpoints, and checked against the checkpoint's own.
   const fs::path config_path = ckpt_dir / "config.json";
-  std::ifstream in(config_path);
-  require(static_cast<bool>(in), config_path.string(), ": missing (written by bfm pretrain at the start of a run)");
-  nlohmann::json run_json;
-  try {
-    in >> run_json;
-  } catch (const std::exception& e) {
-    fail(config_path.string(), ": not JSON (", e.what(), ")");
-  }
+  const nlohmann::json run_json =
+      io::read_json_file(config_path.string(), "missing (written by bfm pretrain at the start of a run)");
   nlohmann::json model_json = run_json;
   for (const char* k : {"batch_size", "seed", "data"}) model_json.erase(k);
   const model::ModelConfig config = model::from_checkpoint_json(model_json, config_path.string());

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "io/json_file.h"
 #ifdef BFM_WITH_HDF5
 #include "io/corpus.h"
 #include "io/h5_arrays.h"
@@ -118,14 +119,8 @@ EvalData load_eval_data(const std::string& corpus_dir, const EvalDataOptions& op
     }
     // Subject-index order of ground_truth.h5's subjects/* rows: the ids in ground_truth.json.
     const std::string truth_json = (std::filesystem::path(corpus_dir) / "ground_truth.json").string();
-    std::ifstream jin(truth_json);
-    if (jin && gt.has("subjects/coupling") && data.n_networks > 0) {
-      nlohmann::json j;
-      try {
-        jin >> j;
-      } catch (const std::exception& e) {
-        fail(truth_json, ": not JSON (", e.what(), ")");
-      }
+    if (std::filesystem::exists(truth_json) && gt.has("subjects/coupling") && data.n_networks > 0) {
+      const nlohmann::json j = io::read_json_file(truth_json);
       const std::vector<std::string> ids = j.value("subjects", std::vector<std::string>{});
       const io::Array<float> coupling = gt.read_f32("subjects/coupling");
       const int64_t K = data.n_networks;
