@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "launch/cli/commands.h"
+#include "launch/plot/run_plots.h"
 #include "launch/train/model_card.h"
 #include "model/checkpoint.h"
 #include "base/error.h"

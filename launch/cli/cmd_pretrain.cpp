@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "launch/cli/commands.h"
+#include "launch/plot/run_plots.h"
 #include "launch/train/model_card.h"
 #include "launch/train/run_config.h"
 #include "launch/train/pretrain.h"

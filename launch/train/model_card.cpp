@@ -4,24 +4,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "launch/train/metrics.h"
 #include "runtime/progress.h"
 
 namespace bfm::launch {
 
 namespace {
-// The last line of a split, as JSON (null when there is none).
-nlohmann::json last_of(const std::string& jsonl, const char* split) {
-  nlohmann::json last;
-  std::istringstream in(jsonl);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.value("split", "") == split) last = j;
-  }
-  return last;
-}
-
 std::string losses_of(const nlohmann::json& j) {
   if (j.is_null()) return "none recorded";
   std::ostringstream os;
@@ -52,8 +40,8 @@ std::string model_card(const CardInputs& in) {
   if (in.seconds > 0) os << ", " << runtime::format_duration(in.seconds);
   os << "\n";
   if (!in.source_checkpoint.empty()) os << "- Exported from the training checkpoint `" << in.source_checkpoint << "`\n";
-  os << "- Last training losses: " << losses_of(last_of(in.metrics_jsonl, "train")) << "\n"
-     << "- Last held-out losses: " << losses_of(last_of(in.metrics_jsonl, "validation")) << "\n\n";
+  os << "- Last training losses: " << losses_of(last_metrics_line(in.metrics_jsonl, "train")) << "\n"
+     << "- Last held-out losses: " << losses_of(last_metrics_line(in.metrics_jsonl, "validation")) << "\n\n";
   if (!in.plot_file.empty()) os << "![losses](" << in.plot_file << ")\n\n";
   os << "Load it in PyTorch with `tools/bfm_torch.py` of the bfm repository (`tools/load_checkpoint_example.py` runs "
         "this):\n\n"

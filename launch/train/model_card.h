@@ -23,7 +23,4 @@ struct CardInputs {
 
 std::string model_card(const CardInputs& in);
 
-// The loss curves of a run's metrics as PNG bytes (launch/plot/charts.h); "" when the metrics hold no training line.
-std::string render_loss_plot(const std::string& metrics_jsonl);
-
 }  // namespace bfm::launch

@@ -14,6 +14,7 @@
 #include "base/error.h"
 #include "base/rng.h"
 #include "launch/train/data_sources.h"
+#include "launch/train/metrics.h"
 #include "launch/train/step_engine.h"
 #include "model/masking.h"
 #include "model/placement.h"
@@ -193,19 +194,10 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
   }
 #endif
 
-  std::ofstream metrics;
-  if (lead && !options.metrics_path.empty()) {
-    metrics.open(options.metrics_path, std::ios::trunc);
-    require(static_cast<bool>(metrics), options.metrics_path, ": cannot write");
-    metrics << restored_metrics << std::flush;
-  }
-  std::ostringstream metrics_so_far;  // what the next checkpoint stores
-  metrics_so_far << restored_metrics;
+  // Rank 0's metrics: the file, and the text the next checkpoint stores.
+  MetricsLog metrics(lead ? options.metrics_path : "", restored_metrics);
   auto emit = [&](const nlohmann::json& j) {
-    if (!lead) return;
-    const std::string line = j.dump() + "\n";
-    metrics_so_far << line;
-    if (metrics.is_open()) metrics << line << std::flush;
+    if (lead) metrics.append(j);
   };
 
   // Held-out losses: each rank evaluates its rows in micro-batches, means over all ranks.
@@ -244,7 +236,7 @@ TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
     const auto ms = mask_rng.state();
     s.rng_state.insert(s.rng_state.end(), ms.begin(), ms.end());
     s.config_json = config_json.dump();
-    s.metrics_jsonl = metrics_so_far.str();
+    s.metrics_jsonl = metrics.text();
     s.world_size = ranks;
     const Stopwatch clock;
     const std::string path =
