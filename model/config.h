@@ -1,5 +1,5 @@
 // The model's sizes and objectives: every dimension of MODEL_SPEC.md, plus provenance for released checkpoints.
-// The same struct is read from a TOML run config (launch/) and from a checkpoint's config.json (model/checkpoint).
+// The same struct is read from a TOML run config (launch/) and from a checkpoint's config.json (model/released_checkpoint).
 #pragma once
 
 #include <cstdint>

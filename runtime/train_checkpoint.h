@@ -2,7 +2,7 @@
 // step counters, the sampler's position, the run-level RNG streams, the config and the metrics so far) in one HDF5
 // file that all ranks write together. docs/CHECKPOINT.md gives the layout, readable with h5py alone.
 //
-// Not the RELEASED checkpoint (model/checkpoint.h: safetensors + config.json for inference and fine-tuning).
+// Not the RELEASED checkpoint (model/released_checkpoint.h: safetensors + config.json for inference and fine-tuning).
 //
 // Under MPI with more than one rank (runtime::world()) the file is written and read collectively through MPI-IO;
 // otherwise through plain HDF5. Parameters are identical on every rank (data-parallel replicas): each rank writes

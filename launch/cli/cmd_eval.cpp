@@ -21,7 +21,7 @@
 #include "launch/eval/report.h"
 #include "launch/eval/evaluate.h"
 #include "launch/train/finetune.h"
-#include "model/checkpoint.h"
+#include "model/released_checkpoint.h"
 #include "runtime/comm.h"
 #include "runtime/progress.h"
 #include "model/placement.h"

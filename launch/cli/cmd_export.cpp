@@ -11,7 +11,7 @@
 #include "launch/cli/commands.h"
 #include "launch/plot/run_plots.h"
 #include "launch/train/model_card.h"
-#include "model/checkpoint.h"
+#include "model/released_checkpoint.h"
 #include "base/error.h"
 #include "io/json_file.h"
 #include "runtime/optimizer.h"

@@ -13,7 +13,7 @@
 #include "launch/eval/data.h"
 #include "launch/eval/tasks.h"
 #include "launch/train/finetune.h"
-#include "model/checkpoint.h"
+#include "model/released_checkpoint.h"
 #include "runtime/comm.h"
 #include "runtime/progress.h"
 #include "runtime/world.h"

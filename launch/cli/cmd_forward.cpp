@@ -6,7 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include "launch/cli/commands.h"
-#include "model/checkpoint.h"
+#include "model/released_checkpoint.h"
 #include "runtime/device.h"
 #include "base/error.h"
 #include "model/placement.h"

@@ -3,7 +3,7 @@
 
 #include "launch/cli/commands.h"
 #include "launch/train/run_config.h"
-#include "model/checkpoint.h"
+#include "model/released_checkpoint.h"
 #include "runtime/progress.h"
 
 namespace bfm::launch {

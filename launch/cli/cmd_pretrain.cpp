@@ -16,7 +16,7 @@
 #include "launch/train/model_card.h"
 #include "launch/train/run_config.h"
 #include "launch/train/pretrain.h"
-#include "model/checkpoint.h"
+#include "model/released_checkpoint.h"
 #include "runtime/progress.h"
 #include "runtime/world.h"
 

@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "model/checkpoint.h"
+#include "model/released_checkpoint.h"
 #include "base/error.h"
 #include "base/hash.h"
 #include "launch/eval/tasks.h"

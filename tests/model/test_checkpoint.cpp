@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "model/checkpoint.h"
+#include "model/released_checkpoint.h"
 #include "model/cpu/cpu_model.h"
 #include "base/error.h"
 #include "runtime/safetensors.h"

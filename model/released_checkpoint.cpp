@@ -1,4 +1,4 @@
-#include "model/checkpoint.h"
+#include "model/released_checkpoint.h"
 
 #include <cmath>
 #include <filesystem>
