@@ -85,276 +85,349 @@ model::Placement run_placement(const RunConfig& rc) {
                                  rc.source + ": train.device");
 }
 
-TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
-  const auto& m = rc.model;
-  const auto& t = rc.train;
-  TrainResult result;
+namespace {
 
-  // ---- the ranks, the model and the batch geometry
-  const model::Placement placement = run_placement(rc);
-  require(t.comm != "nccl" || placement.gpu, rc.source, ": train.comm = \"nccl\" sums gradients on GPUs, but this run "
-          "trains on the CPU");
+// One run of pre-training on this rank. The constructor sets everything up (model, data, step engine, resumed state,
+// metrics); run() is the loop. Every collective call happens in the same order on every rank.
+class Pretraining {
+ public:
+  Pretraining(const RunConfig& rc, const TrainOptions& options, TrainResult& result);
+  void run();
+
+ private:
+  void resume();
+  bool stop_requested(int64_t step);
+  void next_batch(int64_t step);
+  StepResult train_step(double lr);
+  bool count_skipped(const StepResult& r, int64_t step);
+  void record(int64_t step, double lr, const StepResult& r, const Stopwatch& step_clock, double wait0, double comm0);
+  void show_progress(int64_t step, double lr, const StepResult& r);
+  model::Losses validate(int64_t step);
+  void checkpoint(int64_t step);
+  void finish(int64_t step);
+  void log(const std::string& line) const {
+    if (verbose_) runtime::log_line(line);
+  }
+
+  const RunConfig& rc_;
+  const model::ModelConfig& m_;
+  const TrainConfig& t_;
+  const TrainOptions& options_;
+  TrainResult& result_;
+  model::Placement placement_;
   // The host communicator carries the losses, the stop flag, the checkpoints' coordination and a CPU model's
   // gradients; a GPU model's gradients go through the step engine's device communicator (train.comm).
-  std::unique_ptr<runtime::Communicator> comm = runtime::make_communicator(t.comm == "nccl" ? "auto" : t.comm, false);
-  const int rank = comm->rank(), ranks = comm->size();
-  const bool lead = rank == 0;
-  const bool verbose = options.verbose && lead;
-  require(t.batch_size % ranks == 0, rc.source, ": train.batch_size = ", t.batch_size, " is not a multiple of the ",
-          ranks, " ranks");
-  const int local = t.batch_size / ranks;
-  const int micro = t.micro_batch > 0 ? t.micro_batch : local;
-  require(local % micro == 0, rc.source, ": train.micro_batch = ", micro, " does not divide the ", local,
-          " windows each of the ", ranks, " ranks takes from a global batch of ", t.batch_size);
-  const int accumulation = local / micro;
+  std::unique_ptr<runtime::Communicator> comm_;
+  int rank_ = 0, ranks_ = 1;
+  bool lead_ = true, verbose_ = true;
+  int micro_ = 1, accumulation_ = 1;  // micro-batches of micro_ windows per rank and step
+  model::BrainModel* model_ = nullptr;
+  RunData data_;
+  int64_t total_steps_ = 0, start_step_ = 0, bad_in_a_row_ = 0;
+  Rng mask_rng_;
+  std::unique_ptr<StepEngine> engine_;
+  nlohmann::json config_json_;  // what a checkpoint must have been written by to be resumed from
+  std::string restored_metrics_;
+  std::unique_ptr<MetricsLog> metrics_;
+  LocalBatch batch_;
+  Stopwatch clock_;
+  double wait0_ = 0, comm0_ = 0;
+  int64_t tokens_per_sample_ = 0;
+};
 
-  if (verbose && !placement.note.empty()) runtime::log_line("pretrain: " + placement.note);
-  if (verbose && placement.ranks_sharing_gpu > 1)
-    runtime::log_line("pretrain: " + std::to_string(placement.ranks_sharing_gpu) + " ranks on this node share " +
-                      placement.describe());
-  result.model = model::make_model(m, placement, t.optimizer);
-  model::BrainModel& model = *result.model;
-  model.initialize(t.seed);
+Pretraining::Pretraining(const RunConfig& rc, const TrainOptions& options, TrainResult& result)
+    : rc_(rc), m_(rc.model), t_(rc.train), options_(options), result_(result), placement_(run_placement(rc)),
+      mask_rng_(Rng::stream(rc.train.seed, 2)) {
+  // ---- the ranks, the model and the batch geometry
+  require(t_.comm != "nccl" || placement_.gpu, rc.source, ": train.comm = \"nccl\" sums gradients on GPUs, but this "
+          "run trains on the CPU");
+  comm_ = runtime::make_communicator(t_.comm == "nccl" ? "auto" : t_.comm, false);
+  rank_ = comm_->rank(), ranks_ = comm_->size();
+  lead_ = rank_ == 0;
+  verbose_ = options.verbose && lead_;
+  require(t_.batch_size % ranks_ == 0, rc.source, ": train.batch_size = ", t_.batch_size,
+          " is not a multiple of the ", ranks_, " ranks");
+  const int local = t_.batch_size / ranks_;
+  micro_ = t_.micro_batch > 0 ? t_.micro_batch : local;
+  require(local % micro_ == 0, rc.source, ": train.micro_batch = ", micro_, " does not divide the ", local,
+          " windows each of the ", ranks_, " ranks takes from a global batch of ", t_.batch_size);
+  accumulation_ = local / micro_;
+
+  if (!placement_.note.empty()) log("pretrain: " + placement_.note);
+  if (placement_.ranks_sharing_gpu > 1)
+    log("pretrain: " + std::to_string(placement_.ranks_sharing_gpu) + " ranks on this node share " +
+        placement_.describe());
+  result_.model = model::make_model(m_, placement_, t_.optimizer);
+  model_ = result_.model.get();
+  model_->initialize(t_.seed);
   try {
-    if (ranks > 1 && m.contrastive)  // CLIP's negatives from all ranks' micro-batches
-      model.set_contrastive_group(rank, ranks, [&comm](const float* mine, float* all, int64_t n) {
-        comm->allgather(mine, all, n);
+    if (ranks_ > 1 && m_.contrastive)  // CLIP's negatives from all ranks' micro-batches
+      model_->set_contrastive_group(rank_, ranks_, [this](const float* mine, float* all, int64_t n) {
+        comm_->allgather(mine, all, n);
       });
-    if (t.zero) model.shard_optimizer(*comm);
+    if (t_.zero) model_->shard_optimizer(*comm_);
   } catch (const Error& e) {
     fail(rc.source, ": ", e.what());
   }
 
   // ---- data: the training source and a fixed held-out batch (this rank's rows of it)
-  RunData data = open_run_data(rc, rank, ranks, placement.gpu);
-  result.data_atlas = data.atlas;
-  result.data_tr = data.tr;
-  result.data_description = data.train->describe();
+  data_ = open_run_data(rc, rank_, ranks_, placement_.gpu);
+  result_.data_atlas = data_.atlas;
+  result_.data_tr = data_.tr;
+  result_.data_description = data_.train->describe();
   // train.epochs (corpus data): passes over the training windows, each of batches_per_epoch() global batches.
-  int64_t total_steps = t.steps;
-  if (t.epochs > 0) {
-    const int64_t per_epoch = data.train->batches_per_epoch();
+  total_steps_ = t_.steps;
+  if (t_.epochs > 0) {
+    const int64_t per_epoch = data_.train->batches_per_epoch();
     require(per_epoch > 0, rc.source, ": train.epochs needs corpus data (data.source = \"corpus\")");
-    total_steps = t.epochs * per_epoch;
+    total_steps_ = t_.epochs * per_epoch;
   }
-  Rng mask_rng = Rng::stream(t.seed, 2);
   {
-    Rng val_mask_rng = Rng::stream(t.seed, 4);
-    draw_masks(m, t.mask_strategy, data.validation, val_mask_rng, t.batch_size, rank, ranks);
+    Rng val_mask_rng = Rng::stream(t_.seed, 4);
+    draw_masks(m_, t_.mask_strategy, data_.validation, val_mask_rng, t_.batch_size, rank_, ranks_);
   }
 
   StepOptions so;
-  so.bucket_mb = t.bucket_mb;
-  so.gpu_comm = t.comm;
-  so.gpu_overlap = t.gpu_overlap;
-  StepEngine engine(model, *comm, so);
-  if (verbose && placement.gpu && engine.describe() != comm->backend())
-    runtime::log_line("pretrain: gradients summed over ranks by " + engine.describe());
+  so.bucket_mb = t_.bucket_mb;
+  so.gpu_comm = t_.comm;
+  so.gpu_overlap = t_.gpu_overlap;
+  engine_ = std::make_unique<StepEngine>(*model_, *comm_, so);
+  if (placement_.gpu && engine_->describe() != comm_->backend())
+    log("pretrain: gradients summed over ranks by " + engine_->describe());
 
-  // ---- resume
-  int64_t start_step = 0, bad_in_a_row = 0;
-  std::string restored_metrics;
-  const std::string& ckpt_dir = options.checkpoint_dir;
-  model::ModelConfig provenance = m;
-  provenance.atlas = result.data_atlas;
-  provenance.tr_seconds = result.data_tr;
-  nlohmann::json config_json = model::to_checkpoint_json(provenance);
-  config_json["batch_size"] = t.batch_size;
-  config_json["seed"] = t.seed;
-  config_json["data"] = data.train->describe();
-#ifdef BFM_WITH_HDF5
-  if (!ckpt_dir.empty()) {
-    const std::string latest = runtime::latest_train_checkpoint(ckpt_dir);
-    if (!latest.empty()) {
-      const runtime::TrainState s = runtime::read_train_checkpoint(latest, model.checkpoint_tensors());
-      model.checkpoint_loaded();
-      const nlohmann::json saved = nlohmann::json::parse(s.config_json);
-      require(saved == config_json, latest, ": written by a run with another model, batch or seed (",
-              saved.dump(), "), not this one (", config_json.dump(), ")");
-      start_step = s.step;
-      result.skipped_steps = s.skipped_steps;
-      bad_in_a_row = s.skipped_in_a_row;
-      model.set_steps_taken(s.step - s.skipped_steps);
-      const size_t n_data = s.rng_state.size() - 6;
-      data.train->restore(std::vector<uint64_t>(s.rng_state.begin(), s.rng_state.begin() + n_data));
-      std::array<uint64_t, 6> ms{};
-      std::copy(s.rng_state.begin() + n_data, s.rng_state.end(), ms.begin());
-      mask_rng.set_state(ms);
-      restored_metrics = s.metrics_jsonl;
-      result.resumed_from = latest;
-      if (verbose)
-        runtime::log_line("pretrain: resumed from " + latest + " at step " + std::to_string(start_step) +
-                          " (written by " + std::to_string(s.world_size) + " ranks, now " + std::to_string(ranks) +
-                          ")");
-    }
-  }
-  if (!ckpt_dir.empty() && lead) {  // what bfm export builds the model from (after the resume check passed)
-    std::filesystem::create_directories(ckpt_dir);
-    std::ofstream(std::filesystem::path(ckpt_dir) / "config.json") << config_json.dump(2) << "\n";
-  }
-#endif
-
+  model::ModelConfig provenance = m_;
+  provenance.atlas = result_.data_atlas;
+  provenance.tr_seconds = result_.data_tr;
+  config_json_ = model::to_checkpoint_json(provenance);
+  config_json_["batch_size"] = t_.batch_size;
+  config_json_["seed"] = t_.seed;
+  config_json_["data"] = data_.train->describe();
+  resume();
   // Rank 0's metrics: the file, and the text the next checkpoint stores.
-  MetricsLog metrics(lead ? options.metrics_path : "", restored_metrics);
-  auto emit = [&](const nlohmann::json& j) {
-    if (lead) metrics.append(j);
-  };
+  metrics_ = std::make_unique<MetricsLog>(lead_ ? options.metrics_path : "", restored_metrics_);
+  tokens_per_sample_ = m_.mae ? m_.n_tokens() - m_.n_masked_tokens() : m_.n_tokens();
+}
 
-  // Held-out losses: each rank evaluates its rows in micro-batches, means over all ranks.
-  auto evaluate = [&](int64_t step) {
-    std::vector<model::Losses> parts;
-    for (int a = 0; a < data.validation.rows / micro; ++a)
-      parts.push_back(model.forward(batch_of(m, data.validation, a * micro, micro), "held-out batch"));
-    const model::Losses l = engine.reduce_losses(parts);
-    nlohmann::json j{{"step", step}, {"split", "validation"}};
-    for (const auto& [name, v] : model::named_losses(l)) j[name] = v;
-    emit(j);
-    return l;
-  };
-
-  if (verbose) {
-    std::ostringstream os;
-    os << "pretrain: " << model.arena_size() << " parameters, objectives " << nlohmann::json(m.objectives()).dump()
-       << ", " << m.n_tokens() << " tokens per window, global batch " << t.batch_size << " (" << ranks << " rank"
-       << (ranks > 1 ? "s" : "") << " x " << accumulation << " micro-batch" << (accumulation > 1 ? "es" : "")
-       << " of " << micro << "), " << total_steps << " steps, " << data.train->describe() << ", on "
-       << (placement.gpu ? "the GPU (" + t.precision + ")" : std::string("the CPU")) << ", all-reduce "
-       << comm->backend();
-    runtime::log_line(os.str());
-  }
-  result.first = evaluate(start_step);
-  if (verbose) runtime::log_line(describe(("held-out loss at step " + std::to_string(start_step)).c_str(), result.first));
-
-  auto checkpoint = [&](int64_t step) {
+// From the newest training checkpoint, when there is one: parameters, moments, counters, the data source's and the
+// mask RNG's states, the metrics so far. Then config.json beside the checkpoints (what bfm export builds from).
+void Pretraining::resume() {
 #ifdef BFM_WITH_HDF5
-    if (ckpt_dir.empty()) return;
-    runtime::TrainState s;
-    s.step = step;
-    s.skipped_steps = result.skipped_steps;
-    s.skipped_in_a_row = bad_in_a_row;
-    s.rng_state = data.train->state();
-    const auto ms = mask_rng.state();
-    s.rng_state.insert(s.rng_state.end(), ms.begin(), ms.end());
-    s.config_json = config_json.dump();
-    s.metrics_jsonl = metrics.text();
-    s.world_size = ranks;
-    const Stopwatch clock;
-    const std::string path =
-        runtime::write_train_checkpoint(ckpt_dir, model.checkpoint_tensors(), s, t.keep_checkpoints);
-    if (verbose) runtime::log_line("checkpoint " + path + " (" + runtime::format_duration(clock.seconds()) + ")");
-    result.last_checkpoint = path;
-#else
-    (void)step;
+  const std::string& dir = options_.checkpoint_dir;
+  if (dir.empty()) return;
+  const std::string latest = runtime::latest_train_checkpoint(dir);
+  if (!latest.empty()) {
+    const runtime::TrainState s = runtime::read_train_checkpoint(latest, model_->checkpoint_tensors());
+    model_->checkpoint_loaded();
+    const nlohmann::json saved = nlohmann::json::parse(s.config_json);
+    require(saved == config_json_, latest, ": written by a run with another model, batch or seed (", saved.dump(),
+            "), not this one (", config_json_.dump(), ")");
+    start_step_ = s.step;
+    result_.skipped_steps = s.skipped_steps;
+    bad_in_a_row_ = s.skipped_in_a_row;
+    model_->set_steps_taken(s.step - s.skipped_steps);
+    const size_t n_data = s.rng_state.size() - 6;
+    data_.train->restore(std::vector<uint64_t>(s.rng_state.begin(), s.rng_state.begin() + n_data));
+    std::array<uint64_t, 6> ms{};
+    std::copy(s.rng_state.begin() + n_data, s.rng_state.end(), ms.begin());
+    mask_rng_.set_state(ms);
+    restored_metrics_ = s.metrics_jsonl;
+    result_.resumed_from = latest;
+    log("pretrain: resumed from " + latest + " at step " + std::to_string(start_step_) + " (written by " +
+        std::to_string(s.world_size) + " ranks, now " + std::to_string(ranks_) + ")");
+  }
+  if (lead_) {  // after the resume check passed
+    std::filesystem::create_directories(dir);
+    std::ofstream(std::filesystem::path(dir) / "config.json") << config_json_.dump(2) << "\n";
+  }
 #endif
-  };
+}
+
+void Pretraining::run() {
+  {
+    std::ostringstream os;
+    os << "pretrain: " << model_->arena_size() << " parameters, objectives "
+       << nlohmann::json(m_.objectives()).dump() << ", " << m_.n_tokens() << " tokens per window, global batch "
+       << t_.batch_size << " (" << ranks_ << " rank" << (ranks_ > 1 ? "s" : "") << " x " << accumulation_
+       << " micro-batch" << (accumulation_ > 1 ? "es" : "") << " of " << micro_ << "), " << total_steps_
+       << " steps, " << data_.train->describe() << ", on "
+       << (placement_.gpu ? "the GPU (" + t_.precision + ")" : std::string("the CPU")) << ", all-reduce "
+       << comm_->backend();
+    log(os.str());
+  }
+  result_.first = validate(start_step_);
+  log(describe(("held-out loss at step " + std::to_string(start_step_)).c_str(), result_.first));
 
   SignalGuard signals;
-  const Stopwatch clock;
-  const double wait0 = data.train->wait_seconds(), comm0 = engine.communication_seconds();
-  const int64_t tokens_per_sample = m.mae ? m.n_tokens() - m.n_masked_tokens() : m.n_tokens();
-  LocalBatch batch;
-  int64_t step = start_step;
-  for (; step < total_steps; ++step) {
+  clock_.restart();
+  wait0_ = data_.train->wait_seconds(), comm0_ = engine_->communication_seconds();
+  int64_t step = start_step_;
+  for (; step < total_steps_; ++step) {
     // This step's own time, data wait and communication, for its metrics line.
     const Stopwatch step_clock;
-    const double step_wait0 = data.train->wait_seconds(), step_comm0 = engine.communication_seconds();
-    // Every rank agrees to stop (a signal reached any of them) before the step starts.
-    double stop = g_stop_signal.load() != 0 || step == options.stop_before_step ? 1.0 : 0.0;
-    comm->allreduce_max_host(&stop, 1);
-    if (stop > 0) {
-      result.stopped_by_signal = true;
-      if (verbose) runtime::log_line("pretrain: stop signal: checkpoint at step " + std::to_string(step) + ", exit");
+    const double wait0 = data_.train->wait_seconds(), comm0 = engine_->communication_seconds();
+    if (stop_requested(step)) break;
+    next_batch(step);
+    const double lr = runtime::learning_rate(t_.optimizer.lr, step, t_.warmup_steps, total_steps_, t_.min_lr_ratio);
+    const StepResult r = train_step(lr);
+    if (!count_skipped(r, step)) {  // diverged
+      ++step;
       break;
     }
-
-    data.train->next(batch);
-    draw_masks(m, t.mask_strategy, batch, mask_rng, t.batch_size, rank, ranks);
-    for (int64_t bad : options.nan_input_steps)
-      if (bad == step) std::fill(batch.x.begin(), batch.x.end(), std::nanf(""));
-    const double lr = runtime::learning_rate(t.optimizer.lr, step, t.warmup_steps, total_steps, t.min_lr_ratio);
-    const StepResult r = engine.step(
-        accumulation,
-        [&](int a, float scale, const model::ReadyHook& on_ready) {
-          return model.forward_backward(batch_of(m, batch, a * micro, micro), scale, on_ready);
-        },
-        lr);
-
-    if (!r.applied) {
-      ++result.skipped_steps;
-      ++bad_in_a_row;
-      if (verbose)
-        runtime::log_line("step " + std::to_string(step + 1) + ": non-finite loss or gradient, update skipped (" +
-                          std::to_string(bad_in_a_row) + " in a row)");
-      if (bad_in_a_row >= t.max_bad_steps) {
-        result.diverged = true;
-        if (verbose)
-          runtime::log_line("pretrain: " + std::to_string(bad_in_a_row) +
-                            " non-finite steps in a row (train.max_bad_steps): stopping");
-        ++step;
-        break;
-      }
-    } else {
-      bad_in_a_row = 0;
-    }
-    nlohmann::json j{{"step", step + 1}, {"split", "train"}, {"lr", lr}, {"grad_norm", r.grad_norm}};
-    for (const auto& [name, v] : model::named_losses(r.losses)) j[name] = v;
-    {  // timing (rank 0's clock): what bfm plot draws as throughput, and what scaling studies read
-      const double step_s = step_clock.seconds();
-      j["step_s"] = step_s;
-      j["samples_per_s"] = step_s > 0 ? double(t.batch_size) / step_s : 0.0;
-      j["data_wait_s"] = data.train->wait_seconds() - step_wait0;
-      j["comm_s"] = engine.communication_seconds() - step_comm0;
-      j["elapsed_s"] = clock.seconds();
-    }
-    emit(j);
-    const int64_t done = step + 1 - start_step;
-    if (verbose && ((step + 1) % t.log_every == 0 || step + 1 == total_steps)) {
-      const double elapsed = clock.seconds();
-      runtime::ProgressFields f;
-      f.step = step + 1;
-      f.total_steps = total_steps;
-      f.losses = model::named_losses(r.losses);
-      f.lr = lr;
-      f.grad_norm = r.grad_norm;
-      f.samples_per_s = double(done) * t.batch_size / elapsed;
-      f.tokens_per_s = f.samples_per_s * double(tokens_per_sample);
-      f.elapsed_s = elapsed;
-      f.eta_s = elapsed / double(done) * double(total_steps - step - 1);
-      f.data_wait_s = data.train->wait_seconds() - wait0;
-      f.comm_s = engine.communication_seconds() - comm0;
-      runtime::log_line(runtime::format_progress(f));
-      if (engine.overlapped() && !model.optimizer_sharded() && (ranks > 1 || placement.gpu) &&
-          step + 1 == total_steps)
-        runtime::log_line("all-reduce: " + std::to_string(engine.n_buckets()) + " buckets, " +
-                          std::to_string(int(100 * engine.mean_hidden_fraction())) +
-                          "% of their time hidden behind backward on average");
-    }
-    if ((step + 1) % t.validate_every == 0 && step + 1 < total_steps) {
-      const model::Losses v = evaluate(step + 1);
-      if (verbose) runtime::log_line(describe(("held-out loss at step " + std::to_string(step + 1)).c_str(), v));
-    }
-    if (t.checkpoint_every > 0 && (step + 1) % t.checkpoint_every == 0 && step + 1 < total_steps) checkpoint(step + 1);
+    record(step, lr, r, step_clock, wait0, comm0);
+    show_progress(step, lr, r);
+    if ((step + 1) % t_.validate_every == 0 && step + 1 < total_steps_)
+      log(describe(("held-out loss at step " + std::to_string(step + 1)).c_str(), validate(step + 1)));
+    if (t_.checkpoint_every > 0 && (step + 1) % t_.checkpoint_every == 0 && step + 1 < total_steps_)
+      checkpoint(step + 1);
   }
-  result.steps_done = step;
-  result.seconds = clock.seconds();
-  if (result.stopped_by_signal) {
+  finish(step);
+}
+
+// Every rank agrees to stop (a signal reached any of them) before the step starts.
+bool Pretraining::stop_requested(int64_t step) {
+  double stop = g_stop_signal.load() != 0 || step == options_.stop_before_step ? 1.0 : 0.0;
+  comm_->allreduce_max_host(&stop, 1);
+  if (stop > 0) {
+    result_.stopped_by_signal = true;
+    log("pretrain: stop signal: checkpoint at step " + std::to_string(step) + ", exit");
+  }
+  return stop > 0;
+}
+
+// This rank's rows of the next global batch, with their masks.
+void Pretraining::next_batch(int64_t step) {
+  data_.train->next(batch_);
+  draw_masks(m_, t_.mask_strategy, batch_, mask_rng_, t_.batch_size, rank_, ranks_);
+  for (int64_t bad : options_.nan_input_steps)
+    if (bad == step) std::fill(batch_.x.begin(), batch_.x.end(), std::nanf(""));
+}
+
+StepResult Pretraining::train_step(double lr) {
+  return engine_->step(
+      accumulation_,
+      [this](int a, float scale, const model::ReadyHook& on_ready) {
+        return model_->forward_backward(batch_of(m_, batch_, a * micro_, micro_), scale, on_ready);
+      },
+      lr);
+}
+
+// Counts a skipped update; false when train.max_bad_steps of them came in a row (the run stops).
+bool Pretraining::count_skipped(const StepResult& r, int64_t step) {
+  if (r.applied) {
+    bad_in_a_row_ = 0;
+    return true;
+  }
+  ++result_.skipped_steps;
+  ++bad_in_a_row_;
+  log("step " + std::to_string(step + 1) + ": non-finite loss or gradient, update skipped (" +
+      std::to_string(bad_in_a_row_) + " in a row)");
+  if (bad_in_a_row_ < t_.max_bad_steps) return true;
+  result_.diverged = true;
+  log("pretrain: " + std::to_string(bad_in_a_row_) + " non-finite steps in a row (train.max_bad_steps): stopping");
+  return false;
+}
+
+// The step's metrics line (rank 0's clock): what bfm plot draws and what scaling studies read.
+void Pretraining::record(int64_t step, double lr, const StepResult& r, const Stopwatch& step_clock, double wait0,
+                         double comm0) {
+  nlohmann::json j{{"step", step + 1}, {"split", "train"}, {"lr", lr}, {"grad_norm", r.grad_norm}};
+  for (const auto& [name, v] : model::named_losses(r.losses)) j[name] = v;
+  const double step_s = step_clock.seconds();
+  j["step_s"] = step_s;
+  j["samples_per_s"] = step_s > 0 ? double(t_.batch_size) / step_s : 0.0;
+  j["data_wait_s"] = data_.train->wait_seconds() - wait0;
+  j["comm_s"] = engine_->communication_seconds() - comm0;
+  j["elapsed_s"] = clock_.seconds();
+  if (lead_) metrics_->append(j);
+}
+
+// The progress line every train.log_every steps (and at the last).
+void Pretraining::show_progress(int64_t step, double lr, const StepResult& r) {
+  if (!verbose_ || ((step + 1) % t_.log_every != 0 && step + 1 != total_steps_)) return;
+  const int64_t done = step + 1 - start_step_;
+  const double elapsed = clock_.seconds();
+  runtime::ProgressFields f;
+  f.step = step + 1;
+  f.total_steps = total_steps_;
+  f.losses = model::named_losses(r.losses);
+  f.lr = lr;
+  f.grad_norm = r.grad_norm;
+  f.samples_per_s = double(done) * t_.batch_size / elapsed;
+  f.tokens_per_s = f.samples_per_s * double(tokens_per_sample_);
+  f.elapsed_s = elapsed;
+  f.eta_s = elapsed / double(done) * double(total_steps_ - step - 1);
+  f.data_wait_s = data_.train->wait_seconds() - wait0_;
+  f.comm_s = engine_->communication_seconds() - comm0_;
+  runtime::log_line(runtime::format_progress(f));
+  if (engine_->overlapped() && !model_->optimizer_sharded() && (ranks_ > 1 || placement_.gpu) &&
+      step + 1 == total_steps_)
+    runtime::log_line("all-reduce: " + std::to_string(engine_->n_buckets()) + " buckets, " +
+                      std::to_string(int(100 * engine_->mean_hidden_fraction())) +
+                      "% of their time hidden behind backward on average");
+}
+
+// Held-out losses: each rank evaluates its rows in micro-batches, means over all ranks; a metrics line.
+model::Losses Pretraining::validate(int64_t step) {
+  std::vector<model::Losses> parts;
+  for (int a = 0; a < data_.validation.rows / micro_; ++a)
+    parts.push_back(model_->forward(batch_of(m_, data_.validation, a * micro_, micro_), "held-out batch"));
+  const model::Losses l = engine_->reduce_losses(parts);
+  nlohmann::json j{{"step", step}, {"split", "validation"}};
+  for (const auto& [name, v] : model::named_losses(l)) j[name] = v;
+  if (lead_) metrics_->append(j);
+  return l;
+}
+
+void Pretraining::checkpoint(int64_t step) {
+#ifdef BFM_WITH_HDF5
+  if (options_.checkpoint_dir.empty()) return;
+  runtime::TrainState s;
+  s.step = step;
+  s.skipped_steps = result_.skipped_steps;
+  s.skipped_in_a_row = bad_in_a_row_;
+  s.rng_state = data_.train->state();
+  const auto ms = mask_rng_.state();
+  s.rng_state.insert(s.rng_state.end(), ms.begin(), ms.end());
+  s.config_json = config_json_.dump();
+  s.metrics_jsonl = metrics_->text();
+  s.world_size = ranks_;
+  const Stopwatch clock;
+  const std::string path =
+      runtime::write_train_checkpoint(options_.checkpoint_dir, model_->checkpoint_tensors(), s, t_.keep_checkpoints);
+  log("checkpoint " + path + " (" + runtime::format_duration(clock.seconds()) + ")");
+  result_.last_checkpoint = path;
+#else
+  (void)step;
+#endif
+}
+
+// After the loop: a stopped run writes its checkpoint; a finished one its last held-out losses and checkpoint.
+void Pretraining::finish(int64_t step) {
+  result_.steps_done = step;
+  result_.seconds = clock_.seconds();
+  if (result_.stopped_by_signal) {
     checkpoint(step);
-    return result;
+    return;
   }
-  result.last = evaluate(step);
-  if (step >= total_steps) checkpoint(step);  // the final state, its held-out losses included in the metrics
-  if (verbose) {
-    std::string line = describe(("held-out loss after " + std::to_string(step) + " steps").c_str(), result.last);
-    if (result.first.total && result.last.total && start_step == 0) {
-      std::ostringstream os;
-      os.precision(3);
-      os << " (" << 100.0 * (1.0 - *result.last.total / *result.first.total) << "% below step 0)";
-      line += os.str();
-    }
-    runtime::log_line(line);
-    if (result.skipped_steps)
-      runtime::log_line(std::to_string(result.skipped_steps) + " steps skipped for non-finite values");
+  result_.last = validate(step);
+  if (step >= total_steps_) checkpoint(step);  // the final state, its held-out losses included in the metrics
+  std::string line = describe(("held-out loss after " + std::to_string(step) + " steps").c_str(), result_.last);
+  if (result_.first.total && result_.last.total && start_step_ == 0) {
+    std::ostringstream os;
+    os.precision(3);
+    os << " (" << 100.0 * (1.0 - *result_.last.total / *result_.first.total) << "% below step 0)";
+    line += os.str();
   }
+  log(line);
+  if (result_.skipped_steps) log(std::to_string(result_.skipped_steps) + " steps skipped for non-finite values");
+}
+
+}  // namespace
+
+TrainResult pretrain(const RunConfig& rc, const TrainOptions& options) {
+  TrainResult result;
+  Pretraining run(rc, options, result);
+  run.run();
   return result;
 }
 
