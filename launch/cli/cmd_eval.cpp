@@ -20,7 +20,7 @@
 #include "launch/eval/data.h"
 #include "launch/eval/report.h"
 #include "launch/eval/evaluate.h"
-#include "launch/train/finetune.h"
+#include "launch/eval/models.h"
 #include "model/released_checkpoint.h"
 #include "runtime/comm.h"
 #include "runtime/progress.h"
@@ -166,62 +166,17 @@ Command add_eval_command(CLI::App& app) {
             pretrained->config().n_parcels, " parcels, but the corpus ", opt->corpus, " has ", data.n_parcels,
             " (a checkpoint of another atlas?)");
 
-    eval::EvalModels models;
-    models.pretrained = pretrained.get();
-    std::vector<std::unique_ptr<model::BrainModel>> owned;
-    nlohmann::json provenance = {{"corpus", opt->corpus}, {"checkpoint", opt->checkpoint}, {"ranks", comm->size()}};
-    auto add_given = [&](const std::vector<std::string>& specs, std::map<std::string, const model::BrainModel*>& to,
-                         const char* what) {
-      for (const auto& spec : specs) {
-        const auto eq = spec.find('=');
-        require(eq != std::string::npos, "--", what, " ", spec, ": expected TASK=DIR");
-        const std::string task = spec.substr(0, eq), dir = spec.substr(eq + 1);
-        require(eval::is_task(task) && eval::task_info(task).fine_tunable, "--", what, " ", spec, ": task '", task,
-                "' (fine-tuned models serve ", eval::fine_tunable_list(" or "), ")");
-        owned.push_back(model::load_released_checkpoint(dir));
-        require(owned.back()->config().n_parcels == data.n_parcels && owned.back()->config().window == data.window,
-                dir, ": a checkpoint of another input shape than ", opt->checkpoint);
-        to[task] = owned.back().get();
-        provenance[what][task] = dir;
-      }
-    };
-    add_given(opt->finetuned, models.finetuned, "finetuned");
-    add_given(opt->scratch, models.scratch, "scratch");
-    if (opt->finetune_steps > 0) {
-      for (const eval::TaskInfo& info : eval::tasks()) {
-        // A task with a fine-tuned model is fine-tuned where it or a task using its decoder (retrieval: embedding's)
-        // is evaluated and the corpus has its target (categories for a classifier, stimulus embeddings otherwise).
-        const std::string& task = info.name;
-        const bool wanted = std::any_of(options.tasks.begin(), options.tasks.end(),
-                                        [&](const std::string& t) { return eval::task_info(t).decoder == task; });
-        if (!info.fine_tunable || !wanted || (info.classification ? data.n_categories < 2 : data.stim_dim == 0))
-          continue;
-        for (const bool scratch : {false, true}) {
-          auto& table = scratch ? models.scratch : models.finetuned;
-          if (table.count(task)) continue;
-          FinetuneOptions fo;
-          fo.task = task;
-          fo.steps = opt->finetune_steps;
-          fo.seed = opt->seed;
-          fo.verbose = true;
-          fo.device = opt->device;
-          std::unique_ptr<model::BrainModel> fresh;
-          if (scratch) {
-            fresh = model::make_model(pretrained->config(), model::Placement::cpu());
-            fresh->initialize(opt->seed + 1);
-          }
-          const model::BrainModel& init = scratch ? *fresh : *pretrained;
-          if (lead) runtime::log_line(std::string("eval: ") + (scratch ? "training from scratch" : "fine-tuning") +
-                                      " for " + task);
-          FinetuneResult r = finetune(init, data, fo, *comm);
-          const std::string dir = (fs::path(opt->out) / ((scratch ? "scratch-" : "finetuned-") + task)).string();
-          if (lead) save_finetuned(dir, r, fo, scratch ? std::string("scratch") : opt->checkpoint);
-          provenance[scratch ? "scratch" : "finetuned"][task] = dir;
-          owned.push_back(std::move(r.model));
-          table[task] = owned.back().get();
-        }
-      }
-    }
+    eval::ModelSources sources;
+    sources.checkpoint = opt->checkpoint;
+    sources.finetuned = opt->finetuned;
+    sources.scratch = opt->scratch;
+    sources.finetune_steps = opt->finetune_steps;
+    sources.out = opt->out;
+    sources.device = opt->device;
+    sources.seed = opt->seed;
+    const eval::ModelSet set = eval::gather_models(*pretrained, data, options, sources, *comm);
+    const eval::EvalModels& models = set.models;
+    nlohmann::json provenance = set.provenance;
     const eval::EvalReport report = eval::evaluate(data, models, options, *comm);
     if (lead) {
       const std::vector<double> headline = headline_fractions(options.fractions);

@@ -1,0 +1,76 @@
+#include "launch/eval/models.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "base/error.h"
+#include "launch/eval/tasks.h"
+#include "launch/train/finetune.h"
+#include "model/placement.h"
+#include "model/released_checkpoint.h"
+#include "runtime/progress.h"
+
+namespace bfm::launch::eval {
+
+ModelSet gather_models(const model::BrainModel& pretrained, const EvalData& data, const EvalOptions& options,
+                       const ModelSources& sources, runtime::Communicator& comm) {
+  namespace fs = std::filesystem;
+  const bool lead = comm.rank() == 0;
+  ModelSet set;
+  set.models.pretrained = &pretrained;
+  set.provenance = {{"corpus", data.corpus}, {"checkpoint", sources.checkpoint}, {"ranks", comm.size()}};
+  auto add_given = [&](const std::vector<std::string>& specs, std::map<std::string, const model::BrainModel*>& to,
+                       const char* what) {
+    for (const auto& spec : specs) {
+      const auto eq = spec.find('=');
+      require(eq != std::string::npos, "--", what, " ", spec, ": expected TASK=DIR");
+      const std::string task = spec.substr(0, eq), dir = spec.substr(eq + 1);
+      require(is_task(task) && task_info(task).fine_tunable, "--", what, " ", spec, ": task '", task,
+              "' (fine-tuned models serve ", fine_tunable_list(" or "), ")");
+      set.owned.push_back(model::load_released_checkpoint(dir));
+      require(set.owned.back()->config().n_parcels == data.n_parcels &&
+                  set.owned.back()->config().window == data.window,
+              dir, ": a checkpoint of another input shape than ", sources.checkpoint);
+      to[task] = set.owned.back().get();
+      set.provenance[what][task] = dir;
+    }
+  };
+  add_given(sources.finetuned, set.models.finetuned, "finetuned");
+  add_given(sources.scratch, set.models.scratch, "scratch");
+  if (sources.finetune_steps <= 0) return set;
+  for (const TaskInfo& info : tasks()) {
+    // A task with a fine-tuned model is fine-tuned where it or a task using its decoder (retrieval: embedding's) is
+    // evaluated and the corpus has its target (categories for a classifier, stimulus embeddings otherwise).
+    const std::string& task = info.name;
+    const bool wanted = std::any_of(options.tasks.begin(), options.tasks.end(),
+                                    [&](const std::string& t) { return task_info(t).decoder == task; });
+    if (!info.fine_tunable || !wanted || (info.classification ? data.n_categories < 2 : data.stim_dim == 0)) continue;
+    for (const bool scratch : {false, true}) {
+      auto& table = scratch ? set.models.scratch : set.models.finetuned;
+      if (table.count(task)) continue;
+      FinetuneOptions fo;
+      fo.task = task;
+      fo.steps = sources.finetune_steps;
+      fo.seed = sources.seed;
+      fo.verbose = true;
+      fo.device = sources.device;
+      std::unique_ptr<model::BrainModel> fresh;
+      if (scratch) {
+        fresh = model::make_model(pretrained.config(), model::Placement::cpu());
+        fresh->initialize(sources.seed + 1);
+      }
+      const model::BrainModel& init = scratch ? *fresh : pretrained;
+      if (lead)
+        runtime::log_line(std::string("eval: ") + (scratch ? "training from scratch" : "fine-tuning") + " for " + task);
+      FinetuneResult r = finetune(init, data, fo, comm);
+      const std::string dir = (fs::path(sources.out) / ((scratch ? "scratch-" : "finetuned-") + task)).string();
+      if (lead) save_finetuned(dir, r, fo, scratch ? std::string("scratch") : sources.checkpoint);
+      set.provenance[scratch ? "scratch" : "finetuned"][task] = dir;
+      set.owned.push_back(std::move(r.model));
+      table[task] = set.owned.back().get();
+    }
+  }
+  return set;
+}
+
+}  // namespace bfm::launch::eval
