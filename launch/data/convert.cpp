@@ -1,0 +1,266 @@
+#include "launch/data/convert.h"
+
+#if defined(BFM_WITH_HDF5) && defined(BFM_WITH_NIFTI)
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <system_error>
+
+#include "io/bids.h"
+#include "io/corpus_manifest.h"
+#include "io/parcellate.h"
+#include "io/shard_reader.h"
+#include "io/shard_writer.h"
+#include "runtime/progress.h"
+#include "runtime/world.h"
+
+#include "base/error.h"
+
+namespace bfm::launch {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+
+
+
+std::string preprocessing_text(const ConvertOptions& o) {
+  std::ostringstream os;
+  os << "parcel means of the scan's voxels (nearest atlas voxel through both affines), non-finite values left out; "
+     << (o.no_detrend ? "" : "linear detrend; ");
+  if (o.target_tr > 0) os << "linear resampling to TR " << o.target_tr << " s; ";
+  os << "scaling " << o.scaling << " per parcel";
+  return os.str();
+}
+
+// Whether `path` is a finished shard of this conversion (its header's atlas and preprocessing and its run count are
+// this conversion's): false when there is no such file, or (with remove_unreadable) an unreadable one, which is
+// removed; throws when it is from another conversion.
+bool finished_shard(const std::string& path, const io::ShardHeader& header, int64_t expected_runs,
+                    bool remove_unreadable) {
+  if (!fs::exists(path)) return false;
+  std::unique_ptr<io::ShardReader> done;
+  try {
+    done = std::make_unique<io::ShardReader>(path);
+  } catch (const Error& e) {
+    if (!remove_unreadable) fail(path, ": unreadable (", e.what(), "); convert its part again");
+    runtime::log_line(std::string("convert: rewriting an unreadable shard: ") + e.what());
+    fs::remove(path);
+    return false;
+  }
+  require(done->header().atlas == header.atlas && done->header().preprocessing == header.preprocessing &&
+              static_cast<int64_t>(done->runs().size()) == expected_runs,
+          path, ": exists from another conversion (other atlas, options or scans); pass --overwrite");
+  return true;
+}
+
+// manifest.json from every shard's tables (rank 0, once every shard is written).
+void write_corpus_manifest(const ConvertOptions& o, size_t n_shards) {
+  std::vector<io::ShardSummary> summaries;
+  for (size_t i = 0; i < n_shards; ++i)
+    summaries.push_back(io::summarize(io::ShardReader((fs::path(o.out) / io::shard_file_name(i)).string())));
+  io::write_manifest(o.out, summaries, o.split_seed, {o.train_fraction, o.validation_fraction});
+}
+
+}  // namespace
+
+int convert(const ConvertOptions& o) {
+  const auto& w = runtime::world();
+  require(o.part.empty() || !o.manifest_only, "--part and --manifest-only exclude each other: the parts convert "
+          "the shards, --manifest-only (run once after them) writes the manifest");
+  require(!(o.manifest_only && o.overwrite), "--manifest-only and --overwrite exclude each other: --manifest-only "
+          "only reads the shards the parts wrote");
+  const io::ShardPart part = o.part.empty() ? io::ShardPart{} : io::parse_shard_part(o.part);
+  require(!o.bids.empty() != !o.scans.empty(), "bfm convert: give either --bids DIR or scan files, not both");
+  require(o.subjects_per_shard > 0, "--subjects-per-shard must be > 0");
+  require(fs::is_regular_file(o.atlas), o.atlas, ": no such atlas file");
+  std::string label_list;
+  const std::map<int64_t, std::string> label_names = io::atlas_label_names(o.atlas, label_list);
+  if (w.rank == 0 && !label_list.empty())
+    runtime::log_line("convert: parcel names from " + label_list + " (" + std::to_string(label_names.size()) +
+                      " labels)");
+  io::ParcellateOptions popt;
+  popt.preprocess.detrend = !o.no_detrend;
+  popt.preprocess.target_tr = o.target_tr;
+  popt.preprocess.scaling = o.scaling == "robust" ? io::RunScaling::robust
+                            : o.scaling == "none" ? io::RunScaling::none
+                                                  : io::RunScaling::zscore;
+
+  // Every rank finds the same scans (a sorted walk), so no exchange is needed.
+  std::vector<io::BidsScan> scans;
+  if (!o.bids.empty()) {
+    const fs::path root = fs::weakly_canonical(o.bids);
+    scans = io::find_bids_scans(root, o.study.empty() ? root.filename().string() : o.study);
+  } else {
+    for (const auto& s : o.scans) {
+      require(fs::is_regular_file(s), s, ": no such scan file");
+      const fs::path p = fs::absolute(s);
+      scans.push_back(io::make_scan(p, io::parse_bids_name(p.filename().string()), o.study.empty() ? "scans" : o.study,
+                                {p.parent_path()}));
+    }
+  }
+  std::map<std::string, std::vector<const io::BidsScan*>> by_subject;
+  for (const auto& s : scans) by_subject[s.subject].push_back(&s);
+  std::vector<std::vector<std::string>> shards;  // subject ids per shard
+  for (const auto& [id, runs] : by_subject) {
+    if (shards.empty() || static_cast<int>(shards.back().size()) == o.subjects_per_shard) shards.emplace_back();
+    shards.back().push_back(id);
+  }
+
+  io::ShardHeader header;
+  header.atlas = io::strip_extension(fs::path(o.atlas).filename().string());
+  header.converter = std::string("bfm convert ") + BFM_VERSION;
+  header.preprocessing = preprocessing_text(o);
+  header.chunk_rows = o.chunk_rows;
+  const auto runs_of = [&](size_t i) {
+    int64_t n = 0;
+    for (const auto& id : shards[i]) n += static_cast<int64_t>(by_subject[id].size());
+    return n;
+  };
+
+  if (o.manifest_only) {  // the merge step after the parts: every shard there and this conversion's
+    if (w.rank == 0) {
+      require(fs::is_directory(o.out), o.out, ": no such corpus folder (run the bfm convert --part I/N jobs first)");
+      std::vector<int64_t> missing;
+      for (size_t i = 0; i < shards.size(); ++i)
+        if (!finished_shard((fs::path(o.out) / io::shard_file_name(static_cast<int64_t>(i))).string(), header,
+                            runs_of(i), false))
+          missing.push_back(static_cast<int64_t>(i));
+      require(missing.empty(), o.out, ": missing ", io::shard_list(missing, static_cast<int64_t>(shards.size())),
+              "; run the parts that convert them (bfm convert --part I/N, shard i is part i % N) and then this again");
+      Stopwatch clock;
+      write_corpus_manifest(o, shards.size());
+      runtime::log_line("convert: " + std::to_string(scans.size()) + " runs of " + std::to_string(by_subject.size()) +
+                        " subjects in " + std::to_string(shards.size()) + " shards checked, " +
+                        runtime::format_duration(clock.seconds()) + "; wrote " +
+                        (fs::path(o.out) / "manifest.json").string());
+    }
+#ifdef BFM_WITH_MPI
+    if (w.size > 1) MPI_Barrier(w.comm);
+#endif
+    return 0;
+  }
+
+  if (w.rank == 0) {
+    fs::create_directories(o.out);
+    // --overwrite starts afresh: the whole corpus, or with --part this part's shards (the other parts' are theirs).
+    if (o.overwrite)
+      for (const auto& e : fs::directory_iterator(o.out)) {
+        const std::string name = e.path().filename().string();
+        bool ours = name.starts_with("manifest.json");
+        if (name.starts_with("shard-") && (name.ends_with(".h5") || name.ends_with(".h5.tmp"))) {
+          const std::string digits = name.substr(6, name.find('.') - 6);
+          ours = part.whole() || (!digits.empty() && digits.find_first_not_of("0123456789") == std::string::npos &&
+                                  part.owns(std::stoll(digits)));
+        }
+        std::error_code ec;  // other parts may remove manifest.json at the same time
+        if (ours) fs::remove(e.path(), ec);
+      }
+    runtime::log_line("convert: " + std::to_string(scans.size()) + " runs of " + std::to_string(by_subject.size()) +
+                      " subjects -> " + std::to_string(shards.size()) + " shards in " + o.out +
+                      (part.whole() ? std::string()
+                                    : ", part " + part.text() + " (the shards i with i % " +
+                                          std::to_string(part.count) + " == " + std::to_string(part.index) + ")") +
+                      " on " + std::to_string(w.size) + " rank(s)");
+  }
+#ifdef BFM_WITH_MPI
+  if (w.size > 1) MPI_Barrier(w.comm);
+#endif
+
+  Stopwatch clock;
+  int64_t done_runs = 0, skipped = 0;
+  const std::vector<int64_t> mine = io::shards_for(static_cast<int64_t>(shards.size()), part, w.rank, w.size);
+  int64_t my_runs = 0;
+  for (const int64_t i : mine) my_runs += runs_of(static_cast<size_t>(i));
+  for (const int64_t shard : mine) {
+    const size_t i = static_cast<size_t>(shard);
+    const std::string path = (fs::path(o.out) / io::shard_file_name(shard)).string();
+    const int64_t expected_runs = runs_of(i);
+    if (finished_shard(path, header, expected_runs, true)) {
+      done_runs += expected_runs;
+      ++skipped;
+      continue;
+    }
+    std::unique_ptr<io::ShardWriter> writer;
+    for (const auto& id : shards[i])
+      for (const io::BidsScan* scan : by_subject[id]) {
+        popt.tr = scan->tr;
+        const io::ParcelSeries x = io::parcellate(scan->path, o.atlas, popt);
+        const int64_t P = static_cast<int64_t>(x.labels.size());
+        if (!writer) {
+          header.n_parcels = P;
+          header.parcel_labels.clear();
+          for (int64_t label : x.labels) {
+            const auto named = label_names.find(label);
+            header.parcel_labels.push_back(named != label_names.end() ? named->second
+                                                                      : "label-" + std::to_string(label));
+          }
+          writer = std::make_unique<io::ShardWriter>(path, header);
+        }
+        require(P == header.n_parcels, scan->path, ": ", P, " parcels, but other runs have ", header.n_parcels);
+        if (!x.empty_labels.empty()) {
+          std::string labels;
+          for (size_t k = 0; k < x.empty_labels.size(); ++k)
+            labels += (k ? ", " : "") + std::to_string(x.empty_labels[k]);
+          runtime::log_line("warning: " + scan->path + ": " + std::to_string(x.empty_labels.size()) + " of " +
+                            std::to_string(P) + " parcels have no voxels in this scan (labels " + labels +
+                            "); their columns are zeros");
+        }
+        int64_t nonfinite = 0;
+        for (int64_t n : x.nonfinite_values) nonfinite += n;
+        if (nonfinite > 0)
+          runtime::log_line("warning: " + scan->path + ": " + std::to_string(nonfinite) +
+                            " NaN or infinite voxel values left out of the parcel means");
+        io::RunView run;
+        run.meta.subject = scan->subject;
+        run.meta.session = scan->session;
+        run.meta.study = scan->study;
+        run.meta.task = scan->task;
+        run.meta.source = scan->path;
+        run.meta.tr = x.tr;
+        run.meta.length = x.n_time;
+        run.timeseries = x.series.data();
+        writer->add_run(run);
+        ++done_runs;
+        if (w.rank == 0)
+          runtime::log_line("convert: rank 0 " + std::to_string(done_runs) + "/" + std::to_string(my_runs) +
+                            " runs, " + fs::path(scan->path).filename().string() + " (" + std::to_string(x.n_time) +
+                            " TRs of " + (std::ostringstream() << x.tr).str() + " s" +
+                            (scan->tr_source.empty() ? ", TR from the header" : "") + "), " +
+                            runtime::format_duration(clock.seconds()));
+      }
+    writer->commit();
+  }
+  if (w.rank == 0 && skipped > 0)
+    runtime::log_line("convert: rank 0 resumed: " + std::to_string(skipped) + " shard(s) already complete, skipped");
+#ifdef BFM_WITH_MPI
+  if (w.size > 1) MPI_Barrier(w.comm);
+#endif
+  if (w.rank == 0 && !part.whole()) {
+    int64_t n = 0;
+    for (size_t i = static_cast<size_t>(part.index); i < shards.size(); i += static_cast<size_t>(part.count)) ++n;
+    runtime::log_line("convert: part " + part.text() + ": " + std::to_string(n) + " shard(s) done, " +
+                      runtime::format_duration(clock.seconds()) + "; once every part is done, bfm convert "
+                      "--manifest-only with the same options writes manifest.json");
+  } else if (w.rank == 0) {
+    write_corpus_manifest(o, shards.size());
+    runtime::log_line("convert: " + std::to_string(scans.size()) + " runs of " + std::to_string(by_subject.size()) +
+                      " subjects in " + std::to_string(shards.size()) + " shards, " +
+                      runtime::format_duration(clock.seconds()) + "; wrote " +
+                      (fs::path(o.out) / "manifest.json").string());
+  }
+  return 0;
+}
+
+
+}  // namespace bfm::launch
+
+#endif  // BFM_WITH_HDF5 && BFM_WITH_NIFTI
