@@ -75,6 +75,6 @@ std::string latest_train_checkpoint(const std::string& dir);
 // differs) and every checksum. Returns the state.
 TrainState read_train_checkpoint(const std::string& path, const CheckpointTensors& t);
 
-}  // namespace bfm::runtime
-
 #endif  // BFM_WITH_HDF5
+
+}  // namespace bfm::runtime
