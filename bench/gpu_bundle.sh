@@ -13,7 +13,10 @@
 #
 #   bench/gpu_bundle.sh                       make it (needs build/launch/bfm: scripts/build.sh)
 #   bench/gpu_bundle.sh --check               also check that ldd resolves bfm and mpirun to the bundle alone, with the
-#                                             system's Open MPI and HDF5 hidden (a private mount namespace; root)
+#                                             system's Open MPI and HDF5 hidden (a private mount namespace; root), and
+#                                             that its mpirun runs bfm synth and pretrain on 2 ranks
+#   bench/gpu_bundle.sh --check-build         and, hidden the same way, that cmake finds MPI and parallel HDF5 in the
+#                                             bundle and a bfm built against them alone links and runs (minutes)
 # On the GPU machine: tar -xf .bundle.tar.zst (or carry .bundle itself), then `. .bundle/env.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +55,20 @@ mkdir -p .bundle/debs .bundle/root
 (cd .bundle/debs && apt-get download "${packages[@]}" >/dev/null)
 for d in .bundle/debs/*.deb; do dpkg-deb -x "$d" .bundle/root; done
 rm -rf .bundle/debs .bundle/root/usr/share/doc .bundle/root/usr/share/man .bundle/root/usr/share/lintian
+# The names Debian's alternatives would give (mpirun, mpicc, h5pcc), relative, so that they move with the folder;
+# h5pcc with its prefix taken from where it lies.
+for n in mpirun mpiexec mpicc mpicxx; do ln -sf "$n.openmpi" ".bundle/root/usr/bin/$n"; done
+sed 's|^prefix="/usr"|prefix="$(cd "$(dirname "$0")/.." \&\& pwd)"|' .bundle/root/usr/bin/h5pcc.openmpi > .bundle/root/usr/bin/h5pcc
+chmod +x .bundle/root/usr/bin/h5pcc
+# Link names (libX.so) for the libraries without one, so that a build there links against the bundle's copies
+# (h5pcc names -lcurl -lcrypto -lsz -lz).
+for d in .bundle/root/usr/lib/x86_64-linux-gnu .bundle/root/lib/x86_64-linux-gnu; do
+  [ -d "$d" ] || continue
+  for f in "$d"/*.so.*; do
+    name=${f##*/}; link="$d/${name%%.so.*}.so"
+    [ -e "$link" ] || ln -s "$name" "$link"
+  done
+done
 
 cat > .bundle/env.sh <<'EOF'
 # Source it (. .bundle/env.sh): Open MPI and HDF5 from this folder, wherever it lies.
@@ -67,25 +84,29 @@ EOF
 tar -C . -cf - .bundle | zstd -q -19 -T0 -o .bundle.tar.zst
 echo "gpu_bundle: .bundle $(du -sh .bundle | cut -f1), .bundle.tar.zst $(du -h .bundle.tar.zst | cut -f1)"
 
-[ "${1:-}" = "--check" ] || exit 0
+[ "${1:-}" = "--check" ] || [ "${1:-}" = "--check-build" ] || exit 0
 # ---- the closure: in a private mount namespace the system's Open MPI, PMIx and HDF5 libraries are hidden (empty
 # folders and files bound over them), so ldd can resolve them only from the bundle; then 2 ranks run from it.
 hide=()
-for f in /usr/lib/$arch/openmpi /usr/lib/$arch/pmix2 /usr/lib/$arch/hdf5 /usr/share/openmpi; do [ -e "$f" ] && hide+=("$f"); done
+for f in /usr/lib/$arch/openmpi /usr/lib/$arch/pmix2 /usr/lib/$arch/hdf5 /usr/share/openmpi /usr/bin/orterun \
+         /usr/bin/orted /usr/bin/opal_wrapper /usr/include/$arch/openmpi /usr/include/hdf5 /usr/bin/h5pcc.openmpi; do
+  [ -e "$f" ] && [ ! -L "$f" ] && hide+=("$f")  # links into a hidden folder lead to nothing already
+done
 for f in /usr/lib/$arch/libmpi.so* /usr/lib/$arch/libopen-*.so* /usr/lib/$arch/libhdf5_openmpi*.so* \
          /usr/lib/$arch/libpmix.so* /usr/lib/$arch/libhwloc.so* /usr/lib/$arch/libevent*.so*; do
   [ -e "$f" ] && [ ! -L "$f" ] && hide+=("$f")  # the files themselves; their links then lead to nothing
 done
-unshare -m bash -s -- "$bfm" "${hide[@]}" <<'EOF'
+unshare -m bash -s -- "$bfm" "${1:-}" "${hide[@]}" <<'EOF'
 set -euo pipefail
-bfm=$1; shift
+bfm=$1 mode=$2; shift 2
 mount --make-rprivate /
 empty_dir=$(mktemp -d); empty_file=$(mktemp)
 for f in "$@"; do
   if [ -d "$f" ]; then mount --bind "$empty_dir" "$f"; else mount --bind "$empty_file" "$f"; fi
 done
 . .bundle/env.sh
-bad=$(ldd "$bfm" "$(command -v orterun)" | awk '/=>/ {print $1, $3}' | grep -E "not found|openmpi|hdf5|pmix|hwloc|libevent|libmpi|libopen-" | grep -v "$bundle_root" || true)
+[ "$(command -v mpirun)" = "$bundle_root/usr/bin/mpirun" ] || { echo "gpu_bundle --check: mpirun is $(command -v mpirun)"; exit 1; }
+bad=$(ldd "$bfm" "$(readlink -f "$(command -v mpirun)")" | awk '/=>/ {print $1, $3}' | grep -E "not found|openmpi|hdf5|pmix|hwloc|libevent|libmpi|libopen-" | grep -v "$bundle_root" || true)
 if [ -n "$bad" ]; then echo "gpu_bundle --check: not from the bundle:"; echo "$bad"; exit 1; fi
 echo "gpu_bundle --check: ldd resolves bfm's and mpirun's MPI, PMIx, hwloc, libevent and HDF5 libraries to the bundle"
 out=$(mktemp -d)
@@ -96,4 +117,15 @@ OMP_NUM_THREADS=1 mpirun -np 2 --oversubscribe "$bfm" pretrain --set data.source
   --set train.device=\"cpu\" --out "$out/run" </dev/null >/dev/null 2>"$out/err" || { cat "$out/err"; exit 1; }
 echo "gpu_bundle --check: mpirun from the bundle ran bfm synth and bfm pretrain on 2 ranks (system Open MPI hidden)"
 rm -rf "$out"
+[ "$mode" = "--check-build" ] || exit 0
+build=$(mktemp -d)
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBFM_WITH_CUDA=OFF -DBFM_WITH_BLAS=OFF \
+  -DBFM_BUILD_TESTS=OFF -DBFM_BUILD_BENCH=OFF >"$build/cmake.log" 2>&1 || { tail -20 "$build/cmake.log"; exit 1; }
+grep -E "Found (MPI_C|HDF5):" "$build/cmake.log" | grep -v "$bundle_root" && { echo "gpu_bundle --check-build: found outside the bundle"; exit 1; }
+cmake --build "$build" --target bfm >"$build/build.log" 2>&1 || { grep -E "error" "$build/build.log" | head; exit 1; }
+bad=$(ldd "$build/launch/bfm" | awk '/=>/ {print $1, $3}' | grep -E "not found|hdf5|libmpi|libopen-" | grep -v "$bundle_root" || true)
+[ -z "$bad" ] || { echo "gpu_bundle --check-build: not from the bundle:"; echo "$bad"; exit 1; }
+"$build/launch/bfm" info >/dev/null
+echo "gpu_bundle --check-build: cmake found MPI and parallel HDF5 in the bundle; the bfm built against them resolves to it"
+rm -rf "$build"
 EOF
