@@ -1,5 +1,7 @@
 // bfm: pre-train brain foundation models on fMRI. One binary, one subcommand per job.
 #include <cstdlib>
+#include <filesystem>
+#include <new>
 #include <iostream>
 #include <map>
 #include <string>
@@ -32,12 +34,25 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; a bad command line (a missing file, an unknown option) is bad input: exit 2.
+    return app.exit(e) == 0 ? 0 : 2;
   }
   try {
     for (const auto* sub : app.get_subcommands()) return commands.at(sub->get_name())();
   } catch (const bfm::Error& e) {
     std::cerr << "bfm: error: " << e.what() << std::endl;
+    bfm::runtime::abort_world(2);
+    return 2;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A path the command cannot create or read (an output folder that is a file, a read-only disk): its names.
+    std::cerr << "bfm: error: " << e.path1().string() << ": " << e.code().message()
+              << (e.path2().empty() ? "" : " (with " + e.path2().string() + ")") << std::endl;
+    bfm::runtime::abort_world(2);
+    return 2;
+  } catch (const std::bad_alloc&) {
+    // Sizes from the input (a model or a scan far larger than memory) that passed every check.
+    std::cerr << "bfm: error: out of memory: the model, batch or data asked for more memory than this machine has "
+                 "(check the sizes in the config or the input files)" << std::endl;
     bfm::runtime::abort_world(2);
     return 2;
   } catch (const std::exception& e) {

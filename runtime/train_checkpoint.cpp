@@ -597,6 +597,18 @@ std::string latest_train_checkpoint(const std::string& dir) {
   return path;
 }
 
+std::string train_checkpoint_config(const std::string& path) {
+  h5::Quiet quiet;
+  h5::Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (!file.ok()) fail(path, ": cannot open it as HDF5: ", h5::reason());
+  File f;
+  f.path = path;
+  f.file = std::move(file);
+  f.set_up_transfers(Ranks{});  // this rank alone: plain (independent) transfers
+  require(H5Lexists(f.file.get(), "/state/config_json", H5P_DEFAULT) > 0, path, ": no /state/config_json");
+  return f.read_string_dataset("/state/config_json");
+}
+
 TrainState read_train_checkpoint(const std::string& path, const CheckpointTensors& t) {
   h5::Quiet quiet;
   const Ranks r = ranks();

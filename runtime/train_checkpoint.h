@@ -69,6 +69,10 @@ std::string write_train_checkpoint(const std::string& dir, const CheckpointTenso
 // missing or not readable HDF5 is an error naming both. Not collective (any rank may ask alone).
 std::string latest_train_checkpoint(const std::string& dir);
 
+// The run settings a checkpoint was written with (/state/config_json), read alone: a resume compares them before it
+// reads any tensor. Not collective.
+std::string train_checkpoint_config(const std::string& path);
+
 // Reads the checkpoint into t (every rank; collectively under MPI): full parameters (the arena's padding between
 // tensors is zeroed), moments full or this rank's shard. Checks the tensors' names, shapes and offsets and the arena
 // size against t.tensors (a checkpoint of another model config is an error naming the file and the first tensor that

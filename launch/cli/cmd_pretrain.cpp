@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "base/error.h"
 #include "launch/cli/commands.h"
 #include "launch/plot/run_plots.h"
 #include "launch/train/model_card.h"
@@ -27,6 +28,8 @@ namespace {
 int run(const RunConfig& rc) {
   namespace fs = std::filesystem;
   run_placement(rc);  // a GPU asked for and missing is an error before anything is written
+  require(!fs::exists(rc.train.out) || fs::is_directory(rc.train.out), rc.source, ": train.out = \"", rc.train.out,
+          "\" exists and is not a folder");
   const bool lead = runtime::world().rank == 0;
   if (lead) {
     fs::create_directories(fs::path(rc.train.out) / "checkpoints");

@@ -216,11 +216,24 @@ void Pretraining::resume() {
   if (dir.empty()) return;
   const std::string latest = runtime::latest_train_checkpoint(dir);
   if (!latest.empty()) {
+    // The settings first, so that a checkpoint of another run is named by what differs, not by a tensor's shape.
+    const nlohmann::json saved = nlohmann::json::parse(runtime::train_checkpoint_config(latest), nullptr, false);
+    require(!saved.is_discarded(), latest, ": /state/config_json is not JSON");
+    if (saved != config_json_) {
+      // Name what differs, key by key (a JSON patch from the checkpoint's settings to this run's).
+      std::string diffs;
+      for (const auto& op : nlohmann::json::diff(saved, config_json_)) {
+        const nlohmann::json::json_pointer at(op["path"].get<std::string>());
+        const std::string key = op["path"].get<std::string>().substr(1);
+        const std::string was = saved.contains(at) ? saved[at].dump() : "absent";
+        const std::string now = config_json_.contains(at) ? config_json_[at].dump() : "absent";
+        diffs += (diffs.empty() ? "" : "; ") + key + " " + was + " there, " + now + " now";
+      }
+      fail(latest, ": written by a run with another model, batch, seed or data (", diffs, "): resume it with the same "
+           "settings, or start this run in another --out folder");
+    }
     const runtime::TrainState s = runtime::read_train_checkpoint(latest, model_->checkpoint_tensors());
     model_->checkpoint_loaded();
-    const nlohmann::json saved = nlohmann::json::parse(s.config_json);
-    require(saved == config_json_, latest, ": written by a run with another model, batch or seed (", saved.dump(),
-            "), not this one (", config_json_.dump(), ")");
     start_step_ = s.step;
     result_.skipped_steps = s.skipped_steps;
     bad_in_a_row_ = s.skipped_in_a_row;

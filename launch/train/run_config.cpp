@@ -3,6 +3,7 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <sstream>
 #include <type_traits>
 
@@ -176,7 +177,9 @@ class DefaultsPrinter {
 // Reads the keys that a table holds into their fields (visit_keys); a key the table lacks keeps the field's value.
 class Reader {
  public:
-  Reader(const toml::table& table, std::string source) : table_(table), source_(std::move(source)) {}
+  // overridden: key path -> the --set assignment that gave it (errors about that key name the assignment).
+  Reader(const toml::table& table, std::string source, std::map<std::string, std::string> overridden)
+      : table_(table), source_(std::move(source)), overridden_(std::move(overridden)) {}
 
   void section(const char* name, const char*) { section_ = name; }
   template <class T>
@@ -185,7 +188,8 @@ class Reader {
     used_.push_back(path);
     const toml::node* node = table_.at_path(path).node();
     if (!node) return;
-    const std::string where = source_ + ": " + path;
+    const auto set = overridden_.find(path);
+    const std::string where = (set != overridden_.end() ? "--set " + set->second : source_) + ": " + path;
     if constexpr (std::is_same_v<T, bool>) {
       auto v = node->value<bool>();
       require(v.has_value(), where, " must be true or false");
@@ -233,18 +237,21 @@ class Reader {
       }
       bool known = false;
       for (const auto& u : used_) known = known || u == path;
-      require(known, source_, ": unknown key \"", path, "\" (see `bfm config --defaults` for every key)");
+      const auto set = overridden_.find(path);
+      require(known, set != overridden_.end() ? "--set " + set->second : source_, ": unknown key \"", path,
+              "\" (see `bfm config --defaults` for every key)");
     }
   }
 
   const toml::table& table_;
   std::string source_;
+  std::map<std::string, std::string> overridden_;
   std::string section_;
   std::vector<std::string> used_;
 };
 
-// "train.steps=100" -> sets train.steps in the table, the value parsed as TOML.
-void apply_override(toml::table& table, const std::string& assignment) {
+// "train.steps=100" -> sets train.steps in the table, the value parsed as TOML. Returns the key's path.
+std::string apply_override(toml::table& table, const std::string& assignment) {
   const auto eq = assignment.find('=');
   require(eq != std::string::npos && eq > 0, "--set ", assignment, ": expected section.key=value");
   const std::string path = assignment.substr(0, eq);
@@ -266,6 +273,7 @@ void apply_override(toml::table& table, const std::string& assignment) {
     require(target != nullptr, "--set ", assignment, ": \"", part, "\" is not a section");
   }
   target->insert_or_assign(rest, *parsed["v"].node());
+  return path;
 }
 
 }  // namespace
@@ -293,9 +301,15 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
       fail(path, ": ", os.str());
     }
   }
-  for (const auto& o : overrides) apply_override(table, o);
+  std::map<std::string, std::string> overridden;
+  for (const auto& o : overrides) overridden[apply_override(table, o)] = o;
+  // The checks below name the file and the overrides together: a value may come from either.
+  if (!overrides.empty()) {
+    rc.source += " with --set";
+    for (const auto& o : overrides) rc.source += " " + o;
+  }
 
-  Reader r(table, rc.source);
+  Reader r(table, path.empty() ? "built-in defaults" : path, overridden);
   Spelled spelled = spell(rc);
   visit_keys(rc, spelled, r);
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <unistd.h>
+
 #include "kernels/contrastive.h"
 #include "kernels/linear.h"
 #include "kernels/mask_fill.h"
@@ -18,9 +20,22 @@ namespace bfm::model {
 
 namespace k = bfm::kernels::cpu;
 
+namespace {
+// The arenas a CPU model holds (parameters, gradients, AdamW's two moments) must fit in this machine's memory: a
+// config far too large is an error naming its size, not an allocation failure.
+int64_t checked_arena(const ParamLayout& layout, const ModelConfig& c) {
+  const double bytes = 4.0 * 4.0 * double(layout.total());
+  const double memory = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
+  require(memory <= 0 || bytes < memory, "model config: ", layout.total(), " parameters (d_model ", c.d_model, ", ",
+          c.n_layers, " layers, ", c.n_parcels, " parcels) need ", bytes / 1e9, " GB for parameters, gradients and "
+          "AdamW's moments, more than this machine's ", memory / 1e9, " GB");
+  return layout.total();
+}
+}  // namespace
+
 CpuBrainModel::CpuBrainModel(const ModelConfig& config, const runtime::AdamWConfig& optimizer)
     : BrainModel(config),
-      params_(layout_.total(), 0.0f),
+      params_(checked_arena(layout_, config), 0.0f),
       grads_(layout_.total(), 0.0f),
       encoder_(layout_, "", config.n_layers, config.d_model, config.n_heads, config.mlp_hidden(),
                static_cast<float>(config.ln_eps)),

@@ -106,6 +106,21 @@ def bad_values_are_named(bfm, work):
                    "train.device is 'tpu', expected auto, cpu or cuda")
     one_error_line(run(bfm, "init", "--out", os.path.join(work, "x"), "--set", "train.precision=fp16", ok=False),
                    "train.precision is 'fp16', expected bf16 or fp32")
+    # A value from --set is blamed on the --set, not on a config file; a check of the whole config names both.
+    path = os.path.join(work, "good.toml")
+    with open(path, "w") as f:
+        f.write("[train]\nsteps = 10\n")
+    one_error_line(run(bfm, "init", "--config", path, "--out", os.path.join(work, "x"), "--set", "train.steps=abc",
+                       ok=False), "--set train.steps=abc: train.steps must be an integer")
+    one_error_line(run(bfm, "init", "--config", path, "--out", os.path.join(work, "x"), "--set", "train.lr=-1",
+                       ok=False), "good.toml with --set train.lr=-1: train.lr must be positive")
+    # A model far larger than memory: its size, not an allocation failure.
+    proc = run(bfm, "init", "--out", os.path.join(work, "x"), "--set", "model.d_model=100000", ok=False)
+    assert proc.returncode == 2, proc.returncode
+    one_error_line(proc, "parameters", "d_model 100000", "more than this machine's")
+    # A missing --config file: exit status 2 (bad input), the file named.
+    proc = run(bfm, "init", "--config", os.path.join(work, "none.toml"), "--out", os.path.join(work, "x"), ok=False)
+    assert proc.returncode == 2 and "none.toml" in proc.stderr, (proc.returncode, proc.stderr)
     path = os.path.join(work, "broken.toml")
     with open(path, "w") as f:
         f.write("[model\nd_model = 64\n")
@@ -208,6 +223,24 @@ def pretrain_writes_metrics_and_a_loadable_checkpoint(bfm, work):
         proc = subprocess.run([sys.executable, example, folder], capture_output=True, text=True)
         assert proc.returncode == 0 and "pooled embeddings (4, 8)" in proc.stdout, proc.stdout + proc.stderr
     one_error_line(run(bfm, "export", os.path.join(work, "nothing"), ok=False), "no training checkpoint")
+
+
+@case
+def pretrain_names_what_differs_from_the_run_it_would_resume(bfm, work):
+    # A second run into the same folder with another model or seed: refused, naming each setting that differs,
+    # before any tensor is read; an --out that is a file is named too.
+    out = os.path.join(work, "resume_other")
+    base = [*TINY, "--set", "train.steps=3", "--set", "train.device=cpu", "--set", "train.validate_every=3"]
+    run(bfm, "pretrain", *base, "--out", out)
+    proc = run(bfm, "pretrain", *base, "--set", "model.d_model=16", "--set", "train.seed=5", "--out", out, ok=False)
+    assert proc.returncode == 2, proc.returncode
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("bfm: error:")]
+    assert len(errors) == 1, proc.stderr
+    for needle in ("written by a run with another", "d_model 8 there, 16 now", "seed 0 there, 5 now"):
+        assert needle in errors[0], errors[0]
+    a_file = os.path.join(work, "a_file")
+    open(a_file, "w").close()
+    one_error_line(run(bfm, "pretrain", *base, "--out", a_file, ok=False), a_file, "is not a folder")
 
 
 @case
