@@ -1,6 +1,8 @@
 #include "launch/data/inspect.h"
 
 #ifdef BFM_WITH_HDF5
+#include <algorithm>
+#include <cmath>
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -53,6 +55,17 @@ std::vector<std::string> verify_shard(const std::string& path, int64_t& rows_rea
     try {
       buf.resize(static_cast<size_t>(T * h.n_parcels));
       shard->read_window(r, 0, T, buf.data());
+      // A value that is not finite passes every checksum (it was written so): name its first place in the run.
+      const auto bad = std::find_if(buf.begin(), buf.end(), [](float v) { return !std::isfinite(v); });
+      if (bad != buf.end()) {
+        const int64_t at = bad - buf.begin();
+        const int64_t n_bad = std::count_if(buf.begin(), buf.end(), [](float v) { return !std::isfinite(v); });
+        std::ostringstream os;
+        os << path << ": run " << r << " (subject " << shard->runs()[static_cast<size_t>(r)].subject << "): "
+           << n_bad << " non-finite value(s) in /runs/timeseries, the first " << *bad << " at time point "
+           << at / h.n_parcels << ", parcel " << at % h.n_parcels;
+        failures.push_back(os.str());
+      }
       if (h.stimulus_dim > 0) {
         buf.resize(static_cast<size_t>(T * h.stimulus_dim));
         shard->read_stimulus(r, 0, T, buf.data());
@@ -155,7 +168,7 @@ int inspect(const InspectOptions& o) {
       report["verify"] = {{"failures", failures}, {"ok", failures.empty()}};
       const std::string line = "verify: " + std::to_string(m.shard_files.size()) + " shards read on " +
                                std::to_string(w.size) + " rank(s) in " + runtime::format_duration(clock.seconds()) +
-                               ": " + (failures.empty() ? "every chunk's checksum is good"
+                               ": " + (failures.empty() ? "every chunk's checksum is good, every value finite"
                                                         : std::to_string(failures.size()) + " failure(s)");
       if (o.json) runtime::log_line(line);
       else std::cout << "\n" << line << std::endl;

@@ -226,6 +226,25 @@ def pretrain_writes_metrics_and_a_loadable_checkpoint(bfm, work):
 
 
 @case
+def inspect_verify_names_a_non_finite_value(bfm, work):
+    # NaN written into a shard through h5py keeps every chunk's checksum good: --verify must still name the file,
+    # the run and the time point, and exit non-zero.
+    import h5py
+    corpus = os.path.join(work, "nan_corpus")
+    run(bfm, "synth", "--subjects", "4", "--parcels", "12", "--minutes", "1.5", "--out", corpus)
+    run(bfm, "inspect", corpus, "--verify")
+    shard = os.path.join(corpus, "shard-00000.h5")
+    with h5py.File(shard, "r+") as f:
+        offset = int(f["runs/offset"][1])
+        f["runs/timeseries"][offset + 7, 3] = float("nan")
+    proc = run(bfm, "inspect", corpus, "--verify", ok=False)
+    line = [l for l in proc.stderr.splitlines() if "non-finite" in l]
+    assert len(line) == 1, proc.stderr
+    for needle in (shard, "run 1", "time point 7", "parcel 3"):
+        assert needle in line[0], line[0]
+
+
+@case
 def pretrain_names_what_differs_from_the_run_it_would_resume(bfm, work):
     # A second run into the same folder with another model or seed: refused, naming each setting that differs,
     # before any tensor is read; an --out that is a file is named too.
