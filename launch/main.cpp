@@ -1,17 +1,37 @@
 // bfm: pre-train brain foundation models on fMRI. One binary, one subcommand per job.
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <new>
 #include <iostream>
 #include <map>
 #include <string>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 
 #include "launch/cli/commands.h"
 #include "runtime/blas_core.h"
+#include "runtime/comm.h"
 #include "base/error.h"
 #include "runtime/world.h"
+
+namespace {
+
+// One error per job: under a launcher every rank that fails would print the same line (a bad config fails on all
+// of them), interleaved. Rank 0 prints at once and ends the job (abort_world); any other rank waits two seconds
+// first, so that when rank 0 has the same error the job is gone before it prints, and when the error is its own
+// (its shard, its GPU) it is printed, naming the rank.
+int report_error(const std::string& text, int exit_code) {
+  using namespace std::chrono_literals;
+  const auto [rank, size] = bfm::runtime::rank_in_world();
+  if (size > 1 && rank != 0) std::this_thread::sleep_for(2s);
+  std::cerr << "bfm: " << (size > 1 && rank != 0 ? "rank " + std::to_string(rank) + ": " : "") << text << std::endl;
+  bfm::runtime::abort_world(exit_code);
+  return exit_code;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   bfm::runtime::select_blas_core(argv);
@@ -39,26 +59,27 @@ int main(int argc, char** argv) {
   }
   try {
     for (const auto* sub : app.get_subcommands()) return commands.at(sub->get_name())();
-  } catch (const bfm::Error& e) {
+  } catch (const bfm::runtime::CollectiveTimeout& e) {
+    // Every rank that waits reports what it waited for (the reports differ); then, after the others have had the
+    // time to report too, the job ends with the status that asks for a requeue.
     std::cerr << "bfm: error: " << e.what() << std::endl;
-    bfm::runtime::abort_world(2);
-    return 2;
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    bfm::runtime::abort_world(bfm::runtime::kExitCollectiveTimeout);
+    return bfm::runtime::kExitCollectiveTimeout;
+  } catch (const bfm::Error& e) {
+    return report_error(std::string("error: ") + e.what(), 2);
   } catch (const std::filesystem::filesystem_error& e) {
     // A path the command cannot create or read (an output folder that is a file, a read-only disk): its names.
-    std::cerr << "bfm: error: " << e.path1().string() << ": " << e.code().message()
-              << (e.path2().empty() ? "" : " (with " + e.path2().string() + ")") << std::endl;
-    bfm::runtime::abort_world(2);
-    return 2;
+    return report_error("error: " + e.path1().string() + ": " + e.code().message() +
+                            (e.path2().empty() ? "" : " (with " + e.path2().string() + ")"),
+                        2);
   } catch (const std::bad_alloc&) {
     // Sizes from the input (a model or a scan far larger than memory) that passed every check.
-    std::cerr << "bfm: error: out of memory: the model, batch or data asked for more memory than this machine has "
-                 "(check the sizes in the config or the input files)" << std::endl;
-    bfm::runtime::abort_world(2);
-    return 2;
+    return report_error("error: out of memory: the model, batch or data asked for more memory than this machine has "
+                        "(check the sizes in the config or the input files)",
+                        2);
   } catch (const std::exception& e) {
-    std::cerr << "bfm: internal error: " << e.what() << std::endl;
-    bfm::runtime::abort_world(3);
-    return 3;
+    return report_error(std::string("internal error: ") + e.what(), 3);
   }
   return 0;
 }

@@ -10,14 +10,27 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+
+#include "base/error.h"
 
 #ifdef BFM_WITH_MPI
 #include <mpi.h>
 #endif
 
 namespace bfm::runtime {
+
+// A collective that did not complete within the communicator's timeout: some rank stopped answering (stopped,
+// hung, dead, or its node lost). The message names the collective, the context (the step), the waiting rank and the
+// ranks it waited for. launch/main.cpp reports it on every rank that saw it and ends the job with
+// kExitCollectiveTimeout, so that the scheduler requeues it and the next run resumes from the last checkpoint.
+class CollectiveTimeout : public Error {
+ public:
+  using Error::Error;
+};
+inline constexpr int kExitCollectiveTimeout = 76;
 
 class Communicator {
  public:
@@ -54,9 +67,28 @@ class Communicator {
   // kernels that produce later gradients still run. nullptr (the default) orders nothing. Host back-ends ignore it.
   virtual void set_producer_stream(void* stream) { (void)stream; }
 
+  // The collective timeout: a blocking call, or a wait, that has not completed after `seconds` (0: never) asks the
+  // other ranks where they are (the ranks waiting in a collective answer; a stopped, hung or dead one cannot),
+  // cancels nothing, and throws CollectiveTimeout naming the operation, the context and the ranks that did not
+  // answer. While waiting, a rank polls (and sleeps between polls after the first 100 ms), so a rank whose peer is
+  // stopped does not spin a core. `context` ("step 120") is named in the report.
+  virtual void set_timeout(double seconds) { timeout_s_ = seconds; }
+  double timeout() const { return timeout_s_; }
+  virtual void set_context(const std::string& context) { context_ = context; }
+  const std::string& context() const { return context_; }
+
+  // Polls done() until it returns true, under the timeout, as the communicator's own waits do: for a back-end whose
+  // completion is not an MPI request (a CUDA stream, an event). `op` names the operation in a report. The host
+  // back-ends serve the other ranks' questions while waiting; the default (a world of one) has no one to ask.
+  virtual void watch_wait(const char* op, const std::function<bool()>& done);
+
   // Seconds spent blocked inside this communicator's calls (waits included) since construction: what the progress
   // line reports as communication time.
   virtual double blocked_seconds() const = 0;
+
+ protected:
+  double timeout_s_ = 0;
+  std::string context_;
 };
 
 std::unique_ptr<Communicator> make_self_communicator();

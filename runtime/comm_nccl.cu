@@ -3,13 +3,16 @@
 // host scalars, the barrier and the bootstrap: rank 0's ncclUniqueId, broadcast as one float per byte (every byte
 // value is exact in a float, so no bit pattern can be altered on the way).
 // NCCL counts are size_t, so no range is split. A blocking call returns after the stream has finished; a started
-// all-reduce is an event recorded behind it on the stream, and wait() synchronises on that event. NCCL progresses
-// on its own, so progress() has nothing to do.
+// all-reduce is an event recorded behind it on the stream, and wait() polls that event. NCCL progresses on its own,
+// so progress() has nothing to do. Every wait for the device polls under the host communicator's timeout
+// (Communicator::set_timeout); on a timeout the NCCL communicator is aborted (ncclCommAbort) and the error thrown.
 #include <cuda_runtime.h>
 #include <nccl.h>
 
 #include <cstring>
+#include <functional>
 #include <map>
+#include <string>
 
 #include "runtime/comm.h"
 #include "base/error.h"
@@ -134,11 +137,26 @@ class NcclCommunicator final : public Communicator {
             " (never started, or already waited for)");
     cudaEvent_t event = it->second;
     pending_.erase(it);
-    const cudaError_t status = cudaEventSynchronize(event);
+    cudaError_t status = cudaSuccess;
+    watched("wait (bucketed ncclAllReduce)", [&] {
+      status = cudaEventQuery(event);
+      return status != cudaErrorNotReady;
+    });
     cudaEventDestroy(event);
-    check_cuda(status, "cudaEventSynchronize (wait)");
+    check_cuda(status, "cudaEventQuery (wait)");
     check_async("wait");
   }
+
+  // The timeout is the host communicator's: it watches the device's waits too, and asks the other ranks over MPI.
+  void set_timeout(double seconds) override {
+    Communicator::set_timeout(seconds);
+    host_->set_timeout(seconds);
+  }
+  void set_context(const std::string& context) override {
+    Communicator::set_context(context);
+    host_->set_context(context);
+  }
+  void watch_wait(const char* op, const std::function<bool()>& done) override { host_->watch_wait(op, done); }
 
   void wait_all() override {
     while (!pending_.empty()) wait(pending_.begin()->first);
@@ -168,9 +186,32 @@ class NcclCommunicator final : public Communicator {
     check_nccl(ncclCommGetAsyncError(comm_, &async), op);
     check_nccl(async, op);
   }
-  void synchronize(const char* op) const {
-    check_cuda(cudaStreamSynchronize(stream_), op);
+  // Waits for the stream under the host's timeout. Polling (rather than cudaStreamSynchronize) lets a rank whose peer
+  // is gone notice it: NCCL's own error (check_async) or the timeout; then the NCCL communicator is aborted, which
+  // stops its kernels, so that the process can exit instead of waiting on the device forever.
+  void synchronize(const char* op) {
+    cudaError_t status = cudaSuccess;
+    watched(op, [&] {
+      status = cudaStreamQuery(stream_);
+      return status != cudaErrorNotReady;
+    });
+    check_cuda(status, op);
     check_async(op);
+  }
+  template <class Done>
+  void watched(const char* op, Done&& done) {
+    try {
+      host_->watch_wait(op, [&] {
+        if (done()) return true;
+        ncclResult_t async = ncclSuccess;
+        // A peer NCCL knows to be gone ends the wait at once (check_async then reports it).
+        return ncclCommGetAsyncError(comm_, &async) == ncclSuccess && async != ncclSuccess && async != ncclInProgress;
+      });
+    } catch (const CollectiveTimeout&) {
+      ncclCommAbort(comm_);
+      comm_ = nullptr;
+      throw;
+    }
   }
 
   // The communicator's stream waits (on the device) for what the producer stream has enqueued so far.

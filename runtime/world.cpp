@@ -1,6 +1,7 @@
 #include "runtime/world.h"
 
 #include <cstdlib>
+#include <utility>
 
 #include "base/error.h"
 
@@ -45,6 +46,18 @@ const World& world() {
 }
 
 bool world_started() { return started; }
+
+RankInWorld rank_in_world() {
+  if (started) return {the_world.rank, the_world.size};
+  auto number = [](const char* name) {
+    const char* text = std::getenv(name);
+    return text != nullptr && *text != 0 ? std::atoi(text) : -1;
+  };
+  for (auto [rank, size] : {std::pair{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
+                            std::pair{"PMIX_RANK", "SLURM_NTASKS"}, std::pair{"SLURM_PROCID", "SLURM_NTASKS"}})
+    if (number(rank) >= 0 && number(size) >= 1) return {number(rank), number(size)};
+  return {};
+}
 
 void abort_world(int exit_code) {
 #ifdef BFM_WITH_MPI

@@ -25,6 +25,14 @@ const World& world();
 // Whether world() has been called (and so MPI, where built, is running).
 bool world_started();
 
+// This process's rank and the number of ranks as its launcher tells them, MPI started or not: world() once started,
+// else Open MPI's (OMPI_COMM_WORLD_RANK/SIZE), PMIx's (PMIX_RANK) or Slurm's (SLURM_PROCID/SLURM_NTASKS) variables;
+// {0, 1} outside a launcher. For reporting an error once per job, which may happen before MPI starts.
+struct RankInWorld {
+  int rank = 0, size = 1;
+};
+RankInWorld rank_in_world();
+
 // After an error on one rank: ends every rank of a world larger than one (MPI_Abort), so that none waits forever
 // in a collective. Returns only in a world of one.
 void abort_world(int exit_code);

@@ -1,7 +1,7 @@
 // bfm pretrain: train the model (launch/train/pretrain.h) and write a released checkpoint with its model card.
 // Under mpirun every rank trains its part of each global batch; rank 0 writes the metrics and the released checkpoint.
 // Exit status: 0 done, 75 stopped by SIGUSR1/SIGTERM after writing a training checkpoint (run again to continue),
-// 4 too many non-finite steps in a row, 2 bad input.
+// 4 too many non-finite steps in a row, 2 bad input, 76 a collective timed out (a rank lost: run again to resume).
 #include <filesystem>
 #include <fstream>
 #include <iterator>

@@ -142,6 +142,8 @@ Pretraining::Pretraining(const RunConfig& rc, const TrainOptions& options, Train
   require(t_.comm != "nccl" || placement_.gpu, rc.source, ": train.comm = \"nccl\" sums gradients on GPUs, but this "
           "run trains on the CPU");
   comm_ = runtime::make_communicator(t_.comm == "nccl" ? "auto" : t_.comm, false);
+  comm_->set_timeout(t_.collective_timeout_s);
+  comm_->set_context("setting up");
   rank_ = comm_->rank(), ranks_ = comm_->size();
   lead_ = rank_ == 0;
   verbose_ = options.verbose && lead_;
@@ -191,6 +193,7 @@ Pretraining::Pretraining(const RunConfig& rc, const TrainOptions& options, Train
   so.bucket_mb = t_.bucket_mb;
   so.gpu_comm = t_.comm;
   so.gpu_overlap = t_.gpu_overlap;
+  so.collective_timeout_s = t_.collective_timeout_s;
   engine_ = std::make_unique<StepEngine>(*model_, *comm_, so);
   if (placement_.gpu && engine_->describe() != comm_->backend())
     log("pretrain: gradients summed over ranks by " + engine_->describe());
@@ -278,6 +281,7 @@ void Pretraining::run() {
     // This step's own time, data wait and communication, for its metrics line.
     const Stopwatch step_clock;
     const double wait0 = data_.train->wait_seconds(), comm0 = engine_->communication_seconds();
+    engine_->set_context("step " + std::to_string(step));
     if (stop_requested(step)) break;
     next_batch(step);
     const double lr = runtime::learning_rate(t_.optimizer.lr, step, t_.warmup_steps, total_steps_, t_.min_lr_ratio);
@@ -381,6 +385,7 @@ void Pretraining::show_progress(int64_t step, double lr, const StepResult& r) {
 
 // Held-out losses: each rank evaluates its rows in micro-batches, means over all ranks; a metrics line.
 model::Losses Pretraining::validate(int64_t step) {
+  engine_->set_context("held-out loss at step " + std::to_string(step));
   std::vector<model::Losses> parts;
   for (int a = 0; a < data_.validation.rows / micro_; ++a)
     parts.push_back(model_->forward(batch_of(m_, data_.validation, a * micro_, micro_), "held-out batch"));
@@ -394,6 +399,7 @@ model::Losses Pretraining::validate(int64_t step) {
 void Pretraining::checkpoint(int64_t step) {
 #ifdef BFM_WITH_HDF5
   if (options_.checkpoint_dir.empty()) return;
+  engine_->set_context("checkpoint at step " + std::to_string(step));
   runtime::TrainState s;
   s.step = step;
   s.skipped_steps = result_.skipped_steps;

@@ -101,6 +101,8 @@ void visit_keys(RunConfig& rc, Spelled& spelled, Visitor& v) {
   v.key("bucket_mb", t.bucket_mb, "all-reduce bucket size: buckets start while backward goes on");
   v.key("gpu_overlap", t.gpu_overlap,
         "GPU ranks with NCCL: start the buckets' all-reduces during backward (not yet run on GPUs)");
+  v.key("collective_timeout_s", t.collective_timeout_s,
+        "a collective waiting longer (a rank stopped, hung or lost) stops the job, naming the ranks (exit 76); 0: never");
   v.key("zero", t.zero, "ZeRO-1: shard AdamW's moments over the ranks (reduce-scatter, update a shard, all-gather)");
 }
 
@@ -346,6 +348,7 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   require(t.comm == "auto" || t.comm == "self" || t.comm == "mpi" || t.comm == "nccl", rc.source, ": train.comm is '",
           t.comm, "', expected auto, self, mpi or nccl");
   require(t.bucket_mb > 0, rc.source, ": train.bucket_mb must be positive");
+  require(t.collective_timeout_s >= 0, rc.source, ": train.collective_timeout_s must not be negative (0: no timeout)");
   require(t.device == "auto" || t.device == "cpu" || t.device == "cuda", rc.source, ": train.device is '", t.device,
           "', expected auto, cpu or cuda");
   require(t.precision == "bf16" || t.precision == "fp32", rc.source, ": train.precision is '", t.precision,

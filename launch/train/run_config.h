@@ -55,6 +55,9 @@ struct TrainConfig {
   // GPU ranks with NCCL: the buckets' all-reduces start on the communicator's stream while backward is still running
   // (ordered by events); off: one all-reduce of the whole device arena after backward (the path tested on a GPU).
   bool gpu_overlap = false;
+  // A collective that waits longer than this (a rank stopped, hung or lost) ends the job on every rank that waits,
+  // naming the collective, the step and the ranks that do not answer (exit status 76, for a requeue); 0: never.
+  double collective_timeout_s = 300;
 };
 
 struct RunConfig {

@@ -43,6 +43,7 @@ StepEngine::StepEngine(model::BrainModel& model, runtime::Communicator& comm, co
   reported_.assign(g.tensors.size(), 0);
   if (g.on_device && (comm_.size() > 1 || options_.gpu_comm == "nccl"))
     device_comm_ = runtime::make_communicator(options_.gpu_comm == "mpi" ? "mpi" : options_.gpu_comm, true);
+  if (device_comm_) device_comm_->set_timeout(options_.collective_timeout_s);
   const bool nccl = device_comm_ && std::string(device_comm_->backend()) == "nccl";
   if (!g.on_device) {
     // CPU ranks: the buckets' all-reduces start while backward goes on.
@@ -70,6 +71,11 @@ std::string StepEngine::describe() const {
   if (!device_comm_) return comm_.backend();
   const std::string b = device_comm_->backend();
   return b + (b == "nccl" ? " on the device" : " through the host");
+}
+
+void StepEngine::set_context(const std::string& context) {
+  comm_.set_context(context);
+  if (device_comm_) device_comm_->set_context(context);
 }
 
 double StepEngine::communication_seconds() const { return comm_.blocked_seconds() + device_comm_seconds_; }

@@ -47,6 +47,8 @@ struct StepOptions {
   // GPU ranks with NCCL: each bucket's all-reduce starts on the communicator's stream while backward still runs
   // (ordered by events); off: one all-reduce of the device arena after backward.
   bool gpu_overlap = false;
+  // The device communicator's collective timeout (the host communicator's is its owner's to set); 0: none.
+  double collective_timeout_s = 0;
 };
 
 struct StepResult {
@@ -72,6 +74,10 @@ class StepEngine {
 
   // Losses of a forward-only pass reduced like step()'s (held-out batches): sums[i] over this rank's micro-batches.
   model::Losses reduce_losses(const std::vector<model::Losses>& per_micro_batch);
+
+  // Names what the ranks are doing ("step 120") in a collective timeout's report, on the host communicator and on
+  // the device's.
+  void set_context(const std::string& context);
 
   // Seconds blocked in gradient and loss communication since construction.
   double communication_seconds() const;

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Faults a job of several ranks must survive, with real MPI ranks and real signals:
+  - a rank stopped (SIGSTOP) in the middle of training: the other ranks wait at most train.collective_timeout_s
+    (without spinning a core), then report which collective, which step and which rank they waited for, and the job
+    ends with exit status 76 so that a scheduler requeues it;
+  - an error that every rank meets (a bad --set, a damaged shard) is printed once per job, not once per rank.
+
+    /usr/bin/python3 tests/launch/cli/test_faults.py --bfm build/launch/bfm --mpirun mpirun --workdir DIR
+"""
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+CASES = []
+
+
+def case(fn):
+    CASES.append(fn)
+    return fn
+
+
+TINY = ["--set", "model.n_parcels=5", "--set", "model.window=12", "--set", "model.patch_len=4",
+        "--set", "model.d_model=8", "--set", "model.n_heads=2", "--set", "model.n_layers=1",
+        "--set", "model.decoder.d_model=8", "--set", "model.decoder.n_heads=2", "--set", "model.decoder.n_layers=1"]
+
+
+def rank_pids(out_dir):
+    """{rank: pid} of the bfm processes whose command line names out_dir, from their environment."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+            if not cmd or not cmd[0].endswith(b"bfm") or out_dir.encode() not in cmd:
+                continue
+            env = open(f"/proc/{entry}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        for item in env:
+            if item.startswith(b"OMPI_COMM_WORLD_RANK="):
+                found[int(item.split(b"=")[1])] = int(entry)
+    return found
+
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+@case
+def a_stopped_rank_ends_the_job_with_a_report_naming_it(bfm, mpirun, work):
+    out = os.path.join(work, "stopped_rank")
+    timeout = 6
+    cmd = [mpirun, "--oversubscribe", "-np", "3", bfm, "pretrain", *TINY, "--set", "train.steps=1000000",
+           "--set", "train.batch_size=12", "--set", "train.log_every=20", "--set", "train.checkpoint_every=0",
+           "--set", f"train.collective_timeout_s={timeout}", "--out", out]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    stopped = None
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if re.search(r"step +100/", line):
+                break
+        pids = rank_pids(out)
+        assert sorted(pids) == [0, 1, 2], f"ranks found: {pids}"
+        stopped = pids[1]
+        os.kill(stopped, signal.SIGSTOP)
+        t0 = time.time()
+        # After the first second of a wait the others poll with pauses: rank 0 must not spin a core meanwhile.
+        time.sleep(2.0)
+        c0 = cpu_seconds(pids[0])
+        time.sleep(2.0)
+        busy = (cpu_seconds(pids[0]) - c0) / 2.0
+        assert busy < 0.3, f"rank 0 used {busy:.0%} of a core while waiting for a stopped rank"
+        rest, _ = proc.communicate(timeout=timeout + 60)
+        elapsed = time.time() - t0
+        text = "".join(lines) + rest
+    finally:
+        if stopped is not None:
+            try:
+                os.kill(stopped, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 76, f"exit {proc.returncode}, expected 76: {text[-3000:]}"
+    assert elapsed < timeout + 40, f"the job took {elapsed:.0f} s to end after the stop"
+    reports = [l for l in text.splitlines() if "collective timeout" in l]
+    assert reports, text[-3000:]
+    # Every waiting rank that reports names the silent rank 1, the collective and the step; rank 0 always reports.
+    assert any(l.startswith("bfm: error: collective timeout: rank 0 of 3") for l in reports), reports
+    for line in reports:
+        assert "for rank 1, which did not answer" in line and "step " in line and "(collective #" in line, line
+        assert "train.collective_timeout_s = 6" in line, line
+    # Rank 2 answered rank 0's question from inside the same collective.
+    zero = next(l for l in reports if "rank 0 of 3" in l)
+    assert "rank 2 waits in the same collective" in zero, zero
+
+
+@case
+def an_error_every_rank_meets_is_printed_once(bfm, mpirun, work):
+    out = os.path.join(work, "bad_set")
+    proc = subprocess.run([mpirun, "--oversubscribe", "-np", "3", bfm, "pretrain", "--set", "model.d_model=banana",
+                           "--out", out], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, f"exit {proc.returncode}: {proc.stderr}"
+    text = proc.stdout + proc.stderr
+    ours = [l for l in text.splitlines() if l.startswith("bfm")]
+    assert len(ours) == 1, f"expected one line from bfm, got {ours}"
+    assert "--set model.d_model=banana" in ours[0], ours[0]
+    assert not os.path.exists(out), "a refused run created its output folder"
+
+
+@case
+def a_damaged_shard_is_named_once(bfm, mpirun, work):
+    # One shard of the corpus is truncated: one line names it (whichever rank meets it first), the job ends with 2.
+    corpus = os.path.join(work, "corpus")
+    subprocess.run([bfm, "synth", "--subjects", "8", "--parcels", "8", "--minutes", "2", "--subjects-per-shard", "2",
+                    "--out", corpus], check=True, capture_output=True)
+    shards = sorted(f for f in os.listdir(corpus) if f.startswith("shard-"))
+    victim = os.path.join(corpus, shards[1])  # read by rank 1 of 2 (shard i goes to rank i % ranks)
+    size = os.path.getsize(victim)
+    with open(victim, "r+b") as f:
+        f.truncate(size // 2)
+    out = os.path.join(work, "one_rank")
+    proc = subprocess.run([mpirun, "--oversubscribe", "-np", "2", bfm, "pretrain", *TINY, "--set", "model.n_parcels=8",
+                           "--set", "data.source=corpus",
+                           "--set", f"data.corpus={corpus}", "--set", "train.steps=5", "--out", out],
+                          capture_output=True, text=True, timeout=120)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 2, f"exit {proc.returncode}: {text[-3000:]}"
+    ours = [l for l in text.splitlines() if re.match(r"bfm: (rank \d+: )?error", l)]
+    assert len(ours) == 1 and shards[1] in ours[0], ours
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bfm", required=True)
+    ap.add_argument("--mpirun", required=True)
+    ap.add_argument("--workdir", required=True)
+    args = ap.parse_args()
+    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    failed = 0
+    for fn in CASES:
+        work = os.path.join(args.workdir, fn.__name__)
+        os.makedirs(work)
+        t = time.time()
+        try:
+            fn(os.path.abspath(args.bfm), args.mpirun, work)
+            print(f"ok   {fn.__name__} ({time.time() - t:.1f} s)")
+        except Exception as e:  # noqa: BLE001 - report every case
+            failed += 1
+            print(f"FAIL {fn.__name__}: {type(e).__name__}: {e}")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
