@@ -8,6 +8,8 @@
 #include <string>
 #include <thread>
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 
 #include "launch/cli/commands.h"
@@ -18,6 +20,18 @@
 
 namespace {
 
+// One line on stderr in one write(2): the lines of ranks that print at the same moment never interleave (a write to
+// a pipe of up to PIPE_BUF bytes is atomic, and mpirun forwards what it reads).
+void print_line(const std::string& text) {
+  const std::string line = text + "\n";
+  std::cerr.flush();
+  for (size_t at = 0; at < line.size();) {
+    const ssize_t n = ::write(2, line.data() + at, line.size() - at);
+    if (n <= 0) break;
+    at += static_cast<size_t>(n);
+  }
+}
+
 // One error per job: under a launcher every rank that fails would print the same line (a bad config fails on all
 // of them), interleaved. Rank 0 prints at once and ends the job (abort_world); any other rank waits two seconds
 // first, so that when rank 0 has the same error the job is gone before it prints, and when the error is its own
@@ -26,7 +40,7 @@ int report_error(const std::string& text, int exit_code) {
   using namespace std::chrono_literals;
   const auto [rank, size] = bfm::runtime::rank_in_world();
   if (size > 1 && rank != 0) std::this_thread::sleep_for(2s);
-  std::cerr << "bfm: " << (size > 1 && rank != 0 ? "rank " + std::to_string(rank) + ": " : "") << text << std::endl;
+  print_line("bfm: " + (size > 1 && rank != 0 ? "rank " + std::to_string(rank) + ": " : std::string()) + text);
   bfm::runtime::abort_world(exit_code);
   return exit_code;
 }
@@ -62,7 +76,7 @@ int main(int argc, char** argv) {
   } catch (const bfm::runtime::CollectiveTimeout& e) {
     // Every rank that waits reports what it waited for (the reports differ); then, after the others have had the
     // time to report too, the job ends with the status that asks for a requeue.
-    std::cerr << "bfm: error: " << e.what() << std::endl;
+    print_line(std::string("bfm: error: ") + e.what());
     std::this_thread::sleep_for(std::chrono::seconds(3));
     bfm::runtime::abort_world(bfm::runtime::kExitCollectiveTimeout);
     return bfm::runtime::kExitCollectiveTimeout;

@@ -295,9 +295,12 @@ struct File {
   }
 
   // A small dataset that rank 0 writes; the other ranks take part selecting nothing.
+  // It carries a "checksum" attribute: FNV-1a 64 of its bytes as in memory (little-endian hosts: as in the file).
   void small_dataset(const Ranks& r, const std::string& name, hid_t filetype, hid_t memtype,
-                     const std::vector<hsize_t>& dims, const void* data) {
+                     const std::vector<hsize_t>& dims, const void* data, size_t bytes) {
     h5::Id d = dataset(name, filetype, dims);
+    const uint64_t sum = fnv1a64(data, bytes);
+    attribute(d.get(), name + ":", "checksum", H5T_STD_U64LE, H5T_NATIVE_UINT64, &sum);
     h5::Id space(H5Dget_space(d.get()), H5Sclose);
     hsize_t n = 1;
     for (hsize_t k : dims) n *= k;
@@ -309,7 +312,15 @@ struct File {
   void string_dataset(const Ranks& r, const std::string& name, const std::string& value) {
     h5::Id t = string_type(value.size());
     const std::string padded = value.empty() ? std::string(1, '\0') : value;
-    small_dataset(r, name, t.get(), t.get(), {}, padded.data());
+    small_dataset(r, name, t.get(), t.get(), {}, padded.data(), padded.size());
+  }
+  // A small dataset's bytes against its checksum attribute (checkpoints written before it had none: nothing to check).
+  void check_bytes(const std::string& name, const void* data, size_t bytes) const {
+    h5::Id d(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
+    if (!d.ok()) h5_fail("cannot open dataset " + name);
+    if (H5Aexists(d.get(), "checksum") <= 0) return;
+    const auto stored = read_attribute<uint64_t>(d.get(), name + ":", "checksum", H5T_NATIVE_UINT64);
+    require(stored == fnv1a64(data, bytes), path, ": ", name, " does not match its checksum (the file is corrupt)");
   }
   std::string read_string_dataset(const std::string& name) const {
     h5::Id d(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
@@ -319,6 +330,7 @@ struct File {
     std::string s(H5Tget_size(t.get()), '\0');
     if (H5Dread(d.get(), t.get(), H5S_ALL, H5S_ALL, independent.get(), s.data()) < 0)
       h5_fail("cannot read dataset " + name);
+    check_bytes(name, s.data(), s.size());
     return s.substr(0, s.find_last_not_of('\0') + 1);
   }
 
@@ -538,7 +550,7 @@ std::string write_train_checkpoint(const std::string& dir, const CheckpointTenso
     f.attribute(state.get(), "/state:", "sampler_batch", H5T_STD_U64LE, H5T_NATIVE_UINT64, &s.sampler_batch);
     f.attribute(state.get(), "/state:", "world_size", H5T_STD_I32LE, H5T_NATIVE_INT32, &world_size);
     f.small_dataset(r, "/state/rng_state", H5T_STD_U64LE, H5T_NATIVE_UINT64, {s.rng_state.size()},
-                    s.rng_state.data());
+                    s.rng_state.data(), s.rng_state.size() * sizeof(uint64_t));
     f.string_dataset(r, "/state/config_json", s.config_json);
     f.string_dataset(r, "/state/metrics_jsonl", metrics);
 
@@ -595,6 +607,33 @@ std::string latest_train_checkpoint(const std::string& dir) {
   require(format == kFormat, latest.string(), " names ", path, ", which is not a bfm training checkpoint (format '",
           format, "')");
   return path;
+}
+
+std::vector<std::string> train_checkpoint_candidates(const std::string& dir, std::vector<std::string>& notes) {
+  std::vector<std::string> paths;
+  const fs::path latest = fs::path(dir) / "latest";
+  std::error_code ec;
+  if (fs::exists(latest, ec)) {
+    std::ifstream in(latest);
+    std::string name;
+    std::getline(in, name);
+    while (!name.empty() && (name.back() == '\r' || name.back() == ' ' || name.back() == '\t')) name.pop_back();
+    if (step_of(name) < 0)
+      notes.push_back(latest.string() + " does not hold a checkpoint file name");
+    else if (!fs::is_regular_file(fs::path(dir) / name, ec))
+      notes.push_back(latest.string() + " names " + (fs::path(dir) / name).string() + ", which does not exist");
+    else
+      paths.push_back((fs::path(dir) / name).string());
+  }
+  std::vector<std::pair<int64_t, std::string>> ckpts;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (step_of(name) >= 0 && entry.is_regular_file(ec)) ckpts.emplace_back(step_of(name), entry.path().string());
+  }
+  std::sort(ckpts.rbegin(), ckpts.rend());
+  for (const auto& [step, path] : ckpts)
+    if (std::find(paths.begin(), paths.end(), path) == paths.end()) paths.push_back(path);
+  return paths;
 }
 
 std::string train_checkpoint_config(const std::string& path) {
@@ -706,6 +745,7 @@ TrainState read_train_checkpoint(const std::string& path, const CheckpointTensor
       s.rng_state.resize(static_cast<size_t>(n));
       if (n > 0 && H5Dread(d.get(), H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, f.independent.get(), s.rng_state.data()) < 0)
         f.h5_fail("cannot read dataset /state/rng_state");
+      f.check_bytes("/state/rng_state", s.rng_state.data(), s.rng_state.size() * sizeof(uint64_t));
     }
     s.config_json = f.read_string_dataset("/state/config_json");
     s.metrics_jsonl = f.read_string_dataset("/state/metrics_jsonl");

@@ -10,7 +10,8 @@
 // ZeRO-1 shards (each writes its own range). On read every rank gets the full parameters and its moment range,
 // which may differ from the ranges that wrote the file (resuming on another number of ranks).
 //
-// Every value carries a checksum (an additive one, so ranks sum their parts): a flipped byte is an error naming the
+// Every value carries a checksum (the tensors an additive one, so ranks sum their parts; the state's datasets FNV-1a
+// of their bytes; HDF5 checksums its own metadata, the attributes included): a flipped byte is an error naming the
 // file and dataset, as is a truncated file, a tensor of another shape (a checkpoint of another model config), or
 // ranks that disagree on the training state.
 #pragma once
@@ -68,6 +69,12 @@ std::string write_train_checkpoint(const std::string& dir, const CheckpointTenso
 // The checkpoint that dir/latest names, or "" when dir/latest does not exist. A latest naming a file that is
 // missing or not readable HDF5 is an error naming both. Not collective (any rank may ask alone).
 std::string latest_train_checkpoint(const std::string& dir);
+
+// Where a resume may start, newest first: the file dir/latest names, then every other ckpt-<step>.h5 of dir by step,
+// descending. `notes` gets what was wrong with dir/latest (unreadable, naming a missing file), if anything. Empty
+// when dir has no checkpoint. The caller tries them in order and skips a damaged one (read_train_checkpoint and
+// train_checkpoint_config throw naming the damage), saying so. Not collective; every rank gets the same list.
+std::vector<std::string> train_checkpoint_candidates(const std::string& dir, std::vector<std::string>& notes);
 
 // The run settings a checkpoint was written with (/state/config_json), read alone: a resume compares them before it
 // reads any tensor. Not collective.

@@ -211,17 +211,27 @@ Pretraining::Pretraining(const RunConfig& rc, const TrainOptions& options, Train
   tokens_per_sample_ = m_.mae ? m_.n_tokens() - m_.n_masked_tokens() : m_.n_tokens();
 }
 
-// From the newest training checkpoint, when there is one: parameters, moments, counters, the data source's and the
-// mask RNG's states, the metrics so far. Then config.json beside the checkpoints (what bfm export builds from).
+// From the newest good training checkpoint, when there is one: parameters, moments, counters, the data source's and
+// the mask RNG's states, the metrics so far. A damaged checkpoint (truncated, emptied, a flipped byte: its checksums
+// or HDF5's say so) is skipped, with a line saying which and why, for the next older one; a checkpoint of another
+// run (its settings differ) is refused, never skipped. Then config.json beside the checkpoints (what bfm export
+// builds from).
 void Pretraining::resume() {
 #ifdef BFM_WITH_HDF5
   const std::string& dir = options_.checkpoint_dir;
   if (dir.empty()) return;
-  const std::string latest = runtime::latest_train_checkpoint(dir);
-  if (!latest.empty()) {
+  std::vector<std::string> skipped;
+  const std::vector<std::string> candidates = runtime::train_checkpoint_candidates(dir, skipped);
+  for (const std::string& path : candidates) {
     // The settings first, so that a checkpoint of another run is named by what differs, not by a tensor's shape.
-    const nlohmann::json saved = nlohmann::json::parse(runtime::train_checkpoint_config(latest), nullptr, false);
-    require(!saved.is_discarded(), latest, ": /state/config_json is not JSON");
+    nlohmann::json saved;
+    try {
+      saved = nlohmann::json::parse(runtime::train_checkpoint_config(path), nullptr, false);
+      require(!saved.is_discarded(), path, ": /state/config_json is not JSON");
+    } catch (const Error& e) {
+      skipped.push_back(e.what());
+      continue;
+    }
     if (saved != config_json_) {
       // Name what differs, key by key (a JSON patch from the checkpoint's settings to this run's).
       std::string diffs;
@@ -232,10 +242,16 @@ void Pretraining::resume() {
         const std::string now = config_json_.contains(at) ? config_json_[at].dump() : "absent";
         diffs += (diffs.empty() ? "" : "; ") + key + " " + was + " there, " + now + " now";
       }
-      fail(latest, ": written by a run with another model, batch, seed or data (", diffs, "): resume it with the same "
+      fail(path, ": written by a run with another model, batch, seed or data (", diffs, "): resume it with the same "
            "settings, or start this run in another --out folder");
     }
-    const runtime::TrainState s = runtime::read_train_checkpoint(latest, model_->checkpoint_tensors());
+    runtime::TrainState s;
+    try {  // collective: every rank reaches the same verdict on the same file
+      s = runtime::read_train_checkpoint(path, model_->checkpoint_tensors());
+    } catch (const Error& e) {
+      skipped.push_back(e.what());
+      continue;
+    }
     model_->checkpoint_loaded();
     start_step_ = s.step;
     result_.skipped_steps = s.skipped_steps;
@@ -247,9 +263,17 @@ void Pretraining::resume() {
     std::copy(s.rng_state.begin() + n_data, s.rng_state.end(), ms.begin());
     mask_rng_.set_state(ms);
     restored_metrics_ = s.metrics_jsonl;
-    result_.resumed_from = latest;
-    log("pretrain: resumed from " + latest + " at step " + std::to_string(start_step_) + " (written by " +
+    result_.resumed_from = path;
+    for (const std::string& why : skipped) log("pretrain: skipped a damaged checkpoint: " + why);
+    log("pretrain: resumed from " + path + " at step " + std::to_string(start_step_) + " (written by " +
         std::to_string(s.world_size) + " ranks, now " + std::to_string(ranks_) + ")");
+    break;
+  }
+  if (result_.resumed_from.empty() && !candidates.empty()) {
+    // Starting over would overwrite a run's history: the user decides (move the folder away, or mend it).
+    std::string reasons;
+    for (const std::string& why : skipped) reasons += (reasons.empty() ? "" : "; ") + why;
+    fail(dir, ": no training checkpoint there can be resumed (", reasons, "); move the folder away to start over");
   }
   if (lead_) {  // after the resume check passed
     std::filesystem::create_directories(dir);

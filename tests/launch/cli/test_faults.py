@@ -139,6 +139,91 @@ def a_damaged_shard_is_named_once(bfm, mpirun, work):
     assert len(ours) == 1 and shards[1] in ours[0], ours
 
 
+def _losses(metrics_path):
+    """Every training line's step and losses (not its timings; a resumed run adds a held-out line where it resumed)."""
+    import json
+    keep = ("step", "loss", "mae", "grad_norm", "lr")
+    lines = [json.loads(l) for l in open(metrics_path)]
+    return [{k: v for k, v in l.items() if k in keep} for l in lines if l["split"] == "train"]
+
+
+def _damage(path, how):
+    """Damages a checkpoint file as a failing disk or a killed copy would."""
+    import h5py
+    if how == "truncated":
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) * 2 // 3)
+        return
+    if how == "emptied":
+        open(path, "w").close()
+        return
+    dataset = {"params": None, "rng_state": "/state/rng_state", "metrics_jsonl": "/state/metrics_jsonl",
+               "config_json": "/state/config_json", "moments": "/optimizer/v"}[how]
+    with h5py.File(path, "r") as f:
+        if dataset is None:
+            dataset = "/params/" + sorted(f["params"].keys())[0]
+        offset = f[dataset].id.get_offset()
+        size = f[dataset].id.get_storage_size()
+    assert offset is not None and size > 0, (dataset, offset, size)
+    with open(path, "r+b") as f:
+        f.seek(offset + size // 2)
+        byte = f.read(1)[0]
+        f.seek(offset + size // 2)
+        f.write(bytes([byte ^ 0x10]))
+
+
+@case
+def a_damaged_newest_checkpoint_is_skipped_for_the_previous_good_one(bfm, mpirun, work):
+    # The newest checkpoint damaged in each way a failing disk or a killed copy does: the rerun says which it skipped
+    # and why, resumes from the one before, and ends byte-identical to the run that was never interrupted.
+    cfg = [*TINY, "--set", "train.steps=30", "--set", "train.checkpoint_every=10", "--set", "train.keep_checkpoints=5",
+           "--set", "train.validate_every=10"]
+    def launch(ranks):
+        return [mpirun, "--oversubscribe", "-np", str(ranks), bfm] if ranks > 1 else [bfm]
+
+    # Under two ranks the read is collective: every rank must reach the same verdict and skip the file together.
+    for ranks, kinds in [(1, ["truncated", "emptied", "params", "moments", "rng_state", "metrics_jsonl",
+                              "config_json"]), (2, ["params", "metrics_jsonl"])]:
+        straight = os.path.join(work, f"straight{ranks}")
+        subprocess.run([*launch(ranks), "pretrain", *cfg, "--out", straight], check=True, capture_output=True,
+                       timeout=120)
+        want = open(os.path.join(straight, "release", "model.safetensors"), "rb").read()
+        want_metrics = _losses(os.path.join(straight, "metrics.jsonl"))
+        for how in kinds:
+            out = os.path.join(work, f"{how}{ranks}")
+            shutil.copytree(straight, out)
+            shutil.rmtree(os.path.join(out, "release"))
+            ckpts = os.path.join(out, "checkpoints")
+            os.remove(os.path.join(ckpts, "ckpt-00000030.h5"))
+            with open(os.path.join(ckpts, "latest"), "w") as f:
+                f.write("ckpt-00000020.h5\n")
+            _damage(os.path.join(ckpts, "ckpt-00000020.h5"), how)
+            proc = subprocess.run([*launch(ranks), "pretrain", *cfg, "--out", out], capture_output=True, text=True,
+                                  timeout=120)
+            what = f"{how} ({ranks} ranks)"
+            assert proc.returncode == 0, f"{what}: exit {proc.returncode}: {proc.stderr[-2000:]}"
+            skipped = [l for l in proc.stderr.splitlines() if "skipped a damaged checkpoint" in l]
+            assert len(skipped) == 1 and "ckpt-00000020.h5" in skipped[0], f"{what}: {skipped}"
+            assert "ckpt-00000010.h5 at step 10" in proc.stderr, f"{what}: {proc.stderr[-2000:]}"
+            got = open(os.path.join(out, "release", "model.safetensors"), "rb").read()
+            assert got == want, f"{what}: the resumed run's weights differ from the uninterrupted run's"
+            got_metrics = _losses(os.path.join(out, "metrics.jsonl"))
+            assert got_metrics == want_metrics, f"{what}: metrics.jsonl differs"
+    # Every checkpoint damaged: an error naming the folder and each reason, nothing overwritten.
+    out = os.path.join(work, "all_damaged")
+    shutil.copytree(os.path.join(work, "straight1"), out)
+    shutil.rmtree(os.path.join(out, "release"))
+    before = open(os.path.join(out, "metrics.jsonl")).read()
+    for name in ["ckpt-00000010.h5", "ckpt-00000020.h5", "ckpt-00000030.h5"]:
+        _damage(os.path.join(out, "checkpoints", name), "truncated")
+    proc = subprocess.run([bfm, "pretrain", *cfg, "--set", "train.steps=40", "--out", out], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "no training checkpoint there can be resumed" in proc.stderr and proc.stderr.count("ckpt-000000") >= 3, \
+        proc.stderr
+    assert open(os.path.join(out, "metrics.jsonl")).read() == before, "metrics.jsonl was overwritten"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bfm", required=True)
