@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <sstream>
 
 #include <CLI/CLI.hpp>
@@ -13,6 +14,7 @@
 
 #include "base/error.h"
 #include "launch/cli/commands.h"
+#include "launch/train/folder_lock.h"
 #include "launch/plot/run_plots.h"
 #include "launch/train/model_card.h"
 #include "launch/train/run_config.h"
@@ -31,7 +33,9 @@ int run(const RunConfig& rc) {
   require(!fs::exists(rc.train.out) || fs::is_directory(rc.train.out), rc.source, ": train.out = \"", rc.train.out,
           "\" exists and is not a folder");
   const bool lead = runtime::world().rank == 0;
+  std::unique_ptr<FolderLock> lock;  // the output folder is this run's while it runs (a second run is refused)
   if (lead) {
+    lock = std::make_unique<FolderLock>(rc.train.out);
     fs::create_directories(fs::path(rc.train.out) / "checkpoints");
     runtime::log_line("output folder " + rc.train.out + " (metrics.jsonl, training checkpoints in checkpoints/, the released model in release/)");
   }

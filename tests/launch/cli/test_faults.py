@@ -224,6 +224,44 @@ def a_damaged_newest_checkpoint_is_skipped_for_the_previous_good_one(bfm, mpirun
     assert open(os.path.join(out, "metrics.jsonl")).read() == before, "metrics.jsonl was overwritten"
 
 
+@case
+def a_second_run_into_the_same_folder_is_refused(bfm, mpirun, work):
+    # While a run trains into OUT, another into OUT is refused (exit 2, one line naming the folder and the holder) and
+    # the first goes on untouched; once the first has ended (here SIGKILL: no stale lock) OUT can be resumed.
+    out = os.path.join(work, "run")
+    cmd = [bfm, "pretrain", *TINY, "--set", "train.steps=1000000", "--set", "train.log_every=50",
+           "--set", "train.checkpoint_every=200", "--out", out]
+    first = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in first.stderr:
+            if re.search(r"step +500/", line):
+                break
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2, f"exit {second.returncode}: {second.stderr[-2000:]}"
+        lines = [l for l in second.stderr.splitlines() if l]
+        assert len(lines) == 1 and out in lines[0] and "in use by another run" in lines[0] and \
+            f"pid {first.pid}" in lines[0], lines
+        assert first.poll() is None, "the first run stopped"
+    finally:
+        first.kill()
+        first.wait()
+    metrics = [l for l in open(os.path.join(out, "metrics.jsonl"))]
+    steps = [int(re.search(r'"step":(\d+)', l).group(1)) for l in metrics if '"train"' in l]
+    assert steps == list(range(1, len(steps) + 1)), "metrics.jsonl was written by two runs"
+    longer = [a if a != "train.steps=1000000" else "train.steps=100000000" for a in cmd]
+    again = subprocess.Popen(longer, stderr=subprocess.PIPE, text=True)
+    try:
+        text = ""
+        for line in again.stderr:
+            text += line
+            if "resumed from" in line or "error" in line:
+                break
+    finally:
+        again.kill()
+        again.wait()
+    assert "resumed from" in text, text[-2000:]  # the lock died with the killed run
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bfm", required=True)
