@@ -28,6 +28,9 @@ namespace {
 
 // SIGUSR1 / SIGTERM: stop at the next step boundary (every rank agrees through the communicator), write a
 // checkpoint, exit with kExitStoppedBySignal.
+// The key of the run's settings (config_json_) that a resume may change, each change logged, not refused.
+constexpr const char* kNoted = "may_change_on_resume";
+
 std::atomic<int> g_stop_signal{0};
 extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
 
@@ -205,6 +208,23 @@ Pretraining::Pretraining(const RunConfig& rc, const TrainOptions& options, Train
   config_json_["batch_size"] = t_.batch_size;
   config_json_["seed"] = t_.seed;
   config_json_["data"] = data_.train->describe();
+  // What decides which windows come in which order: a resume with other values would not continue the same run.
+  const DataConfig& d = rc.data;
+  config_json_["data_order"] =
+      d.source == "corpus"
+          ? nlohmann::json{{"data.stride", d.stride}, {"data.shuffle", d.shuffle}, {"data.shuffle_blocks", d.shuffle_blocks}}
+          : nlohmann::json{{"data.seed", d.seed}, {"data.n_networks", d.n_networks}, {"data.n_categories", d.n_categories},
+                           {"data.noise", d.noise}, {"data.stim_gain", d.stim_gain}};
+  // Settings a resume may change (a longer run, a lower learning rate after a spike): each change is named.
+  config_json_[kNoted] = {{"train.steps", total_steps_},
+                          {"train.lr", t_.optimizer.lr},
+                          {"train.warmup_steps", t_.warmup_steps},
+                          {"train.min_lr_ratio", t_.min_lr_ratio},
+                          {"train.weight_decay", t_.optimizer.weight_decay},
+                          {"train.grad_clip", t_.optimizer.grad_clip},
+                          {"train.beta1", t_.optimizer.beta1},
+                          {"train.beta2", t_.optimizer.beta2},
+                          {"train.mask_strategy", model::to_string(t_.mask_strategy)}};
   resume();
   // Rank 0's metrics: the file, and the text the next checkpoint stores.
   metrics_ = std::make_unique<MetricsLog>(lead_ ? options.metrics_path : "", restored_metrics_);
@@ -232,15 +252,23 @@ void Pretraining::resume() {
       skipped.push_back(e.what());
       continue;
     }
-    if (saved != config_json_) {
+    // Checkpoints written before a key existed are compared without it.
+    nlohmann::json now = config_json_;
+    for (const char* key : {"data_order", kNoted})
+      if (!saved.contains(key)) now.erase(key);
+    const nlohmann::json noted_there = saved.value(kNoted, nlohmann::json::object());
+    const nlohmann::json noted_now = now.value(kNoted, nlohmann::json::object());
+    saved.erase(kNoted);
+    now.erase(kNoted);
+    if (saved != now) {
       // Name what differs, key by key (a JSON patch from the checkpoint's settings to this run's).
       std::string diffs;
-      for (const auto& op : nlohmann::json::diff(saved, config_json_)) {
+      for (const auto& op : nlohmann::json::diff(saved, now)) {
         const nlohmann::json::json_pointer at(op["path"].get<std::string>());
         const std::string key = op["path"].get<std::string>().substr(1);
         const std::string was = saved.contains(at) ? saved[at].dump() : "absent";
-        const std::string now = config_json_.contains(at) ? config_json_[at].dump() : "absent";
-        diffs += (diffs.empty() ? "" : "; ") + key + " " + was + " there, " + now + " now";
+        const std::string is = now.contains(at) ? now[at].dump() : "absent";
+        diffs += (diffs.empty() ? "" : "; ") + key + " " + was + " there, " + is + " now";
       }
       fail(path, ": written by a run with another model, batch, seed or data (", diffs, "): resume it with the same "
            "settings, or start this run in another --out folder");
@@ -252,6 +280,10 @@ void Pretraining::resume() {
       skipped.push_back(e.what());
       continue;
     }
+    for (const auto& [key, value] : noted_now.items())
+      if (noted_there.contains(key) && noted_there[key] != value)
+        log("pretrain: resuming with " + key + " = " + value.dump() + " (the checkpoint's run had " +
+            noted_there[key].dump() + ")");
     model_->checkpoint_loaded();
     start_step_ = s.step;
     result_.skipped_steps = s.skipped_steps;

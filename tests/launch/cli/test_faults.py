@@ -262,6 +262,30 @@ def a_second_run_into_the_same_folder_is_refused(bfm, mpirun, work):
     assert "resumed from" in text, text[-2000:]  # the lock died with the killed run
 
 
+@case
+def settings_changed_on_resume_are_named_key_by_key(bfm, mpirun, work):
+    # The learning-rate schedule and the length may change on resume (each change is said); what decides the data
+    # order may not (refused, naming each key, before anything is written).
+    out = os.path.join(work, "run")
+    base = [bfm, "pretrain", *TINY, "--set", "train.checkpoint_every=10", "--out", out]
+    subprocess.run([*base, "--set", "train.steps=20"], check=True, capture_output=True, timeout=120)
+    before = open(os.path.join(out, "metrics.jsonl")).read()
+    refused = subprocess.run([*base, "--set", "train.steps=30", "--set", "data.noise=0.5", "--set", "data.seed=4"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    line = refused.stderr.strip().splitlines()[-1]
+    assert "data_order/data.noise 0.3 there, 0.5 now" in line and "data_order/data.seed 1 there, 4 now" in line, line
+    assert "train.steps" not in line, line
+    assert open(os.path.join(out, "metrics.jsonl")).read() == before, "a refused resume changed metrics.jsonl"
+    again = subprocess.run([*base, "--set", "train.steps=30", "--set", "train.lr=0.0005"], capture_output=True,
+                           text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-2000:]
+    noted = [l for l in again.stderr.splitlines() if "resuming with" in l]
+    assert any("train.lr = 0.0005 (the checkpoint's run had 0.001)" in l for l in noted), noted
+    assert any("train.steps = 30 (the checkpoint's run had 20)" in l for l in noted), noted
+    assert len(noted) == 2, noted
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bfm", required=True)
