@@ -4,6 +4,7 @@
 #include "io/window_loader.h"
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <cstring>
 #include <functional>
@@ -328,6 +329,7 @@ void WindowLoader::run_thread() {
         std::lock_guard hdf5(hdf5_mutex());
         read_batch(shards, first_run, batch);
       }
+      check_finite(shards, first_run, batch);
     } catch (...) {
       std::lock_guard lock(mutex_);
       error_ = std::current_exception();
@@ -415,6 +417,30 @@ void WindowLoader::read_batch(const std::vector<ShardReader*>& shards, const std
       fail(e.what(), " [window loader: corpus run ", w.run, ", start ", w.start, ", T ", T, ", row ", i,
            " of a batch]");
     }
+  }
+}
+
+// A NaN or an infinity in the data would otherwise reach the model and look like a diverging run: named here by
+// file, run, subject, time point and parcel. One pass over the batch, after it is read (the copy is hot in cache).
+void WindowLoader::check_finite(const std::vector<ShardReader*>& shards, const std::vector<int64_t>& first_run,
+                                const WindowBatch& b) const {
+  const int64_t T = window_, P = parcels_;
+  for (int64_t i = 0; i < batch_; ++i) {
+    const float* x = b.timeseries.data() + i * T * P;
+    int64_t bad = -1;
+    for (int64_t e = 0; e < T * P; ++e)
+      if (!std::isfinite(x[e])) {
+        bad = e;
+        break;
+      }
+    if (bad < 0) continue;
+    const Window w = b.windows[static_cast<size_t>(i)];
+    const auto [s, run] = locate_run(first_run, w.run);
+    const ShardReader& shard = *shards[s];
+    const Run& r = shard.runs()[static_cast<size_t>(run)];
+    fail(shard.path(), ": run ", run, " (subject '", r.subject, "'", r.source.empty() ? "" : ", from " + r.source,
+         "): /runs/timeseries holds ", x[bad], " at time point ", w.start + bad / P, " of the run, parcel ", bad % P,
+         " (the data is not finite there; bfm inspect --verify lists every such value)");
   }
 }
 

@@ -119,6 +119,8 @@ class WindowLoader {
   void read_batch(const std::vector<ShardReader*>& shards, const std::vector<int64_t>& first_run, WindowBatch& b);
   void read_batch_chunks(const std::vector<ShardReader*>& shards, const std::vector<int64_t>& first_run,
                          WindowBatch& b);
+  void check_finite(const std::vector<ShardReader*>& shards, const std::vector<int64_t>& first_run,
+                    const WindowBatch& b) const;  // a non-finite value is an error naming where it is
 
   std::vector<std::string> paths_;
   WindowSampler sampler_;  // used by the thread only, after the constructor has returned

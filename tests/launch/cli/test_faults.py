@@ -286,6 +286,28 @@ def settings_changed_on_resume_are_named_key_by_key(bfm, mpirun, work):
     assert len(noted) == 2, noted
 
 
+@case
+def a_nan_in_a_shard_is_named_by_the_loader(bfm, mpirun, work):
+    # NaN written into a corpus by another tool (h5py keeps the chunk checksums good): training stops with one line
+    # naming the shard, the run, its subject, the time point and the parcel, not a "diverged" run.
+    import h5py
+    corpus = os.path.join(work, "corpus")
+    subprocess.run([bfm, "synth", "--subjects", "30", "--parcels", "8", "--minutes", "2", "--subjects-per-shard", "8",
+                    "--out", corpus], check=True, capture_output=True)
+    for name in sorted(f for f in os.listdir(corpus) if f.startswith("shard-")):
+        with h5py.File(os.path.join(corpus, name), "r+") as f:
+            for offset, length in zip(f["runs/offset"][:], f["runs/length"][:]):
+                if length > 50:
+                    f["runs/timeseries"][offset + 50, 3] = float("nan")
+    proc = subprocess.run([bfm, "pretrain", *TINY, "--set", "model.n_parcels=8", "--set", "data.source=corpus",
+                           "--set", f"data.corpus={corpus}", "--set", "train.steps=300",
+                           "--out", os.path.join(work, "run")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    line = proc.stderr.strip().splitlines()[-1]
+    assert re.search(r"shard-0000\d\.h5: run \d+ \(subject '[^']+'\): /runs/timeseries holds nan at time point 50 of "
+                     r"the run, parcel 3", line), line
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bfm", required=True)
