@@ -38,7 +38,19 @@ inline std::string reason() {
       },
       &text);
   H5Eclear2(H5E_DEFAULT);
-  return text.empty() ? "unknown HDF5 error" : text;
+  if (text.empty()) return "unknown HDF5 error";
+  // A failed read or write of the file driver spells out its call, with the system's reason inside:
+  // "file write failed: time = ..., errno = 28, error message = 'No space left on device', ...". One line with the
+  // reason is what a user needs: "file write failed: No space left on device".
+  const std::string key = "error message = '";
+  const size_t at = text.find(key), end = at == std::string::npos ? at : text.find('\'', at + key.size());
+  if (end != std::string::npos) {
+    const size_t colon = text.find(':');
+    return text.substr(0, colon) + ": " + text.substr(at + key.size(), end - at - key.size());
+  }
+  for (char& c : text)
+    if (c == '\n') c = ' ';
+  return text;
 }
 
 // An HDF5 identifier closed on scope exit.

@@ -33,16 +33,23 @@ void print_line(const std::string& text) {
 }
 
 // One error per job: under a launcher every rank that fails would print the same line (a bad config fails on all
-// of them), interleaved. Rank 0 prints at once and ends the job (abort_world); any other rank waits two seconds
+// of them), interleaved. Rank 0 prints at once and ends the job (abort_world); any other rank waits a few seconds
 // first, so that when rank 0 has the same error the job is gone before it prints, and when the error is its own
 // (its shard, its GPU) it is printed, naming the rank.
 int report_error(const std::string& text, int exit_code) {
   using namespace std::chrono_literals;
   const auto [rank, size] = bfm::runtime::rank_in_world();
-  if (size > 1 && rank != 0) std::this_thread::sleep_for(2s);
+  // Before MPI starts the errors are the command line's and the config's, the same on every rank: rank 0's exit
+  // ends the job (mpirun and srun kill the rest), so the others wait long enough for that even on a loaded machine.
+  if (size > 1 && rank != 0) std::this_thread::sleep_for(bfm::runtime::world_started() ? 5s : 15s);
   print_line("bfm: " + (size > 1 && rank != 0 ? "rank " + std::to_string(rank) + ": " : std::string()) + text);
   bfm::runtime::abort_world(exit_code);
-  return exit_code;
+  // Everything the command made is closed by now (the exception unwound it). Skip the libraries' exit handlers: after
+  // a failed write HDF5's would loop on a file it cannot flush ("infinite loop closing library"), and MPI has nothing
+  // left to finalize that matters in a world of one.
+  std::cout.flush();
+  std::cerr.flush();
+  std::_Exit(exit_code);
 }
 
 }  // namespace

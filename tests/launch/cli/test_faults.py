@@ -308,6 +308,23 @@ def a_nan_in_a_shard_is_named_by_the_loader(bfm, mpirun, work):
                      r"the run, parcel 3", line), line
 
 
+@case
+def a_full_disk_is_named_as_such(bfm, mpirun, work):
+    # The checkpoint's temporary file is /dev/full (every write fails with ENOSPC, as on a full disk): one line that
+    # names the file and "No space left on device", exit 2, nothing else printed (no HDF5 noise at exit).
+    out = os.path.join(work, "run")
+    os.makedirs(os.path.join(out, "checkpoints"))
+    os.symlink("/dev/full", os.path.join(out, "checkpoints", ".ckpt-00000010.h5.partial"))
+    proc = subprocess.run([bfm, "pretrain", *TINY, "--set", "train.steps=30", "--set", "train.checkpoint_every=10",
+                           "--set", "train.log_every=100", "--out", out], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    lines = proc.stderr.strip().splitlines()
+    errors = [l for l in lines if "error" in l.lower() or "HDF5" in l]
+    assert len(errors) == 1 and lines[-1] == errors[0], lines[-5:]
+    assert "ckpt-00000010.h5" in errors[0] and "No space left on device" in errors[0], errors[0]
+    assert not os.path.exists(os.path.join(out, "checkpoints", "ckpt-00000010.h5"))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bfm", required=True)
