@@ -2,6 +2,8 @@
 // Under mpirun every rank trains its part of each global batch; rank 0 writes the metrics and the released checkpoint.
 // Exit status: 0 done, 75 stopped by SIGUSR1/SIGTERM after writing a training checkpoint (run again to continue),
 // 4 too many non-finite steps in a row, 2 bad input, 76 a collective timed out (a rank lost: run again to resume).
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -27,6 +29,24 @@ namespace bfm::launch {
 
 namespace {
 
+// OUT/status.json (rank 0, replaced atomically): what became of the run, for wrappers and monitors that cannot see
+// the ranks' exit status. Open MPI's mpirun, itself sent SIGTERM or SIGINT, exits 1 whatever its ranks return; the
+// ranks still checkpoint and stop with 75, and this file says so ({"state": "stopped", "exit_status": 75, ...}).
+// States: "running" (with the pid; a dead pid means the run failed: its error is on stderr), "stopped", "diverged",
+// "finished".
+void write_status(const std::string& out, const std::string& state, int exit_status, int64_t step) {
+  namespace fs = std::filesystem;
+  nlohmann::json j{{"state", state}, {"step", step}, {"pid", static_cast<int64_t>(::getpid())}};
+  if (state != "running") j["exit_status"] = exit_status;
+  const fs::path path = fs::path(out) / "status.json", tmp = fs::path(out) / ".status.json.tmp";
+  {
+    std::ofstream f(tmp);
+    f << j.dump() << "\n";
+    require(f.good(), tmp.string(), ": cannot write it");
+  }
+  fs::rename(tmp, path);
+}
+
 int run(const RunConfig& rc) {
   namespace fs = std::filesystem;
   run_placement(rc);  // a GPU asked for and missing is an error before anything is written
@@ -38,6 +58,7 @@ int run(const RunConfig& rc) {
     lock = std::make_unique<FolderLock>(rc.train.out);
     fs::create_directories(fs::path(rc.train.out) / "checkpoints");
     runtime::log_line("output folder " + rc.train.out + " (metrics.jsonl, training checkpoints in checkpoints/, the released model in release/)");
+    write_status(rc.train.out, "running", 0, 0);
   }
   TrainOptions options;
   options.metrics_path = (fs::path(rc.train.out) / "metrics.jsonl").string();
@@ -48,10 +69,12 @@ int run(const RunConfig& rc) {
       runtime::log_line("stopped by a signal after step " + std::to_string(result.steps_done) + "; checkpoint " +
                         result.last_checkpoint + "; run the same command again to continue (exit status " +
                         std::to_string(kExitStoppedBySignal) + ")");
+    if (lead) write_status(rc.train.out, "stopped", kExitStoppedBySignal, result.steps_done);
     return kExitStoppedBySignal;
   }
   if (result.diverged) {
     if (lead) runtime::log_line("diverged: see the non-finite steps above (exit status " + std::to_string(kExitDiverged) + ")");
+    if (lead) write_status(rc.train.out, "diverged", kExitDiverged, result.steps_done);
     return kExitDiverged;
   }
   if (!lead) return 0;
@@ -84,6 +107,7 @@ int run(const RunConfig& rc) {
   model::save_released_checkpoint(checkpoint, *out_model, files);
   runtime::log_line("released checkpoint: " + checkpoint + " (model.safetensors, config.json, README.md" +
                     (card.plot_file.empty() ? "" : ", loss.png") + ")");
+  write_status(rc.train.out, "finished", 0, result.steps_done);
   return 0;
 }
 

@@ -8,6 +8,7 @@
     /usr/bin/python3 tests/launch/cli/test_faults.py --bfm build/launch/bfm --mpirun mpirun --workdir DIR
 """
 import argparse
+import json
 import os
 import re
 import shutil
@@ -323,6 +324,52 @@ def a_full_disk_is_named_as_such(bfm, mpirun, work):
     assert len(errors) == 1 and lines[-1] == errors[0], lines[-5:]
     assert "ckpt-00000010.h5" in errors[0] and "No space left on device" in errors[0], errors[0]
     assert not os.path.exists(os.path.join(out, "checkpoints", "ckpt-00000010.h5"))
+
+
+@case
+def sigterm_and_sigint_stop_with_a_checkpoint_and_exit_75(bfm, mpirun, work):
+    # slurm/pretrain.sbatch's own signal handling, run by bash with real mpirun ranks (the Slurm variables it reads
+    # set by hand; tests/slurm runs it under a real slurmctld): SIGTERM or SIGINT to the batch script reaches the ranks
+    # as SIGUSR1, they checkpoint, and the script exits 75 without requeueing. Then mpirun itself sent SIGTERM (as
+    # scancel does to every process of a job): Open MPI's mpirun exits 1 whatever its ranks return, but the ranks
+    # still stop with a checkpoint and OUT/status.json says so (the script reads it).
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
+    script = os.path.join(root, "slurm", "pretrain.sbatch")
+    config = os.path.join(work, "run.toml")
+    with open(config, "w") as f:
+        f.write(subprocess.run([bfm, "config", "--defaults"], capture_output=True, text=True, check=True).stdout)
+    env = dict(os.environ, SLURM_JOB_ID="4242", SLURM_NTASKS="2", SLURM_CPUS_PER_TASK="1", BFM=bfm,
+               BFM_LAUNCH="mpirun", OMPI_MCA_rmaps_base_oversubscribe="1")
+    args = [*TINY, "--set", "train.steps=1000000", "--set", "train.log_every=50", "--set", "train.checkpoint_every=0"]
+    for sig in [signal.SIGTERM, signal.SIGINT]:
+        out = os.path.join(work, f"run_{sig.name}")
+        proc = subprocess.Popen(["bash", script, config, out, *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=env)
+        text = ""
+        for line in proc.stdout:
+            text += line
+            if re.search(r"step +200/", line):
+                proc.send_signal(sig)
+                break
+        rest, _ = proc.communicate(timeout=120)
+        text += rest
+        assert proc.returncode == 75, f"{sig.name}: exit {proc.returncode}: {text[-3000:]}"
+        assert "requeueing" not in text, text[-2000:]
+        assert os.path.exists(os.path.join(out, "checkpoints", "latest")), f"{sig.name}: no checkpoint"
+        status = json.load(open(os.path.join(out, "status.json")))
+        assert status["state"] == "stopped" and status["exit_status"] == 75, status
+    out = os.path.join(work, "mpirun_term")
+    proc = subprocess.Popen([mpirun, "--oversubscribe", "-np", "2", bfm, "pretrain", *args, "--out", out],
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if re.search(r"step +200/", line):
+            proc.send_signal(signal.SIGTERM)
+            break
+    proc.communicate(timeout=120)
+    status = json.load(open(os.path.join(out, "status.json")))
+    assert status["state"] == "stopped" and status["exit_status"] == 75, (proc.returncode, status)
+    latest = open(os.path.join(out, "checkpoints", "latest")).read().strip()
+    assert latest == "ckpt-%08d.h5" % status["step"], (latest, status)
 
 
 def main():
