@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <memory>
 #include <sstream>
@@ -17,6 +18,8 @@ namespace {
 
 // An opened NIfTI file: its header (nifti_clib's struct) and the stream positioned at the first voxel. Voxels are
 // read with znzread, not nifti_read_buffer, because the latter silently turns NaN and inf into 0.
+std::string dims_of(const nifti_image& h);
+
 struct NiftiStream {
   std::string path;
   std::unique_ptr<nifti_image, void (*)(nifti_image*)> header{nullptr, nifti_image_free};
@@ -32,6 +35,25 @@ struct NiftiStream {
     require(!znz_isnull(file), p, ": cannot open its voxel data ", nim->iname ? nim->iname : "");
     require(znzseek(file, static_cast<znz_off_t>(nim->iname_offset), SEEK_SET) >= 0, p,
             ": cannot seek to its voxel data at byte ", nim->iname_offset);
+    check_size_claimed();
+  }
+
+  // A header that claims more voxels than its file can hold (damaged, or dims of another image) is named before
+  // anything is allocated for it. Uncompressed: the file's size after the header. Gzipped: deflate expands at most
+  // 1032-fold, so a claim above 1032 x the file's size cannot be true.
+  void check_size_claimed() const {
+    const nifti_image& h = *header;
+    const std::string data_file = h.iname ? h.iname : path;
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(data_file, ec);
+    if (ec) return;  // the read then says what is wrong
+    const long double claimed = static_cast<long double>(h.nvox) * h.nbyper;
+    const bool gz = data_file.size() > 3 && data_file.compare(data_file.size() - 3, 3, ".gz") == 0;
+    const long double room = gz ? 1032.0L * size : static_cast<long double>(size) - h.iname_offset;
+    if (claimed > room)
+      fail(path, ": its header claims dims ", dims_of(h), " (", std::llround(static_cast<double>(claimed) / 1e6),
+           " MB of voxels), more than the file can hold (", size, " bytes", gz ? ", gzipped" : "",
+           "): the header is damaged or the file truncated");
   }
   ~NiftiStream() {
     if (!znz_isnull(file)) znzclose(file);

@@ -372,6 +372,34 @@ def sigterm_and_sigint_stop_with_a_checkpoint_and_exit_75(bfm, mpirun, work):
     assert latest == "ckpt-%08d.h5" % status["step"], (latest, status)
 
 
+@case
+def a_nifti_header_claiming_huge_dimensions_is_named(bfm, mpirun, work):
+    # A damaged header (dims 30000^4) on a small file, plain and gzipped: one line naming the file and its claimed
+    # dims, exit 2, before anything is allocated for it (it was "out of memory").
+    import gzip
+    import struct
+    import nibabel as nib
+    import numpy as np
+    scan, atlas = os.path.join(work, "scan.nii"), os.path.join(work, "atlas.nii")
+    img = nib.Nifti1Image(np.zeros((4, 4, 4, 10), np.float32), np.eye(4))
+    img.header.set_xyzt_units("mm", "sec")
+    nib.save(img, scan)
+    nib.save(nib.Nifti1Image((np.arange(64).reshape(4, 4, 4) % 3).astype(np.int16), np.eye(4)), atlas)
+    raw = bytearray(open(scan, "rb").read())
+    struct.pack_into("<5h", raw, 40, 4, 30000, 30000, 30000, 30000)  # dim[0..4]
+    open(scan, "wb").write(raw)
+    with open(scan, "rb") as f, gzip.open(scan + ".gz", "wb") as g:
+        g.write(f.read())
+    for path in [scan, scan + ".gz"]:
+        out = os.path.join(work, "corpus" + str(len(path)))
+        proc = subprocess.run([bfm, "convert", path, "--atlas", atlas, "--out", out], capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 2, f"{path}: exit {proc.returncode}: {proc.stderr[-2000:]}"
+        line = proc.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"bfm: error: {path}: its header claims dims [30000, 30000, 30000, 30000]"), line
+        assert not os.path.exists(os.path.join(out, "manifest.json"))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bfm", required=True)
