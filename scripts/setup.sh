@@ -7,6 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libopenmpi-dev openmpi-bin                       # MPI ranks
   slurm-wlm munge                                  # slurm/pretrain.sbatch's test runs a one-node Slurm
+  iproute2 util-linux iputils-ping                 # tests/multinode: two nodes in network namespaces
   libhdf5-openmpi-dev hdf5-tools                   # parallel HDF5
   libgtest-dev libgmock-dev libbenchmark-dev       # tests, benchmarks
   nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libopenblas-dev
