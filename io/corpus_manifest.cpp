@@ -58,7 +58,7 @@ const char* split_name(Split split) {
 }
 
 void write_manifest(const std::string& dir, const std::vector<ShardSummary>& shards, uint64_t split_seed,
-                    const SplitFractions& fractions) {
+                    const SplitFractions& fractions, const CorpusAnnotations& annotations) {
   std::set<std::string> subjects;
   int64_t runs = 0, timepoints = 0;
   double hours = 0;
@@ -80,7 +80,11 @@ void write_manifest(const std::string& dir, const std::vector<ShardSummary>& sha
   os << std::setprecision(17) << "{\n  \"format\": \"bfm-corpus\",\n  \"format_version\": 1,\n"
      << "  \"shard_format_version\": 1,\n"
      << "  \"n_shards\": " << shards.size() << ",\n  \"n_subjects\": " << subjects.size() << ",\n  \"n_runs\": " << runs
-     << ",\n  \"n_timepoints\": " << timepoints << ",\n  \"hours\": " << hours << ",\n  \"shards\": [\n"
+     << ",\n  \"n_timepoints\": " << timepoints << ",\n  \"hours\": " << hours << ",\n";
+  if (!annotations.label_names.empty()) os << "  \"labels\": " << json_list(annotations.label_names) << ",\n";
+  if (annotations.stimuli > 0)
+    os << "  \"stimuli\": {\"count\": " << annotations.stimuli << ", \"dim\": " << annotations.stimulus_dim << "},\n";
+  os << "  \"shards\": [\n"
      << list.str() << "\n  ],\n  \"split\": {\n    \"seed\": " << split_seed << ",\n    \"train_fraction\": "
      << fractions.train << ",\n    \"validation_fraction\": " << fractions.validation
      << ",\n    \"train\": " << json_list(split[0]) << ",\n    \"validation\": " << json_list(split[1])
@@ -165,6 +169,11 @@ CorpusManifest read_corpus_manifest(const std::string& dir) {
     m.train = split.at("train").get<std::vector<std::string>>();
     m.validation = split.at("validation").get<std::vector<std::string>>();
     m.test = split.at("test").get<std::vector<std::string>>();
+    if (j.contains("labels")) m.annotations.label_names = j["labels"].get<std::vector<std::string>>();
+    if (j.contains("stimuli")) {
+      m.annotations.stimuli = j["stimuli"].at("count").get<int64_t>();
+      m.annotations.stimulus_dim = j["stimuli"].at("dim").get<int64_t>();
+    }
   } catch (const nlohmann::json::exception& e) {
     fail(m.path, ": malformed manifest: ", e.what());
   }

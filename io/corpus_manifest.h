@@ -30,9 +30,17 @@ struct ShardSummary {
   std::vector<std::string> subjects;  // ids of its subject table
 };
 
+// What the corpus's time points are annotated with (a converted study with events): the label names (label value c
+// is label_names[c], the same in every shard) and the stimulus table's size. Optional in manifest.json ("labels",
+// "stimuli"); absent when empty.
+struct CorpusAnnotations {
+  std::vector<std::string> label_names;
+  int64_t stimuli = 0, stimulus_dim = 0;
+};
+
 // Writes dir/manifest.json (through manifest.json.tmp and a rename). Throws bfm::Error naming the file.
 void write_manifest(const std::string& dir, const std::vector<ShardSummary>& shards, uint64_t split_seed,
-                    const SplitFractions& fractions);
+                    const SplitFractions& fractions, const CorpusAnnotations& annotations = {});
 
 // One part of a corpus's shards, for writing a corpus in independent jobs (a Slurm job array, `--part I/N` of
 // `bfm synth` and `bfm convert`): part `index` of `count` owns shard j when j % count == index. Within a part the
@@ -64,6 +72,7 @@ struct CorpusManifest {
   uint64_t split_seed = 0;
   double train_fraction = 0, validation_fraction = 0;
   std::vector<std::string> train, validation, test;  // subject ids
+  CorpusAnnotations annotations;                     // empty for a corpus without them
 };
 
 // Throws bfm::Error naming the file: missing, not JSON, not a bfm corpus, another format_version, fields missing.

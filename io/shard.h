@@ -29,6 +29,13 @@ struct ShardHeader {
   int64_t stimulus_dim = 0;                // S > 0: /runs/stim_embedding [N, S] exists
   bool labels = false;                     // /runs/label [N] exists
   std::vector<std::string> score_names;    // k names of /subjects/scores columns (k may be 0)
+  // Optional (bfm convert of a study with events): label value c's name is label_names[c] (/runs/label_names);
+  // the study's stimuli, /stimuli/id [M] and /stimuli/features [M, stimulus_dim] (features may be empty: ids only),
+  // with /runs/stimulus [N] (int32, index into stimulus_ids, -1 = none) when stimulus_ids is not empty. The reader
+  // fills label_names and stimulus_ids; the features table is read on demand (ShardReader::read_stimulus_table).
+  std::vector<std::string> label_names;
+  std::vector<std::string> stimulus_ids;
+  std::vector<float> stimulus_features;
   std::string converter;                   // provenance: program and version that wrote the shard
   std::string preprocessing;               // provenance: what was done to the signal (free text)
   int64_t chunk_rows = kShardChunkRows;    // time points per chunk (writer); the file's (reader)
@@ -59,6 +66,7 @@ struct RunView {
   const float* timeseries = nullptr;      // [length, n_parcels]
   const float* stim_embedding = nullptr;  // [length, stimulus_dim], or null: zeros are stored
   const int32_t* labels = nullptr;        // [length], or null: -1 (no label) is stored
+  const int32_t* stimulus = nullptr;      // [length] index into ShardHeader::stimulus_ids, or null: -1 is stored
 };
 
 // "shard-00042.h5": the name of the i-th shard of a corpus folder.

@@ -37,7 +37,7 @@
 namespace bfm::io {
 
 struct ShardReader::File {
-  h5::Id file, timeseries, stim, label;
+  h5::Id file, timeseries, stim, label, stim_index;
   bool half = false;  // timeseries stored as IEEE binary16
   int fd = -1;        // for direct chunk reads (pread): HDF5's own descriptor of the file where it lends it
   bool own_fd = false;
@@ -284,6 +284,16 @@ void ShardReader::open(int64_t fapl) {
     if (s != std::vector<hsize_t>{ts_shape[0]})
       fail(path_, ": /runs/label has shape ", Tables::shape_str(s), ", expected [", ts_shape[0], "]");
     header_.labels = true;
+  }
+  if (t.has("/runs/label_names")) header_.label_names = t.strings("/runs/label_names", t.length("/runs/label_names"));
+  if (t.has("/stimuli/id")) {
+    header_.stimulus_ids = t.strings("/stimuli/id", t.length("/stimuli/id"));
+    if (t.has("/runs/stimulus")) {
+      file_->stim_index = t.open("/runs/stimulus", dapl.get());
+      const auto s = t.dims(file_->stim_index.get(), "/runs/stimulus");
+      if (s != std::vector<hsize_t>{ts_shape[0]})
+        fail(path_, ": /runs/stimulus has shape ", Tables::shape_str(s), ", expected [", ts_shape[0], "]");
+    }
   }
 
   // Subjects.
@@ -623,6 +633,22 @@ uint32_t fletcher32(const void* data, size_t bytes) {
   sum1 = (sum1 & 0xffff) + (sum1 >> 16);
   sum2 = (sum2 & 0xffff) + (sum2 >> 16);
   return (sum2 << 16) | sum1;
+}
+
+void ShardReader::read_stimulus_index(int64_t run, int64_t start, int64_t T, int32_t* out) const {
+  check_window(run, start, T);
+  require(file_->stim_index.ok(), path_, ": no /runs/stimulus in this shard");
+  h5::Quiet quiet;
+  const Run& r = runs_[static_cast<size_t>(run)];
+  read_rows(file_->stim_index.get(), H5T_NATIVE_INT32, r.offset + start, T, 0, out, path_, "/runs/stimulus", run, r);
+}
+
+std::vector<float> ShardReader::read_stimulus_table() const {
+  h5::Quiet quiet;
+  const Tables t(file_->file.get(), path_);
+  if (!t.has("/stimuli/features")) return {};
+  return t.numbers<float>("/stimuli/features", H5T_NATIVE_FLOAT, header_.stimulus_ids.size(),
+                          static_cast<size_t>(header_.stimulus_dim));
 }
 
 void ShardReader::read_labels(int64_t run, int64_t start, int64_t T, int32_t* out) const {

@@ -57,6 +57,10 @@ class ShardReader {
   // The same rows of /runs/stim_embedding (out [T, stimulus_dim]) and /runs/label (out [T]); errors if absent.
   void read_stimulus(int64_t run, int64_t start, int64_t T, float* out) const;
   void read_labels(int64_t run, int64_t start, int64_t T, int32_t* out) const;
+  // The same rows of /runs/stimulus (index into header().stimulus_ids, -1 = none); errors if absent.
+  void read_stimulus_index(int64_t run, int64_t start, int64_t T, int32_t* out) const;
+  // /stimuli/features [M, stimulus_dim] (M = header().stimulus_ids.size()), or empty when the shard has none.
+  std::vector<float> read_stimulus_table() const;
 
   // ---- chunk reads
   enum class Rows { timeseries = 0, stimulus = 1, label = 2 };  // /runs/timeseries, /runs/stim_embedding, /runs/label

@@ -1,6 +1,6 @@
 // The shard writer: builds the datasets of docs/FORMAT.md through HDF5's C API.
 //
-// Row datasets (/runs/timeseries, /runs/stim_embedding, /runs/label) are chunked ShardHeader::chunk_rows rows by all columns,
+// Row datasets (/runs/timeseries, /runs/stim_embedding, /runs/label, /runs/stimulus) are chunked ShardHeader::chunk_rows rows by all columns,
 // extendible along time, and carry the Fletcher32 checksum filter. The serial writer extends them run by run; the
 // collective writer creates them at their final size. Every write goes through write_rows(), which every rank calls
 // the same number of times (a rank with nothing to write selects nothing), so the same code serves the sec2 driver
@@ -49,6 +49,11 @@ std::string check_header(const ShardHeader& h) {
     return std::to_string(h.parcel_coords.size()) + " parcel coordinates for " + std::to_string(h.n_parcels) +
            " parcels (need 3 each)";
   if (h.stimulus_dim < 0) return "stimulus_dim " + std::to_string(h.stimulus_dim);
+  if (!h.label_names.empty() && !h.labels) return "label names given for a shard without /runs/label";
+  if (!h.stimulus_features.empty() &&
+      h.stimulus_features.size() != h.stimulus_ids.size() * static_cast<size_t>(h.stimulus_dim))
+    return std::to_string(h.stimulus_features.size()) + " stimulus feature values for " +
+           std::to_string(h.stimulus_ids.size()) + " stimuli of dimension " + std::to_string(h.stimulus_dim);
   if (h.chunk_rows < 1 || h.chunk_rows > (int64_t(1) << 20))
     return "chunk_rows " + std::to_string(h.chunk_rows) + " (must be 1 to 1048576)";
   // HDF5 chunks must stay under 4 GB.
@@ -80,7 +85,7 @@ h5::Id string_type(size_t size) {
 struct ShardWriter::File {
   std::string path, tmp;
   ShardHeader header;
-  h5::Id file, timeseries, stim, label, dxpl;
+  h5::Id file, timeseries, stim, label, stim_index, dxpl;
   bool writes_tables = true;  // serial: yes; collective: rank 0 only
 
   [[noreturn]] void h5_fail(const std::string& what) const { fail(path, ": ", what, ": ", h5::reason()); }
@@ -95,7 +100,8 @@ struct ShardWriter::File {
       h5_fail("cannot set up the file's properties");
     file = h5::Id(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl), H5Fclose);
     if (!file.ok()) h5_fail("cannot create " + tmp);
-    for (const char* group : {"/parcels", "/runs", "/subjects"}) {
+    for (const char* group : {"/parcels", "/runs", "/subjects", "/stimuli"}) {
+      if (group == std::string("/stimuli") && header.stimulus_ids.empty()) continue;
       h5::Id g(H5Gcreate2(file.get(), group, H5P_DEFAULT, gcpl.get(), H5P_DEFAULT), H5Gclose);
       if (!g.ok()) h5_fail(std::string("cannot create group ") + group);
     }
@@ -104,6 +110,7 @@ struct ShardWriter::File {
     timeseries = row_dataset("/runs/timeseries", ts_type, rows, header.n_parcels);
     if (header.stimulus_dim > 0) stim = row_dataset("/runs/stim_embedding", H5T_IEEE_F32LE, rows, header.stimulus_dim);
     if (header.labels) label = row_dataset("/runs/label", H5T_STD_I32LE, rows, 0);
+    if (!header.stimulus_ids.empty()) stim_index = row_dataset("/runs/stimulus", H5T_STD_I32LE, rows, 0);
   }
 
   // A chunked, checksummed dataset [rows, cols] (or [rows] when cols is 0), extendible along rows.
@@ -123,7 +130,7 @@ struct ShardWriter::File {
   }
 
   void extend(int64_t rows) {
-    for (const h5::Id* d : {&timeseries, &stim, &label}) {
+    for (const h5::Id* d : {&timeseries, &stim, &label, &stim_index}) {
       if (!d->ok()) continue;
       const hsize_t dims[2] = {static_cast<hsize_t>(rows), 0};
       h5::Id space(H5Dget_space(d->get()), H5Sclose);
@@ -157,8 +164,9 @@ struct ShardWriter::File {
   }
 
   // Writes `n` rows at `row0` of every row dataset: one run (serial) or one rank's runs (collective). Null stim or
-  // label rows are stored as the documented defaults (0 and -1).
-  void write_block(int64_t row0, int64_t n, const float* ts, const float* stim_rows, const int32_t* label_rows) {
+  // label (or stimulus index) rows are stored as the documented defaults (0 and -1).
+  void write_block(int64_t row0, int64_t n, const float* ts, const float* stim_rows, const int32_t* label_rows,
+                   const int32_t* stimulus_rows = nullptr) {
     const auto P = static_cast<size_t>(header.n_parcels);
     if (header.storage == Storage::float16) {
       std::vector<uint16_t> halves(static_cast<size_t>(n) * P);
@@ -183,6 +191,14 @@ struct ShardWriter::File {
         label_rows = none.data();
       }
       write_rows(label.get(), "/runs/label", H5T_NATIVE_INT32, row0, n, 0, label_rows);
+    }
+    if (stim_index.ok()) {
+      std::vector<int32_t> none;
+      if (!stimulus_rows && n > 0) {
+        none.assign(static_cast<size_t>(n), -1);
+        stimulus_rows = none.data();
+      }
+      write_rows(stim_index.get(), "/runs/stimulus", H5T_NATIVE_INT32, row0, n, 0, stimulus_rows);
     }
   }
 
@@ -290,6 +306,13 @@ struct ShardWriter::File {
     strings("/runs/task", task);
     strings("/runs/site", site);
     strings("/runs/source", source);
+    if (!header.label_names.empty()) strings("/runs/label_names", header.label_names);
+    if (!header.stimulus_ids.empty()) {
+      strings("/stimuli/id", header.stimulus_ids);
+      if (!header.stimulus_features.empty())
+        numbers("/stimuli/features", H5T_IEEE_F32LE, header.stimulus_features,
+                {header.stimulus_ids.size(), static_cast<hsize_t>(header.stimulus_dim)});
+    }
 
     std::vector<std::string> id, sex, diagnosis;
     std::vector<float> age, scores;
@@ -316,6 +339,7 @@ struct ShardWriter::File {
     timeseries.reset();
     stim.reset();
     label.reset();
+    stim_index.reset();
     if (!file.close()) return "cannot close " + tmp + ": " + h5::reason();
     return "";
   }
@@ -368,7 +392,7 @@ void ShardWriter::add_run(const RunView& run) {
   require(bad.empty(), file_->path, ": ", bad);
   h5::Quiet quiet;
   file_->extend(rows_ + run.meta.length);
-  file_->write_block(rows_, run.meta.length, run.timeseries, run.stim_embedding, run.labels);
+  file_->write_block(rows_, run.meta.length, run.timeseries, run.stim_embedding, run.labels, run.stimulus);
   runs_.push_back(run.meta);
   runs_.back().offset = rows_;
   rows_ += run.meta.length;
@@ -517,6 +541,7 @@ void write_shard_collective(MPI_Comm comm, const std::string& path, const ShardH
   const auto P = static_cast<size_t>(header.n_parcels), S = static_cast<size_t>(header.stimulus_dim);
   std::vector<float> ts(static_cast<size_t>(my_rows) * P), stim(header.stimulus_dim > 0 ? my_rows * S : 0, 0.0f);
   std::vector<int32_t> labels(header.labels ? static_cast<size_t>(my_rows) : 0, -1);
+  std::vector<int32_t> stimulus(header.stimulus_ids.empty() ? 0 : static_cast<size_t>(my_rows), -1);
   size_t at = 0;
   for (const auto& r : runs) {
     const auto n = static_cast<size_t>(r.meta.length);
@@ -525,6 +550,8 @@ void write_shard_collective(MPI_Comm comm, const std::string& path, const ShardH
       std::copy(r.stim_embedding, r.stim_embedding + n * S, stim.begin() + static_cast<std::ptrdiff_t>(at * S));
     if (!labels.empty() && r.labels)
       std::copy(r.labels, r.labels + n, labels.begin() + static_cast<std::ptrdiff_t>(at));
+    if (!stimulus.empty() && r.stimulus)
+      std::copy(r.stimulus, r.stimulus + n, stimulus.begin() + static_cast<std::ptrdiff_t>(at));
     at += n;
   }
 
@@ -542,7 +569,7 @@ void write_shard_collective(MPI_Comm comm, const std::string& path, const ShardH
   try {
     file.create(fapl.get(), rows);
     file.write_block(my_row0, my_rows, ts.data(), stim.empty() ? nullptr : stim.data(),
-                     labels.empty() ? nullptr : labels.data());
+                     labels.empty() ? nullptr : labels.data(), stimulus.empty() ? nullptr : stimulus.data());
     file.write_tables(all_runs, all_subjects);
   } catch (const Error& e) {
     reason = e.what();  // a collective call failed; other ranks most likely failed in the same call

@@ -1,6 +1,7 @@
 // Real MPI ranks (run under mpirun -np 2 and -np 4): every rank writes its own runs into one shared shard
 // collectively (float32 and float16), then every rank reads all runs back, with the POSIX and the MPI-IO reader,
-// and compares them with values regenerated from the formula; the window sampler's parts on the real ranks are
+// and compares them with values regenerated from the formula (also the optional label names, stimulus table and
+// per-time-point stimulus index); the window sampler's parts on the real ranks are
 // disjoint, cover each epoch, equal the one-rank global batches, and resume exactly. Only rank 0 prints.
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -50,20 +51,28 @@ void write_and_check(Storage storage) {
   h.atlas = "mpi-test";
   h.storage = storage;
   h.labels = true;
+  // The optional stimulus table and index (bfm convert of a study with events), written collectively too.
+  h.label_names = {"face", "house"};
+  h.stimulus_ids = {"clip-a", "clip-b", "clip-c"};
+  h.stimulus_dim = 2;
+  h.stimulus_features = {1, 2, 3, 4, 5, 6};
   std::vector<std::vector<float>> data;
-  std::vector<std::vector<int32_t>> labels;
+  std::vector<std::vector<int32_t>> labels, stimulus;
   std::vector<RunView> runs;
   for (int64_t i = 0; i < runs_of(rank_); ++i) {
     const int64_t n = length_of(rank_, i);
     data.emplace_back(static_cast<size_t>(n * P));
     labels.emplace_back(static_cast<size_t>(n), static_cast<int32_t>(100 * rank_ + i));
+    stimulus.emplace_back(static_cast<size_t>(n), static_cast<int32_t>((rank_ + i) % 3));
+    stimulus.back().front() = -1;
     for (int64_t t = 0; t < n; ++t)
       for (int64_t p = 0; p < P; ++p) data.back()[static_cast<size_t>(t * P + p)] = value(rank_, i, t, p);
   }
   for (int64_t i = 0; i < runs_of(rank_); ++i)
     runs.push_back(RunView{bfm::io::Run{"sub-r" + std::to_string(rank_), "ses-" + std::to_string(i), "study", "rest", "site",
                                "", 0.5 + rank_, length_of(rank_, i), 0},
-                           data[static_cast<size_t>(i)].data(), nullptr, labels[static_cast<size_t>(i)].data()});
+                           data[static_cast<size_t>(i)].data(), nullptr, labels[static_cast<size_t>(i)].data(),
+                           stimulus[static_cast<size_t>(i)].data()});
   std::vector<Subject> subjects = {Subject{"sub-r" + std::to_string(rank_), 20.0f + static_cast<float>(rank_), "F", "", {}}};
   if (runs.empty()) subjects.clear();
   write_shard_collective(MPI_COMM_WORLD, path, h, subjects, runs);
@@ -72,6 +81,9 @@ void write_and_check(Storage storage) {
 
   for (int mode = 0; mode < 2; ++mode) {
     auto reader = mode == 0 ? std::make_unique<ShardReader>(path) : std::make_unique<ShardReader>(path, MPI_COMM_WORLD);
+    ASSERT_EQ(reader->header().label_names, h.label_names);
+    ASSERT_EQ(reader->header().stimulus_ids, h.stimulus_ids);
+    ASSERT_EQ(reader->read_stimulus_table(), h.stimulus_features);
     size_t k = 0;
     int64_t row = 0;
     for (int r = 0; r < ranks_; ++r)
@@ -95,6 +107,9 @@ void write_and_check(Storage storage) {
         reader->read_labels(static_cast<int64_t>(k), 0, run.length, l.data());
         ASSERT_EQ(l.front(), 100 * r + i);
         ASSERT_EQ(l.back(), 100 * r + i);
+        reader->read_stimulus_index(static_cast<int64_t>(k), 0, run.length, l.data());
+        ASSERT_EQ(l.front(), -1);
+        ASSERT_EQ(l.back(), (r + i) % 3);
       }
     ASSERT_EQ(k, reader->runs().size());
     ASSERT_EQ(row, reader->n_timepoints());
