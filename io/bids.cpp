@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <system_error>
 
@@ -18,7 +19,7 @@ namespace bfm::io {
 namespace fs = std::filesystem;
 
 std::string strip_extension(std::string name) {
-  for (const char* ext : {".nii.gz", ".nii", ".json"})
+  for (const char* ext : {".nii.gz", ".nii", ".json", ".tsv"})
     if (name.size() > std::strlen(ext) && name.compare(name.size() - std::strlen(ext), std::string::npos, ext) == 0)
       return name.substr(0, name.size() - std::strlen(ext));
   return name;
@@ -44,35 +45,70 @@ bool is_nifti(const std::string& name) {
   return name.ends_with(".nii") || name.ends_with(".nii.gz");
 }
 
-// RepetitionTime by BIDS inheritance: `dirs` from the deepest to the shallowest; in each, the *.json files with the
-// scan's suffix whose entities are a subset of the scan's, the most specific first.
-double sidecar_tr(const BidsName& scan, const std::vector<fs::path>& dirs, std::string& source) {
+std::vector<fs::path> inherited_files(const BidsName& scan, const std::vector<fs::path>& dirs,
+                                      const std::string& suffix, const std::string& extension) {
+  std::vector<fs::path> found;
   for (const auto& dir : dirs) {
     std::error_code ec;
     if (!fs::is_directory(dir, ec)) continue;
     std::vector<std::pair<size_t, fs::path>> candidates;
     for (const auto& e : fs::directory_iterator(dir, ec)) {
       const std::string name = e.path().filename().string();
-      if (!e.is_regular_file() || !name.ends_with(".json")) continue;
+      if (!e.is_regular_file() || !name.ends_with(extension)) continue;
       const BidsName j = parse_bids_name(name);
-      if (j.suffix != scan.suffix) continue;
+      if (j.suffix != suffix) continue;
       const bool subset = std::all_of(j.entities.begin(), j.entities.end(), [&](const auto& kv) {
         const auto it = scan.entities.find(kv.first);
         return it != scan.entities.end() && it->second == kv.second;
       });
       if (subset) candidates.emplace_back(j.entities.size(), e.path());
     }
-    std::sort(candidates.begin(), candidates.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
-    for (const auto& [n, path] : candidates) {
-      const nlohmann::json j = read_json_file(path.string());
-      if (!j.contains("RepetitionTime")) continue;
-      require(j["RepetitionTime"].is_number() && j["RepetitionTime"].get<double>() > 0, path.string(),
-              ": RepetitionTime is ", j["RepetitionTime"].dump(), ", expected a positive number of seconds");
-      source = path.string();
-      return j["RepetitionTime"].get<double>();
-    }
+    // The most specific first; among equally specific ones, by name (so every rank sees the same order).
+    std::sort(candidates.begin(), candidates.end(),
+              [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+    for (auto& c : candidates) found.push_back(std::move(c.second));
   }
-  return 0;
+  return found;
+}
+
+std::optional<nlohmann::json> sidecar_field(const BidsName& scan, const std::vector<fs::path>& dirs,
+                                            const std::string& key, std::string& source) {
+  for (const auto& path : inherited_files(scan, dirs, scan.suffix, ".json")) {
+    const nlohmann::json j = read_json_file(path.string());
+    if (!j.is_object() || !j.contains(key)) continue;
+    source = path.string();
+    return j[key];
+  }
+  return std::nullopt;
+}
+
+double sidecar_tr(const BidsName& scan, const std::vector<fs::path>& dirs, std::string& source) {
+  std::string from;
+  const auto tr = sidecar_field(scan, dirs, "RepetitionTime", from);
+  if (!tr) return 0;
+  require(tr->is_number() && tr->get<double>() > 0, from, ": RepetitionTime is ", tr->dump(),
+          ", expected a positive number of seconds");
+  source = from;
+  return tr->get<double>();
+}
+
+double slice_reference(const BidsName& scan, const std::vector<fs::path>& dirs, double tr, std::string& source) {
+  std::string from;
+  const auto times = sidecar_field(scan, dirs, "SliceTiming", from);
+  if (!times) return 0;
+  const auto bad = [&](const std::string& why) { fail(from, ": SliceTiming ", why); };
+  if (!times->is_array() || times->empty()) bad("is not a list of slice times in seconds");
+  std::vector<double> t;
+  for (const auto& v : *times) {
+    if (!v.is_number() || v.get<double>() < 0) bad("holds " + v.dump() + ", expected times >= 0 s");
+    t.push_back(v.get<double>());
+  }
+  std::sort(t.begin(), t.end());
+  if (tr > 0 && t.back() >= tr) bad("holds " + std::to_string(t.back()) + " s, not less than the TR " +
+                                    std::to_string(tr) + " s");
+  source = from;
+  const size_t n = t.size();
+  return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
 }
 
 namespace {
@@ -101,6 +137,11 @@ BidsScan make_scan(const fs::path& path, const BidsName& name, const std::string
   s.session = get("ses");
   s.task = get("task");
   s.tr = sidecar_tr(name, dirs, s.tr_source);
+  // Only a run with events needs its slice reference (a study whose SliceTiming is off, in ms say, converts as before).
+  if (const auto events = inherited_files(name, dirs, "events", ".tsv"); !events.empty()) {
+    s.events = events.front().string();
+    s.slice_reference = slice_reference(name, dirs, s.tr, s.slice_source);
+  }
   return s;
 }
 

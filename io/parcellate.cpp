@@ -141,6 +141,19 @@ double header_tr(const nifti_image& h, const std::string& path) {
 
 }  // namespace
 
+ScanTiming scan_timing(const std::string& scan_path, double tr) {
+  NiftiStream scan(scan_path);
+  const nifti_image& h = scan.h();
+  require(h.dim[0] >= 4 && h.nt >= 2 && h.nu * h.nv * h.nw == 1, scan_path,
+          ": a scan must be 4-D (x, y, z, time) with at least 2 time points, this one has dims ", dims_of(h));
+  ScanTiming t;
+  t.n_time = h.nt;
+  t.tr = tr > 0 ? tr : header_tr(h, scan_path);
+  require(std::isfinite(t.tr) && t.tr > 0, scan_path, ": no TR: none was given and the header's pixdim[4] is ", t.tr,
+          " s (", nifti_units_string(h.time_units), ")");
+  return t;
+}
+
 ParcelSeries parcellate(const std::string& scan_path, const std::string& atlas_path,
                         const ParcellateOptions& options) {
   // --- the atlas: integer labels on a 3-D grid

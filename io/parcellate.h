@@ -46,6 +46,14 @@ struct ParcelSeries {
   int64_t scan_voxels_in_atlas = 0;        // scan voxels that landed on a nonzero label
 };
 
+// A scan's number of volumes and TR (`tr` when > 0, else the header's), from its header alone: what bfm convert
+// checks a run's events against before it converts anything. Errors as parcellate's.
+struct ScanTiming {
+  int64_t n_time = 0;
+  double tr = 0;
+};
+ScanTiming scan_timing(const std::string& scan_path, double tr = 0);
+
 ParcelSeries parcellate(const std::string& scan_path, const std::string& atlas_path,
                         const ParcellateOptions& options = {});
 
