@@ -64,8 +64,9 @@ std::vector<fs::path> inherited_files(const BidsName& scan, const std::vector<fs
       if (subset) candidates.emplace_back(j.entities.size(), e.path());
     }
     // The most specific first; among equally specific ones, by name (so every rank sees the same order).
-    std::sort(candidates.begin(), candidates.end(),
-              [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+    std::sort(candidates.begin(), candidates.end(), [](const auto& a, const auto& b) {
+      return a.first != b.first ? a.first > b.first : a.second < b.second;
+    });
     for (auto& c : candidates) found.push_back(std::move(c.second));
   }
   return found;

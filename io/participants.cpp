@@ -37,7 +37,8 @@ DiagnosisColumn parse_diagnosis_option(const std::string& text) {
   const auto eq = text.find('=');
   d.column = text.substr(0, eq);
   if (eq != std::string::npos) d.positive = text.substr(eq + 1);
-  require(!d.column.empty(), "--diagnosis '", text, "': expected COLUMN or COLUMN=VALUE (the column of participants.tsv,"
+  require(!d.column.empty(), "--diagnosis '", text,
+          "': expected COLUMN or COLUMN=VALUE (the column of participants.tsv,"
           " and the value of the positive class)");
   require(eq == std::string::npos || !d.positive.empty(), "--diagnosis '", text, "': the value after '=' is empty");
   d.given = true;

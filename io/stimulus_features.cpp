@@ -113,7 +113,8 @@ StimulusTable read_stimulus_features(const std::string& path) {
   for (size_t i = 0; i < out.ids.size(); ++i) {
     const auto [it, added] = out.index.emplace(out.ids[i], static_cast<int32_t>(i));
     if (added) continue;
-    if (lines.empty()) fail(path, ": stimulus id '", out.ids[i], "' is listed twice (rows ", it->second, " and ", i, ")");
+    if (lines.empty())
+      fail(path, ": stimulus id '", out.ids[i], "' is listed twice (rows ", it->second, " and ", i, ")");
     fail(path, ":", lines[i], ": stimulus id '", out.ids[i], "' is listed twice (also on line ",
          lines[size_t(it->second)], ")");
   }

@@ -13,6 +13,14 @@ namespace bfm::launch {
 
 Command add_convert_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("convert", "Convert BIDS / NIfTI scans with an atlas into a corpus");
+  cmd->footer(
+      "With --bids, each run's *_events.tsv (found by BIDS inheritance, as the JSON sidecars) labels its time "
+      "points: time point k (at k * TR after any --target-tr, plus the median of the sidecar's SliceTiming) takes the "
+      "event whose [onset, onset + duration) holds it (the latest onset where several do), else label -1 and no "
+      "stimulus. participants.tsv fills age, sex (M/F/male/female), the diagnosis (--diagnosis) and every other "
+      "numeric column as a score. A malformed events file, participants.tsv or feature table is one error line "
+      "naming the file and line (exit 2), found before anything is written. docs/FORMAT.md, \"Bringing your own "
+      "BIDS study\".");
 #if defined(BFM_WITH_HDF5) && defined(BFM_WITH_NIFTI)
   auto o = std::make_shared<ConvertOptions>();
   cmd->add_option("scans", o->scans, "4-D NIfTI scans (instead of --bids)");
@@ -29,6 +37,18 @@ Command add_convert_command(CLI::App& app) {
   cmd->add_option("--chunk-rows", o->chunk_rows,
                   "Time points per HDF5 chunk (smaller: fewer bytes read per random window; larger: bigger reads)")
       ->capture_default_str()->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  cmd->add_option("--label-column", o->label_column, "Column of each run's *_events.tsv whose values label the time "
+                  "points (names -> 0, 1, ... in sorted order, the same over the whole study)")->capture_default_str();
+  cmd->add_option("--stim-column", o->stim_column, "Column of *_events.tsv naming each event's stimulus")
+      ->capture_default_str();
+  cmd->add_option("--stim-features", o->stim_features, "Stimulus feature table: TSV/CSV with a header (first column "
+                  "the stimulus, then numbers) or HDF5 with datasets ids [M] and features [M, S]; fills "
+                  "/runs/stim_embedding and the corpus' /stimuli table");
+  cmd->add_flag("--allow-missing-stimuli", o->allow_missing_stimuli, "An event whose stimulus is not in "
+                "--stim-features gets no stimulus (default: an error naming the events file and line)");
+  cmd->add_option("--diagnosis", o->diagnosis, "COLUMN[=VALUE]: participants.tsv's diagnosis column, and the value "
+                  "of the positive class (stored as VALUE, the other participants' as 'control'); default: the "
+                  "column 'diagnosis', values as they are");
   cmd->add_option("--split-seed", o->split_seed, "Seed of the subject-level train/validation/test split");
   cmd->add_option("--train-fraction", o->train_fraction, "Fraction of subjects in train");
   cmd->add_option("--validation-fraction", o->validation_fraction, "Fraction of subjects in validation");

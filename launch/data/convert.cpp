@@ -18,6 +18,7 @@
 #include "io/parcellate.h"
 #include "io/shard_reader.h"
 #include "io/shard_writer.h"
+#include "launch/data/study_tables.h"
 #include "runtime/progress.h"
 #include "runtime/world.h"
 
@@ -41,9 +42,9 @@ std::string preprocessing_text(const ConvertOptions& o) {
   return os.str();
 }
 
-// Whether `path` is a finished shard of this conversion (its header's atlas and preprocessing and its run count are
-// this conversion's): false when there is no such file, or (with remove_unreadable) an unreadable one, which is
-// removed; throws when it is from another conversion.
+// Whether `path` is a finished shard of this conversion (its header's atlas, preprocessing, label names and stimuli
+// and its run count are this conversion's): false when there is no such file, or (with remove_unreadable) an
+// unreadable one, which is removed; throws when it is from another conversion.
 bool finished_shard(const std::string& path, const io::ShardHeader& header, int64_t expected_runs,
                     bool remove_unreadable) {
   if (!fs::exists(path)) return false;
@@ -56,8 +57,9 @@ bool finished_shard(const std::string& path, const io::ShardHeader& header, int6
     fs::remove(path);
     return false;
   }
-  require(done->header().atlas == header.atlas && done->header().preprocessing == header.preprocessing &&
-              static_cast<int64_t>(done->runs().size()) == expected_runs,
+  const io::ShardHeader& h = done->header();
+  require(h.atlas == header.atlas && h.preprocessing == header.preprocessing && h.label_names == header.label_names &&
+              h.stimulus_ids == header.stimulus_ids && static_cast<int64_t>(done->runs().size()) == expected_runs,
           path, ": exists from another conversion (other atlas, options or scans); pass --overwrite");
   return true;
 }
@@ -65,9 +67,17 @@ bool finished_shard(const std::string& path, const io::ShardHeader& header, int6
 // manifest.json from every shard's tables (rank 0, once every shard is written).
 void write_corpus_manifest(const ConvertOptions& o, size_t n_shards) {
   std::vector<io::ShardSummary> summaries;
-  for (size_t i = 0; i < n_shards; ++i)
-    summaries.push_back(io::summarize(io::ShardReader((fs::path(o.out) / io::shard_file_name(i)).string())));
-  io::write_manifest(o.out, summaries, o.split_seed, {o.train_fraction, o.validation_fraction});
+  io::CorpusAnnotations annotations;
+  for (size_t i = 0; i < n_shards; ++i) {
+    const io::ShardReader shard((fs::path(o.out) / io::shard_file_name(i)).string());
+    summaries.push_back(io::summarize(shard));
+    if (i == 0) {  // every shard of a conversion has the same label names and stimuli (finished_shard checks it)
+      annotations.label_names = shard.header().label_names;
+      annotations.stimuli = static_cast<int64_t>(shard.header().stimulus_ids.size());
+      annotations.stimulus_dim = shard.header().stimulus_dim;
+    }
+  }
+  io::write_manifest(o.out, summaries, o.split_seed, {o.train_fraction, o.validation_fraction}, annotations);
 }
 
 }  // namespace
@@ -107,6 +117,10 @@ int convert(const ConvertOptions& o) {
                                 {p.parent_path()}));
     }
   }
+  // The study's events, stimuli and participants, checked before anything is written (a bad one stops here).
+  const StudyTables tables = read_study_tables(o, scans);
+  if (w.rank == 0)
+    for (const auto& warning : tables.warnings) runtime::log_line("warning: convert: " + warning);
   std::map<std::string, std::vector<const io::BidsScan*>> by_subject;
   for (const auto& s : scans) by_subject[s.subject].push_back(&s);
   std::vector<std::vector<std::string>> shards;  // subject ids per shard
@@ -120,6 +134,13 @@ int convert(const ConvertOptions& o) {
   header.converter = std::string("bfm convert ") + BFM_VERSION;
   header.preprocessing = preprocessing_text(o);
   header.chunk_rows = o.chunk_rows;
+  if (tables.annotated()) header.preprocessing += "; " + tables.description;
+  header.labels = !tables.label_names.empty();
+  header.label_names = tables.label_names;
+  header.stimulus_ids = tables.stimulus_ids;
+  header.stimulus_dim = tables.stimulus_dim;
+  header.stimulus_features = tables.stimulus_features;
+  header.score_names = tables.score_names;
   const auto runs_of = [&](size_t i) {
     int64_t n = 0;
     for (const auto& id : shards[i]) n += static_cast<int64_t>(by_subject[id].size());
@@ -204,6 +225,9 @@ int convert(const ConvertOptions& o) {
                                                                       : "label-" + std::to_string(label));
           }
           writer = std::make_unique<io::ShardWriter>(path, header);
+          for (const auto& subject_id : shards[i])
+            if (const auto traits = tables.subjects.find(subject_id); traits != tables.subjects.end())
+              writer->add_subject(traits->second);
         }
         require(P == header.n_parcels, scan->path, ": ", P, " parcels, but other runs have ", header.n_parcels);
         if (!x.empty_labels.empty()) {
@@ -228,6 +252,10 @@ int convert(const ConvertOptions& o) {
         run.meta.tr = x.tr;
         run.meta.length = x.n_time;
         run.timeseries = x.series.data();
+        const RunAnnotations annotations = annotate_run(tables, *scan, x.n_time, x.tr);
+        if (header.labels) run.labels = annotations.label.data();
+        if (!header.stimulus_ids.empty()) run.stimulus = annotations.stimulus.data();
+        if (header.stimulus_dim > 0) run.stim_embedding = annotations.embedding.data();
         writer->add_run(run);
         ++done_runs;
         if (w.rank == 0)

@@ -1,6 +1,7 @@
 // bfm convert's job: real scans into a corpus (the command line is launch/cli/cmd_convert.cpp).
 //
-// Finding scans: io/bids.h (BIDS raw scans and fMRIPrep derivatives, TR by sidecar inheritance).
+// Finding scans: io/bids.h (BIDS raw scans and fMRIPrep derivatives, TR by sidecar inheritance). Their events,
+// stimulus features and participants: launch/data/study_tables.h, read and checked before anything is written.
 //
 // Sharding and resuming. Subjects are sorted and grouped, --subjects-per-shard at a time, into shard-00000.h5,
 // shard-00001.h5...; shard i is written by rank i % ranks (ShardWriter: under NAME.tmp, renamed when whole). A shard
@@ -32,6 +33,10 @@ struct ConvertOptions {
   double train_fraction = 0.8, validation_fraction = 0.1;
   std::string part;            // "I/N": only this part's shards, no manifest
   bool manifest_only = false;  // only manifest.json, from the shards the parts wrote
+  // The study's tables (launch/data/study_tables.h): events' label and stimulus columns, the stimulus feature table,
+  // and participants.tsv's diagnosis column ("COLUMN" or "COLUMN=POSITIVE_VALUE"; "" = the column "diagnosis").
+  std::string label_column = "trial_type", stim_column = "stim_file", stim_features, diagnosis;
+  bool allow_missing_stimuli = false;
 };
 
 // Runs the conversion on every rank of the world (or writes the manifest only); returns the exit status. Needs HDF5

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <iomanip>
 #include <iostream>
+#include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -74,6 +76,10 @@ std::vector<std::string> verify_shard(const std::string& path, int64_t& rows_rea
         labels.resize(static_cast<size_t>(T));
         shard->read_labels(r, 0, T, labels.data());
       }
+      if (!h.stimulus_ids.empty()) {
+        labels.resize(static_cast<size_t>(T));
+        shard->read_stimulus_index(r, 0, T, labels.data());
+      }
       rows_read += T;
     } catch (const Error& e) {
       failures.push_back(e.what());
@@ -105,6 +111,53 @@ std::vector<std::string> gather_lines(const std::vector<std::string>& mine) {
 #endif
 }
 
+// What the corpus's time points are annotated with: per label value its name, time points and trials (maximal
+// stretches of one label within a run), and the stimuli (the table's size, and how many of them some time point shows).
+struct LabelCounts {
+  std::map<int32_t, std::pair<int64_t, int64_t>> by_label;  // value -> (time points, trials)
+  std::vector<std::string> names;                           // of the first shard that has them
+  int64_t stimuli = 0, stimulus_dim = 0, stimuli_shown = 0;
+};
+
+LabelCounts count_labels(const io::Corpus& corpus) {
+  LabelCounts c;
+  std::set<std::string> shown;
+  std::vector<int32_t> rows;
+  for (int64_t i = 0; i < corpus.n_shards(); ++i) {
+    const io::ShardReader& shard = corpus.shard(i);
+    const io::ShardHeader& h = shard.header();
+    if (c.names.empty()) c.names = h.label_names;
+    c.stimuli = std::max<int64_t>(c.stimuli, static_cast<int64_t>(h.stimulus_ids.size()));
+    c.stimulus_dim = std::max(c.stimulus_dim, h.stimulus_dim);
+    for (int64_t r = 0; r < static_cast<int64_t>(shard.runs().size()); ++r) {
+      const int64_t T = shard.runs()[static_cast<size_t>(r)].length;
+      rows.resize(static_cast<size_t>(T));
+      if (h.labels) {
+        shard.read_labels(r, 0, T, rows.data());
+        for (int64_t t = 0; t < T; ++t) {
+          const int32_t v = rows[static_cast<size_t>(t)];
+          if (v < 0) continue;
+          auto& [points, trials] = c.by_label[v];
+          ++points;
+          if (t == 0 || rows[static_cast<size_t>(t - 1)] != v) ++trials;
+        }
+      }
+      if (!h.stimulus_ids.empty()) {
+        shard.read_stimulus_index(r, 0, T, rows.data());
+        for (int32_t v : rows)
+          if (v >= 0 && static_cast<size_t>(v) < h.stimulus_ids.size()) shown.insert(h.stimulus_ids[size_t(v)]);
+      }
+    }
+  }
+  for (size_t v = 0; v < c.names.size(); ++v) c.by_label[static_cast<int32_t>(v)];  // named but never on: 0
+  c.stimuli_shown = static_cast<int64_t>(shown.size());
+  return c;
+}
+
+std::string label_name(const LabelCounts& c, int32_t value) {
+  return static_cast<size_t>(value) < c.names.size() ? c.names[static_cast<size_t>(value)] : std::to_string(value);
+}
+
 }  // namespace
 
 int inspect(const InspectOptions& o) {
@@ -121,6 +174,13 @@ int inspect(const InspectOptions& o) {
               {"stimulus_embeddings", s.stimulus}, {"stimulus_labels", s.labels},
               {"split", {{"seed", m.split_seed}, {"train", m.train.size()}, {"validation", m.validation.size()},
                          {"test", m.test.size()}}}};
+    const LabelCounts labels = count_labels(corpus);
+    report["labels"] = nlohmann::json::array();
+    for (const auto& [value, n] : labels.by_label)
+      report["labels"].push_back({{"value", value}, {"name", label_name(labels, value)}, {"timepoints", n.first},
+                                  {"trials", n.second}});
+    report["label_names"] = labels.names;
+    report["stimuli"] = {{"count", labels.stimuli}, {"dim", labels.stimulus_dim}, {"shown", labels.stimuli_shown}};
     for (const auto& [name, st] : s.studies)
       report["per_study"][name.empty() ? "(none)" : name] = {
           {"subjects", st.subjects.size()}, {"runs", st.runs},  {"timepoints", st.timepoints},
@@ -138,7 +198,19 @@ int inspect(const InspectOptions& o) {
       std::cout << "split (seed " << m.split_seed << "): train " << m.train.size() << ", validation "
                 << m.validation.size() << ", test " << m.test.size() << " subjects\n";
       std::cout << "traits: " << (s.traits.empty() ? "none" : join(s.traits))
-                << (s.stimulus ? "; stimulus embeddings" : "") << (s.labels ? "; stimulus labels" : "") << "\n\n";
+                << (s.stimulus ? "; stimulus embeddings" : "") << (s.labels ? "; stimulus labels" : "") << "\n";
+      if (!labels.by_label.empty()) {
+        std::cout << "labels (time points, trials):";
+        for (const auto& [value, n] : labels.by_label)
+          std::cout << " " << label_name(labels, value) << " " << n.first << " (" << n.second << ")";
+        std::cout << "\n";
+      }
+      if (labels.stimuli > 0)
+        std::cout << "stimuli: " << labels.stimuli << " in the table (" << labels.stimuli_shown << " shown), "
+                  << (labels.stimulus_dim > 0 ? "features of dimension " + std::to_string(labels.stimulus_dim)
+                                              : std::string("no features"))
+                  << "\n";
+      std::cout << "\n";
       std::cout << std::left << std::setw(24) << "study" << std::right << std::setw(10) << "subjects"
                 << std::setw(8) << "runs" << std::setw(7) << "sites" << std::setw(10) << "TRs" << std::setw(9)
                 << "hours" << "  "
