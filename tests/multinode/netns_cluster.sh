@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # A cluster of N "nodes" on one machine, for multi-node tests: N network namespaces, each with its own address on a
 # private subnet, joined by veth pairs to a bridge that lives in a hub namespace of its own, so that nothing touches
-# the host's network; each node runs its processes with its own hostname (a UTS namespace). Needs root.
+# the host's network; each node runs its processes with its own hostname (a UTS namespace). Processes enter only the
+# node's network namespace (nsenter --net, not `ip netns exec`, which would remount /sys and hide the cgroup
+# hierarchy slurmd needs), with a /tmp of their own (/run/PREFIX/nodeI/tmp bound over it in a mount namespace: nodes
+# do not share /tmp, and Slurm's PMIx and Open MPI keep per-node files there). So the files a test shares between
+# nodes must not be under /tmp. Needs root.
 #
 #   netns_cluster.sh up PREFIX N        make PREFIX-hub and PREFIX-node0..N-1 (10.231.X.10+i/24, X from PREFIX)
 #   netns_cluster.sh down PREFIX        remove them (every process left in them is killed first)
@@ -57,6 +61,7 @@ case $cmd in
       for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
       ip netns del "$ns" 2>/dev/null || true
     done
+    rm -rf "/run/$prefix"
     ;;
   addr)
     echo "$net.$((10 + ${3:?I}))"
@@ -64,7 +69,9 @@ case $cmd in
   run)
     i=${3:?I}
     shift 3
-    exec ip netns exec "$prefix-node$i" unshare --uts sh -c 'hostname "$0"; exec "$@"' "$prefix-node$i" "$@"
+    mkdir -p "/run/$prefix/node$i/tmp"
+    exec nsenter --net="/run/netns/$prefix-node$i" unshare --uts --mount --propagation private sh -c \
+      'hostname "$0"; mount --bind "$1" /tmp; shift 2; exec "$@"' "$prefix-node$i" "/run/$prefix/node$i/tmp" -- "$@"
     ;;
   rsh)
     host=${3:?HOST}
@@ -75,7 +82,9 @@ case $cmd in
       *) echo "netns_cluster.sh rsh: $host is not a node of $prefix" >&2; exit 255 ;;
     esac
     # ssh hands the remote shell its arguments joined by spaces; so does this.
-    exec ip netns exec "$prefix-node$i" unshare --uts sh -c 'hostname "$0"; eval "$1"' "$prefix-node$i" "$*"
+    mkdir -p "/run/$prefix/node$i/tmp"
+    exec nsenter --net="/run/netns/$prefix-node$i" unshare --uts --mount --propagation private sh -c \
+      'hostname "$0"; mount --bind "$1" /tmp; eval "$2"' "$prefix-node$i" "/run/$prefix/node$i/tmp" "$*"
     ;;
   *)
     echo "netns_cluster.sh: unknown command $cmd" >&2

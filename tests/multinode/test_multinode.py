@@ -87,6 +87,8 @@ def main():
         sys.exit(77)
     os.environ.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
     bfm = os.path.abspath(args.bfm)
+    if os.path.abspath(args.workdir).startswith("/tmp/"):
+        sys.exit("--workdir must be outside /tmp: every node has a /tmp of its own")
     shutil.rmtree(args.workdir, ignore_errors=True)
     os.makedirs(args.workdir)
     work = os.path.abspath(args.workdir)
