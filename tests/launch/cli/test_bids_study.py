@@ -336,6 +336,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bfm", required=True)
     ap.add_argument("--workdir", required=True)
+    ap.add_argument("--mpirun", default="")
     ap.add_argument("--skip-eval", action="store_true")
     args = ap.parse_args()
     bfm, work = os.path.abspath(args.bfm), os.path.abspath(args.workdir)
@@ -410,6 +411,26 @@ def main():
     for k in got:
         assert np.array_equal(got[k][1], got_parts[k][1]) and np.array_equal(got[k][3], got_parts[k][3]), k
     print("convert --part I/3 + --manifest-only: the same labels and embeddings")
+
+    # 4b. two MPI ranks (each reads every table, writes its shards): the same rows; a bad table is one error line
+    if args.mpirun:
+        mpi = [args.mpirun, "-np", "2", "--oversubscribe"]
+        out_mpi = os.path.join(work, "corpus_mpi")
+        run(mpi + base + ["--out", out_mpi, "--overwrite", "--subjects-per-shard", "5"])
+        _, got_mpi = check_corpus(out_mpi, runs, ids, features)
+        for k in got:
+            assert np.array_equal(got[k][1], got_mpi[k][1]) and np.array_equal(got[k][3], got_mpi[k][3]), k
+        good = open(feat).read()
+        open(feat, "w").write(good.replace("\n", "\tx\n", 1))  # a header with one column more than the rows
+        try:
+            shutil.rmtree(os.path.join(work, "corpus_mpi_bad"), ignore_errors=True)
+            p = run(mpi + base + ["--out", os.path.join(work, "corpus_mpi_bad")], ok=False)
+            errors = [l for l in p.stderr.splitlines() if l.startswith("bfm: error")]
+            assert len(errors) == 1 and feat + ":2:" in errors[0], p.stderr
+            assert not os.path.exists(os.path.join(work, "corpus_mpi_bad"))
+        finally:
+            open(feat, "w").write(good)
+        print("convert on 2 ranks: the same rows; a bad table is one error line")
 
     # 5. bad input
     check_bad_input(bfm, base, work, study, runs, feat, ids, features)
