@@ -6,7 +6,10 @@ namespaces only. Checks:
   - by srun (PMIx) and by mpirun inside the allocation: the job ends byte-identical to 2 ranks on one node;
   - node 1 lost mid-job (its slurmd and every process in its namespace killed): the job ends promptly, not
     COMPLETED; with node 1 back, the same job submitted again resumes from its last checkpoint and ends
-    byte-identical.
+    byte-identical;
+  - slurm/array.sh synth: its 3 tasks run on both nodes and with the merge job give one `bfm synth`'s corpus;
+  - slurm/scaling.py --ranks-per-node 1: its weak and strong series with ranks 1 and 2, one per node (TCP between
+    namespaces on one machine stands in for the interconnect: the numbers say nothing about a real network).
 Needs root, iproute2, munge and slurm-wlm; exits 77 (skipped) without them.
 
     /usr/bin/python3 tests/multinode/test_slurm_two_nodes.py --bfm build/launch/bfm --workdir DIR
@@ -263,6 +266,43 @@ def main():
             assert info.get("JobState") == "COMPLETED", f"{info.get('JobState')}: {text[-3000:]}"
             assert "resumed from" in text, text[-2000:]
             assert weights(out) == want, "the run resumed after a lost node differs from the uninterrupted one"
+
+        # The one-node Slurm test's array and scaling checks, with their clients run on node 0 (the controller's
+        # network) through small wrappers, and the scaling runs one rank per node.
+        sys.path.insert(0, os.path.join(ROOT, "tests", "slurm"))
+        import test_slurm as one_node
+        array_wrapper = os.path.join(work, "array_on_node0.sh")
+        with open(array_wrapper, "w") as f:
+            f.write(f'#!/bin/sh\nexec "{CLUSTER}" run {slurm.prefix} 0 "{one_node.ARRAY_SCRIPT}" "$@"\n')
+        os.chmod(array_wrapper, 0o755)
+        scaling_wrapper = os.path.join(work, "scaling_on_node0.py")
+        with open(scaling_wrapper, "w") as f:
+            f.write(f"import os, sys\nos.execv({CLUSTER!r}, [{CLUSTER!r}, 'run', {slurm.prefix!r}, '0', "
+                    f"'/usr/bin/python3', {one_node.SCALING_SCRIPT!r}, '--ranks-per-node', '1', *sys.argv[1:]])\n")
+        one_node.ARRAY_SCRIPT, one_node.SCALING_SCRIPT = array_wrapper, scaling_wrapper
+        slurm.cmd = lambda *argv, ok=True: slurm.on(0, *argv, ok=ok)
+
+        def arrays_spread_over_both_nodes():
+            jobs, out = one_node.submit_synth_array(slurm, bfm, work)
+            one_node.check_synth_result(slurm, bfm, work, jobs, out)
+            used = {slurm.job(f"{jobs[0]}_{i}").get("NodeList") for i in range(3)}
+            assert used == set(slurm.nodes), f"the 3 array tasks ran on {used}"
+            return out
+
+        corpus = []
+
+        def scaling_across_nodes():
+            rows, _ = one_node.check_scaling(slurm, bfm, work, corpus[0])
+            two = [r for r in rows if int(r["ranks"]) == 2]
+            assert two, rows
+            for r in rows:
+                print(f"      {r['series']:6s} ranks {r['ranks']} (one per node, TCP between namespaces) batch "
+                      f"{r['global_batch']:>2s}: {float(r['samples_per_s']):8.1f} samples/s, efficiency "
+                      f"{float(r['efficiency']):.2f}, comm {float(r['comm_share']):.0%}", flush=True)
+
+        case("a_synth_array_over_both_nodes_equals_one_process", lambda: corpus.append(arrays_spread_over_both_nodes()))
+        if corpus:
+            case("scaling_weak_and_strong_one_rank_per_node", scaling_across_nodes)
 
         listing = slurm.on(0, "srun", "--mpi=list", ok=False)
         if re.search(r"\bpmix\b", listing.stdout + listing.stderr):
