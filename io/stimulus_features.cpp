@@ -7,6 +7,10 @@
 #include "base/error.h"
 #include "io/text_table.h"
 
+#ifdef BFM_WITH_NPZ
+#include "io/npz.h"
+#endif
+
 #ifdef BFM_WITH_HDF5
 #include <hdf5.h>
 
@@ -95,6 +99,26 @@ StimulusTable read_stimulus_features(const std::string& path) {
     read_hdf5(out);
 #else
     fail(path, ": reading an HDF5 stimulus table needs HDF5, and this build has none");
+#endif
+  } else if (ends_with(path, ".npz")) {
+#ifdef BFM_WITH_NPZ
+    const auto arrays = read_npz(path);
+    for (const char* name : {"ids", "features"})
+      require(arrays.count(name), path, ": no array '", name, "' (np.savez(FILE, ids=..., features=...))");
+    const NpyArray& ids = arrays.at("ids");
+    const NpyArray& features = arrays.at("features");
+    require(ids.shape.size() == 1, path, ": ids must be 1-D");
+    require(features.shape.size() == 2 && features.shape[0] == ids.shape[0], path, ": features must be [",
+            ids.shape[0], " ids, dimensions]");
+    out.ids = ids.strings();
+    out.dim = features.shape[1];
+    for (double v : features.numbers()) {
+      require(std::isfinite(v), path, ": features[", out.features.size() / static_cast<size_t>(out.dim), ", ",
+              out.features.size() % static_cast<size_t>(out.dim), "] is not finite");
+      out.features.push_back(static_cast<float>(v));
+    }
+#else
+    fail(path, ": reading an .npz stimulus table needs zlib, and this build has none");
 #endif
   } else {
     const TextTable t = read_text_table(path);

@@ -2,7 +2,9 @@
 // events' stimulus column holds, e.g. stim_file's "clips/cat.mp4") and S numbers (e.g. a CLIP vector).
 //  - .tsv / .csv (any other name is read as TSV): a header line, then `id  f1 ... fS` per line;
 //  - .h5 / .hdf5: datasets `ids` [M] (strings, fixed or variable length, or integers) and `features` [M, S] (any
-//    real or integer type).
+//    real or integer type);
+//  - .npz (np.savez or np.savez_compressed): arrays `ids` [M] (str, bytes or integers) and `features` [M, S]
+//    (io/npz.h).
 // Errors are one line naming the file and, for a text table, the line: a row with another number of cells than the
 // header, a cell that is not a number, an id listed twice, no feature column.
 #pragma once

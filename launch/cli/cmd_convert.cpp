@@ -42,8 +42,8 @@ Command add_convert_command(CLI::App& app) {
   cmd->add_option("--stim-column", o->stim_column, "Column of *_events.tsv naming each event's stimulus")
       ->capture_default_str();
   cmd->add_option("--stim-features", o->stim_features, "Stimulus feature table: TSV/CSV with a header (first column "
-                  "the stimulus, then numbers) or HDF5 with datasets ids [M] and features [M, S]; fills "
-                  "/runs/stim_embedding and the corpus' /stimuli table");
+                  "the stimulus, then numbers), HDF5 with datasets ids [M] and features [M, S], or .npz with arrays "
+                  "ids and features; fills /runs/stim_embedding and the corpus' /stimuli table");
   cmd->add_flag("--allow-missing-stimuli", o->allow_missing_stimuli, "An event whose stimulus is not in "
                 "--stim-features gets no stimulus (default: an error naming the events file and line)");
   cmd->add_option("--diagnosis", o->diagnosis, "COLUMN[=VALUE]: participants.tsv's diagnosis column, and the value "

@@ -369,14 +369,23 @@ def main():
     with h5py.File(h5_path, "w") as f:
         f["ids"] = np.array(ids, dtype=object).astype(h5py.string_dtype())
         f["features"] = features  # float64: read as float32
-    for table in (csv_path, h5_path):
+    npz_path = os.path.join(work, "features.npz")  # np.savez: stored members; ids as numpy's UTF-32 'U'
+    np.savez(npz_path, ids=np.array(ids), features=features.astype(np.float32))
+    npz_zip = os.path.join(work, "features_compressed.npz")  # deflated members, ids as bytes 'S', features float64
+    np.savez_compressed(npz_zip, features=features, ids=np.array([i.encode() for i in ids]))
+    for table in (csv_path, h5_path, npz_path, npz_zip):
         other = os.path.join(work, "corpus_" + os.path.basename(table).replace(".", "_"))
         cmd = [c if c != feat else table for c in base]
         run(cmd + ["--out", other, "--overwrite", "--subjects-per-shard", "5"])
         _, got_other = check_corpus(other, runs, ids, features)
         for k in got:
             assert np.array_equal(got[k][3], got_other[k][3]) and np.array_equal(got[k][2], got_other[k][2]), k
-    print("convert: the feature table as CSV and as HDF5 gives the same rows")
+    print("convert: the feature table as CSV, HDF5 and .npz (stored, compressed) gives the same rows")
+    pickled = os.path.join(work, "features_pickled.npz")  # an object array is a pickle: refused, named
+    np.savez(pickled, ids=np.array(ids, dtype=object), features=features)
+    p = run([c if c != feat else pickled for c in base] + ["--out", os.path.join(work, "corpus_pickled")], ok=False)
+    errors = [l for l in p.stderr.splitlines() if l.startswith("bfm: error")]
+    assert p.returncode == 2 and len(errors) == 1 and "features_pickled.npz: ids.npy" in errors[0], p.stderr
 
     # 2. inspect: label names with counts, stimuli, traits
     p = run([bfm, "inspect", out])
