@@ -4,9 +4,11 @@ with its own address, hostname and slurmd (its own NodeName, spool, pid and log)
 (its socket is a file). slurm/pretrain.sbatch runs with -N 2 --ntasks-per-node=1, Open MPI over TCP between the
 namespaces only. Checks:
   - by srun (PMIx) and by mpirun inside the allocation: the job ends byte-identical to 2 ranks on one node;
-  - node 1 lost mid-job (its slurmd and every process in its namespace killed): the job ends promptly, not
+  - node 1's rank killed, and separately node 1 lost (its slurmd and every process in its namespace killed): the job ends promptly, not
     COMPLETED; with node 1 back, the same job submitted again resumes from its last checkpoint and ends
     byte-identical;
+  - SIGUSR1 to the batch script (as --signal=B:USR1@120 sends): the job checkpoints on both nodes, requeues itself
+    and ends byte-identical;
   - slurm/array.sh synth: its 3 tasks run on both nodes and with the merge job give one `bfm synth`'s corpus;
   - slurm/scaling.py --ranks-per-node 1: its weak and strong series with ranks 1 and 2, one per node (TCP between
     namespaces on one machine stands in for the interconnect: the numbers say nothing about a real network).
@@ -237,35 +239,43 @@ def main():
                 assert weights(out) == want, f"2 nodes by {launcher} differ from 1 node x 2 ranks"
             return check
 
-        def lost_node():
-            job, out, log = submit("lost", "mpirun", ["--set", "train.collective_timeout_s=20"])
-            deadline = time.time() + 120
-            while not (os.path.exists(log) and re.search(r"step +(1\d\d|2\d\d)/", open(log).read())):
-                assert time.time() < deadline, f"the job did not reach step 100: {slurm.logs()}"
-                time.sleep(0.2)
-            lost = time.time()
-            for pid in subprocess.run(["ip", "netns", "pids", slurm.nodes[1]], capture_output=True,
-                                      text=True).stdout.split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            info = slurm.wait_done(job, 120)
-            took = time.time() - lost
-            assert info.get("JobState") != "COMPLETED", info
-            assert took < 90, f"the job took {took:.0f} s to end after node 1 was lost"
-            slurm.start_slurmd(1)
-            slurm.on(0, "scontrol", "update", f"nodename={slurm.nodes[1]}", "state=resume", ok=False)
-            slurm.wait_idle()
-            job2 = slurm.on(0, "sbatch", "--parsable", "-N", "2", "--ntasks-per-node=1", "--cpus-per-task=1",
-                            f"--output={log}", f"--chdir={work}", SBATCH_SCRIPT, config, out, *TINY, *steps,
-                            "--set", "train.collective_timeout_s=20",
-                            env={"BFM": bfm, "BFM_LAUNCH": "mpirun"}).stdout.strip().split(";")[0]
-            info = slurm.wait_done(job2, 240)
-            text = open(log).read()
-            assert info.get("JobState") == "COMPLETED", f"{info.get('JobState')}: {text[-3000:]}"
-            assert "resumed from" in text, text[-2000:]
-            assert weights(out) == want, "the run resumed after a lost node differs from the uninterrupted one"
+
+        def lost(what):
+            def check():
+                job, out, log = submit(f"lost_{what}", "mpirun", ["--set", "train.collective_timeout_s=20"])
+                deadline = time.time() + 120
+                while not (os.path.exists(log) and re.search(r"step +(1\d\d|2\d\d)/", open(log).read())):
+                    assert time.time() < deadline, f"the job did not reach step 100: {slurm.logs()}"
+                    time.sleep(0.2)
+                lost = time.time()
+                pids = subprocess.run(["ip", "netns", "pids", slurm.nodes[1]], capture_output=True,
+                                      text=True).stdout.split()
+                if what == "rank":  # only node 1's bfm rank; its slurmd and the job's step daemon live on
+                    pids = [p for p in pids if open(f"/proc/{p}/comm").read().strip() == "bfm"]
+                    assert len(pids) == 1, pids
+                for pid in pids:
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                info = slurm.wait_done(job, 120)
+                took = time.time() - lost
+                assert info.get("JobState") != "COMPLETED", info
+                assert took < 90, f"the job took {took:.0f} s to end after node 1's {what} was lost"
+                if what == "node":
+                    slurm.start_slurmd(1)
+                    slurm.on(0, "scontrol", "update", f"nodename={slurm.nodes[1]}", "state=resume", ok=False)
+                slurm.wait_idle()
+                job2 = slurm.on(0, "sbatch", "--parsable", "-N", "2", "--ntasks-per-node=1", "--cpus-per-task=1",
+                                f"--output={log}", f"--chdir={work}", SBATCH_SCRIPT, config, out, *TINY, *steps,
+                                "--set", "train.collective_timeout_s=20",
+                                env={"BFM": bfm, "BFM_LAUNCH": "mpirun"}).stdout.strip().split(";")[0]
+                info = slurm.wait_done(job2, 240)
+                text = open(log).read()
+                assert info.get("JobState") == "COMPLETED", f"{info.get('JobState')}: {text[-3000:]}"
+                assert "resumed from" in text, text[-2000:]
+                assert weights(out) == want, f"the run resumed after losing node 1's {what} differs"
+            return check
 
         # The one-node Slurm test's array and scaling checks, with their clients run on node 0 (the controller's
         # network) through small wrappers, and the scaling runs one rank per node.
@@ -308,7 +318,22 @@ def main():
         if re.search(r"\bpmix\b", listing.stdout + listing.stderr):
             case("two_nodes_by_srun_equal_one_node", across_nodes("srun"))
         case("two_nodes_by_mpirun_equal_one_node", across_nodes("mpirun"))
-        case("a_lost_node_ends_the_job_and_the_next_job_resumes", lost_node)
+        def requeued_across_nodes():
+            job, out, log = submit("requeued", "mpirun")
+            deadline = time.time() + 120
+            while not (os.path.exists(log) and re.search(r"step +[1-9]\d*0/", open(log).read())):
+                assert time.time() < deadline, f"the job did not start training: {slurm.logs()}"
+                time.sleep(0.1)
+            slurm.on(0, "scancel", "--signal=USR1", "--batch", job)
+            info = slurm.wait_done(job, 200)
+            text = open(log).read()
+            assert info.get("JobState") == "COMPLETED" and info.get("Restarts") == "1", f"{info}\n{text[-3000:]}"
+            assert "requeueing job" in text and "resumed from" in text, text[-3000:]
+            assert weights(out) == want, "the requeued job differs from the uninterrupted run"
+
+        case("the_nodes_rank_killed_ends_the_job_and_the_next_job_resumes", lost("rank"))
+        case("a_lost_node_ends_the_job_and_the_next_job_resumes", lost("node"))
+        case("sigusr1_requeue_across_nodes_resumes_byte_identical", requeued_across_nodes)
     sys.exit(1 if failed else 0)
 
 
