@@ -21,11 +21,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLUSTER = os.path.join(HERE, "netns_cluster.sh")
-TINY = ["--set", "model.n_parcels=5", "--set", "model.window=12", "--set", "model.patch_len=4",
-        "--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.n_layers=1",
-        "--set", "model.decoder.d_model=8", "--set", "model.decoder.n_heads=2", "--set", "model.decoder.n_layers=1",
-        "--set", "train.checkpoint_every=50", "--set", "train.keep_checkpoints=3", "--set", "train.log_every=50",
-        "--set", "train.validate_every=500"]
+sys.path.insert(0, os.path.join(HERE, "..", "common"))
+from run_checks import Cases, tiny  # noqa: E402
+
+TINY = [*tiny(d_model=16), "--set", "train.checkpoint_every=50", "--set", "train.keep_checkpoints=3",
+        "--set", "train.log_every=50", "--set", "train.validate_every=500"]
 
 
 def cluster(*args, **kw):
@@ -97,18 +97,8 @@ def main():
     subprocess.run([args.mpirun, "--oversubscribe", "-np", "2", bfm, "pretrain", *TINY, *steps, "--out", one_node],
                    check=True, capture_output=True, timeout=300)
     want = weights(one_node)
-    failed = 0
+    cases = Cases()
     with TwoNodes(args.mpirun) as nodes:
-        def case(name, fn):
-            nonlocal failed
-            t = time.time()
-            try:
-                fn()
-                print(f"ok   {name} ({time.time() - t:.1f} s)", flush=True)
-            except Exception as e:  # noqa: BLE001 - report every case
-                failed += 1
-                print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
-
         def two_nodes_equal_one():
             out = os.path.join(work, "two_nodes")
             proc = subprocess.run(nodes.launch(work, [bfm, "pretrain", *TINY, *steps, "--out", out]),
@@ -158,10 +148,10 @@ def main():
             assert m and int(m.group(2)) >= 200, again.stderr[-2000:]
             assert weights(out) == want, "the run resumed after a lost node differs from the uninterrupted one"
 
-        case("two_nodes_train_like_one", two_nodes_equal_one)
-        case("sigusr1_stops_both_nodes_and_the_rerun_is_identical", sigusr1_stops_both_nodes)
-        case("a_lost_node_ends_the_job_and_the_rerun_resumes", a_lost_node_ends_the_job_and_the_rerun_resumes)
-    sys.exit(1 if failed else 0)
+        cases.run("two_nodes_train_like_one", two_nodes_equal_one)
+        cases.run("sigusr1_stops_both_nodes_and_the_rerun_is_identical", sigusr1_stops_both_nodes)
+        cases.run("a_lost_node_ends_the_job_and_the_rerun_resumes", a_lost_node_ends_the_job_and_the_rerun_resumes)
+    sys.exit(1 if cases.failed else 0)
 
 
 if __name__ == "__main__":

@@ -30,11 +30,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 CLUSTER = os.path.join(HERE, "netns_cluster.sh")
 SBATCH_SCRIPT = os.path.join(ROOT, "slurm", "pretrain.sbatch")
-TINY = ["--set", "model.n_parcels=5", "--set", "model.window=12", "--set", "model.patch_len=4",
-        "--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.n_layers=1",
-        "--set", "model.decoder.d_model=8", "--set", "model.decoder.n_heads=2", "--set", "model.decoder.n_layers=1",
-        "--set", "train.checkpoint_every=50", "--set", "train.keep_checkpoints=3", "--set", "train.log_every=10",
-        "--set", "train.validate_every=100000"]
+sys.path.insert(0, os.path.join(HERE, "..", "common"))
+from run_checks import Cases, tiny  # noqa: E402
+
+TINY = [*tiny(d_model=16), "--set", "train.checkpoint_every=50", "--set", "train.keep_checkpoints=3",
+        "--set", "train.log_every=10", "--set", "train.validate_every=100000"]
 
 
 def cluster(*args):
@@ -208,7 +208,7 @@ def main():
                    env=dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                             OMP_NUM_THREADS="1"))
     want = weights(straight)
-    failed = 0
+    cases = Cases()
     with TwoNodeSlurm(os.path.join(work, "slurm")) as slurm:
         def submit(name, launcher, extra=()):
             out, log = os.path.join(work, name), os.path.join(work, name + ".log")
@@ -216,16 +216,6 @@ def main():
                            f"--output={log}", f"--chdir={work}", SBATCH_SCRIPT, config, out, *TINY, *steps, *extra,
                            env={"BFM": bfm, "BFM_LAUNCH": launcher}).stdout.strip().split(";")[0]
             return job, out, log
-
-        def case(name, fn):
-            nonlocal failed
-            t = time.time()
-            try:
-                fn()
-                print(f"ok   {name} ({time.time() - t:.1f} s)", flush=True)
-            except Exception as e:  # noqa: BLE001 - report every case
-                failed += 1
-                print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
 
         def across_nodes(launcher):
             def check():
@@ -310,14 +300,14 @@ def main():
                       f"{r['global_batch']:>2s}: {float(r['samples_per_s']):8.1f} samples/s, efficiency "
                       f"{float(r['efficiency']):.2f}, comm {float(r['comm_share']):.0%}", flush=True)
 
-        case("a_synth_array_over_both_nodes_equals_one_process", lambda: corpus.append(arrays_spread_over_both_nodes()))
+        cases.run("a_synth_array_over_both_nodes_equals_one_process", lambda: corpus.append(arrays_spread_over_both_nodes()))
         if corpus:
-            case("scaling_weak_and_strong_one_rank_per_node", scaling_across_nodes)
+            cases.run("scaling_weak_and_strong_one_rank_per_node", scaling_across_nodes)
 
         listing = slurm.on(0, "srun", "--mpi=list", ok=False)
         if re.search(r"\bpmix\b", listing.stdout + listing.stderr):
-            case("two_nodes_by_srun_equal_one_node", across_nodes("srun"))
-        case("two_nodes_by_mpirun_equal_one_node", across_nodes("mpirun"))
+            cases.run("two_nodes_by_srun_equal_one_node", across_nodes("srun"))
+        cases.run("two_nodes_by_mpirun_equal_one_node", across_nodes("mpirun"))
         def requeued_across_nodes():
             job, out, log = submit("requeued", "mpirun")
             deadline = time.time() + 120
@@ -331,10 +321,10 @@ def main():
             assert "requeueing job" in text and "resumed from" in text, text[-3000:]
             assert weights(out) == want, "the requeued job differs from the uninterrupted run"
 
-        case("the_nodes_rank_killed_ends_the_job_and_the_next_job_resumes", lost("rank"))
-        case("a_lost_node_ends_the_job_and_the_next_job_resumes", lost("node"))
-        case("sigusr1_requeue_across_nodes_resumes_byte_identical", requeued_across_nodes)
-    sys.exit(1 if failed else 0)
+        cases.run("the_nodes_rank_killed_ends_the_job_and_the_next_job_resumes", lost("rank"))
+        cases.run("a_lost_node_ends_the_job_and_the_next_job_resumes", lost("node"))
+        cases.run("sigusr1_requeue_across_nodes_resumes_byte_identical", requeued_across_nodes)
+    sys.exit(1 if cases.failed else 0)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ A kill may land anywhere: in a step, in the all-reduce, while a checkpoint is wr
 must hold: no rerun is refused, every rerun resumes from the newest checkpoint that is whole, and the end is the same.
 """
 import argparse
-import json
 import os
 import random
 import re
@@ -21,33 +20,10 @@ import subprocess
 import sys
 import time
 
-TINY = ["--set", "model.n_parcels=5", "--set", "model.window=12", "--set", "model.patch_len=4",
-        "--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.n_layers=1",
-        "--set", "model.decoder.d_model=8", "--set", "model.decoder.n_heads=2", "--set", "model.decoder.n_layers=1"]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from run_checks import rank_pids, tiny, train_losses  # noqa: E402
 
-
-def rank_pids(out_dir):
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmd = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
-            if not cmd or not cmd[0].endswith(b"bfm") or out_dir.encode() not in cmd:
-                continue
-            env = open(f"/proc/{entry}/environ", "rb").read().split(b"\0")
-        except OSError:
-            continue
-        for item in env:
-            if item.startswith(b"OMPI_COMM_WORLD_RANK="):
-                found[int(item.split(b"=")[1])] = int(entry)
-    return found
-
-
-def train_losses(path):
-    keep = ("step", "loss", "mae", "grad_norm", "lr")
-    return [{k: v for k, v in json.loads(l).items() if k in keep}
-            for l in open(path) if json.loads(l)["split"] == "train"]
+TINY = tiny(d_model=16)
 
 
 def main():

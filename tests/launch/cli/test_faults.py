@@ -17,6 +17,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "common"))
+from run_checks import Cases, rank_pids, tiny, train_losses  # noqa: E402
+
 CASES = []
 
 
@@ -25,28 +28,7 @@ def case(fn):
     return fn
 
 
-TINY = ["--set", "model.n_parcels=5", "--set", "model.window=12", "--set", "model.patch_len=4",
-        "--set", "model.d_model=8", "--set", "model.n_heads=2", "--set", "model.n_layers=1",
-        "--set", "model.decoder.d_model=8", "--set", "model.decoder.n_heads=2", "--set", "model.decoder.n_layers=1"]
-
-
-def rank_pids(out_dir):
-    """{rank: pid} of the bfm processes whose command line names out_dir, from their environment."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmd = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
-            if not cmd or not cmd[0].endswith(b"bfm") or out_dir.encode() not in cmd:
-                continue
-            env = open(f"/proc/{entry}/environ", "rb").read().split(b"\0")
-        except OSError:
-            continue
-        for item in env:
-            if item.startswith(b"OMPI_COMM_WORLD_RANK="):
-                found[int(item.split(b"=")[1])] = int(entry)
-    return found
+TINY = tiny()
 
 
 def cpu_seconds(pid):
@@ -140,14 +122,6 @@ def a_damaged_shard_is_named_once(bfm, mpirun, work):
     assert len(ours) == 1 and shards[1] in ours[0], ours
 
 
-def _losses(metrics_path):
-    """Every training line's step and losses (not its timings; a resumed run adds a held-out line where it resumed)."""
-    import json
-    keep = ("step", "loss", "mae", "grad_norm", "lr")
-    lines = [json.loads(l) for l in open(metrics_path)]
-    return [{k: v for k, v in l.items() if k in keep} for l in lines if l["split"] == "train"]
-
-
 def _damage(path, how):
     """Damages a checkpoint file as a failing disk or a killed copy would."""
     import h5py
@@ -189,7 +163,7 @@ def a_damaged_newest_checkpoint_is_skipped_for_the_previous_good_one(bfm, mpirun
         subprocess.run([*launch(ranks), "pretrain", *cfg, "--out", straight], check=True, capture_output=True,
                        timeout=120)
         want = open(os.path.join(straight, "release", "model.safetensors"), "rb").read()
-        want_metrics = _losses(os.path.join(straight, "metrics.jsonl"))
+        want_metrics = train_losses(os.path.join(straight, "metrics.jsonl"))
         for how in kinds:
             out = os.path.join(work, f"{how}{ranks}")
             shutil.copytree(straight, out)
@@ -208,7 +182,7 @@ def a_damaged_newest_checkpoint_is_skipped_for_the_previous_good_one(bfm, mpirun
             assert "ckpt-00000010.h5 at step 10" in proc.stderr, f"{what}: {proc.stderr[-2000:]}"
             got = open(os.path.join(out, "release", "model.safetensors"), "rb").read()
             assert got == want, f"{what}: the resumed run's weights differ from the uninterrupted run's"
-            got_metrics = _losses(os.path.join(out, "metrics.jsonl"))
+            got_metrics = train_losses(os.path.join(out, "metrics.jsonl"))
             assert got_metrics == want_metrics, f"{what}: metrics.jsonl differs"
     # Every checkpoint damaged: an error naming the folder and each reason, nothing overwritten.
     out = os.path.join(work, "all_damaged")
@@ -410,18 +384,12 @@ def main():
     os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
     os.environ["OMP_NUM_THREADS"] = "1"
     shutil.rmtree(args.workdir, ignore_errors=True)
-    failed = 0
+    cases = Cases()
     for fn in CASES:
         work = os.path.join(args.workdir, fn.__name__)
         os.makedirs(work)
-        t = time.time()
-        try:
-            fn(os.path.abspath(args.bfm), args.mpirun, work)
-            print(f"ok   {fn.__name__} ({time.time() - t:.1f} s)")
-        except Exception as e:  # noqa: BLE001 - report every case
-            failed += 1
-            print(f"FAIL {fn.__name__}: {type(e).__name__}: {e}")
-    sys.exit(1 if failed else 0)
+        cases.run(fn.__name__, fn, os.path.abspath(args.bfm), args.mpirun, work)
+    sys.exit(1 if cases.failed else 0)
 
 
 if __name__ == "__main__":
