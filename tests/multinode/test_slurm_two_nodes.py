@@ -9,7 +9,8 @@ namespaces only. Checks:
     byte-identical;
   - SIGUSR1 to the batch script (as --signal=B:USR1@120 sends): the job checkpoints on both nodes, requeues itself
     and ends byte-identical;
-  - slurm/array.sh synth: its 3 tasks run on both nodes and with the merge job give one `bfm synth`'s corpus;
+  - slurm/array.sh synth and convert: their 3 tasks run on both nodes and with the merge job give the corpus of one
+    `bfm synth` / `bfm convert`;
   - slurm/scaling.py --ranks-per-node 1: its weak and strong series with ranks 1 and 2, one per node (TCP between
     namespaces on one machine stands in for the interconnect: the numbers say nothing about a real network).
 Needs root, iproute2, munge and slurm-wlm; exits 77 (skipped) without them.
@@ -289,6 +290,15 @@ def main():
             assert used == set(slurm.nodes), f"the 3 array tasks ran on {used}"
             return out
 
+        def convert_array_over_both_nodes():
+            if not os.path.exists(one_node.AICHA):
+                print("      (no AICHA atlas from mricron-data: the convert array is left out)")
+                return
+            jobs, out = one_node.submit_convert_array(slurm, bfm, work)
+            one_node.check_convert_result(slurm, bfm, work, jobs, out)
+            used = {slurm.job(f"{jobs[0]}_{i}").get("NodeList") for i in range(3)}
+            assert used == set(slurm.nodes), f"the 3 array tasks ran on {used}"
+
         corpus = []
 
         def scaling_across_nodes():
@@ -301,6 +311,7 @@ def main():
                       f"{float(r['efficiency']):.2f}, comm {float(r['comm_share']):.0%}", flush=True)
 
         cases.run("a_synth_array_over_both_nodes_equals_one_process", lambda: corpus.append(arrays_spread_over_both_nodes()))
+        cases.run("a_convert_array_over_both_nodes_equals_one_process", convert_array_over_both_nodes)
         if corpus:
             cases.run("scaling_weak_and_strong_one_rank_per_node", scaling_across_nodes)
 
