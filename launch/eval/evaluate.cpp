@@ -3,6 +3,9 @@
 // rows, maps and predictions gathered and summarised. Each step lives in its own file.
 #include "launch/eval/evaluate.h"
 
+#include <set>
+
+
 #include "base/error.h"
 #include "launch/eval/cv.h"
 #include "launch/eval/decoding.h"
@@ -43,7 +46,12 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
   report.held_out_subjects = int(scope.held.size());
   report.population_subjects = int(scope.population.size());
   report.trials = int64_t(data.trials.size());
-  report.n_categories = data.n_categories;
+  // The category task's chance is one over the categories its trials have: a study may name a label that no trial
+  // carries (only zero-length events), which the coding's width (data.n_categories) still counts.
+  std::set<int> present;
+  for (const EvalTrial& t : data.trials)
+    if (t.label >= 0) present.insert(t.label);
+  report.n_categories = int(present.size());
   report.notes = mine.notes;
   report.rows = gather_rows(mine.rows, data, comm);
   gather_encoding_maps(mine, comm, report);

@@ -467,6 +467,10 @@ def main():
         tasks = {r["task"] for r in csv.DictReader(f) if r["value"] not in ("", "nan")}
     for task in ("category", "embedding", "retrieval", "encoding", "diagnosis", "sex", "age", "score"):
         assert task in tasks, (task, sorted(tasks), p.stdout, p.stderr)
+    # Three categories have trials ("scene" only a zero-length event): chance is 1/3, not 1/4.
+    with open(os.path.join(report, "summary.csv")) as f:
+        chance = {r["metric"]: float(r["chance"]) for r in csv.DictReader(f) if r["task"] == "category"}
+    assert abs(chance["balanced_accuracy"] - 1 / 3) < 1e-9, chance
     print("pretrain + eval on the converted study: " + ", ".join(sorted(tasks)))
     print("ok")
 
