@@ -2,6 +2,7 @@
 the ranks of a running job, the training losses of a metrics.jsonl, and a runner that reports every case."""
 import json
 import os
+import subprocess
 import time
 
 
@@ -53,3 +54,17 @@ class Cases:
         except Exception as e:  # noqa: BLE001 - report every case
             self.failed += 1
             print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
+
+
+def can_make_namespaces():
+    """Whether this process may make network, mount and UTS namespaces (root with CAP_SYS_ADMIN and CAP_NET_ADMIN,
+    not every container grants them): the multi-node tests skip themselves (77) where it may not."""
+    probe = f"bfmprobe{os.getpid() % 100000}"
+    try:
+        made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, timeout=20).returncode == 0
+        if made:
+            subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=20)
+        return made and subprocess.run(["unshare", "--mount", "--uts", "true"], capture_output=True,
+                                       timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False

@@ -22,7 +22,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLUSTER = os.path.join(HERE, "netns_cluster.sh")
 sys.path.insert(0, os.path.join(HERE, "..", "common"))
-from run_checks import Cases, tiny  # noqa: E402
+from run_checks import Cases, can_make_namespaces, tiny  # noqa: E402
 
 TINY = [*tiny(d_model=16), "--set", "train.checkpoint_every=50", "--set", "train.keep_checkpoints=3",
         "--set", "train.log_every=50", "--set", "train.validate_every=500"]
@@ -82,8 +82,8 @@ def main():
     ap.add_argument("--mpirun", required=True)
     ap.add_argument("--workdir", required=True)
     args = ap.parse_args()
-    if os.geteuid() != 0 or subprocess.run(["ip", "netns", "list"], capture_output=True).returncode != 0:
-        print("skipped: network namespaces need root and iproute2")
+    if os.geteuid() != 0 or not can_make_namespaces():
+        print("skipped: this process may not make network, mount and UTS namespaces (root, CAP_SYS_ADMIN, iproute2)")
         sys.exit(77)
     os.environ.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
     bfm = os.path.abspath(args.bfm)

@@ -32,7 +32,7 @@ ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 CLUSTER = os.path.join(HERE, "netns_cluster.sh")
 SBATCH_SCRIPT = os.path.join(ROOT, "slurm", "pretrain.sbatch")
 sys.path.insert(0, os.path.join(HERE, "..", "common"))
-from run_checks import Cases, tiny  # noqa: E402
+from run_checks import Cases, can_make_namespaces, tiny  # noqa: E402
 
 TINY = [*tiny(d_model=16), "--set", "train.checkpoint_every=50", "--set", "train.keep_checkpoints=3",
         "--set", "train.log_every=10", "--set", "train.validate_every=100000"]
@@ -190,8 +190,8 @@ def main():
     ap.add_argument("--workdir", required=True)
     args = ap.parse_args()
     tools = ["/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd"]
-    if os.geteuid() != 0 or not all(os.access(t, os.X_OK) for t in tools) or not shutil.which("ip"):
-        print("skipped: needs root, iproute2, munge and slurm-wlm")
+    if os.geteuid() != 0 or not all(os.access(t, os.X_OK) for t in tools) or not can_make_namespaces():
+        print("skipped: needs root with namespaces (CAP_SYS_ADMIN), iproute2, munge and slurm-wlm")
         sys.exit(77)
     bfm = os.path.abspath(args.bfm)
     if os.path.abspath(args.workdir).startswith("/tmp/"):
