@@ -1,11 +1,14 @@
 // io/run_preprocess against closed forms: a line is detrended to zero and an orthogonal pattern survives it,
-// z-score and robust scaling of hand-computed columns, linear resampling of a linear signal is exact.
+// z-score and robust scaling of hand-computed columns, linear resampling of a linear signal is exact, the confound
+// regression leaves the least squares residual, scrubbing drops rows.
 #include "io/run_preprocess.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <vector>
+
+#include "base/error.h"
 
 namespace {
 
@@ -65,6 +68,69 @@ TEST(RunPreprocess, LinearResamplingIsExactOnALineAndStopsAtTheLastSample) {
   const std::vector<double> z = bfm::io::resample_linear(x, T, 1, 1.0, 2.5, K);
   ASSERT_EQ(K, 5);  // 0, 2.5, 5, 7.5, 10
   EXPECT_NEAR(z[4], 19, 1e-12);
+}
+
+// The least squares residual r of x on a design D is the one with D^T r = 0 and x - r in D's span: checked by both
+// properties, on a design with a repeated and a zero column (rank deficient), as --confounds may give.
+TEST(RunPreprocess, RegressOutLeavesTheLeastSquaresResidualEvenWhenRankDeficient) {
+  const int64_t T = 30, D = 5;
+  std::vector<double> design(T * D), x(T * 2);
+  for (int64_t t = 0; t < T; ++t) {
+    const double c = std::sin(0.7 * t), e = std::cos(1.3 * t * t);
+    design[t * D + 0] = c;
+    design[t * D + 1] = c;    // repeated
+    design[t * D + 2] = 0;    // e.g. an all-n/a derivative column
+    design[t * D + 3] = 1;
+    design[t * D + 4] = t;
+    x[t * 2 + 0] = 3 * c + 5 - 0.2 * t;       // in the span: residual 0
+    x[t * 2 + 1] = 3 * c + 5 - 0.2 * t + e;   // not in it
+  }
+  std::vector<double> r = x;
+  bfm::io::regress_out(r, T, 2, design, D);
+  for (int64_t t = 0; t < T; ++t) EXPECT_NEAR(r[t * 2], 0, 1e-10);
+  for (int64_t d = 0; d < D; ++d) {
+    double dot = 0;
+    for (int64_t t = 0; t < T; ++t) dot += design[t * D + d] * r[t * 2 + 1];
+    EXPECT_NEAR(dot, 0, 1e-9) << "column " << d;
+  }
+  // x - r in the span of {c, 1, t}: solve the 3 x 3 normal equations by hand on x - r and check the fit is exact.
+  double s[3][4] = {};
+  for (int64_t t = 0; t < T; ++t) {
+    const double v[3] = {design[t * D], 1.0, static_cast<double>(t)};
+    for (int i = 0; i < 3; ++i) {
+      for (int j = 0; j < 3; ++j) s[i][j] += v[i] * v[j];
+      s[i][3] += v[i] * (x[t * 2 + 1] - r[t * 2 + 1]);
+    }
+  }
+  for (int i = 0; i < 3; ++i)  // Gauss-Jordan
+    for (int k = 0; k < 3; ++k)
+      if (k != i) {
+        const double f = s[k][i] / s[i][i];
+        for (int j = 0; j < 4; ++j) s[k][j] -= f * s[i][j];
+      }
+  const double b[3] = {s[0][3] / s[0][0], s[1][3] / s[1][1], s[2][3] / s[2][2]};
+  for (int64_t t = 0; t < T; ++t)
+    EXPECT_NEAR(b[0] * design[t * D] + b[1] + b[2] * t, x[t * 2 + 1] - r[t * 2 + 1], 1e-9);
+}
+
+// Scrubbing drops rows before the fit; the line is over the kept rows' own indices, so a run that is a pure line is
+// removed exactly even with a gap.
+TEST(RunPreprocess, ScrubbingDropsRowsAndDetrendsOverTheirAcquisitionIndices) {
+  const int64_t T0 = 10;
+  std::vector<double> x(T0);
+  for (int64_t t = 0; t < T0; ++t) x[t] = 2.0 + 0.5 * t;
+  x[3] = 100;  // a spike on a dropped volume
+  bfm::io::RunPreprocess options;
+  options.scaling = RunScaling::none;
+  options.keep = {1, 1, 1, 0, 1, 1, 1, 1, 1, 1};
+  int64_t T = T0;
+  bfm::io::preprocess_run(x, T, 1, 2.0, options);
+  ASSERT_EQ(T, 9);
+  for (int64_t t = 0; t < T; ++t) EXPECT_NEAR(x[t], 0, 1e-12);
+  options.target_tr = 1.0;
+  std::vector<double> y(T0, 1.0);
+  T = T0;
+  EXPECT_THROW(bfm::io::preprocess_run(y, T, 1, 2.0, options), bfm::Error);
 }
 
 }  // namespace
