@@ -19,8 +19,9 @@ Command add_convert_command(CLI::App& app) {
       "event whose [onset, onset + duration) holds it (the latest onset where several do), else label -1 and no "
       "stimulus. participants.tsv fills age, sex (M/F/male/female), the diagnosis (--diagnosis) and every other "
       "numeric column as a score. A malformed events file, participants.tsv or feature table is one error line "
-      "naming the file and line (exit 2), found before anything is written. docs/FORMAT.md, \"Bringing your own "
-      "BIDS study\".");
+      "naming the file and line (exit 2), found before anything is written; so is a confounds file (--confounds, "
+      "--scrub) with another number of rows than the scan's volumes, a missing column or a non-numeric cell. "
+      "docs/FORMAT.md, \"Bringing your own BIDS study\".");
 #if defined(BFM_WITH_HDF5) && defined(BFM_WITH_NIFTI)
   auto o = std::make_shared<ConvertOptions>();
   cmd->add_option("scans", o->scans, "4-D NIfTI scans (instead of --bids)");
@@ -32,6 +33,19 @@ Command add_convert_command(CLI::App& app) {
   cmd->add_option("--scaling", o->scaling, "Per-parcel scaling after detrending")
       ->check(CLI::IsMember({"zscore", "robust", "none"}));
   cmd->add_flag("--no-detrend", o->no_detrend, "Keep the linear trend");
+  cmd->add_option("--confounds", o->confounds, "none|motion6|motion24|acompcor|FILE.json ({\"columns\": [names]}): "
+                  "fMRIPrep's *_desc-confounds_timeseries.tsv columns beside each preprocessed BOLD, regressed out of "
+                  "every parcel together with the constant and the linear trend (one least squares), before "
+                  "--target-tr and scaling; n/a cells are 0. motion6: trans_x/y/z, rot_x/y/z; motion24: those with "
+                  "their _derivative1, _power2, _derivative1_power2; acompcor: a_comp_cor_00..04")
+      ->capture_default_str();
+  cmd->add_option("--scrub", o->scrub, "FD (mm): drop the volumes whose framewise_displacement (n/a = 0) exceeds "
+                  "FD, with their labels and stimulus rows (dropped, not interpolated; also left out of the "
+                  "confound fit); not with --target-tr")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--scrub-min-length", o->scrub_min_length, "A run left with fewer volumes than this after --scrub "
+                  "(the model window; bfm pretrain's default is 64) is skipped with a note")
+      ->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--study", o->study, "Study name (default: the BIDS folder's name, or 'scans')");
   cmd->add_option("--subjects-per-shard", o->subjects_per_shard, "Subjects per shard file");
   cmd->add_option("--chunk-rows", o->chunk_rows,

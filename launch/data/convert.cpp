@@ -14,6 +14,7 @@
 #include <system_error>
 
 #include "io/bids.h"
+#include "io/confounds.h"
 #include "io/corpus_manifest.h"
 #include "io/parcellate.h"
 #include "io/shard_reader.h"
@@ -37,6 +38,15 @@ std::string preprocessing_text(const ConvertOptions& o) {
   std::ostringstream os;
   os << "parcel means of the scan's voxels (nearest atlas voxel through both affines), non-finite values left out; "
      << (o.no_detrend ? "" : "linear detrend; ");
+  const std::vector<std::string> confounds = io::confound_columns(o.confounds);
+  if (o.scrub > 0)
+    os << "scrubbing: volumes with framewise_displacement > " << o.scrub << " dropped (not interpolated, left out of "
+       << "the fit, with their labels), runs left under " << o.scrub_min_length << " volumes skipped; ";
+  if (!confounds.empty()) {
+    os << "confounds " << o.confounds << " (";
+    for (size_t i = 0; i < confounds.size(); ++i) os << (i ? ", " : "") << confounds[i];
+    os << ") regressed out with the constant" << (o.no_detrend ? "" : " and the line") << " in one least squares; ";
+  }
   if (o.target_tr > 0) os << "linear resampling to TR " << o.target_tr << " s; ";
   os << "scaling " << o.scaling << " per parcel";
   return os.str();
@@ -116,6 +126,34 @@ int convert(const ConvertOptions& o) {
       scans.push_back(io::make_scan(p, io::parse_bids_name(p.filename().string()), o.study.empty() ? "scans" : o.study,
                                 {p.parent_path()}));
     }
+  }
+  // fMRIPrep's confounds of every run, checked before anything is written; the runs scrubbing leaves too short are
+  // left out here, so that every rank and part shards the same runs.
+  const std::vector<std::string> confound_names = io::confound_columns(o.confounds);
+  require(!(o.scrub > 0 && o.target_tr > 0), "--scrub and --target-tr exclude each other: a scrubbed run has no "
+          "regular time grid to resample; convert without --target-tr");
+  std::map<std::string, std::string> confounds_file;  // scan path -> its confounds TSV
+  if (!confound_names.empty() || o.scrub > 0) {
+    std::vector<io::BidsScan> long_enough;
+    for (auto& scan : scans) {
+      const std::string file = io::find_confounds_file(scan.path);
+      require(!file.empty(), scan.path, ": no *_desc-confounds_timeseries.tsv (or _regressors.tsv) with its "
+              "entities beside it, needed by ", confound_names.empty() ? "--scrub" : "--confounds " + o.confounds);
+      const io::RunConfounds c =
+          io::read_run_confounds(file, confound_names, io::scan_timing(scan.path, scan.tr).n_time, o.scrub);
+      if (o.scrub > 0 && c.kept < o.scrub_min_length) {
+        if (w.rank == 0)
+          runtime::log_line("note: convert: " + scan.path + " skipped: " + std::to_string(c.kept) + " volumes left "
+                            "after --scrub " + (std::ostringstream() << o.scrub).str() + ", fewer than " +
+                            std::to_string(o.scrub_min_length) + " (--scrub-min-length)");
+        continue;
+      }
+      confounds_file.emplace(scan.path, file);
+      long_enough.push_back(std::move(scan));
+    }
+    require(!long_enough.empty(), "bfm convert: every run has fewer than ", o.scrub_min_length,
+            " volumes left after --scrub ", o.scrub);
+    scans = std::move(long_enough);
   }
   // The study's events, stimuli and participants, checked before anything is written (a bad one stops here).
   const StudyTables tables = read_study_tables(o, scans);
@@ -214,6 +252,13 @@ int convert(const ConvertOptions& o) {
     for (const auto& id : shards[i])
       for (const io::BidsScan* scan : by_subject[id]) {
         popt.tr = scan->tr;
+        io::RunConfounds confounds;
+        if (const auto file = confounds_file.find(scan->path); file != confounds_file.end())
+          confounds = io::read_run_confounds(file->second, confound_names,
+                                             io::scan_timing(scan->path, scan->tr).n_time, o.scrub);
+        popt.preprocess.confounds = confounds.values;
+        popt.preprocess.n_confounds = confounds.n_columns;
+        popt.preprocess.keep = confounds.keep;
         const io::ParcelSeries x = io::parcellate(scan->path, o.atlas, popt);
         const int64_t P = static_cast<int64_t>(x.labels.size());
         if (!writer) {
@@ -252,7 +297,21 @@ int convert(const ConvertOptions& o) {
         run.meta.tr = x.tr;
         run.meta.length = x.n_time;
         run.timeseries = x.series.data();
-        const RunAnnotations annotations = annotate_run(tables, *scan, x.n_time, x.tr);
+        RunAnnotations annotations;
+        if (confounds.keep.empty()) {
+          annotations = annotate_run(tables, *scan, x.n_time, x.tr);
+        } else {  // on the scan's own grid, then the kept volumes' rows: each label stays with its volume
+          const RunAnnotations all =
+              annotate_run(tables, *scan, static_cast<int64_t>(confounds.keep.size()), x.source_tr);
+          const auto S = static_cast<size_t>(header.stimulus_dim);
+          for (size_t t = 0; t < confounds.keep.size(); ++t) {
+            if (!confounds.keep[t]) continue;
+            annotations.label.push_back(all.label[t]);
+            annotations.stimulus.push_back(all.stimulus[t]);
+            annotations.embedding.insert(annotations.embedding.end(), all.embedding.begin() + t * S,
+                                         all.embedding.begin() + (t + 1) * S);
+          }
+        }
         if (header.labels) run.labels = annotations.label.data();
         if (!header.stimulus_ids.empty()) run.stimulus = annotations.stimulus.data();
         if (header.stimulus_dim > 0) run.stim_embedding = annotations.embedding.data();

@@ -1,7 +1,8 @@
 // bfm convert's job: real scans into a corpus (the command line is launch/cli/cmd_convert.cpp).
 //
 // Finding scans: io/bids.h (BIDS raw scans and fMRIPrep derivatives, TR by sidecar inheritance). Their events,
-// stimulus features and participants: launch/data/study_tables.h, read and checked before anything is written.
+// stimulus features and participants: launch/data/study_tables.h; their fMRIPrep confounds (--confounds, --scrub):
+// io/confounds.h; all read and checked before anything is written.
 //
 // Sharding and resuming. Subjects are sorted and grouped, --subjects-per-shard at a time, into shard-00000.h5,
 // shard-00001.h5...; shard i is written by rank i % ranks (ShardWriter: under NAME.tmp, renamed when whole). A shard
@@ -37,6 +38,12 @@ struct ConvertOptions {
   // and participants.tsv's diagnosis column ("COLUMN" or "COLUMN=POSITIVE_VALUE"; "" = the column "diagnosis").
   std::string label_column = "trial_type", stim_column = "stim_file", stim_features, diagnosis;
   bool allow_missing_stimuli = false;
+  // fMRIPrep's confounds (io/confounds.h): none|motion6|motion24|acompcor|FILE.json, regressed out with the detrending;
+  // --scrub FD > 0 drops the volumes whose framewise_displacement exceeds FD, and a run left with fewer than
+  // scrub_min_length volumes (the model window) is skipped with a note.
+  std::string confounds = "none";
+  double scrub = 0;
+  int64_t scrub_min_length = 64;
 };
 
 // Runs the conversion on every rank of the world (or writes the manifest only); returns the exit status. Needs HDF5
