@@ -34,6 +34,9 @@ SBATCH_SCRIPT = os.path.join(ROOT, "slurm", "pretrain.sbatch")
 sys.path.insert(0, os.path.join(HERE, "..", "common"))
 from run_checks import Cases, can_make_namespaces, tiny  # noqa: E402
 
+sys.path.insert(0, os.path.join(HERE, "..", "slurm"))
+import test_slurm as one_node  # noqa: E402  (the one-node Slurm test: its conf lines, array and scaling checks)
+
 TINY = [*tiny(d_model=16), "--set", "train.checkpoint_every=50", "--set", "train.keep_checkpoints=3",
         "--set", "train.log_every=10", "--set", "train.validate_every=100000"]
 
@@ -81,23 +84,8 @@ ClusterName=bfmtwo
 SlurmctldHost={self.nodes[0]}({self.addrs[0]})
 SlurmctldPort={free_port()}
 SlurmdPort={free_port()}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=cred_expire=30,socket={self.munge_socket}
-SchedulerParameters=bf_interval=1
-MpiDefault=pmix
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-ReturnToService=2
+{one_node.common_conf(self.munge_socket)}
 SlurmdTimeout=10
-MailProg=/bin/true
 SlurmctldPidFile={self.p("slurmctld.pid")}
 SlurmdPidFile={self.p("slurmd-%n.pid")}
 SlurmdSpoolDir={self.p("spool-%n")}
@@ -270,8 +258,6 @@ def main():
 
         # The one-node Slurm test's array and scaling checks, with their clients run on node 0 (the controller's
         # network) through small wrappers, and the scaling runs one rank per node.
-        sys.path.insert(0, os.path.join(ROOT, "tests", "slurm"))
-        import test_slurm as one_node
         array_wrapper = os.path.join(work, "array_on_node0.sh")
         with open(array_wrapper, "w") as f:
             f.write(f'#!/bin/sh\nexec "{CLUSTER}" run {slurm.prefix} 0 "{one_node.ARRAY_SCRIPT}" "$@"\n')

@@ -59,6 +59,28 @@ def free_port():
         return s.getsockname()[1]
 
 
+def common_conf(munge_socket):
+    """slurm.conf lines every test cluster shares (this one and tests/multinode's): root daemons, munge on a private
+    socket, PMIx, no cgroups, no accounting, nodes back in service by themselves."""
+    return f"""\
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=cred_expire=30,socket={munge_socket}
+SchedulerParameters=bf_interval=1
+MpiDefault=pmix
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+ReturnToService=2
+MailProg=/bin/true"""
+
+
 class Slurm:
     """A one-node Slurm (munged, slurmctld, slurmd) living in `root`; `stop()` ends each daemon by its pid."""
 
@@ -80,22 +102,7 @@ ClusterName=bfmtest
 SlurmctldHost={host}
 SlurmctldPort={free_port()}
 SlurmdPort={free_port()}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=cred_expire=30,socket={self.munge_socket}
-SchedulerParameters=bf_interval=1
-MpiDefault=pmix
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-ReturnToService=2
-MailProg=/bin/true
+{common_conf(self.munge_socket)}
 SlurmctldPidFile={p("slurmctld.pid")}
 SlurmdPidFile={p("slurmd.pid")}
 SlurmdSpoolDir={p("spool")}
