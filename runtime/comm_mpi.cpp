@@ -40,8 +40,8 @@ class BlockedScope {
 };
 
 // Waiting: the first second is spent polling without a pause (a healthy collective finishes there, and MPI
-// progresses a non-blocking collective, and moves its bytes, only inside MPI calls); after that a pause of 1 ms between polls, 10 ms after
-// 5 s, so that a rank whose peer is stopped waits without spinning a core.
+// progresses a non-blocking collective, and moves its bytes, only inside MPI calls); after that a pause of 1 ms
+// between polls, 10 ms after 5 s, so that a rank whose peer is stopped waits without spinning a core.
 void pause_while_waiting(double waited_s) {
   if (waited_s < 1) return;
   std::this_thread::sleep_for(std::chrono::milliseconds(waited_s < 5 ? 1 : 10));
@@ -396,7 +396,8 @@ class MpiCommunicator final : public Communicator {
       if (!answered[r]) silent.push_back(r);
       else if (answers[r].sequence == sequence_) same.push_back(r);
       else
-        elsewhere << "; rank " << r << " waits in " << std::string(answers[r].op, strnlen(answers[r].op, sizeof answers[r].op))
+        elsewhere << "; rank " << r << " waits in "
+                  << std::string(answers[r].op, strnlen(answers[r].op, sizeof answers[r].op))
                   << " (collective #" << answers[r].sequence << ")";
     }
     if (silent.empty()) {
@@ -419,7 +420,8 @@ class MpiCommunicator final : public Communicator {
     if (!silent.empty())
       report << " for " << ranks(silent) << ", which did not answer within " << seconds_text(grace)
              << " (stopped, hung, dead, or its node lost)";
-    if (!same.empty()) report << "; " << ranks(same) << (same.size() == 1 ? " waits" : " wait") << " in the same collective";
+    if (!same.empty())
+      report << "; " << ranks(same) << (same.size() == 1 ? " waits" : " wait") << " in the same collective";
     report << elsewhere.str();
     throw CollectiveTimeout(report.str());
   }
