@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One training step (forward + backward + AdamW) of the small model (P=64, T=64, L=8, D=128, 4 layers,
-# 4 heads, batch 16, mae 0.75, decoder 64 wide x 2 layers) in bfm and in PyTorch (tools/bfm_torch.py's reference
+# 4 heads, batch 16, mae 0.75, decoder 64 wide x 2 layers) in bfm and in PyTorch (python/bfm/model.py's reference
 # model, float32, its fused LayerNorm/GELU) on the CPU, same thread count, same job. PyTorch runs twice: as Debian
 # ships it, and with the same OpenBLAS settings bfm picks for itself (the kernel core, single-threaded BLAS), which
 # is the fair comparison. Prints the JSON lines, then a Markdown table.

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """PyTorch side of the CPU training-step benchmark: one step = forward + backward + AdamW of the reference model
-(tools/bfm_torch.py) in float32 on the CPU, with the benchmark config below. Warm-up steps, then the median of
+(python/bfm/model.py) in float32 on the CPU, with the benchmark config below. Warm-up steps, then the median of
 --steps timed steps. LayerNorm and gelu use torch's fused kernels (fused=True), as a PyTorch user would. Each step draws a fresh window batch and mae mask so no step is cheaper than another.
 
 Run:  /usr/bin/python3 bench/torch_step.py --threads 2
@@ -15,8 +15,8 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
-import bfm_torch  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+from bfm import model as bfm_torch  # noqa: E402
 
 # P=64 parcels, T=64 time points in patches of 8 -> N = 512 tokens, 384 masked, 128 seen by the encoder.
 CONFIG = dict(n_parcels=64, window=64, patch_len=8, d_model=128, n_heads=4, n_layers=4, mlp_ratio=4,

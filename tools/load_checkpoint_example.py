@@ -1,23 +1,27 @@
 #!/usr/bin/python3
 """Load a released bfm checkpoint in PyTorch and embed some windows: the example the model cards point to.
 
-    /usr/bin/python3 tools/load_checkpoint_example.py runs/quickstart/release
+    pip install ./python        # once: the bfm package (python/README.md)
+    python3 tools/load_checkpoint_example.py runs/quickstart/release
 
-Prints the model's size and the shape of the pooled embeddings of a random batch. Uses tools/bfm_torch.py, the
-independent PyTorch implementation of docs/MODEL_SPEC.md (copy both files next to your code to use them elsewhere).
+Prints the model's size and the shape of the pooled embeddings of a random batch. Run from a checkout without
+installing, it imports the package from the checkout's python/ folder.
 """
 import os
 import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bfm_torch import BrainModel, load_checkpoint  # noqa: E402
+try:
+    import bfm
+except ImportError:
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+    import bfm
 
 
 def main(folder):
-    config, state = load_checkpoint(folder)
-    model = BrainModel(config)
+    config, state = bfm.load_checkpoint(folder)
+    model = bfm.BrainModel(config)
     model.load_state_dict(state)
     model.eval()
     n = sum(p.numel() for p in model.parameters())

@@ -3,9 +3,11 @@
 #include <atomic>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -21,16 +23,30 @@
 #include "runtime/comm.h"
 #include "runtime/progress.h"
 #include "runtime/train_checkpoint.h"
+#include "runtime/watchdog.h"
+#include "runtime/world.h"
 
 namespace bfm::launch {
 
 namespace {
 
-// SIGUSR1 / SIGTERM: stop at the next step boundary (every rank agrees through the communicator), write a
-// checkpoint, exit with kExitStoppedBySignal.
 // The key of the run's settings (config_json_) that a resume may change, each change logged, not refused.
 constexpr const char* kNoted = "may_change_on_resume";
 
+// Fault injection for the tests (tests/launch/cli/test_faults.py): BFM_FAULT_STOP=PLACE:RANK:NTH makes that rank
+// stop itself (SIGSTOP) the NTH time it reaches PLACE ("checkpoint": just before the collective checkpoint write),
+// as a rank hung there would. Unset, it costs one getenv per checkpoint.
+void stop_here_for_fault_tests(const std::string& place) {
+  static std::map<std::string, int> reached;
+  const char* spec = std::getenv("BFM_FAULT_STOP");
+  if (spec == nullptr) return;
+  const std::string here =
+      place + ":" + std::to_string(runtime::rank_in_world().rank) + ":" + std::to_string(++reached[place]);
+  if (here == spec) std::raise(SIGSTOP);
+}
+
+// SIGUSR1 / SIGTERM: stop at the next step boundary (every rank agrees through the communicator), write a
+// checkpoint, exit with kExitStoppedBySignal.
 std::atomic<int> g_stop_signal{0};
 extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
 
@@ -131,6 +147,12 @@ class Pretraining {
   std::unique_ptr<StepEngine> engine_;
   nlohmann::json config_json_;  // what a checkpoint must have been written by to be resumed from
   std::string restored_metrics_;
+  double last_write_s_ = 0;  // how long the last checkpoint write took
+  // The deadline of a checkpoint's collective HDF5 I/O (runtime/watchdog.h): the collective timeout, or three times
+  // the last write where a large model's writes take longer; 0 (no timeout) stays 0.
+  double io_deadline_s() const {
+    return t_.collective_timeout_s > 0 ? std::max(t_.collective_timeout_s, 3 * last_write_s_) : 0;
+  }
   std::unique_ptr<MetricsLog> metrics_;
   LocalBatch batch_;
   Stopwatch clock_;
@@ -275,6 +297,7 @@ void Pretraining::resume() {
     }
     runtime::TrainState s;
     try {  // collective: every rank reaches the same verdict on the same file
+      const runtime::Watchdog deadline("checkpoint read of " + path, io_deadline_s());
       s = runtime::read_train_checkpoint(path, model_->checkpoint_tensors());
     } catch (const Error& e) {
       skipped.push_back(e.what());
@@ -467,9 +490,15 @@ void Pretraining::checkpoint(int64_t step) {
   s.metrics_jsonl = metrics_->text();
   s.world_size = ranks_;
   const Stopwatch clock;
-  const std::string path =
-      runtime::write_train_checkpoint(options_.checkpoint_dir, model_->checkpoint_tensors(), s, t_.keep_checkpoints);
-  log("checkpoint " + path + " (" + runtime::format_duration(clock.seconds()) + ")");
+  std::string path;
+  {
+    const runtime::Watchdog deadline("checkpoint write at step " + std::to_string(step), io_deadline_s());
+    stop_here_for_fault_tests("checkpoint");
+    path = runtime::write_train_checkpoint(options_.checkpoint_dir, model_->checkpoint_tensors(), s,
+                                           t_.keep_checkpoints);
+  }
+  last_write_s_ = clock.seconds();
+  log("checkpoint " + path + " (" + runtime::format_duration(last_write_s_) + ")");
   result_.last_checkpoint = path;
 #else
   (void)step;

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Conformance of `bfm forward` (C++, float32) with the PyTorch reference tools/bfm_torch.py (float64).
+"""Conformance of `bfm forward` (C++, float32) with the PyTorch reference python/bfm/model.py (float64).
 
 Each forward case makes a checkpoint (random parameters from a seeded torch generator, or `bfm init`), writes
 in.h5, runs `bfm forward ... --grads grads.safetensors`, and compares every dataset of out.h5 and every gradient
@@ -23,8 +23,8 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
-import bfm_torch  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
+from bfm import model as bfm_torch  # noqa: E402
 
 torch.set_num_threads(2)
 TOLERANCE = 1e-4

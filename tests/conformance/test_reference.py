@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Checks of the PyTorch reference itself (tools/bfm_torch.py), so that the conformance test's oracle is right.
+"""Checks of the PyTorch reference itself (python/bfm/model.py), so that the conformance test's oracle is right.
 
 - a second, naive implementation of the spec in numpy float64 (per-sample, per-head, per-query loops) that the
   module's outputs and losses must match to 1e-10;
@@ -20,8 +20,8 @@ import tempfile
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
-import bfm_torch  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
+from bfm import model as bfm_torch  # noqa: E402
 
 torch.set_num_threads(2)
 

@@ -219,8 +219,8 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 
 
 def _params(folder):
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    import bfm_torch
+    sys.path.insert(0, os.path.join(ROOT, "python"))
+    from bfm import model as bfm_torch
     return bfm_torch.load_checkpoint(folder)[1]
 
 

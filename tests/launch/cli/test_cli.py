@@ -212,8 +212,8 @@ def pretrain_writes_metrics_and_a_loadable_checkpoint(bfm, work):
     run(bfm, "export", out, "--out", exported)
     card = open(os.path.join(exported, "README.md")).read()
     assert "20 steps" in card and "Last held-out losses: step 20" in card and "load_checkpoint" in card, card
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tools"))
-    import bfm_torch
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "python"))
+    from bfm import model as bfm_torch
     _, a = bfm_torch.load_checkpoint(os.path.join(out, "release"))
     _, b = bfm_torch.load_checkpoint(exported)
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a), "export differs from pretrain's"
@@ -415,8 +415,8 @@ def plot_draws_a_runs_metrics_as_png(bfm, work):
 
 
 def _params(folder):
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tools"))
-    import bfm_torch
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "python"))
+    from bfm import model as bfm_torch
     return bfm_torch.load_checkpoint(folder)[1]
 
 

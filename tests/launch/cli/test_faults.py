@@ -88,6 +88,48 @@ def a_stopped_rank_ends_the_job_with_a_report_naming_it(bfm, mpirun, work):
 
 
 @case
+def a_rank_stopped_in_a_checkpoint_write_ends_the_job(bfm, mpirun, work):
+    # The checkpoint is collective HDF5 over MPI-IO, where the communicator's polled waits do not reach: a watchdog
+    # must end the job with 76 and keep the damaged write under its temporary name, and the rerun resumes from the
+    # checkpoint before it.
+    out = os.path.join(work, "stopped_in_write")
+    timeout = 6
+    cmd = [mpirun, "--oversubscribe", "-np", "2", "-x", "BFM_FAULT_STOP=checkpoint:1:2", bfm, "pretrain", *TINY,
+           "--set", "train.steps=300", "--set", "train.batch_size=8", "--set", "train.checkpoint_every=100",
+           "--set", "train.validate_every=1000", "--set", f"train.collective_timeout_s={timeout}", "--out", out]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pids = {}
+    try:
+        t0 = time.time()
+        while time.time() - t0 < 60 and proc.poll() is None:  # the ranks' pids, for the clean-up
+            pids = rank_pids(out) or pids
+            if len(pids) == 2:
+                break
+            time.sleep(0.2)
+        text, _ = proc.communicate(timeout=timeout + 60)
+        elapsed = time.time() - t0
+    finally:
+        for pid in pids.values():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 76, f"exit {proc.returncode}, expected 76: {text[-3000:]}"
+    assert elapsed < timeout + 40, f"the job took {elapsed:.0f} s to end"
+    reports = [l for l in text.splitlines() if l.startswith("bfm: error: collective timeout")]
+    assert len(reports) == 1, text[-3000:]
+    assert "rank 0 of 2" in reports[0] and "checkpoint write at step 200" in reports[0], reports[0]
+    finished = sorted(f for f in os.listdir(os.path.join(out, "checkpoints")) if f.endswith(".h5"))
+    assert finished == ["ckpt-00000100.h5"], finished
+    again = subprocess.run([mpirun, "--oversubscribe", "-np", "2", *cmd[6:]], capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert re.search(r"resumed from \S*ckpt-00000100.h5 at step 100", again.stderr), again.stderr[-2000:]
+
+
+@case
 def an_error_every_rank_meets_is_printed_once(bfm, mpirun, work):
     out = os.path.join(work, "bad_set")
     proc = subprocess.run([mpirun, "--oversubscribe", "-np", "3", bfm, "pretrain", "--set", "model.d_model=banana",

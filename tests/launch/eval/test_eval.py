@@ -3,7 +3,7 @@
 
 - every metric in results.csv recomputed with scikit-learn / numpy from the predictions bfm eval wrote;
 - the cross-validation never puts a stimulus in two folds of one subject (each test row's stimulus has one fold);
-- fine-tuning lowers the task loss, and its checkpoint loads in the PyTorch reference (tools/bfm_torch.py) with the
+- fine-tuning lowers the task loss, and its checkpoint loads in the PyTorch reference (python/bfm/model.py) with the
   task head applied to the reference's pooled output giving the validation accuracy's ingredients;
 - eval over 2 MPI ranks writes the same results as over 1;
 - bad input (a checkpoint of another atlas, a missing corpus, a bad fraction) is one clear error line.
@@ -24,8 +24,8 @@ import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, r2_score, roc_auc_score
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "tools"))
-import bfm_torch  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "python"))
+from bfm import model as bfm_torch  # noqa: E402
 
 MODEL = ["--set", "model.n_parcels=24", "--set", "model.window=12", "--set", "model.patch_len=6",
          "--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.n_layers=1",

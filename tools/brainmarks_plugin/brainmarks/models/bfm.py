@@ -7,8 +7,9 @@ module and registers the model `bfm`:
 
 `ckpt_path` is a released checkpoint folder (model.safetensors + config.json, docs/MODEL_SPEC.md); without it the
 environment variable BFM_CHECKPOINT names one (brainmarks' own `test_models` calls `create_model(name)` with no
-arguments). The checkpoint is loaded by the project's PyTorch implementation of the spec, tools/bfm_torch.py
-(`load_checkpoint`, `BrainModel`), imported from its path, and frozen (eval mode, no gradients).
+arguments). The checkpoint is loaded by the project's PyTorch implementation of the spec, the `bfm` package
+(python/: `load_checkpoint`, `BrainModel`; installed with pip, else taken from this checkout), and frozen (eval
+mode, no gradients).
 
 Keywords of `create_model("bfm", ...)`:
   ckpt_path     the checkpoint folder (default: $BFM_CHECKPOINT).
@@ -54,7 +55,6 @@ ones), in float32:
                are the finest representation the encoder has: one token per parcel and patch of time, what
                brainmarks' attention-pooling probes ("patch" representation) are for.
 """
-import importlib.util
 import math
 import os
 import re
@@ -77,26 +77,22 @@ ATLAS_SPACES = {
     "a424": "a424",
 }
 
-# tools/brainmarks_plugin/brainmarks/models/bfm.py -> tools/bfm_torch.py (BFM_TORCH overrides, for a copied plugin)
-_BFM_TORCH = Path(__file__).resolve().parents[3] / "bfm_torch.py"
+# tools/brainmarks_plugin/brainmarks/models/bfm.py -> the checkout's python/ (used when `bfm` is not installed)
+_BFM_PYTHON = Path(__file__).resolve().parents[4] / "python"
 
 
 def _bfm_torch():
-    """The project's PyTorch model (tools/bfm_torch.py), imported by path once."""
-    if "bfm_torch" in sys.modules:
-        return sys.modules["bfm_torch"]
-    path = Path(os.environ.get("BFM_TORCH", _BFM_TORCH))
-    if not path.is_file():
-        raise ImportError(f"bfm plugin: {path} not found; set BFM_TORCH to bfm's tools/bfm_torch.py")
-    spec = importlib.util.spec_from_file_location("bfm_torch", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bfm_torch"] = module
+    """The project's PyTorch model (the `bfm` package's model module): installed (pip install bfm's python/), or
+    else from the checkout this plugin sits in."""
     try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules["bfm_torch"]
-        raise
-    return module
+        from bfm import model
+    except ImportError:
+        if not (_BFM_PYTHON / "bfm" / "model.py").is_file():
+            raise ImportError(f"bfm plugin: the bfm package is not installed and {_BFM_PYTHON} has none; "
+                              "pip install bfm's python/ folder") from None
+        sys.path.insert(0, str(_BFM_PYTHON))
+        from bfm import model
+    return model
 
 
 def _atlas_key(atlas) -> str:

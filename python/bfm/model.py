@@ -1,8 +1,7 @@
-#!/usr/bin/python3
-"""PyTorch reference of the bfm brain model (docs: /work/shared/MODEL_SPEC.md, "The brain model, exactly (v1)").
+"""PyTorch implementation of the bfm brain model (docs: /work/shared/MODEL_SPEC.md, "The brain model, exactly (v1)").
 
 Written from the spec page alone, without reading the C++ model, so that it can serve as the independent oracle
-of `bfm forward` (tests/conformance/test_conformance.py) and as the example of loading a released checkpoint:
+of `bfm forward` (tests/conformance/test_conformance.py) and as the way to load a released checkpoint:
 
     config, state = load_checkpoint("ckpt/")
     model = BrainModel(config, dtype=torch.float64)
@@ -13,8 +12,8 @@ Parameter names are exactly the spec's, so `load_state_dict(strict=True)` takes 
 Attention, LayerNorm and gelu are written out from the spec's formulas rather than taken from torch, so that
 this file reads as the maths it checks. The safetensors format is read and written by hand (no dependency).
 
-Run as a script to load a checkpoint and push one random window through it:
-    /usr/bin/python3 tools/bfm_torch.py CHECKPOINT_DIR
+Run as a module to load a checkpoint and push one random window through it:
+    python3 -m bfm CHECKPOINT_DIR
 """
 import json
 import math
@@ -437,7 +436,7 @@ def random_mask(B, n_tokens, n_mask, generator):
 
 def main(argv):
     if len(argv) != 2:
-        print(f"usage: {argv[0]} CHECKPOINT_DIR", file=sys.stderr)
+        print("usage: python3 -m bfm CHECKPOINT_DIR", file=sys.stderr)
         return 2
     config, state = load_checkpoint(argv[1])
     model = BrainModel(config, dtype=torch.float32)
@@ -460,7 +459,3 @@ def main(argv):
         else:
             print(f"  {name:18s} {list(value.shape)}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))
