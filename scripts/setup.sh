@@ -15,6 +15,7 @@ packages=(
   mricron-data python3-nitime                      # real atlases (AAL, AICHA) and real 4-D scans for its tests
   python3 python3-numpy python3-h5py python3-torch python3-nibabel python3-matplotlib  # references, plots
   python3-venv                                     # tests/tools: brainmarks in a venv (tools/brainmarks_plugin)
+  python3-setuptools python3-wheel                 # tests/python: pip install ./python in a venv, offline
   python3-sklearn                                  # bfm eval's metrics checked against scikit-learn
 )
 

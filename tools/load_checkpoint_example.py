@@ -20,10 +20,8 @@ except ImportError:
 
 
 def main(folder):
-    config, state = bfm.load_checkpoint(folder)
-    model = bfm.BrainModel(config)
-    model.load_state_dict(state)
-    model.eval()
+    model = bfm.BrainModel.from_pretrained(folder)  # eval mode, float32, on the CPU (device= for a GPU)
+    config = model.config
     n = sum(p.numel() for p in model.parameters())
     x = torch.randn(4, config["window"], config["n_parcels"])  # [batch, time points, parcels], z-scored series
     with torch.no_grad():

@@ -243,7 +243,7 @@ class Decoder(torch.nn.Module):
         B = encoder_out.shape[0]
         z = self.embed(encoder_out)                                          # [B, Nv, Dd]
         full = self.mask_token.expand(B, N, -1).clone()                     # [B, N, Dd]
-        rows = torch.arange(B).unsqueeze(1).expand_as(visible_index)
+        rows = torch.arange(B, device=visible_index.device).unsqueeze(1).expand_as(visible_index)
         full[rows, visible_index] = z
         position = (self.time_embed[:, None, :] + self.parcel_embed[None, :, :]).reshape(N, -1)  # token j*P+p
         h = full + position
@@ -294,6 +294,16 @@ class BrainModel(torch.nn.Module):
         patch_of = torch.arange(self.N) // self.P
         self.register_buffer("causal_allowed", patch_of[None, :] <= patch_of[:, None], persistent=False)
 
+    @classmethod
+    def from_pretrained(cls, folder, device=None, dtype=torch.float32, fused=False):
+        """The model of a released checkpoint folder (model.safetensors + config.json), every tensor of the file
+        loaded (strict), in eval mode on `device`. model(x) with x [B, window, n_parcels] returns the dict forward()
+        describes; out["pooled"] is the embedding of each window."""
+        config, state = load_checkpoint(folder)
+        model = cls(config, dtype=dtype, fused=fused)
+        model.load_state_dict(state, strict=True)
+        return model.to(device).eval()
+
     def patches(self, x):
         """x [B, T, P] -> tokens [B, N, L], token j*P+p holding x[j*L + l, p]."""
         B = x.shape[0]
@@ -318,10 +328,10 @@ class BrainModel(torch.nn.Module):
             raise ValueError(f"x has shape {tuple(x.shape)}, expected [B, {self.T}, {self.P}]")
         tokens = self.patches(x)
         out = {}
-        all_index = torch.arange(self.N).expand(B, self.N)
+        all_index = torch.arange(self.N, device=x.device).expand(B, self.N)
         use_mask = "mae" in self.objectives and mask is not None
         if use_mask:
-            mask = mask.to(torch.bool)
+            mask = mask.to(device=x.device, dtype=torch.bool)
             if mask.shape != (B, self.N):
                 raise ValueError(f"mask has shape {tuple(mask.shape)}, expected [{B}, {self.N}]")
             n_visible = int((~mask[0]).sum())
@@ -350,12 +360,12 @@ class BrainModel(torch.nn.Module):
             losses["causal"] = ((next_pred[:, :self.N - self.P] - tokens[:, self.P:]) ** 2).mean()
         if "contrastive" in self.objectives and stim is not None:
             zb = self.brain_proj(out["pooled"])
-            zs = self.stim_proj(stim.to(zb.dtype))
+            zs = self.stim_proj(stim.to(zb))
             zb = zb / zb.norm(dim=-1, keepdim=True)
             zs = zs / zs.norm(dim=-1, keepdim=True)
             scale = torch.exp(torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX))
             logits = scale * zb @ zs.T                                         # [B, B]
-            target = torch.arange(B)
+            target = torch.arange(B, device=logits.device)
             ce = torch.nn.functional.cross_entropy
             losses["contrastive"] = (ce(logits, target) + ce(logits.T, target)) / 2
         for name, value in losses.items():
