@@ -417,4 +417,112 @@ std::vector<int> argmax_rows(const std::vector<double>& scores, int64_t n, int k
   return out;
 }
 
+namespace {
+// The regularised incomplete beta function I_x(a, b) by its continued fraction (modified Lentz), using the symmetry
+// I_x(a, b) = 1 - I_{1-x}(b, a) where the fraction converges slowly.
+double incomplete_beta(double a, double b, double x) {
+  if (x <= 0) return 0;
+  if (x >= 1) return 1;
+  if (x > (a + 1) / (a + b + 2)) return 1 - incomplete_beta(b, a, 1 - x);
+  const double front = std::exp(std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) + a * std::log(x) +
+                                b * std::log1p(-x)) / a;
+  const double tiny = 1e-300;
+  double f = 1, c = 1, d = 0;
+  for (int i = 0; i <= 400; ++i) {
+    const int m = i / 2;
+    double num;
+    if (i == 0) num = 1;
+    else if (i % 2 == 0) num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m));
+    else num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1));
+    d = 1 + num * d;
+    d = std::abs(d) < tiny ? tiny : d;
+    d = 1 / d;
+    c = 1 + num / c;
+    c = std::abs(c) < tiny ? tiny : c;
+    const double cd = c * d;
+    f *= cd;
+    if (std::abs(1 - cd) < 1e-15) break;
+  }
+  return front * (f - 1);
+}
+
+// P(T <= t) for Student's t with df degrees of freedom.
+double student_t_cdf(double t, double df) {
+  const double tail = 0.5 * incomplete_beta(df / 2, 0.5, df / (df + t * t));
+  return t >= 0 ? 1 - tail : tail;
+}
+}  // namespace
+
+double student_t_quantile(double p, double df) {
+  require(p > 0 && p < 1 && df > 0, "student_t_quantile: p ", p, " df ", df);
+  if (p < 0.5) return -student_t_quantile(1 - p, df);
+  double lo = 0, hi = 1;
+  while (student_t_cdf(hi, df) < p) hi *= 2;
+  for (int i = 0; i < 200 && hi - lo > 1e-13 * std::max(1.0, hi); ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (student_t_cdf(mid, df) < p ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
+PairedInterval paired_t_interval(const std::vector<double>& differences, double level) {
+  const MeanSpread ms = mean_spread(differences);
+  PairedInterval out;
+  out.mean = ms.mean, out.sd = ms.sd, out.n = ms.n;
+  if (ms.n < 2) {
+    out.low = out.high = std::numeric_limits<double>::quiet_NaN();
+    return out;
+  }
+  const double half = student_t_quantile(0.5 + level / 2, ms.n - 1) * ms.sd / std::sqrt(double(ms.n));
+  out.low = ms.mean - half, out.high = ms.mean + half;
+  return out;
+}
+
+void symmetric_eigen(std::vector<double>& a, int n, std::vector<double>* values, std::vector<double>* vectors) {
+  std::vector<double> v(size_t(n) * n, 0.0);  // columns: the eigenvectors as the rotations accumulate
+  for (int i = 0; i < n; ++i) v[size_t(i) * n + i] = 1;
+  const auto at = [&](int i, int j) -> double& { return a[size_t(i) * n + j]; };
+  double norm = 0;
+  for (double x : a) norm += x * x;
+  for (int sweep = 0; sweep < 100; ++sweep) {
+    double off = 0;
+    for (int i = 0; i < n; ++i)
+      for (int j = i + 1; j < n; ++j) off += at(i, j) * at(i, j);
+    if (off <= 1e-30 * norm || off == 0) break;
+    for (int p = 0; p < n; ++p)
+      for (int q = p + 1; q < n; ++q) {
+        if (at(p, q) == 0) continue;
+        // The rotation that zeroes a_pq: tan(theta) = t, the smaller root of t^2 + 2 t theta - 1 = 0.
+        const double theta = (at(q, q) - at(p, p)) / (2 * at(p, q));
+        const double t = (theta >= 0 ? 1.0 : -1.0) / (std::abs(theta) + std::sqrt(theta * theta + 1));
+        const double c = 1 / std::sqrt(t * t + 1), s = t * c;
+        for (int k = 0; k < n; ++k) {  // a <- a J (columns p, q)
+          const double akp = at(k, p), akq = at(k, q);
+          at(k, p) = c * akp - s * akq;
+          at(k, q) = s * akp + c * akq;
+        }
+        for (int k = 0; k < n; ++k) {  // a <- J^T a (rows p, q)
+          const double apk = at(p, k), aqk = at(q, k);
+          at(p, k) = c * apk - s * aqk;
+          at(q, k) = s * apk + c * aqk;
+        }
+        for (int k = 0; k < n; ++k) {
+          const double vkp = v[size_t(k) * n + p], vkq = v[size_t(k) * n + q];
+          v[size_t(k) * n + p] = c * vkp - s * vkq;
+          v[size_t(k) * n + q] = s * vkp + c * vkq;
+        }
+      }
+  }
+  std::vector<int> order(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) order[size_t(i)] = i;
+  std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return at(x, x) > at(y, y); });
+  values->assign(size_t(n), 0.0);
+  vectors->assign(size_t(n) * n, 0.0);
+  for (int r = 0; r < n; ++r) {
+    const int i = order[size_t(r)];
+    (*values)[size_t(r)] = at(i, i);
+    for (int k = 0; k < n; ++k) (*vectors)[size_t(r) * n + k] = v[size_t(k) * n + i];
+  }
+}
+
 }  // namespace bfm::launch::eval

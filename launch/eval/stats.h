@@ -38,6 +38,23 @@ struct MeanSpread {
 };
 MeanSpread mean_spread(const std::vector<double>& values);
 
+// ---- paired comparisons ----------------------------------------------------------------------------------------------
+// The quantile of Student's t distribution with df degrees of freedom (df > 0, 0 < p < 1): its CDF (the regularised
+// incomplete beta function, by its continued fraction) inverted by bisection, to about 1e-12.
+double student_t_quantile(double p, double df);
+// The mean of paired differences with its two-sided `level` interval by the paired t test: mean -+ t_{(1+level)/2,
+// n-1} sd / sqrt(n). NaN values are left out; the interval is NaN with fewer than 2 differences.
+struct PairedInterval {
+  double mean = 0, sd = 0, low = 0, high = 0;
+  int n = 0;
+};
+PairedInterval paired_t_interval(const std::vector<double>& differences, double level = 0.95);
+
+// ---- principal components ----------------------------------------------------------------------------------------
+// The eigen-decomposition of the symmetric a [n, n] (row-major, destroyed) by cyclic Jacobi rotations: eigenvalues in
+// descending order, and the eigenvectors as the rows of vectors [n, n] (unit length, in the same order).
+void symmetric_eigen(std::vector<double>& a, int n, std::vector<double>* values, std::vector<double>* vectors);
+
 // ---- ridge ---------------------------------------------------------------------------------------------------------
 // y = (x - mean) / scale . W + intercept, fitted by minimising |Y - XW|^2 + alpha |W|^2 on centred, standardised
 // features (columns of zero variance are left at scale 1). Solved in the primal (d x d) or the dual (n x n) form,

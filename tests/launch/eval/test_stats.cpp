@@ -1,6 +1,7 @@
 // The statistics of bfm eval against independent computations: metrics on hand-worked cases (the values scikit-learn
 // gives for them), ridge against the closed-form normal equations solved by Gaussian elimination in long double, the
-// splitter's guarantees (no group in two folds, no training window overlapping a test window).
+// splitter's guarantees (no group in two folds, no training window overlapping a test window), Student's t quantiles
+// against closed forms and printed tables, the eigen-decomposition against its definition (A v = lambda v).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -227,6 +228,61 @@ TEST(EvalRidge, InnerCvPicksStrongRegularisationForNoise) {
   InnerCv cv;
   EXPECT_GE(fit_ridge_cv(x, noise, d, 1, rows, group, series, start, end, cv).alpha(), 1e3);
   EXPECT_LE(fit_ridge_cv(x, clean, d, 1, rows, group, series, start, end, cv).alpha(), 1.0);
+}
+
+TEST(EvalPaired, StudentTQuantileMatchesClosedFormsAndTables) {
+  const double pi = std::acos(-1.0);
+  // df = 1 (Cauchy): tan(pi (p - 1/2)); df = 2: (2p - 1) / sqrt(2 p (1 - p)).
+  for (double p : {0.6, 0.9, 0.975, 0.995}) {
+    EXPECT_NEAR(student_t_quantile(p, 1), std::tan(pi * (p - 0.5)), 1e-9 * std::tan(pi * (p - 0.5)));
+    EXPECT_NEAR(student_t_quantile(p, 2), (2 * p - 1) / std::sqrt(2 * p * (1 - p)), 1e-10);
+  }
+  // Printed tables (e.g. NIST/SEMATECH e-Handbook, Table 1.3.6.7.2), to their digits.
+  EXPECT_NEAR(student_t_quantile(0.975, 5), 2.570582, 1e-6);
+  EXPECT_NEAR(student_t_quantile(0.975, 10), 2.228139, 1e-6);
+  EXPECT_NEAR(student_t_quantile(0.975, 30), 2.042272, 1e-6);
+  EXPECT_NEAR(student_t_quantile(0.975, 100), 1.983972, 1e-6);
+  EXPECT_NEAR(student_t_quantile(0.95, 3), 2.353363, 1e-6);
+  EXPECT_NEAR(student_t_quantile(0.995, 4), 4.604095, 1e-6);
+  EXPECT_NEAR(student_t_quantile(0.025, 10), -2.228139, 1e-6);
+  EXPECT_NEAR(student_t_quantile(0.5, 7), 0.0, 1e-12);
+}
+
+TEST(EvalPaired, IntervalIsMeanPlusMinusTTimesStandardError) {
+  // Differences 0.1, 0.3, 0.2, 0.4: mean 0.25, sd sqrt(0.05 / 3); t_{0.975, 3} = 3.182446 (tables).
+  const PairedInterval pi = paired_t_interval({0.1, 0.3, 0.2, 0.4, std::nan("")});
+  const double se = std::sqrt(0.05 / 3) / 2;
+  EXPECT_EQ(pi.n, 4);
+  EXPECT_NEAR(pi.mean, 0.25, 1e-15);
+  EXPECT_NEAR(pi.low, 0.25 - 3.182446 * se, 1e-6);
+  EXPECT_NEAR(pi.high, 0.25 + 3.182446 * se, 1e-6);
+  EXPECT_TRUE(std::isnan(paired_t_interval({0.3}).low));
+}
+
+TEST(EvalPca, EigenDecompositionSatisfiesItsDefinition) {
+  bfm::Rng rng(11);
+  const int n = 9;
+  std::vector<double> a(n * n);
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j <= i; ++j) a[i * n + j] = a[j * n + i] = rng.normal();
+  std::vector<double> work = a, values, vectors;
+  symmetric_eigen(work, n, &values, &vectors);
+  double trace = 0, sum = 0;
+  for (int i = 0; i < n; ++i) trace += a[i * n + i], sum += values[i];
+  EXPECT_NEAR(trace, sum, 1e-12);
+  for (int r = 0; r < n; ++r) {
+    if (r > 0) EXPECT_GE(values[r - 1], values[r]);
+    for (int i = 0; i < n; ++i) {
+      long double av = 0;
+      for (int j = 0; j < n; ++j) av += (long double)a[i * n + j] * vectors[r * n + j];
+      EXPECT_NEAR(double(av), values[r] * vectors[r * n + i], 1e-12);
+    }
+    for (int q = 0; q < n; ++q) {
+      double dot = 0;
+      for (int i = 0; i < n; ++i) dot += vectors[r * n + i] * vectors[q * n + i];
+      EXPECT_NEAR(dot, r == q ? 1.0 : 0.0, 1e-12);
+    }
+  }
 }
 
 }  // namespace
