@@ -66,7 +66,11 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
     const eval::EvalSubject& s = data.subjects[size_t(t.subject)];
     if (s.held_out) continue;
     if (classes && t.label < 0) continue;
-    const double u = id_uniform(s.id);
+    const bool restricted = !options.labelled_subjects.empty();
+    if (restricted && std::find(options.labelled_subjects.begin(), options.labelled_subjects.end(), s.id) ==
+                          options.labelled_subjects.end())
+      continue;
+    const double u = restricted ? 1.0 : id_uniform(s.id);
     (u < options.validation_fraction ? valid : train).trials.push_back(i);
   }
   require(!train.trials.empty(), data.corpus, ": no labelled trial of a pre-training subject to fine-tune on");
@@ -249,6 +253,7 @@ void save_finetuned(const std::string& dir, const FinetuneResult& result, const 
       {"validation_loss", {result.first_validation_loss, result.last_validation_loss}},
   };
   if (result.validation_accuracy >= 0) run["validation_accuracy"] = result.validation_accuracy;
+  if (!options.labelled_subjects.empty()) run["labelled_subjects"] = options.labelled_subjects;
   // The head's files travel with the checkpoint's own, so that the folder appears whole or not at all.
   model::save_released_checkpoint(dir, *result.model, model::task_head_files(result.head, run));
 }

@@ -33,6 +33,9 @@ struct FinetuneOptions {
   double weight_decay = 0.05;
   int64_t warmup_steps = 20;
   double validation_fraction = 0.15;  // of the pre-training subjects, held back to report a validation loss
+  // Non-empty: the ids of the only pre-training subjects whose labels it may use (bfm eval --labelled-subjects), all
+  // of them trained on (no hold-back: the validation loss is then a training loss).
+  std::vector<std::string> labelled_subjects;
   uint64_t seed = 0;
   std::string device = "cpu";      // cpu | cuda | auto (model/placement.h)
   bool verbose = true;             // progress lines (rank 0)
