@@ -1,11 +1,13 @@
 // bfm eval --checkpoint DIR --corpus DIR --out DIR: downstream evaluation of a released checkpoint on the corpus'
 // held-out subjects (launch/eval/evaluate.h): decoding, retrieval, encoding, diagnosis and traits; per-subject ridge,
-// population ridge, linear probes, full fine-tuning and the same architecture from scratch, side by side on the same
-// cross-validation splits, with few-shot curves. Writes results.csv, summary.csv, summary.md, PNG plots, the
+// population ridge, PCA and linear probes, full fine-tuning and the same architecture from scratch, side by side on the
+// same cross-validation splits, with few-shot curves, the label-scarce curve over K labelled pre-training subjects and
+// paired comparisons. Writes results.csv, summary.csv, summary.md, PNG plots, the
 // predictions and config.json into --out, and prints the headline table. Runs over MPI ranks (mpirun -np N).
 #include <algorithm>
 #include <filesystem>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <sstream>
 
@@ -41,7 +43,33 @@ struct EvalCli {
   bool no_predictions = false;
   std::string device = "auto";
   std::string cv = "stimulus";
+  std::string labelled = "all";
+  int64_t labelled_seed = -1;  // -1: --seed
 };
+
+// --labelled-subjects: K values (integers >= 0, or "all" for -1), ascending, "all" last, each once.
+[[maybe_unused]] std::vector<int> parse_labelled(const std::string& list) {
+  std::vector<int> out;
+  std::stringstream in(list);
+  for (std::string item; std::getline(in, item, ',');) {
+    if (item.empty()) continue;
+    int k = -1;
+    if (item != "all") {
+      size_t used = 0;
+      try {
+        k = std::stoi(item, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      require(used == item.size() && k >= 0, "--labelled-subjects: '", item, "' is not a count >= 0 or 'all'");
+    }
+    if (std::find(out.begin(), out.end(), k) == out.end()) out.push_back(k);
+  }
+  require(!out.empty(), "--labelled-subjects: empty");
+  const auto order = [](int k) { return k < 0 ? std::numeric_limits<int>::max() : k; };
+  std::sort(out.begin(), out.end(), [&](int a, int b) { return order(a) < order(b); });
+  return out;
+}
 
 // The fractions summary.md and the printed table lead with: 10 % and 100 % where evaluated, else the largest.
 [[maybe_unused]] std::vector<double> headline_fractions(const std::vector<double>& fractions) {
@@ -87,6 +115,15 @@ Command add_eval_command(CLI::App& app) {
                   "writing the checkpoints into OUT/finetuned-TASK and OUT/scratch-TASK")
       ->capture_default_str();
   cmd->add_option("--seed", opt->seed, "Seed of the folds and the bootstrap")->capture_default_str();
+  cmd->add_option("--labelled-subjects", opt->labelled,
+                  "The label-scarce protocol: K[,K...] (integers, or 'all'). For each K the population methods "
+                  "(ridge_pop, pca_pop, probe_pop, oracle_pop, finetune, scratch; named METHOD@K) use the labels of "
+                  "only K pre-training subjects drawn by --labelled-seed, while the PCA basis and pre-training used "
+                  "every subject unlabelled; K = 0: they are their per-subject forms (finetune, scratch skipped). "
+                  "The report gives the curve over K, e.g. 0,2,8,all")
+      ->capture_default_str();
+  cmd->add_option("--labelled-seed", opt->labelled_seed,
+                  "Seed of the draw of the labelled subjects (default: --seed); a smaller K's are among a larger one's");
   cmd->add_flag("--no-predictions", opt->no_predictions, "Do not write OUT/predictions/*.csv");
   cmd->add_option("--device", opt->device,
                   "Encoder features and fine-tuning: auto (a GPU where there is one) | cpu | cuda (one GPU per rank)")
@@ -110,6 +147,7 @@ Command add_eval_command(CLI::App& app) {
       options.cv_unit = provenance.value("cv_unit", options.cv_unit);
       options.fractions = provenance.value("fractions", options.fractions);
       options.seed = provenance.value("seed", options.seed);
+      options.labelled_seed = provenance.value("labelled_seed", options.labelled_seed);
       const std::vector<double> headline = headline_fractions(options.fractions);
       const std::string table = eval::write_report(opt->out, report, options, provenance, headline);
       std::cout << "bfm eval --merge: " << opt->merge.size() << " parts, " << report.held_out_subjects
@@ -150,6 +188,8 @@ Command add_eval_command(CLI::App& app) {
     options.folds = opt->folds;
     options.cv_unit = opt->cv;
     options.seed = opt->seed;
+    options.labelled = parse_labelled(opt->labelled);
+    options.labelled_seed = opt->labelled_seed >= 0 ? uint64_t(opt->labelled_seed) : opt->seed;
     options.part = part;
     options.parts = parts;
     require(opt->device == "auto" || opt->device == "cpu" || opt->device == "cuda", "--device ", opt->device,

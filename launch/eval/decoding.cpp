@@ -111,12 +111,10 @@ void score_embedding(const EvalScope& scope, const StimTask& task, const std::st
     }
 }
 
-// The methods fitted on the subject's own trials only; the others add the pre-training subjects' (PopulationRidge).
-bool per_subject(const std::string& method) { return method == "ridge" || method == "probe" || method == "oracle"; }
 
 }  // namespace
 
-TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pretrained) {
+TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pretrained, PcaBasis* pca) {
   const EvalData& data = scope.data;
   const model::ModelConfig& mc = pretrained.config();
   const std::vector<WindowRef> windows = trial_windows(data);
@@ -125,6 +123,13 @@ TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pr
   TrialFeatures features;
   if (decoding_wanted(scope) && n_trials > 0) {
     features["raw"] = {int((T / L) * P), raw_features(data, windows, L)};
+    if (!scope.population.empty()) {
+      const int C = int(std::min<int64_t>(mc.d_model, P));
+      scope.log("eval: pca of the " + std::to_string(scope.population.size()) +
+                " pre-training subjects' time series, " + std::to_string(C) + " components");
+      *pca = fit_pca(data, scope.population, L, C);
+      features["pca"] = {int((T / L) * C), pca_features(*pca, features["raw"].x, n_trials, int(T / L))};
+    }
     scope.log("eval: encoder features of " + std::to_string(n_trials) + " trial windows (" +
               std::to_string(scope.held.size()) + " held-out, " + std::to_string(scope.population.size()) +
               " pre-training subjects)");
@@ -139,38 +144,50 @@ TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pr
 void decode_stimuli(const EvalScope& scope, const EvalModels& models, const TrialCv& cv, const TrialFeatures& features,
                     RankResults& out) {
   for (const StimTask& task : decoding_targets(scope, out)) {
-    // Which methods run: features from the pre-trained model always; fine-tuned / scratch where given for the task.
+    // The per-subject methods: the subject's own trials only.
     std::map<std::string, const FeatureSet*> method_features = {{"ridge", &features.at("raw")},
-                                                                 {"ridge_pop", &features.at("raw")},
-                                                                 {"probe", &features.at("pretrained")},
-                                                                 {"probe_pop", &features.at("pretrained")}};
-    if (features.count("oracle")) {
-      method_features["oracle"] = &features.at("oracle");
-      method_features["oracle_pop"] = &features.at("oracle");
-    }
-    std::map<std::string, FeatureSet> extra;
-    for (const auto& [method, table] : {std::pair{std::string("finetune"), &models.finetuned},
-                                        std::pair{std::string("scratch"), &models.scratch}}) {
-      auto it = table->find(task.name);
-      if (it == table->end()) continue;
-      scope.log("eval: " + method + " features for " + task.name);
-      extra[method] = {it->second->config().n_time() * it->second->config().d_model,
-                       window_features(*it->second, scope.data, trial_windows(scope.data), scope.comm,
-                                       scope.options.device)};
-      method_features[method] = &extra[method];
-    }
-    // Population models, one per method (fitted identically on every rank).
+                                                                 {"probe", &features.at("pretrained")}};
+    if (features.count("pca")) method_features["pca"] = &features.at("pca");
+    if (features.count("oracle")) method_features["oracle"] = &features.at("oracle");
+    // The population methods, for each K of the label-scarce protocol: ridge over the labelled pre-training subjects'
+    // trials plus the subject's, one model per method (fitted identically on every rank); finetune and scratch where
+    // a model was fine-tuned for the task with those labels. With K = 0 they are their per-subject forms (none run).
     std::map<std::string, std::unique_ptr<PopulationRidge>> pop;
-    std::vector<int64_t> pop_rows, pop_group;
-    cv.trials_of_subjects(scope.population, &pop_rows, &pop_group);
-    for (const auto& [method, fs] : method_features) {
-      if (per_subject(method)) continue;
-      if (pop_rows.size() < 2) {
-        out.note(task.name + ": population methods skipped, fewer than 2 trials of pre-training subjects");
+    std::map<std::string, FeatureSet> extra;
+    for (const LabelledSet& set : scope.labelled) {
+      if (set.k == 0) {
+        out.note(task.name + ": with 0 labelled pre-training subjects the population methods are their per-subject "
+                 "forms (ridge, pca, probe, oracle); finetune and scratch do not run");
         continue;
       }
-      pop[method] = std::make_unique<PopulationRidge>(take_rows(fs->x, fs->d, pop_rows), take_rows(task.y, task.k, pop_rows),
-                                                      fs->d, task.k, pop_group, default_alphas(), scope.options.seed);
+      std::vector<std::pair<std::string, const FeatureSet*>> methods = {{"ridge_pop", &features.at("raw")},
+                                                                         {"probe_pop", &features.at("pretrained")}};
+      if (features.count("pca")) methods.push_back({"pca_pop", &features.at("pca")});
+      if (features.count("oracle")) methods.push_back({"oracle_pop", &features.at("oracle")});
+      for (const auto& [method, table] : {std::pair{std::string("finetune"), &models.finetuned},
+                                          std::pair{std::string("scratch"), &models.scratch}}) {
+        auto it = table->find(task.name + set.suffix);
+        if (it == table->end()) continue;
+        scope.log("eval: " + method + set.suffix + " features for " + task.name);
+        extra[method + set.suffix] = {it->second->config().n_time() * it->second->config().d_model,
+                                      window_features(*it->second, scope.data, trial_windows(scope.data), scope.comm,
+                                                      scope.options.device)};
+        methods.push_back({method, &extra[method + set.suffix]});
+      }
+      std::vector<int64_t> pop_rows, pop_group;
+      cv.trials_of_subjects(set.subjects, &pop_rows, &pop_group);
+      if (pop_rows.size() < 2) {
+        out.note(task.name + ": population methods" + set.suffix + " skipped, fewer than 2 trials of pre-training "
+                 "subjects");
+        continue;
+      }
+      for (const auto& [base, fs] : methods) {
+        const std::string method = base + set.suffix;
+        method_features[method] = fs;
+        pop[method] = std::make_unique<PopulationRidge>(take_rows(fs->x, fs->d, pop_rows),
+                                                        take_rows(task.y, task.k, pop_rows), fs->d, task.k, pop_group,
+                                                        default_alphas(), scope.options.seed);
+      }
     }
     scope.log("eval: " + task.name + ": cross-validating " + std::to_string(method_features.size()) + " methods on " +
               std::to_string(scope.held.size()) + " held-out subjects");
@@ -180,13 +197,9 @@ void decode_stimuli(const EvalScope& scope, const EvalModels& models, const Tria
       for (const auto& [method, fs] : method_features) {
         std::vector<double> pred;
         const auto x_test = take_rows(fs->x, fs->d, split.test);
-        if (per_subject(method)) {
-          pred = cv.fit_ridge(fs->x, task.y, fs->d, task.k, split.train).predict(x_test, n);
-        } else {
-          auto it = pop.find(method);
-          if (it == pop.end()) continue;
-          pred = it->second->fit_with(fs->x, task.y, split.train).predict(x_test, n);
-        }
+        auto it = pop.find(method);
+        if (it == pop.end()) pred = cv.fit_ridge(fs->x, task.y, fs->d, task.k, split.train).predict(x_test, n);
+        else pred = it->second->fit_with(fs->x, task.y, split.train).predict(x_test, n);
         if (task.classes) score_category(scope, task, method, split, pred, out);
         else score_embedding(scope, task, method, split, y_test, pred, out);
       }

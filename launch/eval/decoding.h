@@ -10,6 +10,7 @@
 
 #include "launch/eval/cv.h"
 #include "launch/eval/evaluate.h"
+#include "launch/eval/features.h"
 #include "launch/eval/scope.h"
 
 namespace bfm::launch::eval {
@@ -19,13 +20,15 @@ struct FeatureSet {
   int d = 0;
   std::vector<double> x;
 };
-// By what reads them: "raw" (ridge, ridge_pop), "pretrained" (probe, probe_pop, clip) and, for a synthetic corpus
-// with its generator's maps, "oracle" (oracle, oracle_pop).
+// By what reads them: "raw" (ridge, ridge_pop), "pca" (pca, pca_pop), "pretrained" (probe, probe_pop, clip) and, for a
+// synthetic corpus with its generator's maps, "oracle" (oracle, oracle_pop).
 using TrialFeatures = std::map<std::string, FeatureSet>;
 
 // The trial features the decoding tasks read; none where no decoding task is asked for or there is no trial.
-// Collective over scope.comm (the encoder's windows are split over the ranks).
-TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pretrained);
+// The PCA basis is fitted on the pre-training subjects' time series with min(d_model, P) components (the width of the
+// encoder's features per time patch) and returned in *pca (untouched where none is fitted). Collective over
+// scope.comm (the encoder's windows are split over the ranks).
+TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pretrained, PcaBasis* pca);
 
 // category, embedding and retrieval, every method on this rank's held-out subjects. Collective over scope.comm where a
 // fine-tuned or scratch model gives features.

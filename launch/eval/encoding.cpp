@@ -2,10 +2,12 @@
 #include "launch/eval/encoding.h"
 
 #include <cmath>
+#include <map>
 #include <memory>
 
 #include "launch/eval/population_ridge.h"
 #include "launch/eval/stats.h"
+#include "launch/eval/tasks.h"
 
 namespace bfm::launch::eval {
 
@@ -27,13 +29,19 @@ void encode_stimuli(const EvalScope& scope, const TrialCv& cv, RankResults& out)
       for (int64_t p = 0; p < P; ++p) y[size_t(i * P + p)] += r.timeseries[size_t((t.onset + u) * P + p)] / double(T);
     for (int64_t j = 0; j < S; ++j) x[size_t(i * S + j)] = data.stimuli[size_t(t.stimulus)][size_t(j)];
   }
-  std::vector<int64_t> pop_rows, pop_group;
-  cv.trials_of_subjects(scope.population, &pop_rows, &pop_group);
-  std::unique_ptr<PopulationRidge> pop;
-  if (pop_rows.size() >= 2)
-    pop = std::make_unique<PopulationRidge>(take_rows(x, int(S), pop_rows), take_rows(y, int(P), pop_rows), int(S),
-                                            int(P), pop_group, default_alphas(), scope.options.seed);
-  for (const std::string method : {"ridge", "ridge_pop"}) {
+  // ridge, then ridge_pop for each K of the label-scarce protocol (none where K = 0: ridge is its form there).
+  std::vector<std::string> encoders = {"ridge"};
+  std::map<std::string, std::unique_ptr<PopulationRidge>> pop;
+  for (const LabelledSet& set : scope.labelled) {
+    std::vector<int64_t> pop_rows, pop_group;
+    cv.trials_of_subjects(set.subjects, &pop_rows, &pop_group);
+    if (pop_rows.size() < 2) continue;
+    const std::string method = "ridge_pop" + set.suffix;
+    encoders.push_back(method);
+    pop[method] = std::make_unique<PopulationRidge>(take_rows(x, int(S), pop_rows), take_rows(y, int(P), pop_rows),
+                                                    int(S), int(P), pop_group, default_alphas(), scope.options.seed);
+  }
+  for (const std::string& method : encoders) {
     out.encoding_sum[method].assign(size_t(P), 0.0);
     out.encoding_count[method] = 0;
   }
@@ -43,14 +51,10 @@ void encode_stimuli(const EvalScope& scope, const TrialCv& cv, RankResults& out)
     const int f = split.fold;
     const auto x_test = take_rows(x, int(S), split.test), y_test = take_rows(y, int(P), split.test);
     const int64_t n = int64_t(split.test.size());
-    for (const std::string method : {"ridge", "ridge_pop"}) {
-      std::vector<double> pred;
-      if (method == "ridge") {
-        pred = cv.fit_ridge(x, y, int(S), int(P), split.train).predict(x_test, n);
-      } else {
-        if (!pop) continue;
-        pred = pop->fit_with(x, y, split.train).predict(x_test, n);
-      }
+    for (const std::string& method : encoders) {
+      const std::vector<double> pred =
+          method == "ridge" ? cv.fit_ridge(x, y, int(S), int(P), split.train).predict(x_test, n)
+                            : pop.at(method)->fit_with(x, y, split.train).predict(x_test, n);
       std::vector<double> rs, r2s;
       for (int64_t p = 0; p < P; ++p) {
         rs.push_back(pearson(&y_test[size_t(p)], &pred[size_t(p)], n, P, P));

@@ -34,7 +34,8 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
   RankResults mine;                            // what this rank finds
 
   // Stimulus tasks, within each held-out subject, on the same outer folds.
-  const TrialFeatures features = trial_features(scope, *models.pretrained);
+  PcaBasis pca;
+  const TrialFeatures features = trial_features(scope, *models.pretrained, &pca);
   const TrialCv cv = trial_cv(data, options, mine);
   decode_stimuli(scope, models, cv, features, mine);
   if (scope.wants("retrieval")) zero_shot_retrieval(scope, *models.pretrained, cv, features, mine);
@@ -52,8 +53,33 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
   for (const EvalTrial& t : data.trials)
     if (t.label >= 0) present.insert(t.label);
   report.n_categories = int(present.size());
+  for (const LabelledSet& set : scope.labelled) {
+    LabelledGroup g;
+    g.k = set.k;
+    for (int s : set.subjects) g.subjects.push_back(data.subjects[size_t(s)].id);
+    report.labelled.push_back(std::move(g));
+  }
+  if (pca.components > 0) {
+    double kept = 0;
+    for (double v : pca.variance) kept += v;
+    report.pca = {{"components", pca.components},
+                  {"patch_len", pca.patch_len},
+                  {"patches", pca.patches},
+                  {"subjects", scope.population.size()},
+                  {"explained_variance", pca.total_variance > 0 ? kept / pca.total_variance : 0.0}};
+    std::string header = "row,variance";
+    for (int p = 0; p < pca.n_parcels; ++p) header += ",parcel_" + std::to_string(p);
+    report.pca_table.push_back(header);
+    for (int c = -1; c < pca.components; ++c) {  // the mean, then each component
+      std::string line = c < 0 ? "mean," + csv_value(pca.total_variance)
+                               : "component_" + std::to_string(c) + "," + csv_value(pca.variance[size_t(c)]);
+      for (int p = 0; p < pca.n_parcels; ++p)
+        (line += ",") += csv_value(c < 0 ? pca.mean[size_t(p)] : pca.basis[size_t(c * pca.n_parcels + p)]);
+      report.pca_table.push_back(line);
+    }
+  }
   report.notes = mine.notes;
-  report.rows = gather_rows(mine.rows, data, comm);
+  report.rows = gather_rows(mine.rows, data, method_names(options.labelled), comm);
   gather_encoding_maps(mine, comm, report);
   summarize(report);
   write_predictions(mine, scope);

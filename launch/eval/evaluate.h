@@ -16,12 +16,20 @@
 // Methods:
 //   ridge        per-subject ridge from scratch on the window's parcel means per time patch (the older practice)
 //   ridge_pop    the same features, ridge over the pre-training subjects' trials plus the subject's
+//   pca          the same ridge on the window's principal components (per time patch, fitted on the pre-training
+//                subjects' unlabelled time series, as many as the model's d_model): the unsupervised linear baseline
+//   pca_pop      the same features, over the pre-training subjects' trials plus the subject's
 //   probe        linear probe (ridge) on the frozen pre-trained encoder's features, the subject's trials only
 //   probe_pop    the same features, over the pre-training subjects' trials plus the subject's
 //   finetune     features of the model fine-tuned on the task (bfm finetune), pre-training subjects plus the subject's
 //   scratch      the same architecture trained on the task from a random initialisation, likewise
 //   clip         zero-shot retrieval with the contrastive projections (contrastive checkpoints only)
 //   connectivity ridge on the parcel correlation matrix (subject tasks' baseline); probe: the mean encoder features
+//
+// The label-scarce protocol (--labelled-subjects K): the population methods learn from the labels of only K
+// pre-training subjects (chosen by a seed; named "ridge_pop@K"), while the PCA basis and pre-training used every
+// subject unlabelled. Paired comparisons: the best pre-trained method against each baseline, the mean difference
+// over held-out subjects with its 95 % paired t interval.
 //
 // The task registry is tasks.h; each step of evaluate() lives in its own file (docs/EVALUATION.md, "The code").
 #pragma once
@@ -30,6 +38,8 @@
 #include <map>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "launch/eval/data.h"
 #include "launch/eval/tasks.h"
@@ -51,6 +61,11 @@ struct EvalOptions {
   // corpus order) on the stimulus tasks; part 0 also runs the subject tasks over all held-out subjects. merge_reports joins.
   int part = 0, parts = 1;
   std::string device = "auto";  // the encoder features: auto (a GPU where there is one) | cpu | cuda
+  // The label-scarce protocol: for each K, the population methods use the labels of K pre-training subjects only
+  // (-1: all of them); ascending, -1 last. The K subjects are the first K of the pre-training subjects shuffled by
+  // labelled_seed, so a smaller K's subjects are among a larger one's.
+  std::vector<int> labelled = {-1};
+  uint64_t labelled_seed = 0;
 };
 
 // A model whose features a method uses: the pre-trained one (probe, probe_pop, clip), or one fine-tuned per task.
@@ -77,12 +92,32 @@ struct SummaryRow {
   double chance = 0;
 };
 
+// The best pre-trained method against a baseline on one task, at one fraction and K: the mean over held-out subjects
+// of the paired difference of their main metric (each subject's mean over folds), with its 95 % paired t interval.
+struct Comparison {
+  std::string task, metric, method, baseline;  // method: the pre-trained one with the best mean
+  int labelled = -1;                           // K, -1: every pre-training subject's labels
+  double fraction = 1;
+  double mean = 0, low = 0, high = 0, sd = 0;
+  int n = 0;                                   // held-out subjects with both
+};
+
+// The K pre-training subjects whose labels the population methods used, for each K (-1: all).
+struct LabelledGroup {
+  int k = -1;
+  std::vector<std::string> subjects;
+};
+
 struct EvalReport {
   std::vector<ResultRow> rows;
   std::vector<SummaryRow> summary;
   std::map<std::string, std::vector<double>> encoding_map;  // method -> per-parcel mean r at fraction 1
   std::map<std::string, double> encoding_folds;             // method -> subject x folds averaged into it
   std::vector<std::string> notes;                           // what was skipped, and why
+  std::vector<Comparison> comparisons;                      // made by summarize() from rows and summary
+  std::vector<LabelledGroup> labelled;                      // --labelled-subjects, as evaluated
+  nlohmann::json pca;  // the PCA basis' size and explained variance (config.json "pca"); null without one
+  std::vector<std::string> pca_table;  // pca.csv's lines (header first): mean, then each component with its variance
   int held_out_subjects = 0, population_subjects = 0;
   int64_t trials = 0;
   int n_categories = 0;  // for the category task's chance level

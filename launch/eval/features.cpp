@@ -67,6 +67,64 @@ std::vector<double> oracle_features(const EvalData& data, const std::vector<doub
   return out;
 }
 
+PcaBasis fit_pca(const EvalData& data, const std::vector<int>& subjects, int patch_len, int components) {
+  const int64_t P = data.n_parcels, L = patch_len;
+  require(components >= 1 && components <= P, "eval: pca with ", components, " components of ", P, " parcels");
+  PcaBasis out;
+  out.n_parcels = int(P), out.components = components, out.patch_len = patch_len;
+  // Sums of the patch means and of their outer products (lower triangle), then the covariance.
+  std::vector<double> sum(size_t(P), 0.0), cross(size_t(P * P), 0.0), xbar(static_cast<size_t>(P));
+  for (int s : subjects)
+    for (const EvalRun& r : data.subjects[size_t(s)].runs)
+      for (int64_t t0 = 0; t0 + L <= r.length; t0 += L) {
+        std::fill(xbar.begin(), xbar.end(), 0.0);
+        for (int64_t t = t0; t < t0 + L; ++t)
+          for (int64_t p = 0; p < P; ++p) xbar[size_t(p)] += r.timeseries[size_t(t * P + p)] / double(L);
+        for (int64_t p = 0; p < P; ++p) {
+          sum[size_t(p)] += xbar[size_t(p)];
+          for (int64_t q = 0; q <= p; ++q) cross[size_t(p * P + q)] += xbar[size_t(p)] * xbar[size_t(q)];
+        }
+        ++out.patches;
+      }
+  require(out.patches >= 2, data.corpus, ": pca: fewer than 2 patches of pre-training subjects to fit on");
+  const double n = double(out.patches);
+  out.mean.resize(size_t(P));
+  for (int64_t p = 0; p < P; ++p) out.mean[size_t(p)] = sum[size_t(p)] / n;
+  std::vector<double> cov(size_t(P * P));
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t q = 0; q <= p; ++q)
+      cov[size_t(p * P + q)] = cov[size_t(q * P + p)] =
+          cross[size_t(p * P + q)] / n - out.mean[size_t(p)] * out.mean[size_t(q)];
+  for (int64_t p = 0; p < P; ++p) out.total_variance += cov[size_t(p * P + p)];
+  std::vector<double> values, vectors;
+  symmetric_eigen(cov, int(P), &values, &vectors);
+  out.variance.assign(values.begin(), values.begin() + components);
+  out.basis.assign(vectors.begin(), vectors.begin() + components * P);
+  // A sign convention, so that the basis does not depend on the rotations' order: each row's largest entry positive.
+  for (int c = 0; c < components; ++c) {
+    double* row = &out.basis[size_t(c * P)];
+    const double* big = std::max_element(row, row + P, [](double a, double b) { return std::abs(a) < std::abs(b); });
+    if (*big < 0)
+      for (int64_t p = 0; p < P; ++p) row[p] = -row[p];
+  }
+  return out;
+}
+
+std::vector<double> pca_features(const PcaBasis& pca, const std::vector<double>& raw, int64_t n_windows, int n_time) {
+  const int64_t P = pca.n_parcels, C = pca.components;
+  require(int64_t(raw.size()) == n_windows * n_time * P, "pca_features: raw features of another shape");
+  std::vector<double> out(size_t(n_windows * n_time * C), 0.0), centred(static_cast<size_t>(P));
+  for (int64_t w = 0; w < n_windows * n_time; ++w) {
+    for (int64_t p = 0; p < P; ++p) centred[size_t(p)] = raw[size_t(w * P + p)] - pca.mean[size_t(p)];
+    for (int64_t c = 0; c < C; ++c) {
+      double v = 0;
+      for (int64_t p = 0; p < P; ++p) v += pca.basis[size_t(c * P + p)] * centred[size_t(p)];
+      out[size_t(w * C + c)] = v;
+    }
+  }
+  return out;
+}
+
 std::vector<double> window_features(const model::BrainModel& source, const EvalData& data,
                                     const std::vector<WindowRef>& windows, runtime::Communicator& comm,
                                     const std::string& device) {

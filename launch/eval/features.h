@@ -30,6 +30,22 @@ std::vector<double> raw_features(const EvalData& data, const std::vector<WindowR
 std::vector<double> oracle_features(const EvalData& data, const std::vector<double>& raw,
                                     const std::vector<WindowRef>& windows, int n_time);
 
+// The unsupervised linear baseline (pca, pca_pop): principal components of the parcel space, fitted on every
+// non-overlapping patch of patch_len time points (parcel means, as raw_features makes them) of every run of the
+// `subjects` given (the pre-training subjects, without any label). Components in descending order of variance.
+struct PcaBasis {
+  int n_parcels = 0, components = 0, patch_len = 0;
+  int64_t patches = 0;                // patches the basis was fitted on
+  std::vector<double> mean;           // [P]
+  std::vector<double> basis;          // [C, P], unit rows
+  std::vector<double> variance;       // [C]: the components' variances (divisor: patches)
+  double total_variance = 0;          // the trace of the patches' covariance
+};
+PcaBasis fit_pca(const EvalData& data, const std::vector<int>& subjects, int patch_len, int components);
+// The windows' raw features [n, n_time * P] (raw_features) projected per time patch: (xbar - mean) basis^T,
+// [n, n_time * C].
+std::vector<double> pca_features(const PcaBasis& pca, const std::vector<double>& raw, int64_t n_windows, int n_time);
+
 // The encoder features of windows (model run over all tokens): per time patch, the mean over parcels of the encoder
 // output, [n_windows, n_t * D] row-major. Windows split over the ranks and summed back. device: auto | cpu | cuda
 // (one GPU per rank, float32, so the features match the CPU's to about 1e-5).

@@ -29,10 +29,10 @@ struct Codec {
 }  // namespace
 
 std::vector<ResultRow> gather_rows(const std::vector<ResultRow>& mine, const EvalData& data,
-                                   runtime::Communicator& comm) {
+                                   const std::vector<std::string>& methods, runtime::Communicator& comm) {
   Codec codec;
   codec.tasks = task_names();
-  codec.methods = methods();
+  codec.methods = methods;
   codec.metrics = row_metrics();
   Codec::index(codec.subjects, "all");
   for (const auto& s : data.subjects) Codec::index(codec.subjects, s.id);
@@ -42,7 +42,7 @@ std::vector<ResultRow> gather_rows(const std::vector<ResultRow>& mine, const Eva
                                      r.fraction, double(Codec::index(codec.subjects, r.subject)), double(r.fold),
                                      double(Codec::index(codec.metrics, r.metric)), r.value});
   }
-  require(codec.tasks.size() == tasks().size() && codec.methods.size() == methods().size() &&
+  require(codec.tasks.size() == tasks().size() && codec.methods.size() == methods.size() &&
               codec.metrics.size() == row_metrics().size(),
           "eval: unknown row name");
   const int ranks = comm.size();

@@ -12,9 +12,9 @@
 namespace bfm::launch::eval {
 
 // Every rank's rows, rank 0's first, on every rank. Throws bfm::Error for a task, method or metric the registry does
-// not name (launch/eval/tasks.h).
+// not name (launch/eval/tasks.h); methods: every name a row may carry (method_names).
 std::vector<ResultRow> gather_rows(const std::vector<ResultRow>& mine, const EvalData& data,
-                                   runtime::Communicator& comm);
+                                   const std::vector<std::string>& methods, runtime::Communicator& comm);
 
 // report.encoding_map: per method, the per-parcel r summed over the ranks' subject x folds and divided by their
 // number (report.encoding_folds).

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "base/error.h"
+#include "launch/eval/scope.h"
 #include "launch/eval/tasks.h"
 #include "launch/train/finetune.h"
 #include "model/placement.h"
@@ -45,29 +46,39 @@ ModelSet gather_models(const model::BrainModel& pretrained, const EvalData& data
     const bool wanted = std::any_of(options.tasks.begin(), options.tasks.end(),
                                     [&](const std::string& t) { return task_info(t).decoder == task; });
     if (!info.fine_tunable || !wanted || (info.classification ? data.n_categories < 2 : data.stim_dim == 0)) continue;
-    for (const bool scratch : {false, true}) {
-      auto& table = scratch ? set.models.scratch : set.models.finetuned;
-      if (table.count(task)) continue;
-      FinetuneOptions fo;
-      fo.task = task;
-      fo.steps = sources.finetune_steps;
-      fo.seed = sources.seed;
-      fo.verbose = true;
-      fo.device = sources.device;
-      std::unique_ptr<model::BrainModel> fresh;
-      if (scratch) {
-        fresh = model::make_model(pretrained.config(), model::Placement::cpu());
-        fresh->initialize(sources.seed + 1);
+    // One fine-tuned and one scratch model per K of the label-scarce protocol (none for K = 0), each on the labels of
+    // those pre-training subjects only; K = all keeps bfm finetune's own choice (every pre-training subject, 15 %
+    // held back for the validation loss).
+    for (const LabelledSet& labelled : labelled_sets(data, options)) {
+      if (labelled.k == 0) continue;
+      for (const bool scratch : {false, true}) {
+        auto& table = scratch ? set.models.scratch : set.models.finetuned;
+        const std::string key = task + labelled.suffix;
+        if (table.count(key)) continue;
+        FinetuneOptions fo;
+        fo.task = task;
+        fo.steps = sources.finetune_steps;
+        fo.seed = sources.seed;
+        fo.verbose = true;
+        fo.device = sources.device;
+        if (labelled.k > 0)
+          for (int s : labelled.subjects) fo.labelled_subjects.push_back(data.subjects[size_t(s)].id);
+        std::unique_ptr<model::BrainModel> fresh;
+        if (scratch) {
+          fresh = model::make_model(pretrained.config(), model::Placement::cpu());
+          fresh->initialize(sources.seed + 1);
+        }
+        const model::BrainModel& init = scratch ? *fresh : pretrained;
+        if (lead)
+          runtime::log_line(std::string("eval: ") + (scratch ? "training from scratch" : "fine-tuning") + " for " +
+                            task + (labelled.k > 0 ? " on " + std::to_string(labelled.k) + " labelled subjects" : ""));
+        FinetuneResult r = finetune(init, data, fo, comm);
+        const std::string dir = (fs::path(sources.out) / ((scratch ? "scratch-" : "finetuned-") + key)).string();
+        if (lead) save_finetuned(dir, r, fo, scratch ? std::string("scratch") : sources.checkpoint);
+        set.provenance[scratch ? "scratch" : "finetuned"][key] = dir;
+        set.owned.push_back(std::move(r.model));
+        table[key] = set.owned.back().get();
       }
-      const model::BrainModel& init = scratch ? *fresh : pretrained;
-      if (lead)
-        runtime::log_line(std::string("eval: ") + (scratch ? "training from scratch" : "fine-tuning") + " for " + task);
-      FinetuneResult r = finetune(init, data, fo, comm);
-      const std::string dir = (fs::path(sources.out) / ((scratch ? "scratch-" : "finetuned-") + task)).string();
-      if (lead) save_finetuned(dir, r, fo, scratch ? std::string("scratch") : sources.checkpoint);
-      set.provenance[scratch ? "scratch" : "finetuned"][task] = dir;
-      set.owned.push_back(std::move(r.model));
-      table[task] = set.owned.back().get();
     }
   }
   return set;

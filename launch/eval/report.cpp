@@ -56,11 +56,16 @@ std::vector<std::string> methods_of(const EvalReport& r, const std::string& task
   std::set<std::string> present;
   for (const auto& s : r.summary)
     if (s.task == task) present.insert(s.method);
-  std::vector<std::string> out;
-  for (const auto& m : methods())
-    if (present.count(m)) out.push_back(m);
+  std::vector<std::string> out(present.begin(), present.end());
+  std::sort(out.begin(), out.end(), method_before);
   return out;
 }
+
+// The K whose population methods the headline tables show: every pre-training subject where evaluated, else the
+// largest K (report.labelled is ascending, every subject last).
+int headline_labelled(const EvalReport& r) { return r.labelled.empty() ? -1 : r.labelled.back().k; }
+
+std::string labelled_name(int k) { return k < 0 ? "all" : std::to_string(k); }
 
 std::vector<std::string> tasks_of(const EvalReport& r) {
   std::set<std::string> present;
@@ -72,12 +77,13 @@ std::vector<std::string> tasks_of(const EvalReport& r) {
 }
 
 #ifdef BFM_WITH_ZLIB
-const runtime::Rgb kColours[] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40}, {148, 103, 189},
-                                 {140, 86, 75}, {227, 119, 194}, {188, 189, 34}, {23, 190, 207}, {60, 60, 60}};
+const runtime::Rgb kColours[] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44},  {214, 39, 40},
+                                 {148, 103, 189}, {140, 86, 75},  {227, 119, 194}, {188, 189, 34},
+                                 {23, 190, 207},  {60, 60, 60},   {174, 199, 232}, {255, 187, 120}};
 
 runtime::Rgb colour_of(const std::string& method) {
-  const auto it = std::find(methods().begin(), methods().end(), method);
-  return kColours[size_t(it - methods().begin()) % 10];
+  const auto it = std::find(methods().begin(), methods().end(), base_method(method));
+  return kColours[size_t(it - methods().begin()) % 12];
 }
 #endif
 
@@ -86,13 +92,13 @@ runtime::Rgb colour_of(const std::string& method) {
 std::string headline_table(const EvalReport& report, double fraction) {
   std::ostringstream md;
   md << "| task | metric | chance |";
-  std::vector<std::string> shown;  // the methods any task has, in registry order
-  for (const auto& m : eval::methods())
-    for (const auto& t : tasks_of(report)) {
-      const auto ms = methods_of(report, t);
-      if (std::find(ms.begin(), ms.end(), m) != ms.end() && std::find(shown.begin(), shown.end(), m) == shown.end())
-        shown.push_back(m);
-    }
+  // The methods any task has, in the report's order; population methods of the headline K only.
+  std::set<std::string> any_task;
+  for (const auto& t : tasks_of(report))
+    for (const auto& m : methods_of(report, t))
+      if (!is_population_method(m) || labelled_of(m) == headline_labelled(report)) any_task.insert(m);
+  std::vector<std::string> shown(any_task.begin(), any_task.end());
+  std::sort(shown.begin(), shown.end(), method_before);
   for (const auto& m : shown) md << " " << m << " |";
   md << "\n| --- | --- | --- |";
   for (size_t i = 0; i < shown.size(); ++i) md << " --- |";
@@ -134,6 +140,20 @@ std::string write_report(const std::string& dir, const EvalReport& report, const
           << s.n << "," << s.chance << "\n";
     write_text(d / "summary.csv", csv.str());
   }
+  {
+    std::ostringstream csv;
+    csv << "task,metric,labelled,fraction,method,baseline,mean_difference,ci_low,ci_high,sd,n\n";
+    csv.precision(17);
+    for (const auto& c : report.comparisons)
+      csv << c.task << "," << c.metric << "," << labelled_name(c.labelled) << "," << c.fraction << "," << c.method
+          << "," << c.baseline << "," << c.mean << "," << c.low << "," << c.high << "," << c.sd << "," << c.n << "\n";
+    write_text(d / "comparisons.csv", csv.str());
+  }
+  if (!report.pca_table.empty()) {
+    std::string text;
+    for (const auto& line : report.pca_table) text += line + "\n";
+    write_text(d / "pca.csv", text);
+  }
   std::ostringstream md;
   md << "# bfm eval\n\n";
   md << "Corpus `" << provenance.value("corpus", "") << "`, checkpoint `" << provenance.value("checkpoint", "")
@@ -143,11 +163,71 @@ std::string write_report(const std::string& dir, const EvalReport& report, const
      << " within each held-out subject (training windows overlapping a test window "
         "purged), ridge regularisation chosen inside the training folds. Mean ± sd over subjects x folds (subject "
         "tasks: over held-out subjects, bootstrap sd). Methods and metrics: docs/EVALUATION.md.\n\n";
+  if (!report.pca.is_null())
+    md << "The PCA baseline (pca, pca_pop): " << report.pca.value("components", 0) << " components of the "
+       << report.pca.value("subjects", 0) << " pre-training subjects' time series (" << report.pca.value("patches", 0)
+       << " patches), " << num(100 * report.pca.value("explained_variance", 0.0), 1)
+       << "% of their variance (pca.csv).\n\n";
   std::string first_table;
   for (double f : headline) {
     const std::string t = headline_table(report, f);
     if (first_table.empty()) first_table = t;
     md << "## With " << pct(f) << " of each new subject's data\n\n" << t << "\n";
+  }
+  if (!report.comparisons.empty()) {
+    md << "## Paired comparisons\n\nThe pre-trained method with the best mean against each baseline: the mean over "
+          "held-out subjects of the paired difference of the main metric (each subject's mean over folds), with its "
+          "95 % paired t interval (t with n - 1 degrees of freedom). The best method is chosen on the same results, "
+          "so its differences lean optimistic. Every fraction: comparisons.csv.\n\n"
+          "| task | metric | labelled | fraction | method | baseline | difference | 95 % interval | n |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+    for (const auto& c : report.comparisons)
+      if (std::find_if(headline.begin(), headline.end(), [&](double f) { return std::abs(f - c.fraction) < 1e-12; }) !=
+          headline.end())
+        md << "| " << c.task << " | " << c.metric << " | " << labelled_name(c.labelled) << " | " << pct(c.fraction)
+           << " | " << c.method << " | " << c.baseline << " | " << num(c.mean) << " | [" << num(c.low) << ", "
+           << num(c.high) << "] | " << c.n << " |\n";
+    md << "\n";
+  }
+  if (report.labelled.size() > 1 || headline_labelled(report) >= 0) {
+    md << "## Label-scarce curve\n\nThe population methods learn from the labels of K pre-training subjects only "
+          "(--labelled-subjects; pre-training and the PCA basis used every subject, unlabelled). With K = 0 they are "
+          "their per-subject forms (ridge, pca, probe, oracle); finetune and scratch have none (-). Main metric, mean "
+          "± sd over held-out subjects x folds.\n\n";
+    std::vector<std::string> bases;  // the population methods present, in registry order
+    for (const auto& m : methods())
+      if (is_population_method(m))
+        for (const auto& t : tasks_of(report))
+          for (const auto& present : methods_of(report, t))
+            if (base_method(present) == m && std::find(bases.begin(), bases.end(), m) == bases.end()) bases.push_back(m);
+    for (const auto& task : tasks_of(report)) {
+      if (task_info(task).kind == TaskKind::subject) continue;
+      const std::string metric = main_metric(task);
+      for (double f : headline) {
+        md << "**" << task << "**, " << metric << ", " << pct(f) << " of each new subject's data\n\n| K |";
+        for (const auto& b : bases) md << " " << b << " |";
+        md << "\n| --- |";
+        for (size_t i = 0; i < bases.size(); ++i) md << " --- |";
+        md << "\n";
+        for (const auto& g : report.labelled) {
+          md << "| " << labelled_name(g.k) << " |";
+          for (const auto& b : bases) {
+            const std::string m = g.k == 0 ? per_subject_form(b) : b + labelled_suffix(g.k);
+            const SummaryRow* s = m.empty() ? nullptr : find(report, task, m, metric, f);
+            md << " " << (s ? num(s->mean) + " ± " + num(s->sd, 2) : "-") << " |";
+          }
+          md << "\n";
+        }
+        md << "\n";
+      }
+    }
+    for (const auto& g : report.labelled)
+      if (g.k > 0) {
+        md << "- K = " << g.k << ":";
+        for (const auto& id : g.subjects) md << " " << id;
+        md << "\n";
+      }
+    md << "\n";
   }
   md << "## Every metric\n\n| task | method | metric | chance |";
   for (double f : options.fractions) md << " " << pct(f) << " |";
@@ -264,6 +344,11 @@ std::string write_report(const std::string& dir, const EvalReport& report, const
   config["trials"] = report.trials;
   config["n_categories"] = report.n_categories;
   config["encoding_folds"] = report.encoding_folds;
+  config["labelled_seed"] = options.labelled_seed;
+  config["labelled"] = nlohmann::json::array();
+  for (const auto& g : report.labelled)
+    config["labelled"].push_back({{"k", labelled_name(g.k)}, {"subjects", g.subjects}});
+  if (!report.pca.is_null()) config["pca"] = report.pca;
   write_text(d / "config.json", config.dump(2) + "\n");
   return first_table;
 }
@@ -287,6 +372,11 @@ EvalReport read_report(const std::string& dir, nlohmann::json* provenance) {
     r.n_categories = cfg.at("n_categories").get<int>();
     r.notes = cfg.value("notes", std::vector<std::string>{});
     r.encoding_folds = cfg.value("encoding_folds", std::map<std::string, double>{});
+    for (const auto& g : cfg.value("labelled", nlohmann::json::array())) {
+      const std::string k = g.at("k").get<std::string>();
+      r.labelled.push_back({k == "all" ? -1 : std::stoi(k), g.at("subjects").get<std::vector<std::string>>()});
+    }
+    if (cfg.contains("pca")) r.pca = cfg["pca"];
   } catch (const std::exception& e) {
     fail(cfg_path, ": ", e.what());
   }
@@ -327,6 +417,8 @@ EvalReport read_report(const std::string& dir, nlohmann::json* provenance) {
         r.encoding_map[methods[m]].push_back(std::stod(item));
     }
   }
+  std::ifstream pf(d / "pca.csv");
+  for (std::string pl; pf && std::getline(pf, pl);) r.pca_table.push_back(pl);
   summarize(r);
   if (provenance) *provenance = cfg;
   return r;
@@ -347,8 +439,12 @@ EvalReport merge_reports(const std::vector<std::string>& dirs, const std::string
       merged.population_subjects = r.population_subjects;
       merged.trials = r.trials;
       merged.n_categories = r.n_categories;
+      merged.labelled = r.labelled;
+      merged.pca = r.pca;
+      merged.pca_table = r.pca_table;
     } else {
-      for (const char* key : {"corpus", "checkpoint", "tasks", "folds", "cv_unit", "fractions", "seed", "parts"})
+      for (const char* key : {"corpus", "checkpoint", "tasks", "folds", "cv_unit", "fractions", "seed", "parts",
+                              "labelled", "labelled_seed"})
         require(cfg.value(key, nlohmann::json()) == first.value(key, nlohmann::json()), dirs[i],
                 "/config.json: its ", key, " differs from ", dirs[0], "'s: parts of different evaluations");
     }

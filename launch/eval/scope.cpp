@@ -6,9 +6,32 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "base/rng.h"
+#include "launch/eval/tasks.h"
 #include "runtime/progress.h"
 
 namespace bfm::launch::eval {
+
+std::vector<LabelledSet> labelled_sets(const EvalData& data, const EvalOptions& options) {
+  std::vector<int> population;
+  for (int s = 0; s < int(data.subjects.size()); ++s)
+    if (!data.subjects[size_t(s)].held_out) population.push_back(s);
+  std::vector<int> order = population;
+  Rng rng = Rng::stream(options.labelled_seed, 0x1abe1);
+  for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[size_t(rng.below(i))]);
+  std::vector<LabelledSet> out;
+  for (int k : options.labelled) {
+    require(k <= int(population.size()), "eval: --labelled-subjects ", k, ": ", data.corpus, " has ",
+            population.size(), " pre-training subjects in memory (--population)");
+    LabelledSet set;
+    set.k = k;
+    set.suffix = labelled_suffix(k);
+    set.subjects = k < 0 ? population : std::vector<int>(order.begin(), order.begin() + k);
+    std::sort(set.subjects.begin(), set.subjects.end());
+    out.push_back(std::move(set));
+  }
+  return out;
+}
 
 EvalScope::EvalScope(const EvalData& data_, const EvalOptions& options_, runtime::Communicator& comm_)
     : data(data_), options(options_), comm(comm_) {
@@ -17,6 +40,7 @@ EvalScope::EvalScope(const EvalData& data_, const EvalOptions& options_, runtime
           " of ", options.parts, " does not exist");
   for (size_t i = 0; i < held_all.size(); ++i)
     if (int(i % size_t(options.parts)) == options.part) held.push_back(held_all[i]);
+  labelled = labelled_sets(data, options);
 }
 
 bool EvalScope::wants(const std::string& task) const {

@@ -14,6 +14,17 @@
 
 namespace bfm::launch::eval {
 
+// The pre-training subjects whose labels a population method may use, for one K of options.labelled.
+struct LabelledSet {
+  int k = -1;               // -1: every pre-training subject
+  std::string suffix;       // what the methods' names carry: "" or "@K" (tasks.h)
+  std::vector<int> subjects;  // indices into data.subjects, in corpus order
+};
+// One per options.labelled: every pre-training (not held-out) subject for -1; for K, the first K of them in the order
+// a Fisher-Yates shuffle with options.labelled_seed gives (so a smaller K's are among a larger one's). Throws
+// bfm::Error where K exceeds the pre-training subjects.
+std::vector<LabelledSet> labelled_sets(const EvalData& data, const EvalOptions& options);
+
 struct EvalScope {
   // Splits data.subjects into held-out (this part's, options.part of options.parts) and pre-training subjects.
   EvalScope(const EvalData& data, const EvalOptions& options, runtime::Communicator& comm);
@@ -24,6 +35,7 @@ struct EvalScope {
   std::vector<int> held;        // the held-out subjects this part evaluates (indices into data.subjects)
   std::vector<int> held_all;    // every held-out subject (the subject tasks test on them all)
   std::vector<int> population;  // the pre-training subjects
+  std::vector<LabelledSet> labelled;  // whose labels the population methods use, per K (labelled_sets)
 
   bool wants(const std::string& task) const;
   // This rank's share of `held`: every comm.size()-th from comm.rank().

@@ -63,9 +63,49 @@ std::vector<std::string> row_metrics() {
 }
 
 const std::vector<std::string>& methods() {
-  static const std::vector<std::string> all = {"ridge", "ridge_pop", "connectivity", "probe", "probe_pop",
-                                               "finetune", "scratch", "clip", "oracle", "oracle_pop"};
+  static const std::vector<std::string> all = {"ridge",    "ridge_pop", "pca",  "pca_pop", "connectivity",
+                                               "probe",    "probe_pop", "finetune", "scratch", "clip",
+                                               "oracle",   "oracle_pop"};
   return all;
+}
+
+bool is_population_method(const std::string& method) {
+  const std::string b = base_method(method);
+  return b == "ridge_pop" || b == "pca_pop" || b == "probe_pop" || b == "oracle_pop" || b == "finetune" ||
+         b == "scratch";
+}
+
+std::string per_subject_form(const std::string& method) {
+  const std::string b = base_method(method);
+  const auto pop = b.rfind("_pop");
+  return pop != std::string::npos && pop + 4 == b.size() ? b.substr(0, pop) : "";
+}
+
+std::string labelled_suffix(int labelled) { return labelled < 0 ? "" : "@" + std::to_string(labelled); }
+
+std::string base_method(const std::string& name) { return name.substr(0, name.find('@')); }
+
+int labelled_of(const std::string& name) {
+  const auto at = name.find('@');
+  return at == std::string::npos ? -1 : std::stoi(name.substr(at + 1));
+}
+
+std::vector<std::string> method_names(const std::vector<int>& labelled) {
+  std::vector<std::string> out = methods();
+  for (int k : labelled)
+    if (k >= 0)
+      for (const auto& m : methods())
+        if (is_population_method(m)) out.push_back(m + labelled_suffix(k));
+  return out;
+}
+
+bool method_before(const std::string& a, const std::string& b) {
+  const auto rank = [](const std::string& m) {
+    const auto it = std::find(methods().begin(), methods().end(), base_method(m));
+    const int k = labelled_of(m);
+    return std::pair<long, long>(it - methods().begin(), k < 0 ? std::numeric_limits<long>::max() : k);
+  };
+  return rank(a) < rank(b);
 }
 
 double chance_level(const std::string& task, const std::string& metric, int n_categories,

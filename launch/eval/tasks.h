@@ -48,6 +48,23 @@ std::vector<std::string> row_metrics();
 
 // Every method, in the order the report lists them (docs/EVALUATION.md, "Methods").
 const std::vector<std::string>& methods();
+// The methods that learn from pre-training subjects' labels (ridge_pop, pca_pop, probe_pop, finetune, scratch,
+// oracle_pop): the label-scarce protocol (bfm eval --labelled-subjects) restricts them to K subjects' labels.
+bool is_population_method(const std::string& method);
+// Their per-subject form (ridge_pop -> ridge, pca_pop -> pca, probe_pop -> probe, oracle_pop -> oracle), what they
+// reduce to with K = 0 labelled pre-training subjects; "" for finetune and scratch, which have none.
+std::string per_subject_form(const std::string& method);
+
+// A population method that used the labels of only K pre-training subjects carries "@K" in its name
+// ("ridge_pop@2"); without "@" it used every pre-training subject's. labelled: K, or -1 for every subject.
+std::string labelled_suffix(int labelled);
+std::string base_method(const std::string& name);  // "ridge_pop@2" -> "ridge_pop"
+int labelled_of(const std::string& name);           // "ridge_pop@2" -> 2, "ridge_pop" -> -1
+// Every method name a run with these K values (-1: all) can write: the registry's, and each population method with
+// each K's suffix.
+std::vector<std::string> method_names(const std::vector<int>& labelled);
+// The report's order: the registry's order of the base method, then K ascending, every subject (-1) last.
+bool method_before(const std::string& a, const std::string& b);
 
 // The chance level of a metric of a task: 1 / classes for (balanced) accuracy, 0.5 for AUC, 0 for r and R²; for
 // top-k identification the mean over rows of k / candidates (candidates: the kCandidates values of the same task,

@@ -6,6 +6,10 @@
 - fine-tuning lowers the task loss, and its checkpoint loads in the PyTorch reference (python/bfm/model.py) with the
   task head applied to the reference's pooled output giving the validation accuracy's ingredients;
 - eval over 2 MPI ranks writes the same results as over 1;
+- the PCA baseline's basis (pca.csv) against numpy's SVD of the pre-training subjects' patches read with h5py;
+- the paired comparisons (comparisons.csv) recomputed from results.csv with the t quantile from scipy (or a table);
+- the label-scarce protocol: the K subjects' trials are what fine-tuning used (trials found with h5py), and the
+  population methods of K = 2 do not move when every other pre-training subject's labels are permuted;
 - bad input (a checkpoint of another atlas, a missing corpus, a bad fraction) is one clear error line.
 
     /usr/bin/python3 tests/launch/eval/test_eval.py --bfm build/launch/bfm --workdir DIR [--mpirun mpirun]
@@ -181,6 +185,192 @@ def check_encoding(rep, results):
     return checked
 
 
+def corpus_runs(corpus):
+    """Every run of the corpus as (subject id, held out, time series [n, P] float64, labels, embeddings)."""
+    import h5py
+    manifest = json.load(open(os.path.join(corpus, "manifest.json")))
+    held = set(manifest["split"]["validation"]) | set(manifest["split"]["test"])
+    for shard in manifest["shards"]:
+        with h5py.File(os.path.join(corpus, shard["file"])) as f:
+            ids = [x.decode() if isinstance(x, bytes) else x for x in f["subjects/id"][:]]
+            for r in range(len(f["runs/offset"])):
+                o, n = int(f["runs/offset"][r]), int(f["runs/length"][r])
+                sid = ids[f["runs/subject"][r]]
+                yield (sid, sid in held, f["runs/timeseries"][o:o + n].astype(np.float64), f["runs/label"][o:o + n],
+                       f["runs/stim_embedding"][o:o + n])
+
+
+def trial_onsets(lab, emb, T):
+    """The trials of a run as docs/EVALUATION.md defines them: maximal stretches of one label (>= 0) and embedding
+    whose window of T time points fits in the run; their onsets."""
+    n, t, out = len(lab), 0, []
+    while t < n:
+        if lab[t] < 0:
+            t += 1
+            continue
+        e = t + 1
+        while e < n and lab[e] == lab[t] and np.array_equal(emb[e], emb[t]):
+            e += 1
+        if t + T <= n:
+            out.append(t)
+        t = e
+    return out
+
+
+def check_pca(rep, corpus, patch_len, d_model):
+    """pca.csv against numpy: the SVD of every non-overlapping patch mean of every run of the pre-training subjects."""
+    patches = []
+    for _, held, x, _, _ in corpus_runs(corpus):
+        if held:
+            continue
+        for t0 in range(0, len(x) - patch_len + 1, patch_len):
+            patches.append(x[t0:t0 + patch_len].mean(0))
+    X = np.array(patches)
+    mean = X.mean(0)
+    _, sv, vt = np.linalg.svd(X - mean, full_matrices=False)
+    var = sv ** 2 / len(X)
+    rows = {r[0]: np.array(r[1:], float) for r in csv.reader(open(os.path.join(rep, "pca.csv"))) if r[0] != "row"}
+    C = min(d_model, X.shape[1])
+    assert len(rows) == C + 1, (len(rows), C)
+    assert np.allclose(rows["mean"][1:], mean, rtol=1e-9, atol=1e-9)
+    assert abs(rows["mean"][0] - var.sum()) <= 1e-7 * var.sum()
+    for c in range(C):
+        comp = rows[f"component_{c}"]
+        assert abs(comp[0] - var[c]) <= 1e-7 * var[0], (c, comp[0], var[c])
+        gap = min(abs(var[c] - var[c - 1]) if c > 0 else np.inf, abs(var[c] - var[c + 1]))
+        if gap > 1e-3 * var[0]:  # a well separated component is determined up to its sign
+            assert abs(abs(comp[1:] @ vt[c]) - 1) < 1e-6, (c, comp[1:] @ vt[c])
+    cfg = json.load(open(os.path.join(rep, "config.json")))["pca"]
+    assert cfg["components"] == C and cfg["patches"] == len(X), cfg
+    assert abs(cfg["explained_variance"] - var[:C].sum() / var.sum()) < 1e-9, cfg
+    return var[:C].sum() / var.sum()
+
+
+# Student's t 0.975 quantiles by degrees of freedom (printed tables), where scipy is missing.
+T975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445, 5: 2.570582, 6: 2.446912, 7: 2.364624, 8: 2.306004,
+        9: 2.262157, 10: 2.228139, 11: 2.200985, 12: 2.178813, 13: 2.160369, 14: 2.144787, 15: 2.131450}
+
+
+def t975(df):
+    try:
+        from scipy.stats import t
+        return float(t.ppf(0.975, df))
+    except ImportError:
+        return T975[df]
+
+
+def check_comparisons(rep):
+    """comparisons.csv recomputed from results.csv and summary.csv: the pre-trained method with the best mean, each
+    subject's mean over folds, the paired differences' mean and t interval."""
+    per = defaultdict(lambda: defaultdict(list))
+    main = {"category": "balanced_accuracy", "embedding": "r", "retrieval": "top1"}
+    for r in csv.DictReader(open(os.path.join(rep, "results.csv"))):
+        if r["task"] in main and r["metric"] == main[r["task"]] and int(r["fold"]) >= 0:
+            per[(r["task"], r["method"], float(r["fraction"]))][r["subject"]].append(float(r["value"]))
+    means = {(r["task"], r["method"], float(r["fraction"])): float(r["mean"])
+             for r in csv.DictReader(open(os.path.join(rep, "summary.csv"))) if r["metric"] == main.get(r["task"])}
+    got = list(csv.DictReader(open(os.path.join(rep, "comparisons.csv"))))
+    labelled = [g["k"] for g in json.load(open(os.path.join(rep, "config.json")))["labelled"]]
+    want = 0
+    for task in main:
+        for k in labelled:
+            sfx = "" if k == "all" else "@" + k
+            for q in sorted({key[2] for key in per if key[0] == task}):
+                cands = [m for m in ["probe", "probe_pop" + sfx, "finetune" + sfx]
+                         if (task, m, q) in means and np.isfinite(means[(task, m, q)])]
+                if not cands:
+                    continue
+                best = max(cands, key=lambda m: means[(task, m, q)])
+                for b in ["ridge", "ridge_pop" + sfx, "scratch" + sfx, "pca", "pca_pop" + sfx]:
+                    if (task, b, q) not in per:
+                        continue
+                    mine, theirs = per[(task, best, q)], per[(task, b, q)]
+                    d = []
+                    for subj in mine:
+                        if subj in theirs:
+                            a, c = np.nanmean(mine[subj]), np.nanmean(theirs[subj])
+                            if np.isfinite(a) and np.isfinite(c):
+                                d.append(a - c)
+                    d = np.array(d)
+                    row = [g for g in got if g["task"] == task and g["labelled"] == k and float(g["fraction"]) == q
+                           and g["baseline"] == b]
+                    assert len(row) == 1, (task, k, q, b, row)
+                    row = row[0]
+                    assert row["method"] == best, (row, best)
+                    assert int(row["n"]) == len(d)
+                    assert close(float(row["mean_difference"]), d.mean() if len(d) else float("nan"), 1e-9)
+                    if len(d) < 2:
+                        assert np.isnan(float(row["ci_low"])) and np.isnan(float(row["ci_high"])), row
+                        want += 1
+                        continue
+                    half = t975(len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+                    assert close(float(row["ci_low"]), d.mean() - half, 1e-6), (row, d.mean() - half)
+                    assert close(float(row["ci_high"]), d.mean() + half, 1e-6), (row, d.mean() + half)
+                    want += 1
+    assert want == len(got) and want > 0, (want, len(got))
+    return want
+
+
+def check_labelled(bfm, work, corpus, ckpt, window):
+    """The label-scarce protocol: K = 0, 2 and all in one run; the draw recorded, fine-tuning on the K subjects'
+    trials only, and the population methods of K = 2 blind to every other pre-training subject's labels."""
+    import h5py
+    args = ["--tasks", "category", "--fractions", "0.5,1", "--folds", "3", "--labelled-subjects", "all,2,0",
+            "--labelled-seed", "5"]
+    rep = os.path.join(work, "labelled")
+    run([bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out", rep, "--finetune-steps", "2", *args])
+    cfg = json.load(open(os.path.join(rep, "config.json")))
+    groups = {g["k"]: g["subjects"] for g in cfg["labelled"]}
+    assert list(groups) == ["0", "2", "all"], groups
+    population = sorted({sid for sid, held, *_ in corpus_runs(corpus) if not held})
+    assert groups["0"] == [] and len(groups["2"]) == 2 and set(groups["2"]) <= set(population), groups
+    assert sorted(groups["all"]) == population
+    results = read_results(os.path.join(rep, "results.csv"))
+    methods = {k[1] for k in results}
+    for m in ["ridge_pop", "pca_pop", "probe_pop", "finetune", "scratch", "oracle_pop"]:
+        assert m in methods and m + "@2" in methods and m + "@0" not in methods, (m, methods)
+    chosen = set(groups["2"])
+    trials = sum(len(trial_onsets(lab, emb, window)) for sid, _, _, lab, emb in corpus_runs(corpus) if sid in chosen)
+    for kind in ["finetuned", "scratch"]:
+        task = json.load(open(os.path.join(rep, f"{kind}-category@2", "task.json")))
+        assert task["train_trials"] == trials, (kind, task["train_trials"], trials)
+        assert sorted(task["labelled_subjects"]) == sorted(chosen)
+    md = open(os.path.join(rep, "summary.md")).read()
+    assert "## Label-scarce curve" in md and "| 2 |" in md and "## Paired comparisons" in md
+    check_comparisons(rep)
+    # Permute the category labels of every pre-training subject outside the K = 2 draw (trial boundaries unchanged).
+    permuted = os.path.join(work, "corpus-permuted")
+    shutil.rmtree(permuted, ignore_errors=True)
+    shutil.copytree(corpus, permuted)
+    manifest = json.load(open(os.path.join(permuted, "manifest.json")))
+    held = set(manifest["split"]["validation"]) | set(manifest["split"]["test"])
+    n_cat = 1 + max(int(lab.max()) for *_, lab, _ in corpus_runs(corpus))
+    for shard in manifest["shards"]:
+        with h5py.File(os.path.join(permuted, shard["file"]), "r+") as f:
+            ids = [x.decode() if isinstance(x, bytes) else x for x in f["subjects/id"][:]]
+            lab = f["runs/label"][:]
+            for r in range(len(f["runs/offset"])):
+                sid = ids[f["runs/subject"][r]]
+                if sid in held or sid in chosen:
+                    continue
+                o, n = int(f["runs/offset"][r]), int(f["runs/length"][r])
+                seg = lab[o:o + n]
+                lab[o:o + n] = np.where(seg >= 0, (seg + 1) % n_cat, seg)
+            f["runs/label"][...] = lab
+    rep2 = os.path.join(work, "labelled-permuted")
+    run([bfm, "eval", "--checkpoint", ckpt, "--corpus", permuted, "--out", rep2, *args])
+    r2 = read_results(os.path.join(rep2, "results.csv"))
+    moved = 0
+    for key, v in results.items():
+        if key[1] in ("ridge", "pca", "probe", "ridge_pop@2", "pca_pop@2", "probe_pop@2", "oracle_pop@2"):
+            assert close(v, r2[key], 1e-9), (key, v, r2[key])
+        if key[1] == "ridge_pop" and not close(v, r2[key], 1e-9):
+            moved += 1
+    assert moved > 0, "ridge_pop over every pre-training subject did not see the permuted labels"
+    print(f"label-scarce: K = 2 draws {sorted(chosen)}, fine-tuned on their {trials} trials; K = 2 blind to the other "
+          f"subjects' labels ({moved} rows of ridge_pop moved)")
+
+
 def check_zero_shot_retrieval(bfm, work, corpus):
     """`clip` rows against an independent computation: trials found here with h5py, the contrastive projections of
     the PyTorch reference, cosine ranking among the subject's distinct stimuli."""
@@ -303,7 +493,12 @@ def main():
         assert os.path.exists(os.path.join(rep, f)), f
     results = read_results(os.path.join(rep, "results.csv"))
     methods = {k[1] for k in results if k[0] == "category"}
-    assert methods == {"ridge", "ridge_pop", "probe", "probe_pop", "finetune", "scratch", "oracle", "oracle_pop"}, methods
+    assert methods == {"ridge", "ridge_pop", "pca", "pca_pop", "probe", "probe_pop", "finetune", "scratch", "oracle",
+                       "oracle_pop"}, methods
+    assert "| pca |" in proc.stdout and "| pca_pop |" in proc.stdout, proc.stdout
+    explained = check_pca(rep, corpus, patch_len=6, d_model=16)
+    print(f"pca basis matches numpy's SVD ({explained:.3f} of the variance in 16 components)")
+    print(f"{check_comparisons(rep)} paired comparisons match the recomputation")
     n = check_category(rep, results)
     n += check_embedding(rep, results)
     n += check_subject_tasks(rep, results)
@@ -354,6 +549,7 @@ def main():
                         "--part", "2/2"], ok=False), "--part")
 
     check_zero_shot_retrieval(bfm, work, corpus)
+    check_labelled(bfm, work, corpus, ckpt, window=12)
 
     # Bad input: one clear error line naming what is wrong.
     other = os.path.join(work, "other-atlas")
@@ -367,6 +563,10 @@ def main():
                         "--fractions", "0,1"], ok=False), "fraction")
     one_error_line(run([bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out", os.path.join(work, "z"),
                         "--folds", "1"], ok=False), "--folds")
+    one_error_line(run([bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out", os.path.join(work, "z"),
+                        "--labelled-subjects", "2,two"], ok=False), "--labelled-subjects", "two")
+    one_error_line(run([bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out", os.path.join(work, "z"),
+                        "--labelled-subjects", "500", "--tasks", "category"], ok=False), "500", "pre-training subjects")
     one_error_line(run([bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out", os.path.join(work, "z"),
                         "--finetuned", "diagnosis=" + ft], ok=False), "diagnosis")
     one_error_line(run([bfm, "finetune", "--checkpoint", other, "--corpus", corpus, "--out", os.path.join(work, "w")],

@@ -1,7 +1,8 @@
 // The statistics of bfm eval against independent computations: metrics on hand-worked cases (the values scikit-learn
 // gives for them), ridge against the closed-form normal equations solved by Gaussian elimination in long double, the
 // splitter's guarantees (no group in two folds, no training window overlapping a test window), Student's t quantiles
-// against closed forms and printed tables, the eigen-decomposition against its definition (A v = lambda v).
+// against closed forms and printed tables, the eigen-decomposition and the PCA basis against their definitions
+// (A v = lambda v) with the covariance summed naively in long double.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,6 +10,7 @@
 #include <set>
 #include <vector>
 
+#include "launch/eval/features.h"
 #include "launch/eval/stats.h"
 #include "base/rng.h"
 
@@ -283,6 +285,72 @@ TEST(EvalPca, EigenDecompositionSatisfiesItsDefinition) {
       EXPECT_NEAR(dot, r == q ? 1.0 : 0.0, 1e-12);
     }
   }
+}
+
+TEST(EvalPca, BasisAndProjectionAgainstNaiveCovariance) {
+  // Two subjects with a run each, 6 parcels with correlated signal; patches of 3 time points.
+  using namespace bfm::launch::eval;
+  EvalData data;
+  data.n_parcels = 6, data.window = 6;
+  bfm::Rng rng(12);
+  for (int s = 0; s < 3; ++s) {
+    EvalSubject sub;
+    sub.id = "s" + std::to_string(s);
+    EvalRun run;
+    run.length = 40 + 5 * s;  // not a multiple of 3: the last partial patch is left out
+    for (int64_t t = 0; t < run.length; ++t) {
+      const double f = rng.normal(), g = rng.normal();
+      for (int p = 0; p < 6; ++p) run.timeseries.push_back(float(f * (p + 1) + g * (p % 2) + 0.3 * rng.normal() + p));
+    }
+    sub.runs.push_back(run);
+    data.subjects.push_back(sub);
+  }
+  const int L = 3, C = 3;
+  const PcaBasis pca = fit_pca(data, {0, 2}, L, C);  // subject 1 is left out
+  // The reference: patch means and covariance in long double, subjects 0 and 2 only.
+  std::vector<std::vector<long double>> patches;
+  for (int s : {0, 2}) {
+    const EvalRun& r = data.subjects[s].runs[0];
+    for (int64_t t0 = 0; t0 + L <= r.length; t0 += L) {
+      std::vector<long double> m(6, 0);
+      for (int64_t t = t0; t < t0 + L; ++t)
+        for (int p = 0; p < 6; ++p) m[p] += r.timeseries[t * 6 + p] / (long double)L;
+      patches.push_back(m);
+    }
+  }
+  ASSERT_EQ(pca.patches, int64_t(patches.size()));
+  std::vector<long double> mean(6, 0), cov(36, 0);
+  for (const auto& m : patches)
+    for (int p = 0; p < 6; ++p) mean[p] += m[p] / patches.size();
+  for (const auto& m : patches)
+    for (int p = 0; p < 6; ++p)
+      for (int q = 0; q < 6; ++q) cov[p * 6 + q] += (m[p] - mean[p]) * (m[q] - mean[q]) / patches.size();
+  long double trace = 0;
+  for (int p = 0; p < 6; ++p) {
+    EXPECT_NEAR(pca.mean[p], double(mean[p]), 1e-9);
+    trace += cov[p * 6 + p];
+  }
+  EXPECT_NEAR(pca.total_variance, double(trace), 1e-9);
+  for (int c = 0; c < C; ++c) {
+    for (int p = 0; p < 6; ++p) {
+      long double cv = 0;
+      for (int q = 0; q < 6; ++q) cv += cov[p * 6 + q] * pca.basis[c * 6 + q];
+      EXPECT_NEAR(double(cv), pca.variance[c] * pca.basis[c * 6 + p], 1e-8);
+    }
+  }
+  // The first component carries most of the variance (the shared factor f).
+  EXPECT_GT(pca.variance[0], 0.8 * double(trace));
+  // Projection of two windows' raw features [n_t = 2, P = 6]: (xbar - mean) . basis_c per patch.
+  std::vector<double> raw(2 * 2 * 6);
+  for (auto& v : raw) v = rng.normal();
+  const auto f = pca_features(pca, raw, 2, 2);
+  ASSERT_EQ(f.size(), size_t(2 * 2 * C));
+  for (int w = 0; w < 4; ++w)
+    for (int c = 0; c < C; ++c) {
+      long double v = 0;
+      for (int p = 0; p < 6; ++p) v += (raw[w * 6 + p] - (long double)mean[p]) * pca.basis[c * 6 + p];
+      EXPECT_NEAR(f[w * C + c], double(v), 1e-9);
+    }
 }
 
 }  // namespace
