@@ -3,6 +3,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <map>
 #include <sstream>
 
 #include "runtime/comm.h"
@@ -10,8 +13,8 @@
 
 namespace bfm::runtime {
 
-Watchdog::Watchdog(std::string what, double seconds, std::string setting)
-    : what_(std::move(what)), setting_(std::move(setting)), seconds_(seconds) {
+Watchdog::Watchdog(std::string what, double seconds, std::string note, std::string setting)
+    : what_(std::move(what)), note_(std::move(note)), setting_(std::move(setting)), seconds_(seconds) {
   if (seconds_ > 0) thread_ = std::thread([this] { watch(); });
 }
 
@@ -46,13 +49,22 @@ void Watchdog::watch() {
   std::ostringstream line;
   line.precision(3);
   line << "bfm: error: collective timeout: rank " << where.rank << " of " << where.size << " waited " << waited
-       << " s (" << setting_ << " = " << seconds_ << ") for the " << what_
-       << " to finish: a rank stopped answering inside collective HDF5 I/O (stopped, hung, dead, or its node lost), "
-       << "or the file system stalled; the file keeps its temporary name\n";
+       << " s (" << setting_ << " = " << seconds_ << ") for " << what_
+       << " to finish: a rank stopped answering (stopped, hung, dead, or its node lost)"
+       << (note_.empty() ? "" : "; " + note_) << "\n";
   const std::string text = line.str();
   // One write(2), not a stream: the main thread is blocked inside MPI-IO and may hold stdio's locks.
   [[maybe_unused]] const ssize_t written = ::write(2, text.data(), text.size());
   ::_exit(kExitCollectiveTimeout);
+}
+
+void fault_stop_point(const std::string& place) {
+  static std::map<std::string, int> reached;
+  const char* spec = std::getenv("BFM_FAULT_STOP");
+  if (spec == nullptr) return;
+  const std::string here =
+      place + ":" + std::to_string(rank_in_world().rank) + ":" + std::to_string(++reached[place]);
+  if (here == spec) std::raise(SIGSTOP);
 }
 
 }  // namespace bfm::runtime

@@ -19,9 +19,11 @@ namespace bfm::runtime {
 
 class Watchdog {
  public:
-  // Armed from construction to destruction; seconds <= 0: never fires. `what` names the stretch ("checkpoint write
-  // at step 120"); `setting` the key that sets the deadline, for the report.
-  Watchdog(std::string what, double seconds, std::string setting = "train.collective_timeout_s");
+  // Armed from construction to destruction; seconds <= 0: never fires. `what` names the stretch ("the checkpoint
+  // write at step 120"); `setting` the key that sets the deadline; `note` ends the report (what became of the
+  // outputs).
+  Watchdog(std::string what, double seconds, std::string note = "",
+           std::string setting = "train.collective_timeout_s");
   ~Watchdog();
   Watchdog(const Watchdog&) = delete;
   Watchdog& operator=(const Watchdog&) = delete;
@@ -29,12 +31,18 @@ class Watchdog {
  private:
   void watch();
 
-  std::string what_, setting_;
+  std::string what_, note_, setting_;
   double seconds_;
   std::mutex mutex_;
   std::condition_variable done_cv_;
   bool done_ = false;
   std::thread thread_;
 };
+
+// Fault injection for the tests (tests/launch/cli/test_faults.py): with BFM_FAULT_STOP=PLACE:RANK:NTH in the
+// environment, that rank stops itself (SIGSTOP) the NTH time it reaches fault_stop_point(PLACE), as a rank hung there
+// would. The places: "checkpoint" (just before a checkpoint's collective write), "finished" (a finished run, before
+// MPI ends). Unset, a call costs one getenv.
+void fault_stop_point(const std::string& place);
 
 }  // namespace bfm::runtime

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "base/error.h"
+#include "runtime/watchdog.h"
 
 namespace bfm::runtime {
 
@@ -11,11 +12,18 @@ namespace {
 World the_world;
 bool started = false;
 
+double exit_deadline_s = 300;
+
 #ifdef BFM_WITH_MPI
+// MPI_Finalize waits for every rank (Open MPI's closing fence): a rank stopped after the command's work would keep the
+// others here forever, its outputs written, the job never ending. The watchdog ends this rank instead.
 void finalize_at_exit() {
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized) MPI_Finalize();
+  if (finalized) return;
+  const Watchdog deadline("MPI_Finalize", exit_deadline_s,
+                          "the command had finished, its outputs are whole");
+  MPI_Finalize();
 }
 #endif
 }  // namespace
@@ -65,5 +73,7 @@ void abort_world(int exit_code) {
 #endif
   (void)exit_code;
 }
+
+void set_exit_deadline(double seconds) { exit_deadline_s = seconds; }
 
 }  // namespace bfm::runtime

@@ -37,4 +37,8 @@ RankInWorld rank_in_world();
 // in a collective. Returns only in a world of one.
 void abort_world(int exit_code);
 
+// How long MPI_Finalize may wait for the other ranks at exit before this rank ends without it (exit status 76, one
+// line on stderr): default 300 s; pretrain sets train.collective_timeout_s (0: wait forever).
+void set_exit_deadline(double seconds);
+
 }  // namespace bfm::runtime

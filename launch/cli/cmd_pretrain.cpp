@@ -23,6 +23,7 @@
 #include "launch/train/pretrain.h"
 #include "model/released_checkpoint.h"
 #include "runtime/progress.h"
+#include "runtime/watchdog.h"
 #include "runtime/world.h"
 
 namespace bfm::launch {
@@ -77,7 +78,10 @@ int run(const RunConfig& rc) {
     if (lead) write_status(rc.train.out, "diverged", kExitDiverged, result.steps_done);
     return kExitDiverged;
   }
-  if (!lead) return 0;
+  if (!lead) {
+    runtime::fault_stop_point("finished");
+    return 0;
+  }
 
   model::ModelConfig released = rc.model;
   released.atlas = result.data_atlas;

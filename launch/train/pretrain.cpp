@@ -3,11 +3,9 @@
 #include <atomic>
 #include <cmath>
 #include <csignal>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <map>
 #include <set>
 #include <sstream>
 
@@ -32,18 +30,6 @@ namespace {
 
 // The key of the run's settings (config_json_) that a resume may change, each change logged, not refused.
 constexpr const char* kNoted = "may_change_on_resume";
-
-// Fault injection for the tests (tests/launch/cli/test_faults.py): BFM_FAULT_STOP=PLACE:RANK:NTH makes that rank
-// stop itself (SIGSTOP) the NTH time it reaches PLACE ("checkpoint": just before the collective checkpoint write),
-// as a rank hung there would. Unset, it costs one getenv per checkpoint.
-void stop_here_for_fault_tests(const std::string& place) {
-  static std::map<std::string, int> reached;
-  const char* spec = std::getenv("BFM_FAULT_STOP");
-  if (spec == nullptr) return;
-  const std::string here =
-      place + ":" + std::to_string(runtime::rank_in_world().rank) + ":" + std::to_string(++reached[place]);
-  if (here == spec) std::raise(SIGSTOP);
-}
 
 // SIGUSR1 / SIGTERM: stop at the next step boundary (every rank agrees through the communicator), write a
 // checkpoint, exit with kExitStoppedBySignal.
@@ -169,6 +155,7 @@ Pretraining::Pretraining(const RunConfig& rc, const TrainOptions& options, Train
   comm_ = runtime::make_communicator(t_.comm == "nccl" ? "auto" : t_.comm, false);
   comm_->set_timeout(t_.collective_timeout_s);
   comm_->set_context("setting up");
+  runtime::set_exit_deadline(t_.collective_timeout_s);
   rank_ = comm_->rank(), ranks_ = comm_->size();
   lead_ = rank_ == 0;
   verbose_ = options.verbose && lead_;
@@ -297,7 +284,8 @@ void Pretraining::resume() {
     }
     runtime::TrainState s;
     try {  // collective: every rank reaches the same verdict on the same file
-      const runtime::Watchdog deadline("checkpoint read of " + path, io_deadline_s());
+      const runtime::Watchdog deadline("the checkpoint read of " + path, io_deadline_s(),
+                                        "or the file system stalled");
       s = runtime::read_train_checkpoint(path, model_->checkpoint_tensors());
     } catch (const Error& e) {
       skipped.push_back(e.what());
@@ -492,8 +480,9 @@ void Pretraining::checkpoint(int64_t step) {
   const Stopwatch clock;
   std::string path;
   {
-    const runtime::Watchdog deadline("checkpoint write at step " + std::to_string(step), io_deadline_s());
-    stop_here_for_fault_tests("checkpoint");
+    const runtime::Watchdog deadline("the checkpoint write at step " + std::to_string(step), io_deadline_s(),
+                                     "or the file system stalled; the file keeps its temporary name");
+    runtime::fault_stop_point("checkpoint");
     path = runtime::write_train_checkpoint(options_.checkpoint_dir, model_->checkpoint_tensors(), s,
                                            t_.keep_checkpoints);
   }

@@ -130,6 +130,44 @@ def a_rank_stopped_in_a_checkpoint_write_ends_the_job(bfm, mpirun, work):
 
 
 @case
+def a_rank_stopped_after_the_run_finished_does_not_hang_the_job(bfm, mpirun, work):
+    # MPI_Finalize waits for every rank: a rank stopped after the work is done would keep the job forever. The other
+    # rank ends after the deadline with 76 and says the outputs are whole; slurm/pretrain.sbatch reads status.json
+    # ("finished") and neither fails nor requeues the job.
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
+    config = os.path.join(work, "run.toml")
+    with open(config, "w") as f:
+        f.write(subprocess.run([bfm, "config", "--defaults"], capture_output=True, text=True, check=True).stdout)
+    out = os.path.join(work, "finished")
+    env = dict(os.environ, SLURM_JOB_ID="4243", SLURM_NTASKS="2", SLURM_CPUS_PER_TASK="1", BFM=bfm,
+               BFM_LAUNCH="mpirun", OMPI_MCA_rmaps_base_oversubscribe="1", BFM_FAULT_STOP="finished:1:1")
+    proc = subprocess.Popen(["bash", os.path.join(root, "slurm", "pretrain.sbatch"), config, out, *TINY,
+                             "--set", "train.steps=100", "--set", "train.collective_timeout_s=5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    pids = {}
+    try:
+        t0 = time.time()
+        while proc.poll() is None and time.time() - t0 < 120:
+            pids = rank_pids(out) or pids
+            time.sleep(0.2)
+        text = proc.stdout.read()
+    finally:
+        for pid in pids.values():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, f"exit {proc.returncode}: {text[-3000:]}"
+    reports = [l for l in text.splitlines() if l.startswith("bfm: error: collective timeout")]
+    assert len(reports) == 1 and "rank 0 of 2" in reports[0] and "MPI_Finalize" in reports[0], text[-3000:]
+    assert "outputs are whole" in text and "requeueing" not in text, text[-2000:]
+    assert os.path.exists(os.path.join(out, "release", "model.safetensors"))
+    assert json.load(open(os.path.join(out, "status.json")))["state"] == "finished"
+
+
+@case
 def an_error_every_rank_meets_is_printed_once(bfm, mpirun, work):
     out = os.path.join(work, "bad_set")
     proc = subprocess.run([mpirun, "--oversubscribe", "-np", "3", bfm, "pretrain", "--set", "model.d_model=banana",
