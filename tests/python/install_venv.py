@@ -39,13 +39,13 @@ def main():
     # From a neutral folder, so that neither the checkout nor the copy is on sys.path.
     probe = ("import importlib.metadata, os, sys, bfm; "
              "print(os.path.realpath(bfm.__file__)); print(importlib.metadata.version('bfm')); "
-             "print(all(hasattr(bfm, n) for n in ('BrainModel', 'TaskHead', 'load_checkpoint')))")
+             "print(all(hasattr(bfm, n) for n in ('BrainModel', 'TaskHead', 'preprocess', 'load_checkpoint')))")
     where, version, api = run([python, "-c", probe], cwd=os.path.dirname(venv)).stdout.split()
     site = os.path.realpath(os.path.join(venv, "lib"))
     assert where.startswith(site + os.sep), f"bfm imported from {where}, not from the venv's {site}"
     wanted = re.search(r'^version = "([^"]+)"', open(os.path.join(package, "pyproject.toml")).read(), re.M).group(1)
     assert version == wanted, f"installed bfm {version}, pyproject.toml says {wanted}"
-    assert api == "True", "bfm lacks one of BrainModel, TaskHead, load_checkpoint"
+    assert api == "True", "bfm lacks one of BrainModel, TaskHead, preprocess, load_checkpoint"
     usage = subprocess.run([python, "-m", "bfm"], capture_output=True, text=True, cwd=os.path.dirname(venv))
     assert usage.returncode == 2 and "usage: python3 -m bfm" in usage.stderr, (usage.returncode, usage.stderr)
     print(f"bfm {version} installed into {venv} (no network), imported from {where}")
