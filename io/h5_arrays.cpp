@@ -13,6 +13,7 @@
 #include <hdf5.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -243,6 +244,31 @@ H5ArrayWriter::~H5ArrayWriter() {
 }
 
 void H5ArrayWriter::write_f32(const std::string& dataset, const std::vector<int64_t>& shape, const float* data) {
+  write(dataset, shape, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, data);
+}
+
+void H5ArrayWriter::write_f64(const std::string& dataset, const std::vector<int64_t>& shape, const double* data) {
+  write(dataset, shape, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, data);
+}
+
+void H5ArrayWriter::write_i64(const std::string& dataset, const std::vector<int64_t>& shape, const int64_t* data) {
+  write(dataset, shape, H5T_STD_I64LE, H5T_NATIVE_INT64, data);
+}
+
+void H5ArrayWriter::write_strings(const std::string& dataset, const std::vector<std::string>& values) {
+  size_t width = 1;
+  for (const std::string& v : values) width = std::max(width, v.size());
+  std::vector<char> packed(values.size() * width, '\0');
+  for (size_t i = 0; i < values.size(); ++i) std::copy(values[i].begin(), values[i].end(), &packed[i * width]);
+  h5::Id type(H5Tcopy(H5T_C_S1), H5Tclose);
+  require(type.ok() && H5Tset_size(type.get(), width) >= 0 && H5Tset_strpad(type.get(), H5T_STR_NULLPAD) >= 0 &&
+              H5Tset_cset(type.get(), H5T_CSET_UTF8) >= 0,
+          path_, ": dataset '", dataset, "': ", h5::reason());
+  write(dataset, {static_cast<int64_t>(values.size())}, type.get(), type.get(), packed.data());
+}
+
+void H5ArrayWriter::write(const std::string& dataset, const std::vector<int64_t>& shape, int64_t file_type,
+                          int64_t mem_type, const void* data) {
   h5::Quiet quiet;
   require(file_ >= 0, path_, ": dataset '", dataset, "' written after commit()");
   require(!link_exists(file_, dataset), path_, ": dataset '", dataset, "' is written twice");
@@ -273,12 +299,11 @@ void H5ArrayWriter::write_f32(const std::string& dataset, const std::vector<int6
     h5::Id g(H5Gcreate2(file_, group.c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT), H5Gclose);
     require(g.ok(), path_, ": cannot create group '", group, "': ", h5::reason());
   }
-  h5::Id ds(H5Dcreate2(file_, dataset.c_str(), H5T_IEEE_F32LE, space.get(), link_props.get(), dcpl.get(),
-                     H5P_DEFAULT),
+  h5::Id ds(H5Dcreate2(file_, dataset.c_str(), file_type, space.get(), link_props.get(), dcpl.get(), H5P_DEFAULT),
           H5Dclose);
   require(ds.ok(), path_, ": cannot create dataset '", dataset, "': ", h5::reason());
   if (count > 0)
-    require(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0, path_,
+    require(H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0, path_,
             ": cannot write dataset '", dataset, "': ", h5::reason());
 }
 

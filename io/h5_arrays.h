@@ -45,10 +45,18 @@ class H5ArrayWriter {
   H5ArrayWriter& operator=(const H5ArrayWriter&) = delete;
 
   void write_f32(const std::string& dataset, const std::vector<int64_t>& shape, const float* data);
+  void write_f64(const std::string& dataset, const std::vector<int64_t>& shape, const double* data);
+  void write_i64(const std::string& dataset, const std::vector<int64_t>& shape, const int64_t* data);
   void write_scalar_f32(const std::string& dataset, float value);
+  // A 1-D dataset of strings: fixed-length, null-padded UTF-8 (as the shards' strings; h5py reads them as bytes).
+  void write_strings(const std::string& dataset, const std::vector<std::string>& values);
   void commit();
 
  private:
+  // Creates `dataset` (and the groups on its path) of `file_type` and writes `data` of `mem_type` into it.
+  void write(const std::string& dataset, const std::vector<int64_t>& shape, int64_t file_type, int64_t mem_type,
+             const void* data);
+
   std::string path_;
   int64_t file_;  // hid_t, -1 once closed
 };
