@@ -38,6 +38,11 @@ struct ShardHeader {
   std::vector<float> stimulus_features;
   std::string converter;                   // provenance: program and version that wrote the shard
   std::string preprocessing;               // provenance: what was done to the signal (free text)
+  // Provenance a program checks (launch/data/provenance.h): the atlas file's SHA-256 ("" = not known, e.g. synthetic)
+  // and the preprocessing as JSON ({"detrend": true, "scaling": "zscore", "target_tr": 0, "confounds": "none", ...};
+  // "" = not recorded, shards written before it existed).
+  std::string atlas_sha256;
+  std::string preprocessing_options;
   int64_t chunk_rows = kShardChunkRows;    // time points per chunk (writer); the file's (reader)
 };
 

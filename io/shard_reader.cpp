@@ -247,6 +247,8 @@ void ShardReader::open(int64_t fapl) {
   header_.atlas = string_attribute(f, "atlas", path_);
   header_.converter = string_attribute(f, "converter", path_);
   header_.preprocessing = string_attribute(f, "preprocessing", path_);
+  header_.atlas_sha256 = string_attribute(f, "atlas_sha256", path_);  // "" when absent (optional)
+  header_.preprocessing_options = string_attribute(f, "preprocessing_options", path_);
   const Tables t(f, path_);
   const auto P = static_cast<size_t>(header_.n_parcels);
   header_.parcel_labels = t.strings("/parcels/labels", P);

@@ -274,6 +274,8 @@ struct ShardWriter::File {
     attribute("atlas", header.atlas);
     attribute("converter", header.converter);
     attribute("preprocessing", header.preprocessing);
+    if (!header.atlas_sha256.empty()) attribute("atlas_sha256", header.atlas_sha256);
+    if (!header.preprocessing_options.empty()) attribute("preprocessing_options", header.preprocessing_options);
 
     std::vector<std::string> labels = header.parcel_labels;
     if (labels.empty())

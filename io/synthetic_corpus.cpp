@@ -324,6 +324,8 @@ void SyntheticCorpus::write_shards(const std::string& dir, const std::vector<int
   header.score_names = {"score"};
   header.converter = "bfm synth (seed " + std::to_string(c.seed) + ")";
   header.preprocessing = "synthetic (io/synthetic_corpus.h); z-scored per parcel per run";
+  header.preprocessing_options =
+      R"({"synthetic":true,"detrend":false,"scaling":"zscore","target_tr":0,"confounds":"none","scrub_fd":0})";
 
   for (const int64_t j : shards) {
     require(j >= 0 && j < n_shards(), "synth: shard ", j, " is not one of the corpus's ", n_shards());

@@ -93,6 +93,8 @@ nlohmann::json to_checkpoint_json(const ModelConfig& c) {
   j["train_steps"] = c.train_steps;
   j["train_subjects"] = c.train_subjects;
   j["train_datasets"] = c.train_datasets;
+  j["data_provenance"] =
+      c.data_provenance.empty() ? nlohmann::json(nullptr) : nlohmann::json::parse(c.data_provenance, nullptr, false);
   j["code_version"] = std::string("bfm ") + BFM_VERSION;
   return j;
 }
@@ -157,6 +159,10 @@ ModelConfig from_checkpoint_json(const nlohmann::json& j, const std::string& sou
     c.train_subjects = j["train_subjects"].get<int64_t>();
   if (j.contains("train_datasets") && j["train_datasets"].is_array())
     c.train_datasets = j["train_datasets"].get<std::vector<std::string>>();
+  if (j.contains("data_provenance") && !j["data_provenance"].is_null()) {
+    require(j["data_provenance"].is_object(), source, ": key \"data_provenance\" is not an object");
+    c.data_provenance = j["data_provenance"].dump();
+  }
   c.validate(source);
   return c;
 }

@@ -43,6 +43,9 @@ struct ModelConfig {
   int64_t train_steps = 0;
   int64_t train_subjects = 0;
   std::vector<std::string> train_datasets;
+  // The pre-training corpus' provenance as JSON text (atlas, its SHA-256, parcel labels, preprocessing:
+  // launch/data/provenance.h), config.json's "data_provenance"; "" = not known (synthetic windows, older checkpoints).
+  std::string data_provenance;
 
   int n_time() const { return window / patch_len; }  // n_t
   int n_tokens() const { return n_time() * n_parcels; }  // N

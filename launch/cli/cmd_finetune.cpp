@@ -6,10 +6,12 @@
 #include <memory>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "launch/cli/commands.h"
 #include "base/error.h"
 #ifdef BFM_WITH_HDF5
+#include "launch/data/provenance.h"
 #include "launch/eval/data.h"
 #include "launch/eval/tasks.h"
 #include "launch/train/finetune.h"
@@ -71,6 +73,10 @@ Command add_finetune_command(CLI::App& app) {
     d.window = init->config().window;
     d.max_population = opt->population;
     d.load_held_out = false;  // only the pre-training subjects are trained on
+    // The corpus must be in the checkpoint's atlas and parcel order (refused otherwise); other steps are warned about.
+    for (const std::string& warning : check_provenance(init->config().data_provenance, opt->checkpoint,
+                                                       corpus_provenance(opt->corpus), opt->corpus))
+      if (lead) runtime::log_line("warning: " + warning);
     const eval::EvalData data = eval::load_eval_data(opt->corpus, d);
     opt->options.verbose = true;
     const FinetuneResult result = finetune(*init, data, opt->options, *comm);

@@ -86,6 +86,7 @@ int run(const RunConfig& rc) {
   model::ModelConfig released = rc.model;
   released.atlas = result.data_atlas;
   released.tr_seconds = result.data_tr;
+  released.data_provenance = result.data_provenance;
   released.train_steps = result.steps_done;
   released.train_datasets = {rc.data.source == "corpus" ? fs::path(rc.data.corpus).filename().string()
                                                         : std::string("synthetic-windows")};

@@ -17,6 +17,7 @@
 #include "io/confounds.h"
 #include "io/corpus_manifest.h"
 #include "io/parcellate.h"
+#include "io/sha256.h"
 #include "io/shard_reader.h"
 #include "io/shard_writer.h"
 #include "launch/data/study_tables.h"
@@ -52,6 +53,17 @@ std::string preprocessing_text(const ConvertOptions& o) {
   return os.str();
 }
 
+// The same, for programs (docs/FORMAT.md, `preprocessing_options`): what bfm embed repeats on a new scan.
+nlohmann::json preprocessing_options(const ConvertOptions& o) {
+  return {{"detrend", !o.no_detrend},
+          {"scaling", o.scaling},
+          {"target_tr", o.target_tr},
+          {"confounds", o.confounds},
+          {"confound_columns", io::confound_columns(o.confounds)},
+          {"scrub_fd", o.scrub},
+          {"scrub_min_length", o.scrub_min_length}};
+}
+
 // Whether `path` is a finished shard of this conversion (its header's atlas, preprocessing, label names and stimuli
 // and its run count are this conversion's): false when there is no such file, or (with remove_unreadable) an
 // unreadable one, which is removed; throws when it is from another conversion.
@@ -68,7 +80,7 @@ bool finished_shard(const std::string& path, const io::ShardHeader& header, int6
     return false;
   }
   const io::ShardHeader& h = done->header();
-  require(h.atlas == header.atlas && h.preprocessing == header.preprocessing && h.label_names == header.label_names &&
+  require(h.atlas == header.atlas && h.atlas_sha256 == header.atlas_sha256 && h.preprocessing == header.preprocessing && h.label_names == header.label_names &&
               h.stimulus_ids == header.stimulus_ids && static_cast<int64_t>(done->runs().size()) == expected_runs,
           path, ": exists from another conversion (other atlas, options or scans); pass --overwrite");
   return true;
@@ -171,6 +183,8 @@ int convert(const ConvertOptions& o) {
   header.atlas = io::strip_extension(fs::path(o.atlas).filename().string());
   header.converter = std::string("bfm convert ") + BFM_VERSION;
   header.preprocessing = preprocessing_text(o);
+  header.preprocessing_options = preprocessing_options(o).dump();
+  header.atlas_sha256 = io::file_sha256(o.atlas);
   header.chunk_rows = o.chunk_rows;
   if (tables.annotated()) header.preprocessing += "; " + tables.description;
   header.labels = !tables.label_names.empty();

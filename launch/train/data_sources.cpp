@@ -13,6 +13,7 @@
 #include "io/corpus.h"
 #include "io/corpus_manifest.h"
 #include "io/window_loader.h"
+#include "launch/data/provenance.h"
 #endif
 
 namespace bfm::launch {
@@ -71,6 +72,7 @@ struct CorpusRuns {
   std::string summary;
   std::string atlas;  // the shards' atlas ("mixed" when they name several)
   double tr = 0;      // the TR every run shares, 0 when they differ
+  std::string provenance;  // launch/data/provenance.h, as JSON text
 };
 
 CorpusRuns scan_corpus(const std::string& dir) {
@@ -88,6 +90,7 @@ CorpusRuns scan_corpus(const std::string& dir) {
     }
     out.atlas = atlases.size() == 1 ? *atlases.begin() : "mixed";
     out.tr = trs.size() == 1 ? *trs.begin() : 0.0;
+    out.provenance = corpus_provenance(corpus).dump();
     for (int64_t s = 0; s < corpus.n_shards(); ++s) {
       const io::ShardReader& shard = corpus.shard(s);
       out.n_parcels = shard.header().n_parcels;
@@ -195,6 +198,7 @@ RunData open_run_data(const RunConfig& rc, int rank, int ranks, bool on_gpu) {
   const CorpusRuns runs = scan_corpus(rc.data.corpus);
   out.atlas = runs.atlas;
   out.tr = runs.tr;
+  out.provenance = runs.provenance;
   require(runs.n_parcels == m.n_parcels, rc.data.corpus, ": the corpus has ", runs.n_parcels,
           " parcels, the model (model.n_parcels) ", m.n_parcels);
   int64_t held_windows = 0;

@@ -41,6 +41,7 @@ struct RunData {
   LocalBatch validation;
   std::string atlas = "synthetic";  // the corpus' atlas ("mixed" when its shards name several)
   double tr = 0;                    // the TR every run shares (0 when they differ, or synthetic)
+  std::string provenance;           // the corpus' provenance as JSON text (launch/data/provenance.h); "" = none
 };
 
 // data.source "synthetic" or "corpus" (checked against the model: parcels, enough held-out windows). Collective

@@ -188,6 +188,7 @@ Pretraining::Pretraining(const RunConfig& rc, const TrainOptions& options, Train
   data_ = open_run_data(rc, rank_, ranks_, placement_.gpu);
   result_.data_atlas = data_.atlas;
   result_.data_tr = data_.tr;
+  result_.data_provenance = data_.provenance;
   result_.data_description = data_.train->describe();
   // train.epochs (corpus data): passes over the training windows, each of batches_per_epoch() global batches.
   total_steps_ = t_.steps;
@@ -213,6 +214,7 @@ Pretraining::Pretraining(const RunConfig& rc, const TrainOptions& options, Train
   model::ModelConfig provenance = m_;
   provenance.atlas = result_.data_atlas;
   provenance.tr_seconds = result_.data_tr;
+  provenance.data_provenance = result_.data_provenance;
   config_json_ = model::to_checkpoint_json(provenance);
   config_json_["batch_size"] = t_.batch_size;
   config_json_["seed"] = t_.seed;
@@ -263,7 +265,7 @@ void Pretraining::resume() {
     }
     // Checkpoints written before a key existed are compared without it.
     nlohmann::json now = config_json_;
-    for (const char* key : {"data_order", kNoted})
+    for (const char* key : {"data_order", kNoted, "data_provenance"})
       if (!saved.contains(key)) now.erase(key);
     const nlohmann::json noted_there = saved.value(kNoted, nlohmann::json::object());
     const nlohmann::json noted_now = now.value(kNoted, nlohmann::json::object());

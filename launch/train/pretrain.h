@@ -31,6 +31,7 @@ struct TrainResult {
   // runs share (0 when they differ); "synthetic", 0 for in-memory windows.
   std::string data_atlas = "synthetic";
   double data_tr = 0;
+  std::string data_provenance;  // the corpus' (launch/data/provenance.h), JSON text; "" for synthetic windows
   double seconds = 0;
 };
 
