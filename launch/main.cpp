@@ -72,6 +72,7 @@ int main(int argc, char** argv) {
   commands["export"] = bfm::launch::add_export_command(app);
   commands["finetune"] = bfm::launch::add_finetune_command(app);
   commands["eval"] = bfm::launch::add_eval_command(app);
+  commands["embed"] = bfm::launch::add_embed_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

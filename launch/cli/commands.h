@@ -23,5 +23,6 @@ Command add_plot_command(CLI::App& app);      // bfm plot: a run's metrics.jsonl
 Command add_export_command(CLI::App& app);    // bfm export: a released checkpoint from a training checkpoint
 Command add_finetune_command(CLI::App& app);  // bfm finetune: all weights + a task head on a corpus' stimulus task
 Command add_eval_command(CLI::App& app);      // bfm eval: downstream tasks on held-out subjects, methods side by side
+Command add_embed_command(CLI::App& app);     // bfm embed: a checkpoint's embeddings of a corpus' or scans' windows
 
 }  // namespace bfm::launch
