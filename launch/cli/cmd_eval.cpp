@@ -45,6 +45,7 @@ struct EvalCli {
   std::string cv = "stimulus";
   std::string labelled = "all";
   int64_t labelled_seed = -1;  // -1: --seed
+  int pca_components = 0;
 };
 
 // --labelled-subjects: K values (integers >= 0, or "all" for -1), ascending, "all" last, each once.
@@ -124,6 +125,11 @@ Command add_eval_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--labelled-seed", opt->labelled_seed,
                   "Seed of the draw of the labelled subjects (default: --seed); a smaller K's are among a larger one's");
+  cmd->add_option("--pca-components", opt->pca_components,
+                  "Components of the PCA baseline (pca, pca_pop), fitted on the pre-training subjects' unlabelled time "
+                  "series: 0 takes the fewest explaining 90% of their variance, at most the model's d_model")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-predictions", opt->no_predictions, "Do not write OUT/predictions/*.csv");
   cmd->add_option("--device", opt->device,
                   "Encoder features and fine-tuning: auto (a GPU where there is one) | cpu | cuda (one GPU per rank)")
@@ -148,6 +154,7 @@ Command add_eval_command(CLI::App& app) {
       options.fractions = provenance.value("fractions", options.fractions);
       options.seed = provenance.value("seed", options.seed);
       options.labelled_seed = provenance.value("labelled_seed", options.labelled_seed);
+      options.pca_components = provenance.value("pca_components", options.pca_components);
       const std::vector<double> headline = headline_fractions(options.fractions);
       const std::string table = eval::write_report(opt->out, report, options, provenance, headline);
       std::cout << "bfm eval --merge: " << opt->merge.size() << " parts, " << report.held_out_subjects
@@ -189,6 +196,7 @@ Command add_eval_command(CLI::App& app) {
     options.cv_unit = opt->cv;
     options.seed = opt->seed;
     options.labelled = parse_labelled(opt->labelled);
+    options.pca_components = opt->pca_components;
     options.labelled_seed = opt->labelled_seed >= 0 ? uint64_t(opt->labelled_seed) : opt->seed;
     options.part = part;
     options.parts = parts;

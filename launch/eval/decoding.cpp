@@ -124,11 +124,16 @@ TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pr
   if (decoding_wanted(scope) && n_trials > 0) {
     features["raw"] = {int((T / L) * P), raw_features(data, windows, L)};
     if (!scope.population.empty()) {
-      const int C = int(std::min<int64_t>(mc.d_model, P));
-      scope.log("eval: pca of the " + std::to_string(scope.population.size()) +
-                " pre-training subjects' time series, " + std::to_string(C) + " components");
-      *pca = fit_pca(data, scope.population, L, C);
-      features["pca"] = {int((T / L) * C), pca_features(*pca, features["raw"].x, n_trials, int(T / L))};
+      // Components: as many as --pca-components asks, else the fewest explaining 90 % of the variance, at most the
+      // width the encoder gives a time patch (d_model).
+      const int n_max = int(std::min<int64_t>(mc.d_model, P));
+      const int asked = scope.options.pca_components;
+      *pca = asked > 0 ? fit_pca(data, scope.population, L, int(std::min<int64_t>(asked, P)))
+                       : fit_pca(data, scope.population, L, n_max, 0.9);
+      scope.log("eval: pca of the " + std::to_string(scope.population.size()) + " pre-training subjects' time series, " +
+                std::to_string(pca->components) + " components");
+      features["pca"] = {int((T / L) * pca->components),
+                         pca_features(*pca, features["raw"].x, n_trials, int(T / L))};
     }
     scope.log("eval: encoder features of " + std::to_string(n_trials) + " trial windows (" +
               std::to_string(scope.held.size()) + " held-out, " + std::to_string(scope.population.size()) +

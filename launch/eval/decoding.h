@@ -25,9 +25,10 @@ struct FeatureSet {
 using TrialFeatures = std::map<std::string, FeatureSet>;
 
 // The trial features the decoding tasks read; none where no decoding task is asked for or there is no trial.
-// The PCA basis is fitted on the pre-training subjects' time series with min(d_model, P) components (the width of the
-// encoder's features per time patch) and returned in *pca (untouched where none is fitted). Collective over
-// scope.comm (the encoder's windows are split over the ranks).
+// The PCA basis is fitted on the pre-training subjects' time series (options.pca_components, or the fewest components
+// explaining 90 % of their variance, at most d_model: the width of the encoder's features per time patch) and
+// returned in *pca (untouched where none is fitted). Collective over scope.comm (the encoder's windows are split over
+// the ranks).
 TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pretrained, PcaBasis* pca);
 
 // category, embedding and retrieval, every method on this rank's held-out subjects. Collective over scope.comm where a

@@ -17,7 +17,8 @@
 //   ridge        per-subject ridge from scratch on the window's parcel means per time patch (the older practice)
 //   ridge_pop    the same features, ridge over the pre-training subjects' trials plus the subject's
 //   pca          the same ridge on the window's principal components (per time patch, fitted on the pre-training
-//                subjects' unlabelled time series, as many as the model's d_model): the unsupervised linear baseline
+//                subjects' unlabelled time series; the fewest explaining 90 % of their variance, at most d_model): the
+//                unsupervised linear baseline
 //   pca_pop      the same features, over the pre-training subjects' trials plus the subject's
 //   probe        linear probe (ridge) on the frozen pre-trained encoder's features, the subject's trials only
 //   probe_pop    the same features, over the pre-training subjects' trials plus the subject's
@@ -65,6 +66,9 @@ struct EvalOptions {
   // (-1: all of them); ascending, -1 last. The K subjects are the first K of the pre-training subjects shuffled by
   // labelled_seed, so a smaller K's subjects are among a larger one's.
   std::vector<int> labelled = {-1};
+  // The PCA baseline's components: 0 chooses the fewest explaining 90 % of the pre-training subjects' variance, at
+  // most d_model; N > 0 keeps N (at most the parcels).
+  int pca_components = 0;
   uint64_t labelled_seed = 0;
 };
 

@@ -67,11 +67,13 @@ std::vector<double> oracle_features(const EvalData& data, const std::vector<doub
   return out;
 }
 
-PcaBasis fit_pca(const EvalData& data, const std::vector<int>& subjects, int patch_len, int components) {
+PcaBasis fit_pca(const EvalData& data, const std::vector<int>& subjects, int patch_len, int max_components,
+                 double explained) {
   const int64_t P = data.n_parcels, L = patch_len;
-  require(components >= 1 && components <= P, "eval: pca with ", components, " components of ", P, " parcels");
+  require(max_components >= 1 && max_components <= P, "eval: pca with ", max_components, " components of ", P,
+          " parcels");
   PcaBasis out;
-  out.n_parcels = int(P), out.components = components, out.patch_len = patch_len;
+  out.n_parcels = int(P), out.patch_len = patch_len;
   // Sums of the patch means and of their outer products (lower triangle), then the covariance.
   std::vector<double> sum(size_t(P), 0.0), cross(size_t(P * P), 0.0), xbar(static_cast<size_t>(P));
   for (int s : subjects)
@@ -98,6 +100,12 @@ PcaBasis fit_pca(const EvalData& data, const std::vector<int>& subjects, int pat
   for (int64_t p = 0; p < P; ++p) out.total_variance += cov[size_t(p * P + p)];
   std::vector<double> values, vectors;
   symmetric_eigen(cov, int(P), &values, &vectors);
+  int components = 0;
+  for (double kept = 0; components < max_components && (explained >= 1 || kept < explained * out.total_variance);
+       ++components)
+    kept += values[size_t(components)];
+  components = std::max(components, 1);
+  out.components = components;
   out.variance.assign(values.begin(), values.begin() + components);
   out.basis.assign(vectors.begin(), vectors.begin() + components * P);
   // A sign convention, so that the basis does not depend on the rotations' order: each row's largest entry positive.

@@ -32,7 +32,9 @@ std::vector<double> oracle_features(const EvalData& data, const std::vector<doub
 
 // The unsupervised linear baseline (pca, pca_pop): principal components of the parcel space, fitted on every
 // non-overlapping patch of patch_len time points (parcel means, as raw_features makes them) of every run of the
-// `subjects` given (the pre-training subjects, without any label). Components in descending order of variance.
+// `subjects` given (the pre-training subjects, without any label). Components in descending order of variance: the
+// fewest whose variance reaches the fraction `explained` of the total, at most max_components (explained >= 1: that
+// many).
 struct PcaBasis {
   int n_parcels = 0, components = 0, patch_len = 0;
   int64_t patches = 0;                // patches the basis was fitted on
@@ -41,7 +43,8 @@ struct PcaBasis {
   std::vector<double> variance;       // [C]: the components' variances (divisor: patches)
   double total_variance = 0;          // the trace of the patches' covariance
 };
-PcaBasis fit_pca(const EvalData& data, const std::vector<int>& subjects, int patch_len, int components);
+PcaBasis fit_pca(const EvalData& data, const std::vector<int>& subjects, int patch_len, int max_components,
+                  double explained = 1.0);
 // The windows' raw features [n, n_time * P] (raw_features) projected per time patch: (xbar - mean) basis^T,
 // [n, n_time * C].
 std::vector<double> pca_features(const PcaBasis& pca, const std::vector<double>& raw, int64_t n_windows, int n_time);

@@ -345,6 +345,7 @@ std::string write_report(const std::string& dir, const EvalReport& report, const
   config["n_categories"] = report.n_categories;
   config["encoding_folds"] = report.encoding_folds;
   config["labelled_seed"] = options.labelled_seed;
+  config["pca_components"] = options.pca_components;
   config["labelled"] = nlohmann::json::array();
   for (const auto& g : report.labelled)
     config["labelled"].push_back({{"k", labelled_name(g.k)}, {"subjects", g.subjects}});
@@ -444,7 +445,7 @@ EvalReport merge_reports(const std::vector<std::string>& dirs, const std::string
       merged.pca_table = r.pca_table;
     } else {
       for (const char* key : {"corpus", "checkpoint", "tasks", "folds", "cv_unit", "fractions", "seed", "parts",
-                              "labelled", "labelled_seed"})
+                              "labelled", "labelled_seed", "pca_components"})
         require(cfg.value(key, nlohmann::json()) == first.value(key, nlohmann::json()), dirs[i],
                 "/config.json: its ", key, " differs from ", dirs[0], "'s: parts of different evaluations");
     }

@@ -217,8 +217,9 @@ def trial_onsets(lab, emb, T):
     return out
 
 
-def check_pca(rep, corpus, patch_len, d_model):
-    """pca.csv against numpy: the SVD of every non-overlapping patch mean of every run of the pre-training subjects."""
+def check_pca(rep, corpus, patch_len, d_model, components=None):
+    """pca.csv against numpy: the SVD of every non-overlapping patch mean of every run of the pre-training subjects;
+    as many components as asked, else the fewest explaining 90 % of the variance, at most d_model."""
     patches = []
     for _, held, x, _, _ in corpus_runs(corpus):
         if held:
@@ -230,7 +231,8 @@ def check_pca(rep, corpus, patch_len, d_model):
     _, sv, vt = np.linalg.svd(X - mean, full_matrices=False)
     var = sv ** 2 / len(X)
     rows = {r[0]: np.array(r[1:], float) for r in csv.reader(open(os.path.join(rep, "pca.csv"))) if r[0] != "row"}
-    C = min(d_model, X.shape[1])
+    explained = np.cumsum(var) / var.sum()
+    C = components or min(d_model, X.shape[1], int(np.searchsorted(explained, 0.9)) + 1)
     assert len(rows) == C + 1, (len(rows), C)
     assert np.allclose(rows["mean"][1:], mean, rtol=1e-9, atol=1e-9)
     assert abs(rows["mean"][0] - var.sum()) <= 1e-7 * var.sum()
@@ -243,7 +245,7 @@ def check_pca(rep, corpus, patch_len, d_model):
     cfg = json.load(open(os.path.join(rep, "config.json")))["pca"]
     assert cfg["components"] == C and cfg["patches"] == len(X), cfg
     assert abs(cfg["explained_variance"] - var[:C].sum() / var.sum()) < 1e-9, cfg
-    return var[:C].sum() / var.sum()
+    return C, var[:C].sum() / var.sum()
 
 
 # Student's t 0.975 quantiles by degrees of freedom (printed tables), where scipy is missing.
@@ -316,9 +318,10 @@ def check_labelled(bfm, work, corpus, ckpt, window):
     trials only, and the population methods of K = 2 blind to every other pre-training subject's labels."""
     import h5py
     args = ["--tasks", "category", "--fractions", "0.5,1", "--folds", "3", "--labelled-subjects", "all,2,0",
-            "--labelled-seed", "5"]
+            "--labelled-seed", "5", "--pca-components", "5"]
     rep = os.path.join(work, "labelled")
     run([bfm, "eval", "--checkpoint", ckpt, "--corpus", corpus, "--out", rep, "--finetune-steps", "2", *args])
+    check_pca(rep, corpus, patch_len=6, d_model=16, components=5)
     cfg = json.load(open(os.path.join(rep, "config.json")))
     groups = {g["k"]: g["subjects"] for g in cfg["labelled"]}
     assert list(groups) == ["0", "2", "all"], groups
@@ -496,8 +499,8 @@ def main():
     assert methods == {"ridge", "ridge_pop", "pca", "pca_pop", "probe", "probe_pop", "finetune", "scratch", "oracle",
                        "oracle_pop"}, methods
     assert "| pca |" in proc.stdout and "| pca_pop |" in proc.stdout, proc.stdout
-    explained = check_pca(rep, corpus, patch_len=6, d_model=16)
-    print(f"pca basis matches numpy's SVD ({explained:.3f} of the variance in 16 components)")
+    C, explained = check_pca(rep, corpus, patch_len=6, d_model=16)
+    print(f"pca basis matches numpy's SVD ({explained:.3f} of the variance in {C} components)")
     print(f"{check_comparisons(rep)} paired comparisons match the recomputation")
     n = check_category(rep, results)
     n += check_embedding(rep, results)

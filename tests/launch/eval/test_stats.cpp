@@ -338,8 +338,10 @@ TEST(EvalPca, BasisAndProjectionAgainstNaiveCovariance) {
       EXPECT_NEAR(double(cv), pca.variance[c] * pca.basis[c * 6 + p], 1e-8);
     }
   }
-  // The first component carries most of the variance (the shared factor f).
+  // The first component carries most of the variance (the shared factor f): asked for 80 % of it, one component.
   EXPECT_GT(pca.variance[0], 0.8 * double(trace));
+  EXPECT_EQ(fit_pca(data, {0, 2}, L, C, 0.8).components, 1);
+  EXPECT_EQ(fit_pca(data, {0, 2}, L, C, 0.999999).components, C);  // capped
   // Projection of two windows' raw features [n_t = 2, P = 6]: (xbar - mean) . basis_c per patch.
   std::vector<double> raw(2 * 2 * 6);
   for (auto& v : raw) v = rng.normal();
