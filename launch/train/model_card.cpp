@@ -43,13 +43,17 @@ std::string model_card(const CardInputs& in) {
   os << "- Last training losses: " << losses_of(last_metrics_line(in.metrics_jsonl, "train")) << "\n"
      << "- Last held-out losses: " << losses_of(last_metrics_line(in.metrics_jsonl, "validation")) << "\n\n";
   if (!in.plot_file.empty()) os << "![losses](" << in.plot_file << ")\n\n";
-  os << "Load it in PyTorch with `tools/bfm_torch.py` of the bfm repository (`tools/load_checkpoint_example.py` runs "
-        "this):\n\n"
-     << "```python\nimport torch\nfrom bfm_torch import load_checkpoint, BrainModel\n"
-     << "config, state = load_checkpoint(\"path/to/this/folder\")\n"
-     << "model = BrainModel(config)\nmodel.load_state_dict(state)\n"
-     << "x = torch.randn(1, " << m.window << ", " << m.n_parcels << ")  # [batch, time points, parcels]\n"
-     << "embedding = model(x)[\"pooled\"]  # [1, " << m.d_model << "]\n```\n";
+  os << "Load it in PyTorch with the bfm Python package (`pip install ./python` in the bfm repository; "
+        "`tools/load_checkpoint_example.py` runs this):\n\n"
+     << "```python\nimport bfm, torch\n"
+     << "model = bfm.BrainModel.from_pretrained(\"path/to/this/folder\")  # bfm.load_checkpoint(folder): config, "
+        "state\n"
+     << "x = bfm.preprocess(series, \"path/to/this/folder\", tr=" << (m.tr_seconds > 0 ? m.tr_seconds : 2.0)
+     << ")  # one run's parcel means [T, " << m.n_parcels << "], preprocessed as the training data\n"
+     << "embedding = model(torch.as_tensor(x[None, :" << m.window << "], dtype=torch.float32))[\"pooled\"]  # [1, "
+     << m.d_model << "]\n```\n\n"
+     << "Or from the command line: `bfm embed --checkpoint path/to/this/folder SCAN.nii.gz --atlas ATLAS --out OUT` "
+        "(every window's and the subject's embedding).\n";
   return os.str();
 }
 

@@ -156,6 +156,12 @@ def main():
     err = np.abs(got - pooled).max() / np.abs(pooled).max()
     assert err < 1e-4, f"embed vs forward: relative difference {err}"
     assert np.allclose(subject[0], got.astype(np.float64).mean(0), atol=1e-5)
+    # The Python package reads the same provenance from the released folder (bfm.preprocess: no detrend here).
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "python"))
+    import bfm as bfm_py
+    data = np.asarray(nib.load(scan).dataobj, dtype=np.float64)
+    means = np.stack([data[make_labels() == p].mean(0) for p in range(1, 7)], 1)
+    assert np.allclose(bfm_py.preprocess(means, release, tr=TR)[:len(starts) * WINDOW], x.reshape(-1, 6), atol=1e-5)
     # Followed the checkpoint's provenance: with the default detrend the numbers would differ.
     y = x.reshape(-1, 6)
     assert np.abs(y[:, 0] - np.linspace(y[0, 0], y[-1, 0], len(y))).max() > 0.1
