@@ -4,8 +4,10 @@ independent computation here (no bfm code computes what is expected):
 
 - every cleaned parcel series, for --confounds motion6, motion24 and a FILE.json: numpy's parcel means by the atlas
   (the scan and the atlas share a grid), then ONE numpy.linalg.lstsq on [confounds, 1, t] and the residual z-scored
-  per parcel (ddof 0, as bfm's --scaling zscore); and, where `import nilearn` works (it is not a Debian package and
-  is not installed here, so usually this is numpy only), nilearn.signal.clean(detrend=True, confounds=...) too;
+  per parcel (ddof 0, as bfm's --scaling zscore); and nilearn.signal.clean(detrend=True, confounds=...) too:
+  nilearn is not a Debian package, so with --nilearn-venv DIR (as CTest runs it) the test installs nilearn from PyPI
+  into a venv there that sees the system's packages (once; numpy pinned to the system's) and runs itself in it,
+  where nilearn is then required; without the option, nilearn is used where `import nilearn` works;
 - the older fMRIPrep name *_desc-confounds_regressors.tsv is found as well as *_desc-confounds_timeseries.tsv;
 - --scrub: the volumes whose framewise_displacement exceeds FD are absent (one with FD equal to it is kept), the
   fit uses the kept volumes only (the line over their acquisition indices), every kept row keeps its own label (each
@@ -14,13 +16,14 @@ independent computation here (no bfm code computes what is expected):
   exit status 2, one error line naming FILE:LINE, and no output folder;
 - the shards' preprocessing text names the confounds and the scrubbing.
 
-    /usr/bin/python3 tests/launch/cli/test_confounds.py --bfm build/launch/bfm --workdir DIR
+    /usr/bin/python3 tests/launch/cli/test_confounds.py --bfm build/launch/bfm --workdir DIR [--nilearn-venv DIR]
 """
 import argparse
 import json
 import os
 import shutil
 import subprocess
+import sys
 
 import h5py
 import nibabel as nib
@@ -264,11 +267,36 @@ def check_bad_input(bfm, base, work, runs):
         print(f"bad input: {what}: exit 2, one line naming {os.path.basename(conf)}{where[len(conf):]}")
 
 
+NILEARN = "nilearn==0.10.3"  # reads Debian 12's scikit-learn 1.2, scipy 1.10, pandas 1.5; signal.clean as used here
+
+
+def run_in_nilearn_venv(venv):
+    """Installs NILEARN into venv (a venv seeing the system's packages, numpy pinned to the system's) unless it is
+    there, then runs this script again in it with --require-nilearn."""
+    python = os.path.join(venv, "bin", "python")
+    stamp = os.path.join(venv, ".bfm-nilearn")
+    want = f"{NILEARN} numpy=={np.__version__}"
+    if not (os.path.exists(stamp) and open(stamp).read() == want):
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", venv], check=True)
+        p = subprocess.run([python, "-m", "pip", "install", "-q", *want.split()], capture_output=True, text=True,
+                           timeout=600)
+        if p.returncode != 0:
+            sys.exit(f"installing {want} into {venv} failed (PyPI needed the first time):\n{p.stdout}{p.stderr}")
+        open(stamp, "w").write(want)
+    argv = [a for i, a in enumerate(sys.argv[1:]) if a != "--nilearn-venv" and sys.argv[i] != "--nilearn-venv"]
+    os.execv(python, [python, os.path.abspath(__file__), *argv, "--require-nilearn"])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bfm", required=True)
     ap.add_argument("--workdir", required=True)
+    ap.add_argument("--nilearn-venv", help="install nilearn into this venv and run there (needs PyPI once)")
+    ap.add_argument("--require-nilearn", action="store_true")
     args = ap.parse_args()
+    if args.nilearn_venv:
+        run_in_nilearn_venv(args.nilearn_venv)
     os.makedirs(args.workdir, exist_ok=True)
     rng = np.random.default_rng(16)
     study = os.path.join(args.workdir, "conf")
@@ -279,6 +307,8 @@ def main():
         import nilearn  # noqa: F401
         use_nilearn = True
     except ImportError:
+        if args.require_nilearn:
+            sys.exit(f"nilearn does not import in {sys.executable}")
         use_nilearn = False
         print("nilearn is not installed: the cleaned series are checked against numpy only")
     base = [args.bfm, "convert", "--bids", study, "--atlas", atlas]
