@@ -19,6 +19,7 @@
 #ifdef BFM_WITH_HDF5
 #include <nlohmann/json.hpp>
 
+#include "launch/data/provenance.h"
 #include "launch/eval/data.h"
 #include "launch/eval/report.h"
 #include "launch/eval/evaluate.h"
@@ -208,6 +209,10 @@ Command add_eval_command(CLI::App& app) {
     d.window = pretrained->config().window;
     d.max_held_out = opt->held_out;
     d.max_population = opt->population;
+    // The corpus must be in the checkpoint's atlas and parcel order (refused otherwise); other steps are warned about.
+    for (const std::string& warning : check_provenance(pretrained->config().data_provenance, opt->checkpoint,
+                                                       corpus_provenance(opt->corpus), opt->corpus))
+      if (lead) runtime::log_line("warning: " + warning);
     if (lead) runtime::log_line("eval: reading " + opt->corpus);
     const eval::EvalData data = eval::load_eval_data(opt->corpus, d);
     require(pretrained->config().n_parcels == data.n_parcels, opt->checkpoint, ": takes ",

@@ -9,7 +9,7 @@
   equals `bfm forward` of the same windows built here independently (numpy parcel means from nibabel, z-scored
   ddof 0, cut every `window` points), and the subject's embedding is their mean;
 - `mpirun -np 2 bfm embed --corpus` gives the same numbers as one rank, with --csv the same table;
-- data of another atlas (same parcel count, other file) is refused by embed and by finetune with one line naming both
+- data of another atlas (same parcel count, other file) is refused by embed, finetune and eval with one line naming both
   atlases, exit 2; data with another scaling is embedded with a warning that names the step.
 
     /usr/bin/python3 tests/launch/cli/test_embed.py --bfm build/launch/bfm --mpirun mpirun --workdir DIR
@@ -186,12 +186,13 @@ def main():
     run([bfm, "convert", "--bids", f"{w}/study", "--atlas", other_atlas, "--out", f"{w}/corpus_other", "--no-detrend"])
     for cmd in ([bfm, "embed", "--checkpoint", release, "--corpus", f"{w}/corpus_other", "--out", f"{w}/emb_bad"],
                 [bfm, "finetune", "--checkpoint", release, "--corpus", f"{w}/corpus_other", "--task", "category",
-                 "--out", f"{w}/ft_bad"]):
+                 "--out", f"{w}/ft_bad"],
+                [bfm, "eval", "--checkpoint", release, "--corpus", f"{w}/corpus_other", "--out", f"{w}/eval_bad"]):
         p = run(cmd, ok=False)
         lines = p.stderr.strip().splitlines()
         assert p.returncode == 2 and len(lines) == 1, (cmd[1], p.returncode, p.stderr[-2000:])
         assert "other_atlas" in lines[0] and "is not the checkpoint's atlas atlas" in lines[0], lines[0]
-    assert not os.path.exists(f"{w}/emb_bad/embeddings.h5") and not os.path.exists(f"{w}/ft_bad")
+    assert not any(os.path.exists(f"{w}/{d}") for d in ("emb_bad/embeddings.h5", "ft_bad", "eval_bad"))
     run([bfm, "convert", "--bids", f"{w}/study", "--atlas", atlas, "--out", f"{w}/corpus_robust", "--no-detrend",
          "--scaling", "robust"])
     p = run([bfm, "embed", "--checkpoint", release, "--corpus", f"{w}/corpus_robust", "--out", f"{w}/emb_robust"])
