@@ -6,6 +6,8 @@
 #include <map>
 #include <set>
 
+#include "base/hash.h"
+
 namespace bfm::launch::eval {
 
 namespace {
@@ -94,8 +96,9 @@ void cross_validate(const TrialCv& cv, const EvalScope& scope, size_t min_test, 
       if (!too_few.empty()) out.note(too_few);
       continue;
     }
+    // Seeded by the subject's id, not its place among the subjects read: its folds do not depend on the others.
     const auto folds = subject_folds(mine, cv.group, cv.series, cv.start, cv.end, scope.options.folds,
-                                     scope.options.seed ^ (uint64_t(s) * 0x9E3779B97F4A7C15ULL));
+                                     scope.options.seed ^ mix64(fnv1a64(scope.data.subjects[size_t(s)].id)));
     for (int f = 0; f < int(folds.size()); ++f) {
       const std::vector<int64_t>& test = folds[size_t(f)].test;
       const std::vector<int64_t>& train_all = folds[size_t(f)].train;

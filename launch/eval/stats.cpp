@@ -309,9 +309,9 @@ std::vector<double> default_alphas() { return {1e-1, 1, 1e1, 1e2, 1e3, 1e4, 1e5,
 std::vector<int> group_folds(const std::vector<int64_t>& group, int k, uint64_t seed) {
   require(k >= 2, "group_folds: need at least 2 folds");
   std::map<int64_t, int64_t> size;
-  for (int64_t g : group) size[g] += 1;
-  std::vector<int64_t> groups;
-  for (const auto& [g, s] : size) groups.push_back(g);
+  std::vector<int64_t> groups;  // in order of first appearance
+  for (int64_t g : group)
+    if (size[g]++ == 0) groups.push_back(g);
   Rng rng(seed);
   for (size_t i = groups.size(); i > 1; --i) std::swap(groups[i - 1], groups[rng.below(i)]);
   const int folds = std::min<int>(k, int(groups.size()));

@@ -82,7 +82,9 @@ std::vector<double> default_alphas();
 
 // Splits rows into k folds by group: every group's rows go to one fold, groups spread so that fold sizes are as equal
 // as they can be (groups in a fixed shuffled order, each to the currently smallest fold). Returns fold[row]. Fewer
-// than k groups give as many folds as groups.
+// than k groups give as many folds as groups. The shuffle starts from the groups' order of first appearance in
+// `group`, not from their values, so the folds depend on the rows alone: a held-out subject's folds do not change
+// when other subjects (and so the numbering of the corpus' stimuli) do.
 std::vector<int> group_folds(const std::vector<int64_t>& group, int k, uint64_t seed);
 
 // Rows of one time series may overlap in time: interval [start, end) in series `series`. Returns the training rows

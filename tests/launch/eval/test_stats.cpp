@@ -193,6 +193,16 @@ TEST(EvalSplits, GroupsNeverSpanTwoFoldsAndFoldsAreBalanced) {
   EXPECT_EQ(std::set<int>(few.begin(), few.end()).size(), 2u);
 }
 
+TEST(EvalSplits, FoldsDependOnTheRowsNotOnTheGroupsNumbers) {
+  // A held-out subject's stimuli are numbered in the order the corpus' subjects were read; renumbering them (other
+  // subjects read before it) must not move its trials between folds.
+  bfm::Rng rng(3);
+  std::vector<int64_t> group, renumbered;
+  for (int i = 0; i < 200; ++i) group.push_back(int64_t(rng.below(40)));
+  for (int64_t g : group) renumbered.push_back(1000 + (g * 7919) % 40 * 3);  // a bijection that reorders the values
+  EXPECT_EQ(group_folds(group, 5, 11), group_folds(renumbered, 5, 11));
+}
+
 TEST(EvalSplits, PurgeDropsTrainingWindowsOverlappingATestWindow) {
   // Windows of length 10 every 6 time points in series 0, and one far away in series 1.
   std::vector<int64_t> series, start, end;
