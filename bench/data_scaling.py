@@ -1,0 +1,177 @@
+#!/usr/bin/python3
+"""Data scaling: does more pre-training data help downstream? The same model is pre-trained for the same steps on
+the first N training subjects of one synthetic corpus (N = 10, 40, 160, 640 by default) and each checkpoint is
+evaluated the same way, on the same held-out subjects; a CSV and a plot of the downstream metric against N.
+
+    /usr/bin/python3 bench/data_scaling.py --out runs/data_scaling [--subjects 10,40,160,640] [--held-out 24]
+        [--steps 1500] [--ranks 2] [--config configs/quickstart.toml] [--tasks category,embedding]
+        [--fractions 0.1,1] [--synth-args "..."] [--set key=value ...] [--bfm build/launch/bfm] [--plot-only]
+
+One corpus, so that everything but N stays put: `bfm synth` makes max(N) / train_fraction subjects (the main job's
+generator settings: 64 parcels, 20 minutes, 2 studies, 4 categories; --synth-args to change them). For each N, a
+view of that corpus (OUT/views/N: manifest.json whose train split is the first N training subjects in a seeded
+order, the shards linked, not copied) is pre-trained (`mpirun -np R bfm pretrain --config C --set
+data.corpus=VIEW --set train.steps=S`; with --ranks 1, no mpirun) and evaluated (`bfm eval --held-out H --tasks
+... --fractions ...`): the held-out subjects are the corpus' validation and test subjects, the same for every N; the
+population methods (ridge_pop, probe_pop, pca_pop) see the N subjects' labels. Every step is skipped when its output
+is there (rerun to continue; --plot-only redraws).
+
+Outputs: OUT/data_scaling.csv (n_subjects, task, method, fraction, metric, mean, sd, n, per-subject values) and
+OUT/data_scaling.png (the headline metric of each task against N, log scale, one line per method, mean with the
+held-out subjects' spread, +-1 sd, and the chance level). Run on a cluster, each step is one command: the same
+commands under slurm/pretrain.sbatch and slurm/eval.sbatch (the script prints them).
+"""
+import argparse
+import csv
+import json
+import os
+import random
+import shlex
+import subprocess
+import sys
+from collections import defaultdict
+
+HEADLINE = {"category": "balanced_accuracy", "embedding": "r", "retrieval": "top1", "encoding": "r"}
+METHODS = ["ridge", "ridge_pop", "pca_pop", "probe", "probe_pop"]
+
+
+def sh(cmd, log):
+    print("+ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    with open(log, "a") as f:
+        p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+    if p.returncode != 0:
+        sys.exit(f"data_scaling: failed (exit {p.returncode}); see {log}")
+
+
+def make_view(corpus, view, n, seed):
+    """A corpus folder whose manifest trains on the first n training subjects (seeded order), shards linked."""
+    manifest = json.load(open(os.path.join(corpus, "manifest.json")))
+    train = sorted(manifest["split"]["train"])
+    random.Random(seed).shuffle(train)
+    if n > len(train):
+        sys.exit(f"data_scaling: the corpus has {len(train)} training subjects, fewer than {n}")
+    os.makedirs(view, exist_ok=True)
+    for name in os.listdir(corpus):
+        if name != "manifest.json" and not os.path.exists(os.path.join(view, name)):
+            os.symlink(os.path.abspath(os.path.join(corpus, name)), os.path.join(view, name))
+    manifest["split"]["train"] = sorted(train[:n])
+    with open(os.path.join(view, "manifest.json.tmp"), "w") as f:
+        json.dump(manifest, f, indent=1)
+    os.replace(os.path.join(view, "manifest.json.tmp"), os.path.join(view, "manifest.json"))
+
+
+def collect(out, sizes):
+    rows = []
+    for n in sizes:
+        results = os.path.join(out, "eval", str(n), "results.csv")
+        if not os.path.exists(results):
+            continue
+        per = defaultdict(lambda: defaultdict(list))  # (task, method, fraction, metric) -> subject -> fold values
+        chance = {}
+        for r in csv.DictReader(open(results)):
+            per[(r["task"], r["method"], float(r["fraction"]), r["metric"])][r["subject"]].append(float(r["value"]))
+        summary = os.path.join(out, "eval", str(n), "summary.csv")
+        for r in csv.DictReader(open(summary)):
+            chance[(r["task"], r["metric"])] = r["chance"]
+        for (task, method, fraction, metric), subjects in sorted(per.items()):
+            values = [sum(v) / len(v) for v in subjects.values()]  # each subject: its mean over folds
+            mean = sum(values) / len(values)
+            sd = (sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
+            rows.append({"n_subjects": n, "task": task, "method": method, "fraction": fraction, "metric": metric,
+                         "mean": mean, "sd": sd, "n": len(values), "chance": chance.get((task, metric), ""),
+                         "values": " ".join(f"{v:.6g}" for v in values)})
+    with open(os.path.join(out, "data_scaling.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["n_subjects", "task", "method", "fraction", "metric", "mean", "sd", "n",
+                                          "chance", "values"])
+        w.writeheader()
+        w.writerows(rows)
+    return rows
+
+
+def plot(out, rows, fraction):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    tasks = [t for t in HEADLINE if any(r["task"] == t for r in rows)]
+    if not tasks:
+        return
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        metric = HEADLINE[task]
+        chance = None
+        for method in METHODS:
+            pts = sorted((r["n_subjects"], r["mean"], r["sd"]) for r in rows
+                         if r["task"] == task and r["method"] == method and r["metric"] == metric
+                         and abs(r["fraction"] - fraction) < 1e-9)
+            if not pts:
+                continue
+            xs, ms, sds = zip(*pts)
+            ax.errorbar(xs, ms, yerr=sds, marker="o", capsize=3, label=method)
+            chance = chance or next((r["chance"] for r in rows if r["task"] == task and r["metric"] == metric), None)
+        if chance not in (None, ""):
+            ax.axhline(float(chance), color="grey", linestyle=":", label="chance")
+        ax.set_xscale("log")
+        ax.set_xlabel("pre-training subjects")
+        ax.set_ylabel(f"{metric} (held-out subjects, {fraction:g} of their data)")
+        ax.set_title(task)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "data_scaling.png"), dpi=120)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--subjects", default="10,40,160,640")
+    ap.add_argument("--held-out", type=int, default=24, help="held-out subjects evaluated (the same for every N)")
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--config", default="configs/quickstart.toml")
+    ap.add_argument("--tasks", default="category,embedding")
+    ap.add_argument("--fractions", default="0.1,1")
+    ap.add_argument("--synth-args", default="--parcels 64 --minutes 20 --studies 2 --stim-dim 16 --categories 4 "
+                                            "--clips 200 --seed 7")
+    ap.add_argument("--set", action="append", default=[], help="more bfm pretrain --set key=value")
+    ap.add_argument("--seed", type=int, default=0, help="order in which training subjects join")
+    ap.add_argument("--bfm", default="build/launch/bfm")
+    ap.add_argument("--plot-only", action="store_true")
+    a = ap.parse_args()
+    sizes = sorted(int(s) for s in a.subjects.split(","))
+    out = os.path.abspath(a.out)
+    os.makedirs(out, exist_ok=True)
+    log = os.path.join(out, "log")
+    bfm = os.path.abspath(a.bfm)
+    launch = [] if a.ranks == 1 else ["mpirun", "--oversubscribe", "-np", str(a.ranks)]
+    if not a.plot_only:
+        corpus = os.path.join(out, "corpus")
+        if not os.path.exists(os.path.join(corpus, "manifest.json")):
+            total = int(max(sizes) / 0.8 + 0.999)  # synth's split: 80 % train
+            sh([bfm, "synth", "--subjects", str(total), "--out", corpus, *a.synth_args.split()], log)
+        for n in sizes:
+            view = os.path.join(out, "views", str(n))
+            make_view(corpus, view, n, a.seed)
+            run = os.path.join(out, "runs", str(n))
+            if not os.path.exists(os.path.join(run, "release", "model.safetensors")):
+                sets = [x for s in [f"data.corpus=\"{view}\"", f"train.steps={a.steps}", *a.set] for x in ("--set", s)]
+                sh([*launch, bfm, "pretrain", "--config", a.config, *sets, "--out", run], log)
+            report = os.path.join(out, "eval", str(n))
+            if not os.path.exists(os.path.join(report, "results.csv")):
+                sh([*launch, bfm, "eval", "--checkpoint", os.path.join(run, "release"), "--corpus", view,
+                    "--out", report, "--held-out", str(a.held_out), "--tasks", a.tasks, "--fractions", a.fractions,
+                    "--no-predictions"], log)
+    rows = collect(out, sizes)
+    fraction = max(float(f) for f in a.fractions.split(","))
+    plot(out, rows, fraction)
+    print(f"data_scaling: {os.path.join(out, 'data_scaling.csv')}, {os.path.join(out, 'data_scaling.png')}")
+    for task, metric in HEADLINE.items():
+        for method in METHODS:
+            line = [f"{r['mean']:.3f}+-{r['sd']:.3f}" for r in sorted(rows, key=lambda r: r["n_subjects"])
+                    if r["task"] == task and r["method"] == method and r["metric"] == metric
+                    and abs(r["fraction"] - fraction) < 1e-9]
+            if line:
+                print(f"  {task} {metric} {method}: " + "  ".join(
+                    f"N={n}: {v}" for n, v in zip(sorted({r['n_subjects'] for r in rows}), line)))
+
+
+if __name__ == "__main__":
+    main()
