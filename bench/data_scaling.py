@@ -7,7 +7,7 @@ evaluated the same way, on the same held-out subjects; a CSV and a plot of the d
         [--steps 1500] [--ranks 2] [--config configs/quickstart.toml] [--tasks category,embedding]
         [--fractions 0.1,1] [--synth-args "..."] [--set key=value ...] [--bfm build/launch/bfm] [--plot-only]
 
-One corpus, so that everything but N stays put: `bfm synth` makes max(N) / train_fraction subjects (the main job's
+One corpus, so that everything but N stays put: `bfm synth` makes max(N) / 0.75 subjects (80 % train) (the main job's
 generator settings: 64 parcels, 20 minutes, 2 studies, 4 categories; --synth-args to change them). For each N, a
 view of that corpus (OUT/views/N: manifest.json whose train split is the first N training subjects in a seeded
 order, the shards linked, not copied) is pre-trained (`mpirun -np R bfm pretrain --config C --set
@@ -145,7 +145,7 @@ def main():
     if not a.plot_only:
         corpus = os.path.join(out, "corpus")
         if not os.path.exists(os.path.join(corpus, "manifest.json")):
-            total = int(max(sizes) / 0.8 + 0.999)  # synth's split: 80 % train
+            total = int(max(sizes) / 0.75 + 0.999)  # synth's split: 80 % train by a hash, so some to spare
             sh([bfm, "synth", "--subjects", str(total), "--out", corpus, *a.synth_args.split()], log)
         for n in sizes:
             view = os.path.join(out, "views", str(n))
