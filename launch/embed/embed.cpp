@@ -1,6 +1,7 @@
 #include "launch/embed/embed.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -180,7 +181,12 @@ int embed(const EmbedOptions& o) {
       for (size_t i = 0; i < b; ++i) {
         const Window& w = windows[mine[first + i]];
         const CorpusRun& run = runs[size_t(w.run)];
-        corpus.shard(run.shard).read_window(run.local, w.start, T, &x[i * size_t(T * P)]);
+        const io::ShardReader& shard = corpus.shard(run.shard);
+        float* rows = &x[i * size_t(T * P)];
+        shard.read_window(run.local, w.start, T, rows);
+        for (int64_t k = 0; k < T * P; ++k)
+          require(std::isfinite(rows[k]), shard.path(), ": run ", run.local, " (", run.meta.subject, ") holds a ",
+                  "non-finite value at time point ", w.start + k / P, ", parcel ", k % P);
       }
       model::Batch in;
       in.size = int(b);

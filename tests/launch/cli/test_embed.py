@@ -198,6 +198,14 @@ def main():
     p = run([bfm, "embed", "--checkpoint", release, "--corpus", f"{w}/corpus_robust", "--out", f"{w}/emb_robust"])
     assert 'warning: ' in p.stderr and 'scaling is "robust", the checkpoint\'s corpus had "zscore"' in p.stderr, \
         p.stderr[-2000:]
+    # ---- bad input: a NaN in the corpus is named by shard, run, time point and parcel; nothing is written
+    shutil.copytree(corpus, f"{w}/corpus_nan")
+    with h5py.File(f"{w}/corpus_nan/{shards[0]['file']}", "r+") as f:
+        f["runs/timeseries"][5, 2] = np.nan  # run 0 starts at row 0
+    p = run([bfm, "embed", "--checkpoint", release, "--corpus", f"{w}/corpus_nan", "--out", f"{w}/emb_nan"], ok=False)
+    line = p.stderr.strip().splitlines()[-1]
+    assert p.returncode == 2 and shards[0]["file"] in line and "time point 5, parcel 2" in line, (p.returncode, line)
+    assert not os.path.exists(f"{w}/emb_nan/embeddings.h5")
     print("embed and provenance: all checks passed")
 
 
