@@ -135,10 +135,11 @@ std::vector<double> pca_features(const PcaBasis& pca, const std::vector<double>&
 
 std::vector<double> window_features(const model::BrainModel& source, const EvalData& data,
                                     const std::vector<WindowRef>& windows, runtime::Communicator& comm,
-                                    const std::string& device) {
+                                    const std::string& device, TokenPool pool) {
   const model::ModelConfig& c = source.config();
   const int64_t T = c.window, P = c.n_parcels, D = c.d_model, nt = c.n_time();
-  const int64_t width = nt * D;
+  const bool per_patch = pool == TokenPool::per_patch;
+  const int64_t width = per_patch ? nt * D : P * D;
   // Features in float32 wherever they are computed, so that a GPU's match the CPU's to about 1e-5.
   const model::Placement placement = model::choose_placement(c, device, model::Precision::fp32, "eval --device");
   const std::unique_ptr<model::BrainModel> encoder = model::make_model(c, placement);
@@ -168,7 +169,9 @@ std::vector<double> window_features(const model::BrainModel& source, const EvalD
       for (int64_t j = 0; j < nt; ++j)
         for (int64_t p = 0; p < P; ++p) {
           const float* e = &enc[(i * size_t(nt * P) + size_t(j * P + p)) * size_t(D)];
-          for (int64_t k = 0; k < D; ++k) f[j * D + k] += e[k] / float(P);
+          float* to = per_patch ? f + j * D : f + p * D;
+          const float n = per_patch ? float(P) : float(nt);  // what the mean is over
+          for (int64_t k = 0; k < D; ++k) to[k] += e[k] / n;
         }
     }
   }

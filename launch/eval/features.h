@@ -49,11 +49,17 @@ PcaBasis fit_pca(const EvalData& data, const std::vector<int>& subjects, int pat
 // [n, n_time * C].
 std::vector<double> pca_features(const PcaBasis& pca, const std::vector<double>& raw, int64_t n_windows, int n_time);
 
-// The encoder features of windows (model run over all tokens): per time patch, the mean over parcels of the encoder
-// output, [n_windows, n_t * D] row-major. Windows split over the ranks and summed back. device: auto | cpu | cuda
-// (one GPU per rank, float32, so the features match the CPU's to about 1e-5).
+// How window_features pools the encoder's tokens (token j * P + p: time patch j, parcel p).
+enum class TokenPool {
+  per_patch,   // per time patch, the mean over parcels: [n_t * D] (the probe's features)
+  per_parcel,  // per parcel, the mean over time patches: [P * D] (the parcels' own features: model connectivity)
+};
+
+// The encoder features of windows (model run over all tokens), pooled as `pool` says, [n_windows, width] row-major.
+// Windows split over the ranks and summed back. device: auto | cpu | cuda (one GPU per rank, float32, so the
+// features match the CPU's to about 1e-5).
 std::vector<double> window_features(const model::BrainModel& model, const EvalData& data,
                                     const std::vector<WindowRef>& windows, runtime::Communicator& comm,
-                                    const std::string& device = "cpu");
+                                    const std::string& device = "cpu", TokenPool pool = TokenPool::per_patch);
 
 }  // namespace bfm::launch::eval

@@ -52,6 +52,42 @@ std::vector<double> probe_features(const SubjectWindows& sw, const std::vector<d
   return f;
 }
 
+// probe_conn: the model's connectivity. Each parcel's encoder features in a window (its tokens' mean over time
+// patches, D numbers; pf [n_windows, P * D]) vary from window to window with what the parcel does; the Fisher z of the
+// correlation between two parcels' features over the subject's windows inside the first fraction q of each run (at
+// least the first window) and the D dimensions, each parcel's dimension centred by `mean` [P * D], its mean over the
+// pre-training subjects' windows (which removes the parcel's fixed embedding and works from one window on),
+// off-diagonal upper triangle as connectivity's. Why: traits live in how regions co-vary, which the mean of the
+// features (probe) averages away.
+std::vector<double> model_connectivity_features(const SubjectWindows& sw, const std::vector<double>& pf,
+                                                const std::vector<double>& mean, int P, int D, int s, double q) {
+  std::vector<size_t> used;
+  for (const auto& [w, end_fraction] : sw.of[size_t(s)])
+    if (used.empty() || end_fraction <= q + 1e-12) used.push_back(w);
+  const size_t width = size_t(P) * size_t(D);
+  std::vector<double> x(used.size() * width);  // centred, [window, parcel, dimension]
+  for (size_t i = 0; i < used.size(); ++i)
+    for (size_t j = 0; j < width; ++j) x[i * width + j] = pf[used[i] * width + j] - mean[j];
+  std::vector<double> norm(size_t(P), 0.0);
+  for (size_t i = 0; i < used.size(); ++i)
+    for (int p = 0; p < P; ++p)
+      for (int k = 0; k < D; ++k) norm[size_t(p)] += x[i * width + size_t(p * D + k)] * x[i * width + size_t(p * D + k)];
+  for (auto& v : norm) v = v > 0 ? std::sqrt(v) : 1.0;
+  std::vector<double> f;
+  f.reserve(size_t(P) * size_t(P - 1) / 2);
+  for (int a = 0; a < P; ++a)
+    for (int b = a + 1; b < P; ++b) {
+      double c = 0;
+      for (size_t i = 0; i < used.size(); ++i) {
+        const double* xa = &x[i * width + size_t(a * D)];
+        const double* xb = &x[i * width + size_t(b * D)];
+        for (int k = 0; k < D; ++k) c += xa[k] * xb[k];
+      }
+      f.push_back(std::atanh(std::clamp(c / (norm[size_t(a)] * norm[size_t(b)]), -0.999999, 0.999999)));
+    }
+  return f;
+}
+
 // connectivity: Fisher z of parcel correlations over the first fraction q of each run (at least a window), averaged
 // over runs; the off-diagonal upper triangle, P (P - 1) / 2.
 std::vector<double> connectivity_features(const EvalData& data, int s, double q) {
@@ -244,6 +280,26 @@ void evaluate_subject_tasks(const EvalScope& scope, const model::BrainModel& pre
   scope.log("eval: subject tasks: encoder features of " + std::to_string(sw.windows.size()) + " windows of " +
             std::to_string(data.subjects.size()) + " subjects");
   const std::vector<double> wf = window_features(pretrained, data, sw.windows, scope.comm, scope.options.device);
+  const int D = pretrained.config().d_model;
+  // probe_conn keeps every window's P x D parcel features in memory: only where they fit in 2 GiB (about 30,000
+  // windows of 64 parcels x 128 dimensions); otherwise it is left out with a note.
+  const bool with_conn = double(sw.windows.size()) * double(data.n_parcels) * D * 8 < 2.0 * (1 << 30);
+  if (!with_conn)
+    out.note("probe_conn: skipped, the parcel features of " + std::to_string(sw.windows.size()) + " windows would "
+             "take more than 2 GiB (fewer subjects: --population)");
+  const std::vector<double> pf =
+      with_conn ? window_features(pretrained, data, sw.windows, scope.comm, scope.options.device, TokenPool::per_parcel)
+                : std::vector<double>();
+  std::vector<double> parcel_mean(size_t(data.n_parcels) * size_t(D), 0.0);  // over the pre-training subjects' windows
+  {
+    int64_t n = 0;
+    for (size_t w = 0; with_conn && w < sw.windows.size(); ++w)
+      if (!data.subjects[size_t(sw.windows[w].subject)].held_out) {
+        for (size_t j = 0; j < parcel_mean.size(); ++j) parcel_mean[j] += pf[w * parcel_mean.size() + j];
+        ++n;
+      }
+    for (auto& v : parcel_mean) v /= double(std::max<int64_t>(1, n));
+  }
   const int dm = pretrained.config().n_time() * pretrained.config().d_model;
   const int P = int(data.n_parcels), dc = P * (P - 1) / 2, K = data.n_networks, dk = K * (K - 1) / 2;
   RankResults found;  // every rank computes the same; rank 0 keeps the rows and predictions
@@ -257,6 +313,7 @@ void evaluate_subject_tasks(const EvalScope& scope, const model::BrainModel& pre
       continue;
     }
     std::vector<std::string> subject_methods = {"connectivity", "probe"};
+    if (with_conn) subject_methods.push_back("probe_conn");
     bool have_truth = !data.true_coupling.empty();
     for (int s : subjects.train) have_truth = have_truth && data.true_coupling.count(data.subjects[size_t(s)].id);
     for (int s : subjects.test) have_truth = have_truth && data.true_coupling.count(data.subjects[size_t(s)].id);
@@ -264,9 +321,10 @@ void evaluate_subject_tasks(const EvalScope& scope, const model::BrainModel& pre
     for (const std::string& method : subject_methods) {
       const int d = method == "probe" ? dm : method == "oracle" ? dk : dc;
       const auto feats = [&](int s, double q) {
-        return method == "probe"    ? probe_features(sw, wf, dm, s, q)
-               : method == "oracle" ? true_coupling(data, s)
-                                    : connectivity_features(data, s, q);
+        return method == "probe"        ? probe_features(sw, wf, dm, s, q)
+               : method == "probe_conn" ? model_connectivity_features(sw, pf, parcel_mean, P, D, s, q)
+               : method == "oracle"     ? true_coupling(data, s)
+                                        : connectivity_features(data, s, q);
       };
       test_trait_method(scope, task, method, d, feats, subjects, found);
     }

@@ -63,9 +63,9 @@ std::vector<std::string> row_metrics() {
 }
 
 const std::vector<std::string>& methods() {
-  static const std::vector<std::string> all = {"ridge",    "ridge_pop", "pca",  "pca_pop", "connectivity",
-                                               "probe",    "probe_pop", "finetune", "scratch", "clip",
-                                               "oracle",   "oracle_pop"};
+  static const std::vector<std::string> all = {"ridge",    "ridge_pop", "pca",      "pca_pop", "connectivity",
+                                               "probe",    "probe_pop", "probe_conn", "finetune", "scratch",
+                                               "clip",     "oracle",    "oracle_pop"};
   return all;
 }
 

@@ -162,6 +162,7 @@ def check_subject_tasks(rep, results):
                 assert close(results[key + ("r",)], float(np.corrcoef(truth, pred)[0, 1]))
                 assert close(results[key + ("r2",)], r2_score(truth, pred))
             checked += 1
+        assert {"connectivity", "probe", "probe_conn"} <= {m for m, _ in groups}, (task, sorted(groups))
     return checked
 
 
