@@ -5,16 +5,20 @@ evaluated the same way, on the same held-out subjects; a CSV and a plot of the d
 
     /usr/bin/python3 bench/data_scaling.py --out runs/data_scaling [--subjects 10,40,160,640] [--held-out 24]
         [--steps 1500] [--ranks 2] [--config configs/quickstart.toml] [--tasks category,embedding]
-        [--fractions 0.1,1] [--synth-args "..."] [--set key=value ...] [--bfm build/launch/bfm] [--plot-only]
+        [--fractions 0.1,1] [--synth-args "..."] [--eval-args "..."] [--set key=value ...] [--bfm build/launch/bfm]
+        [--plot-only]
 
-One corpus, so that everything but N stays put: `bfm synth` makes max(N) / 0.75 subjects (80 % train) (the main job's
+One corpus, so that everything but N stays put: `bfm synth` makes max(N) / 0.75 subjects (80 % train; the main job's
 generator settings: 64 parcels, 20 minutes, 2 studies, 4 categories; --synth-args to change them). For each N, a
 view of that corpus (OUT/views/N: manifest.json whose train split is the first N training subjects in a seeded
 order, the shards linked, not copied) is pre-trained (`mpirun -np R bfm pretrain --config C --set
 data.corpus=VIEW --set train.steps=S`; with --ranks 1, no mpirun) and evaluated (`bfm eval --held-out H --tasks
-... --fractions ...`): the held-out subjects are the corpus' validation and test subjects, the same for every N; the
-population methods (ridge_pop, probe_pop, pca_pop) see the N subjects' labels. Every step is skipped when its output
-is there (rerun to continue; --plot-only redraws).
+... --fractions ...`) on the view of the first L training subjects (--labelled, default the smallest N) for every
+N: the held-out subjects (the corpus' validation and test subjects) and the labelled subjects of the population
+methods (ridge_pop, pca_pop, probe_pop: those L) are the same at every N, so what changes from one N to the next is
+the pre-training data alone (ridge, ridge_pop, pca, pca_pop stay put; probe and probe_pop move with it). Every step
+is skipped when its output is there (rerun to continue; --plot-only redraws). --repeats R pre-trains each N R
+times (other train.seed values) and averages: one run's outcome varies a lot from seed to seed.
 
 Outputs: OUT/data_scaling.csv (n_subjects, task, method, fraction, metric, mean, sd, n, per-subject values) and
 OUT/data_scaling.png (the headline metric of each task against N, log scale, one line per method, mean with the
@@ -60,29 +64,44 @@ def make_view(corpus, view, n, seed):
     os.replace(os.path.join(view, "manifest.json.tmp"), os.path.join(view, "manifest.json"))
 
 
-def collect(out, sizes):
+def tag(n, repeat):
+    """The folder name of size n's repeat (0: "N", then "N-rK")."""
+    return str(n) if repeat == 0 else f"{n}-r{repeat}"
+
+
+def collect(out, sizes, repeats):
     rows = []
     for n in sizes:
-        results = os.path.join(out, "eval", str(n), "results.csv")
-        if not os.path.exists(results):
-            continue
-        per = defaultdict(lambda: defaultdict(list))  # (task, method, fraction, metric) -> subject -> fold values
+        # (task, method, fraction, metric) -> subject -> [its mean over folds, one per repeat]
+        per = defaultdict(lambda: defaultdict(list))
+        repeat_means = defaultdict(list)
         chance = {}
-        for r in csv.DictReader(open(results)):
-            per[(r["task"], r["method"], float(r["fraction"]), r["metric"])][r["subject"]].append(float(r["value"]))
-        summary = os.path.join(out, "eval", str(n), "summary.csv")
-        for r in csv.DictReader(open(summary)):
-            chance[(r["task"], r["metric"])] = r["chance"]
+        for k in range(repeats):
+            results = os.path.join(out, "eval", tag(n, k), "results.csv")
+            if not os.path.exists(results):
+                continue
+            folds = defaultdict(lambda: defaultdict(list))
+            for r in csv.DictReader(open(results)):
+                key = (r["task"], r["method"], float(r["fraction"]), r["metric"])
+                folds[key][r["subject"]].append(float(r["value"]))
+            for key, subjects in folds.items():
+                means = [sum(v) / len(v) for v in subjects.values()]
+                repeat_means[key].append(sum(means) / len(means))
+                for subject, v in subjects.items():
+                    per[key][subject].append(sum(v) / len(v))
+            for r in csv.DictReader(open(os.path.join(out, "eval", tag(n, k), "summary.csv"))):
+                chance[(r["task"], r["metric"])] = r["chance"]
         for (task, method, fraction, metric), subjects in sorted(per.items()):
-            values = [sum(v) / len(v) for v in subjects.values()]  # each subject: its mean over folds
+            values = [sum(v) / len(v) for v in subjects.values()]  # each subject: its mean over folds and repeats
             mean = sum(values) / len(values)
             sd = (sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
             rows.append({"n_subjects": n, "task": task, "method": method, "fraction": fraction, "metric": metric,
                          "mean": mean, "sd": sd, "n": len(values), "chance": chance.get((task, metric), ""),
+                         "repeat_means": " ".join(f"{v:.4f}" for v in repeat_means[(task, method, fraction, metric)]),
                          "values": " ".join(f"{v:.6g}" for v in values)})
     with open(os.path.join(out, "data_scaling.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["n_subjects", "task", "method", "fraction", "metric", "mean", "sd", "n",
-                                          "chance", "values"])
+                                          "chance", "repeat_means", "values"])
         w.writeheader()
         w.writerows(rows)
     return rows
@@ -99,7 +118,9 @@ def plot(out, rows, fraction):
     for ax, task in zip(axes[0], tasks):
         metric = HEADLINE[task]
         chance = None
-        for method in METHODS:
+        found = sorted({r["method"] for r in rows if r["task"] == task and r["method"].split("@")[0] in METHODS},
+                       key=lambda m: (METHODS.index(m.split("@")[0]), m))
+        for method in found:
             pts = sorted((r["n_subjects"], r["mean"], r["sd"]) for r in rows
                          if r["task"] == task and r["method"] == method and r["metric"] == metric
                          and abs(r["fraction"] - fraction) < 1e-9)
@@ -112,7 +133,7 @@ def plot(out, rows, fraction):
             ax.axhline(float(chance), color="grey", linestyle=":", label="chance")
         ax.set_xscale("log")
         ax.set_xlabel("pre-training subjects")
-        ax.set_ylabel(f"{metric} (held-out subjects, {fraction:g} of their data)")
+        ax.set_ylabel(f"{metric} (held-out subjects, {fraction:.0%} of their data)")
         ax.set_title(task)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -124,6 +145,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--subjects", default="10,40,160,640")
     ap.add_argument("--held-out", type=int, default=24, help="held-out subjects evaluated (the same for every N)")
+    ap.add_argument("--labelled", type=int, default=0, help="pre-training subjects whose labels the population "
+                    "methods use, the same at every N (default: the smallest N)")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--ranks", type=int, default=2)
     ap.add_argument("--config", default="configs/quickstart.toml")
@@ -131,8 +154,11 @@ def main():
     ap.add_argument("--fractions", default="0.1,1")
     ap.add_argument("--synth-args", default="--parcels 64 --minutes 20 --studies 2 --stim-dim 16 --categories 4 "
                                             "--clips 200 --seed 7")
+    ap.add_argument("--eval-args", default="", help="more bfm eval arguments, e.g. \"--labelled-subjects 10,all\"")
     ap.add_argument("--set", action="append", default=[], help="more bfm pretrain --set key=value")
     ap.add_argument("--seed", type=int, default=0, help="order in which training subjects join")
+    ap.add_argument("--repeats", type=int, default=1, help="pre-training runs per N (the first with the config's "
+                    "train.seed, then 1001, 1002, ...); the metric is averaged over them, their means listed")
     ap.add_argument("--bfm", default="build/launch/bfm")
     ap.add_argument("--plot-only", action="store_true")
     a = ap.parse_args()
@@ -147,25 +173,31 @@ def main():
         if not os.path.exists(os.path.join(corpus, "manifest.json")):
             total = int(max(sizes) / 0.75 + 0.999)  # synth's split: 80 % train by a hash, so some to spare
             sh([bfm, "synth", "--subjects", str(total), "--out", corpus, *a.synth_args.split()], log)
-        for n in sizes:
+        labelled = a.labelled or sizes[0]
+        labelled_view = os.path.join(out, "views", f"labelled-{labelled}")
+        make_view(corpus, labelled_view, labelled, a.seed)
+        for n, k in [(n, k) for k in range(a.repeats) for n in sizes]:
             view = os.path.join(out, "views", str(n))
             make_view(corpus, view, n, a.seed)
-            run = os.path.join(out, "runs", str(n))
+            run = os.path.join(out, "runs", tag(n, k))
             if not os.path.exists(os.path.join(run, "release", "model.safetensors")):
-                sets = [x for s in [f"data.corpus=\"{view}\"", f"train.steps={a.steps}", *a.set] for x in ("--set", s)]
+                seed = [f"train.seed={1000 + k}"] if k > 0 else []
+                sets = [x for s in [f"data.corpus=\"{view}\"", f"train.steps={a.steps}", *seed, *a.set]
+                        for x in ("--set", s)]
                 sh([*launch, bfm, "pretrain", "--config", a.config, *sets, "--out", run], log)
-            report = os.path.join(out, "eval", str(n))
+            report = os.path.join(out, "eval", tag(n, k))
             if not os.path.exists(os.path.join(report, "results.csv")):
-                sh([*launch, bfm, "eval", "--checkpoint", os.path.join(run, "release"), "--corpus", view,
-                    "--out", report, "--held-out", str(a.held_out), "--tasks", a.tasks, "--fractions", a.fractions,
-                    "--no-predictions"], log)
-    rows = collect(out, sizes)
+                sh([*launch, bfm, "eval", "--checkpoint", os.path.join(run, "release"), "--corpus", labelled_view,
+                    "--out", report, "--held-out", str(a.held_out), "--population", "0", "--tasks", a.tasks,
+                    "--fractions", a.fractions, "--no-predictions", *a.eval_args.split()], log)
+    rows = collect(out, sizes, a.repeats)
     fraction = max(float(f) for f in a.fractions.split(","))
     plot(out, rows, fraction)
     print(f"data_scaling: {os.path.join(out, 'data_scaling.csv')}, {os.path.join(out, 'data_scaling.png')}")
     for task, metric in HEADLINE.items():
-        for method in METHODS:
-            line = [f"{r['mean']:.3f}+-{r['sd']:.3f}" for r in sorted(rows, key=lambda r: r["n_subjects"])
+        for method in sorted({r["method"] for r in rows}):
+            line = [f"{r['mean']:.3f}+-{r['sd']:.3f} ({r['repeat_means']})"
+                    for r in sorted(rows, key=lambda r: r["n_subjects"])
                     if r["task"] == task and r["method"] == method and r["metric"] == metric
                     and abs(r["fraction"] - fraction) < 1e-9]
             if line:
