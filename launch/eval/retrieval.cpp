@@ -2,6 +2,7 @@
 #include "launch/eval/retrieval.h"
 
 #include <algorithm>
+#include <string>
 
 #include "launch/eval/stats.h"
 #include "launch/eval/tasks.h"
@@ -61,33 +62,45 @@ void zero_shot_retrieval(const EvalScope& scope, const model::BrainModel& pretra
   const std::vector<float> params = pretrained.params_copy();
   const float* wb = params.data() + pretrained.layout().offset("brain_proj.weight");
   const float* ws = params.data() + pretrained.layout().offset("stim_proj.weight");
-  const auto& feat = features.at("pretrained").x;  // per time patch means; pooled = their mean
+  const auto& feat = features.at("pretrained").x;  // [trials, nt * D] per time patch means; pooled = their mean
   const int nt = mc.n_time();
-  for (const int s : scope.my_held()) {
-    const auto& mine = cv.trials_of[size_t(s)];
-    if (mine.size() < 2) continue;
-    std::vector<double> brain, cand;
-    for (int64_t i : mine)
-      for (int e = 0; e < E; ++e) {
-        double v = 0;
-        for (int d = 0; d < D; ++d) {
-          double pooled = 0;
-          for (int j = 0; j < nt; ++j) pooled += feat[size_t(i) * size_t(nt * D) + size_t(j * D + d)] / nt;
-          v += double(wb[size_t(e * D + d)]) * pooled;
+  auto brain_of = [&](int64_t i, std::vector<double>& to) {  // brain_proj(pooled) of trial i, appended
+    for (int e = 0; e < E; ++e) {
+      double v = 0;
+      for (int d = 0; d < D; ++d) {
+        double pooled = 0;
+        for (int j = 0; j < nt; ++j) pooled += feat[size_t(i) * size_t(nt * D) + size_t(j * D + d)] / nt;
+        v += double(wb[size_t(e * D + d)]) * pooled;
+      }
+      to.push_back(v);
+    }
+  };
+  // The candidates are each fold's distinct test stimuli, as for the decoded rows (add_retrieval_rows), so that
+  // `clip` and the decoders share one chance level and one table column. (Ranking among all of the subject's
+  // stimuli instead, as bfm did before, gave ~55 candidates and a chance of ~0.018 that the headline table, which
+  // prints one chance per task, showed as the decoders' ~0.091.) Zero-shot: the same at every fraction, so each
+  // fold is ranked once and its rows repeated.
+  int last_fold = -1;
+  std::string last_subject;
+  std::vector<int> ranks;
+  size_t n_candidates = 0;
+  cross_validate(cv, scope, 1, "", out, [&](const CvSplit& split) {
+    if (split.fold != last_fold || split.subject_id != last_subject) {
+      last_fold = split.fold, last_subject = split.subject_id;
+      std::vector<double> brain, cand;
+      for (int64_t i : split.test) brain_of(i, brain);
+      const Candidates c = candidates_of(data, split.test);
+      for (int64_t st : c.stimuli)
+        for (int e = 0; e < E; ++e) {
+          double v = 0;
+          for (int64_t j = 0; j < S; ++j) v += double(ws[size_t(e * S + j)]) * data.stimuli[size_t(st)][size_t(j)];
+          cand.push_back(v);
         }
-        brain.push_back(v);
-      }
-    const Candidates c = candidates_of(data, mine);  // the subject's distinct stimuli
-    for (int64_t st : c.stimuli)
-      for (int e = 0; e < E; ++e) {
-        double v = 0;
-        for (int64_t j = 0; j < S; ++j) v += double(ws[size_t(e * S + j)]) * data.stimuli[size_t(st)][size_t(j)];
-        cand.push_back(v);
-      }
-    const auto ranks = identification_ranks(brain, cand, c.target, E, /*cosine=*/true);
-    for (double q : scope.options.fractions)  // zero-shot: the same at every fraction
-      add_identification_rows("clip", q, data.subjects[size_t(s)].id, -1, ranks, c.stimuli.size(), out);
-  }
+      ranks = identification_ranks(brain, cand, c.target, E, /*cosine=*/true);
+      n_candidates = c.stimuli.size();
+    }
+    add_identification_rows("clip", split.fraction, split.subject_id, split.fold, ranks, n_candidates, out);
+  });
 }
 
 }  // namespace bfm::launch::eval

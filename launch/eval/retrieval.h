@@ -2,7 +2,7 @@
 // count how often the true stimulus comes first (top-1) or among the first five (top-5). Two kinds run side by side:
 // the embedding decoded by each method of decoding.h, ranked among the fold's distinct test stimuli by correlation,
 // and `clip`, zero-shot with a contrastive checkpoint's own projections (cosine of brain_proj(pooled) and
-// stim_proj(s), as in training; none of the new subject's data is learned from).
+// stim_proj(s), as in training; none of the new subject's data is learned from), ranked among the same candidates.
 #pragma once
 
 #include <cstdint>
@@ -21,8 +21,9 @@ namespace bfm::launch::eval {
 void add_retrieval_rows(const EvalData& data, const std::string& method, double fraction, const std::string& subject,
                         int fold, const std::vector<double>& pred, const std::vector<int64_t>& test, RankResults& out);
 
-// `clip` rows (fold -1, the same at every fraction) for this rank's held-out subjects, from the pre-trained model's
-// trial features (features["pretrained"]); a note instead where the checkpoint has no contrastive projections.
+// `clip` rows (per fold, among the fold's distinct test stimuli as add_retrieval_rows; the same at every fraction)
+// for this rank's held-out subjects, from the pre-trained model's trial features (features["pretrained"]); a note
+// instead where the checkpoint has no contrastive projections.
 void zero_shot_retrieval(const EvalScope& scope, const model::BrainModel& pretrained, const TrialCv& cv,
                          const TrialFeatures& features, RankResults& out);
 

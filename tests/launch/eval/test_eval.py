@@ -377,7 +377,11 @@ def check_labelled(bfm, work, corpus, ckpt, window):
 
 def check_zero_shot_retrieval(bfm, work, corpus):
     """`clip` rows against an independent computation: trials found here with h5py, the contrastive projections of
-    the PyTorch reference, cosine ranking among the subject's distinct stimuli."""
+    the PyTorch reference, cosine ranking among each fold's distinct test stimuli, the same candidates (and so the
+    same chance) as the decoded retrieval rows. The folds are read from predictions/embedding.csv (ridge's test
+    stimuli per fold; a fold keeps a stimulus whole, so its test trials are the subject's trials of those stimuli).
+    Ranking among all of the subject's stimuli instead (bfm before 2026-12-04) fails here: ~5x the candidates and
+    a chance the summary did not show."""
     import h5py
     ckpt = os.path.join(work, "clip-init")
     run([bfm, "init", "--out", ckpt, "--seed", "4", *MODEL, "--set", 'model.objectives=["mae", "contrastive"]',
@@ -394,6 +398,12 @@ def check_zero_shot_retrieval(bfm, work, corpus):
     T = config["window"]
     manifest = json.load(open(os.path.join(corpus, "manifest.json")))
     held = set(manifest["split"]["validation"]) | set(manifest["split"]["test"])
+    fold_stimuli = defaultdict(lambda: defaultdict(list))  # subject -> fold -> ridge's test embeddings
+    with open(os.path.join(rep, "predictions", "embedding.csv")) as f:
+        for r in csv.DictReader(f):
+            if r["method"] == "ridge" and float(r["fraction"]) == 1.0:
+                S = sum(1 for k in r if k.startswith("truth_"))
+                fold_stimuli[r["subject"]][int(r["fold"])].append(np.array([float(r[f"truth_{j}"]) for j in range(S)]))
     checked = 0
     for shard in manifest["shards"]:
         with h5py.File(os.path.join(corpus, shard["file"])) as f:
@@ -422,30 +432,36 @@ def check_zero_shot_retrieval(bfm, work, corpus):
                             windows.append(x[t:t + T])
                             stims.append(emb[t])
                         t = e
-                if len(windows) < 2:
+                if subject not in fold_stimuli:
                     continue
-                pooled = model(bfm_torch.torch.tensor(np.stack(windows)))["pooled"].detach().numpy()
-                zb = pooled @ wb.T
-                cand, target = [], []
-                for s_ in stims:
-                    k = next((i for i, c in enumerate(cand) if np.array_equal(c, s_)), None)
-                    if k is None:
-                        cand.append(s_)
-                        k = len(cand) - 1
-                    target.append(k)
-                zs = np.stack(cand) @ ws.T
-                zb /= np.linalg.norm(zb, axis=1, keepdims=True)
-                zs /= np.linalg.norm(zs, axis=1, keepdims=True)
-                sim = zb @ zs.T
-                ranks = np.array([(sim[i] > sim[i, target[i]]).sum() for i in range(len(target))])
-                key = ("retrieval", "clip", 1.0, subject, -1)
-                assert results[key + ("candidates",)] == len(cand), (subject, results[key + ("candidates",)], len(cand))
-                tol = 1.0 / len(target) + 1e-9  # a near-tie may flip between float32 and float64
-                assert abs(results[key + ("top1",)] - (ranks < 1).mean()) <= tol, (subject, results[key + ("top1",)])
-                assert abs(results[key + ("top5",)] - (ranks < 5).mean()) <= tol, (subject, results[key + ("top5",)])
-                checked += 1
-    assert checked >= 3, checked
-    print(f"zero-shot retrieval of {checked} held-out subjects matches the PyTorch reference")
+                zb_all = model(bfm_torch.torch.tensor(np.stack(windows)))["pooled"].detach().numpy() @ wb.T
+                zb_all /= np.linalg.norm(zb_all, axis=1, keepdims=True)
+                for fold, test_stims in fold_stimuli[subject].items():
+                    test = [i for i, s_ in enumerate(stims) if any(np.allclose(s_, t, atol=1e-6) for t in test_stims)]
+                    cand, target = [], []
+                    for i in test:
+                        k = next((j for j, c in enumerate(cand) if np.array_equal(c, stims[i])), None)
+                        if k is None:
+                            cand.append(stims[i])
+                            k = len(cand) - 1
+                        target.append(k)
+                    zs = np.stack(cand) @ ws.T
+                    zs /= np.linalg.norm(zs, axis=1, keepdims=True)
+                    sim = zb_all[test] @ zs.T
+                    ranks = np.array([(sim[i] > sim[i, target[i]]).sum() for i in range(len(target))])
+                    key = ("retrieval", "clip", 1.0, subject, fold)
+                    assert results[key + ("candidates",)] == len(cand), (subject, fold, results[key + ("candidates",)],
+                                                                        len(cand))
+                    assert results[("retrieval", "ridge", 1.0, subject, fold, "candidates")] == len(cand)
+                    tol = 1.0 / len(target) + 1e-9  # a near-tie may flip between float32 and float64
+                    assert abs(results[key + ("top1",)] - (ranks < 1).mean()) <= tol, (subject, fold,
+                                                                                      results[key + ("top1",)])
+                    assert abs(results[key + ("top5",)] - (ranks < 5).mean()) <= tol, (subject, fold,
+                                                                                      results[key + ("top5",)])
+                    checked += 1
+    assert checked >= 6, checked
+    assert not any(k[1] == "clip" and k[4] == -1 for k in results), "clip rows outside the folds"
+    print(f"zero-shot retrieval of {checked} held-out subject folds matches the PyTorch reference")
 
 
 def main():
