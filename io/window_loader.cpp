@@ -347,13 +347,28 @@ void WindowLoader::run_thread() {
 
 namespace {
 
-// The window's average stimulus embedding ([T, S] rows -> [S]), summed in double.
-void mean_rows(const float* rows, int64_t T, int64_t S, float* mean) {
-  for (int64_t k = 0; k < S; ++k) {
-    double sum = 0;
-    for (int64_t t = 0; t < T; ++t) sum += rows[t * S + k];
-    mean[k] = static_cast<float>(sum / static_cast<double>(T));
+// The stimulus a window is paired with for the contrastive objective ([T, S] rows -> [S]): the one on screen at the
+// window's first time point or, where none is (a gap between stimuli), the first to appear at t <= T / 4 (the first
+// quarter); zeros (no stimulus: /runs/stim_embedding is 0 there) if none does.
+// Why not the mean over the window (bfm before 2026-12-04): evaluation (launch/eval, `clip`) asks which stimulus
+// was shown at a trial's onset, with the window starting there, and the BOLD response to that stimulus peaks ~5 s
+// later, inside the window. A window of the quickstart corpus (12.8-24 s) spans 1-4 clips of 4-8 s (2-3 mostly);
+// their mean blurs the pairing, and the later clips' responses fall partly after the window's end. Measured on the
+// quickstart corpus (bench/RESULTS.md, 2026-12-04): zero-shot clip top-1 0.224 (mean) -> 0.290 (this rule),
+// top-5 0.714 -> 0.881, chance 0.091 / 0.457.
+void paired_stimulus(const float* rows, int64_t T, int64_t S, float* out) {
+  auto shown = [&](int64_t t) {
+    for (int64_t k = 0; k < S; ++k)
+      if (rows[t * S + k] != 0.0f) return true;
+    return false;
+  };
+  int64_t t = 0;
+  while (t < T / 4 && !shown(t)) ++t;
+  if (!shown(t)) {
+    std::fill_n(out, S, 0.0f);
+    return;
   }
+  std::copy_n(rows + t * S, S, out);
 }
 
 // The most frequent label >= 0 (ties: the smallest), -1 if none; sorts `labels`.
@@ -407,7 +422,7 @@ void WindowLoader::read_batch(const std::vector<ShardReader*>& shards, const std
       shard.read_window(run, w.start, T, b.timeseries.data() + i * T * P);
       if (S > 0 && shard.header().stimulus_dim > 0) {
         shard.read_stimulus(run, w.start, T, stim.data());
-        mean_rows(stim.data(), T, S, b.stimulus.data() + i * S);
+        paired_stimulus(stim.data(), T, S, b.stimulus.data() + i * S);
       }
       if (labels_ && shard.header().labels) {
         shard.read_labels(run, w.start, T, lab.data());
@@ -589,7 +604,8 @@ void WindowLoader::read_batch_chunks(const std::vector<ShardReader*>& shards, co
   }
   std::vector<int32_t> labels(static_cast<size_t>(T));
   for (int64_t i = 0; i < B; ++i) {
-    if (has_stim[static_cast<size_t>(i)]) mean_rows(stim_rows.data() + i * T * S, T, S, b.stimulus.data() + i * S);
+    if (has_stim[static_cast<size_t>(i)])
+      paired_stimulus(stim_rows.data() + i * T * S, T, S, b.stimulus.data() + i * S);
     if (has_label[static_cast<size_t>(i)]) {
       std::copy_n(label_rows.data() + i * T, T, labels.begin());
       b.label[static_cast<size_t>(i)] = majority(labels);

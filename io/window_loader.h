@@ -68,7 +68,9 @@ struct LoaderStats {
 // One local batch of B windows. Rows of the corpus' shards without stimulus embeddings (labels) hold 0 (-1).
 struct WindowBatch {
   std::vector<float> timeseries;  // [B, T, P]
-  std::vector<float> stimulus;    // [B, S] /runs/stim_embedding averaged over the window; empty when S = 0
+  std::vector<float> stimulus;    // [B, S] the stimulus paired with each window (paired_stimulus in the .cpp: the
+                                  // one on screen at its start, or the first at t <= T / 4, else 0); empty
+                                  // when S = 0
   std::vector<int32_t> label;     // [B] most frequent /runs/label >= 0 in the window (ties: the smallest), -1 if none;
                                   // empty when no shard has labels
   std::vector<Window> windows;    // [B] (global run, start) of each row, runs numbered as in io::Corpus

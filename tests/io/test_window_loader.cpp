@@ -36,10 +36,13 @@ constexpr int64_t P = 5, S = 3;
 float value(int64_t g, int64_t t, int64_t p) {
   return static_cast<float>(1000 * g + t) + 0.125f * static_cast<float>(p);
 }
-float stim_value(int64_t g, int64_t t, int64_t k) {
-  return static_cast<float>(g) + 0.25f * static_cast<float>(t % 8) - static_cast<float>(k);
-}
 int32_t label_value(int64_t g, int64_t t) { return t % 7 < 3 ? -1 : static_cast<int32_t>((g + t / 7) % 4); }
+// 0 where no stimulus is shown (label -1: gaps of 3 time points every 7), as the corpus format stores it; never 0
+// elsewhere (k = 0 row: g + 0.25 (t % 8) + 1 > 0).
+float stim_value(int64_t g, int64_t t, int64_t k) {
+  if (label_value(g, t) < 0) return 0.0f;
+  return static_cast<float>(g) + 0.25f * static_cast<float>(t % 8) + 1.0f - static_cast<float>(k);
+}
 
 // Shard 0: runs of 40 and 23 time points with stimulus embeddings and labels; shard 1: runs of 31, 50, 12 (or
 // `long_run` time points for its second run) without them.
@@ -120,6 +123,7 @@ TEST_F(WindowLoaderTest, BatchesEqualTheSamplersWindowsReadWithShardReaderAndThe
   EXPECT_EQ(loader.n_parcels(), P);
   EXPECT_EQ(loader.stimulus_dim(), S);
   EXPECT_TRUE(loader.labels());
+  std::map<int64_t, int> pairing;  // paired offset (-1: none, -2: a shard without stimuli) -> windows
   for (int64_t k = 0; k < batches; ++k) {
     WindowBatch b = loader.next();
     ASSERT_EQ(b.windows, want_windows[static_cast<size_t>(k)]) << "batch " << k;
@@ -139,14 +143,21 @@ TEST_F(WindowLoaderTest, BatchesEqualTheSamplersWindowsReadWithShardReaderAndThe
       for (auto [l, c] : count)
         if (l >= 0 && c > best) majority = l, best = c;
       EXPECT_EQ(b.label[i], tagged ? majority : -1) << "batch " << k << " row " << i;
+      // The paired stimulus (docs/TRAINING.md, "The contrastive pairing"): the one shown at the window's start, else
+      // the first shown at t <= T / 4, else none (0). With gaps of 3 and T = 8 (T / 4 = 2) the stride-1 windows hit
+      // all three: a start in a stimulus, one or two time points before one, three before one (none).
+      int64_t at = -1;
+      for (int64_t t = 0; t <= T / 4 && at < 0; ++t)
+        if (label_value(w.run, w.start + t) >= 0) at = t;
+      ++pairing[tagged ? at : -2];
       for (int64_t kk = 0; kk < S; ++kk) {
-        double mean = 0;
-        for (int64_t t = 0; t < T; ++t) mean += stim_value(w.run, w.start + t, kk) / static_cast<double>(T);
-        EXPECT_NEAR(b.stimulus[i * S + static_cast<size_t>(kk)], tagged ? mean : 0.0, 1e-5);
+        const double want = tagged && at >= 0 ? stim_value(w.run, w.start + at, kk) : 0.0;
+        EXPECT_EQ(b.stimulus[i * S + static_cast<size_t>(kk)], want) << "batch " << k << " row " << i;
       }
     }
     if (k % 2) loader.recycle(std::move(b));  // refilled buffers must hold the new values only
   }
+  for (const int64_t at : {-2, -1, 0, 1, 2}) EXPECT_GT(pairing[at], 0) << "no window paired at offset " << at;
   EXPECT_GE(loader.data_wait_seconds(), loader.last_wait_seconds());
   EXPECT_GE(loader.last_wait_seconds(), 0.0);
 }
