@@ -47,6 +47,7 @@ struct EvalCli {
   std::string labelled = "all";
   int64_t labelled_seed = -1;  // -1: --seed
   int pca_components = 0;
+  int probe_components = 0;
 };
 
 // --labelled-subjects: K values (integers >= 0, or "all" for -1), ascending, "all" last, each once.
@@ -131,6 +132,12 @@ Command add_eval_command(CLI::App& app) {
                   "series: 0 takes the fewest explaining 90% of their variance, at most the model's d_model")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--probe-components", opt->probe_components,
+                  "The probe's features: every token of the window (time patch x parcel) reduced to this many principal "
+                  "components of the encoder's token space, fitted on pre-training subjects' windows without labels; "
+                  "0 chooses automatically (docs/EVALUATION.md)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-predictions", opt->no_predictions, "Do not write OUT/predictions/*.csv");
   cmd->add_option("--device", opt->device,
                   "Encoder features and fine-tuning: auto (a GPU where there is one) | cpu | cuda (one GPU per rank)")
@@ -156,6 +163,7 @@ Command add_eval_command(CLI::App& app) {
       options.seed = provenance.value("seed", options.seed);
       options.labelled_seed = provenance.value("labelled_seed", options.labelled_seed);
       options.pca_components = provenance.value("pca_components", options.pca_components);
+      options.probe_components = provenance.value("probe_components", options.probe_components);
       const std::vector<double> headline = headline_fractions(options.fractions);
       const std::string table = eval::write_report(opt->out, report, options, provenance, headline);
       std::cout << "bfm eval --merge: " << opt->merge.size() << " parts, " << report.held_out_subjects
@@ -198,6 +206,7 @@ Command add_eval_command(CLI::App& app) {
     options.seed = opt->seed;
     options.labelled = parse_labelled(opt->labelled);
     options.pca_components = opt->pca_components;
+    options.probe_components = opt->probe_components;
     options.labelled_seed = opt->labelled_seed >= 0 ? uint64_t(opt->labelled_seed) : opt->seed;
     options.part = part;
     options.parts = parts;

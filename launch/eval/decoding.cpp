@@ -112,9 +112,18 @@ void score_embedding(const EvalScope& scope, const StimTask& task, const std::st
 }
 
 
+// The probe's components per token: as asked, else 0 (fit_token_basis then keeps the fewest explaining 90 % of the
+// token variance, as the PCA baseline does for the parcels); never so many that the window's features pass 4,096
+// columns (the population ridge solves a d x d system per penalty), and at least 1.
+int probe_components(const model::ModelConfig& mc, int asked) {
+  const int64_t cap = std::max<int64_t>(1, 4096 / mc.n_tokens());
+  return int(std::min<int64_t>({asked > 0 ? asked : mc.d_model, mc.d_model, cap}));
+}
+
 }  // namespace
 
-TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pretrained, PcaBasis* pca) {
+TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pretrained, PcaBasis* pca,
+                             TokenBasis* probe_basis) {
   const EvalData& data = scope.data;
   const model::ModelConfig& mc = pretrained.config();
   const std::vector<WindowRef> windows = trial_windows(data);
@@ -140,6 +149,17 @@ TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pr
               " pre-training subjects)");
     features["pretrained"] = {mc.n_time() * mc.d_model,
                               window_features(pretrained, data, windows, scope.comm, scope.options.device)};
+    // The probe's token basis, fitted on the pre-training subjects' windows (on the held-out subjects' where there
+    // are none), labels unread.
+    const std::vector<int>& unlabelled = scope.population.empty() ? scope.held : scope.population;
+    const int components = probe_components(mc, scope.options.probe_components);
+    *probe_basis = fit_token_basis(pretrained, data, unlabelled_windows(data, unlabelled, 4096), scope.comm,
+                                   scope.options.device, components, scope.options.probe_components > 0 ? 1.0 : 0.9);
+    scope.log("eval: the probe's token basis, " + std::to_string(probe_basis->components) + " of " +
+              std::to_string(mc.d_model) + " components, from " + std::to_string(probe_basis->tokens) + " tokens");
+    features["probe"] = {int(mc.n_tokens()) * probe_basis->components,
+                         window_features(pretrained, data, windows, scope.comm, scope.options.device,
+                                         TokenPool::per_token, probe_basis)};
     if (data.n_networks > 0)
       features["oracle"] = {mc.n_time() * data.n_networks, oracle_features(data, features["raw"].x, windows, mc.n_time())};
   }
@@ -151,7 +171,7 @@ void decode_stimuli(const EvalScope& scope, const EvalModels& models, const Tria
   for (const StimTask& task : decoding_targets(scope, out)) {
     // The per-subject methods: the subject's own trials only.
     std::map<std::string, const FeatureSet*> method_features = {{"ridge", &features.at("raw")},
-                                                                 {"probe", &features.at("pretrained")}};
+                                                                 {"probe", &features.at("probe")}};
     if (features.count("pca")) method_features["pca"] = &features.at("pca");
     if (features.count("oracle")) method_features["oracle"] = &features.at("oracle");
     // The population methods, for each K of the label-scarce protocol: ridge over the labelled pre-training subjects'
@@ -166,7 +186,7 @@ void decode_stimuli(const EvalScope& scope, const EvalModels& models, const Tria
         continue;
       }
       std::vector<std::pair<std::string, const FeatureSet*>> methods = {{"ridge_pop", &features.at("raw")},
-                                                                         {"probe_pop", &features.at("pretrained")}};
+                                                                         {"probe_pop", &features.at("probe")}};
       if (features.count("pca")) methods.push_back({"pca_pop", &features.at("pca")});
       if (features.count("oracle")) methods.push_back({"oracle_pop", &features.at("oracle")});
       for (const auto& [method, table] : {std::pair{std::string("finetune"), &models.finetuned},

@@ -20,7 +20,8 @@ struct FeatureSet {
   int d = 0;
   std::vector<double> x;
 };
-// By what reads them: "raw" (ridge, ridge_pop), "pca" (pca, pca_pop), "pretrained" (probe, probe_pop, clip) and, for a
+// By what reads them: "raw" (ridge, ridge_pop), "pca" (pca, pca_pop), "probe" (probe, probe_pop: every token on the
+// token basis), "pretrained" (the encoder's output per time patch, mean over parcels: clip) and, for a
 // synthetic corpus with its generator's maps, "oracle" (oracle, oracle_pop).
 using TrialFeatures = std::map<std::string, FeatureSet>;
 
@@ -29,7 +30,8 @@ using TrialFeatures = std::map<std::string, FeatureSet>;
 // explaining 90 % of their variance, at most d_model: the width of the encoder's features per time patch) and
 // returned in *pca (untouched where none is fitted). Collective over scope.comm (the encoder's windows are split over
 // the ranks).
-TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pretrained, PcaBasis* pca);
+TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pretrained, PcaBasis* pca,
+                             TokenBasis* probe_basis);
 
 // category, embedding and retrieval, every method on this rank's held-out subjects. Collective over scope.comm where a
 // fine-tuned or scratch model gives features.

@@ -19,6 +19,28 @@
 
 namespace bfm::launch::eval {
 
+namespace {
+
+// A principal-component basis as CSV lines (pca.csv, probe_basis.csv), header first: the `mean` row (its variance
+// column the total variance), then component_c with its variance and unit vector over the columns prefix0, prefix1...
+std::vector<std::string> basis_table(const std::vector<double>& mean, double total, const std::vector<double>& variance,
+                                     const std::vector<double>& basis, const std::string& prefix) {
+  const size_t width = mean.size();
+  std::vector<std::string> lines;
+  std::string header = "row,variance";
+  for (size_t p = 0; p < width; ++p) header += "," + prefix + std::to_string(p);
+  lines.push_back(header);
+  for (int c = -1; c < int(variance.size()); ++c) {
+    std::string line = c < 0 ? "mean," + csv_value(total)
+                             : "component_" + std::to_string(c) + "," + csv_value(variance[size_t(c)]);
+    for (size_t p = 0; p < width; ++p) (line += ",") += csv_value(c < 0 ? mean[p] : basis[size_t(c) * width + p]);
+    lines.push_back(line);
+  }
+  return lines;
+}
+
+}  // namespace
+
 EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOptions& options,
                     runtime::Communicator& comm) {
   require(models.pretrained != nullptr, "eval: no pre-trained model");
@@ -35,7 +57,8 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
 
   // Stimulus tasks, within each held-out subject, on the same outer folds.
   PcaBasis pca;
-  const TrialFeatures features = trial_features(scope, *models.pretrained, &pca);
+  TokenBasis probe_basis;
+  const TrialFeatures features = trial_features(scope, *models.pretrained, &pca, &probe_basis);
   const TrialCv cv = trial_cv(data, options, mine);
   decode_stimuli(scope, models, cv, features, mine);
   if (scope.wants("retrieval")) zero_shot_retrieval(scope, *models.pretrained, cv, features, mine);
@@ -67,16 +90,17 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
                   {"patches", pca.patches},
                   {"subjects", scope.population.size()},
                   {"explained_variance", pca.total_variance > 0 ? kept / pca.total_variance : 0.0}};
-    std::string header = "row,variance";
-    for (int p = 0; p < pca.n_parcels; ++p) header += ",parcel_" + std::to_string(p);
-    report.pca_table.push_back(header);
-    for (int c = -1; c < pca.components; ++c) {  // the mean, then each component
-      std::string line = c < 0 ? "mean," + csv_value(pca.total_variance)
-                               : "component_" + std::to_string(c) + "," + csv_value(pca.variance[size_t(c)]);
-      for (int p = 0; p < pca.n_parcels; ++p)
-        (line += ",") += csv_value(c < 0 ? pca.mean[size_t(p)] : pca.basis[size_t(c * pca.n_parcels + p)]);
-      report.pca_table.push_back(line);
-    }
+    report.pca_table = basis_table(pca.mean, pca.total_variance, pca.variance, pca.basis, "parcel_");
+  }
+  if (probe_basis.components > 0) {
+    double kept = 0;
+    for (double v : probe_basis.variance) kept += v;
+    report.probe_basis = {{"components", probe_basis.components},
+                          {"d_model", probe_basis.d_model},
+                          {"tokens", probe_basis.tokens},
+                          {"explained_variance", probe_basis.total_variance > 0 ? kept / probe_basis.total_variance : 0.0}};
+    report.probe_table = basis_table(probe_basis.mean, probe_basis.total_variance, probe_basis.variance,
+                                     probe_basis.basis, "dim_");
   }
   report.notes = mine.notes;
   report.rows = gather_rows(mine.rows, data, method_names(options.labelled), comm);

@@ -69,6 +69,10 @@ struct EvalOptions {
   // The PCA baseline's components: 0 chooses the fewest explaining 90 % of the pre-training subjects' variance, at
   // most d_model; N > 0 keeps N (at most the parcels).
   int pca_components = 0;
+  // The probe's features: each token of the window reduced to its top components in the encoder's token space (fitted
+  // on pre-training subjects' windows without labels). 0 chooses automatically (launch/eval/decoding.cpp,
+  // probe_components); N > 0 keeps N (at most d_model).
+  int probe_components = 0;
   uint64_t labelled_seed = 0;
 };
 
@@ -121,7 +125,9 @@ struct EvalReport {
   std::vector<Comparison> comparisons;                      // made by summarize() from rows and summary
   std::vector<LabelledGroup> labelled;                      // --labelled-subjects, as evaluated
   nlohmann::json pca;  // the PCA basis' size and explained variance (config.json "pca"); null without one
+  nlohmann::json probe_basis;  // the probe's token basis: components, explained variance (config.json "probe_basis")
   std::vector<std::string> pca_table;  // pca.csv's lines (header first): mean, then each component with its variance
+  std::vector<std::string> probe_table;  // probe_basis.csv's lines, the same layout over the token space's dims
   int held_out_subjects = 0, population_subjects = 0;
   int64_t trials = 0;
   int n_categories = 0;  // for the category task's chance level

@@ -133,22 +133,22 @@ std::vector<double> pca_features(const PcaBasis& pca, const std::vector<double>&
   return out;
 }
 
-std::vector<double> window_features(const model::BrainModel& source, const EvalData& data,
-                                    const std::vector<WindowRef>& windows, runtime::Communicator& comm,
-                                    const std::string& device, TokenPool pool) {
+namespace {
+
+// Runs the encoder (all tokens, no mask) over this rank's share of `windows` (w = rank, rank + R, ...) and hands each
+// window's tokens [N, D] (token j * P + p) to `take(w, tokens)`. device: auto | cpu | cuda (one GPU per rank, float32,
+// so that a GPU's tokens match the CPU's to about 1e-5).
+void encode_windows(const model::BrainModel& source, const EvalData& data, const std::vector<WindowRef>& windows,
+                    runtime::Communicator& comm, const std::string& device,
+                    const std::function<void(size_t, const float*)>& take) {
   const model::ModelConfig& c = source.config();
-  const int64_t T = c.window, P = c.n_parcels, D = c.d_model, nt = c.n_time();
-  const bool per_patch = pool == TokenPool::per_patch;
-  const int64_t width = per_patch ? nt * D : P * D;
-  // Features in float32 wherever they are computed, so that a GPU's match the CPU's to about 1e-5.
+  const int64_t T = c.window, P = c.n_parcels, D = c.d_model, N = c.n_tokens();
   const model::Placement placement = model::choose_placement(c, device, model::Precision::fp32, "eval --device");
   const std::unique_ptr<model::BrainModel> encoder = model::make_model(c, placement);
   encoder->load_params(source.params_copy().data());
-  std::vector<float> out(windows.size() * size_t(width), 0.0f);
   // Windows per forward: 32 on the CPU; on the GPU as many as keep a batch near 32k tokens (the model keeps every
   // layer's activations), at least 1 and at most 256.
-  const int batch =
-      placement.gpu ? int(std::clamp<int64_t>(32768 / std::max<int64_t>(1, c.n_tokens()), 1, 256)) : 32;
+  const int batch = placement.gpu ? int(std::clamp<int64_t>(32768 / std::max<int64_t>(1, N), 1, 256)) : 32;
   std::vector<float> x(static_cast<size_t>(batch) * T * P);
   std::vector<size_t> mine;
   for (size_t w = size_t(comm.rank()); w < windows.size(); w += size_t(comm.size())) mine.push_back(w);
@@ -163,18 +163,108 @@ std::vector<double> window_features(const model::BrainModel& source, const EvalD
     in.x = x.data();
     in.encoder_only = true;
     encoder->forward(in, "eval window");
-    const std::vector<float> enc = encoder->encoder_out();  // [b, N, D], token j * P + p
-    for (size_t i = 0; i < b; ++i) {
-      float* f = &out[mine[first + i] * size_t(width)];
-      for (int64_t j = 0; j < nt; ++j)
-        for (int64_t p = 0; p < P; ++p) {
-          const float* e = &enc[(i * size_t(nt * P) + size_t(j * P + p)) * size_t(D)];
-          float* to = per_patch ? f + j * D : f + p * D;
-          const float n = per_patch ? float(P) : float(nt);  // what the mean is over
-          for (int64_t k = 0; k < D; ++k) to[k] += e[k] / n;
-        }
-    }
+    const std::vector<float> enc = encoder->encoder_out();  // [b, N, D]
+    for (size_t i = 0; i < b; ++i) take(mine[first + i], &enc[i * size_t(N * D)]);
   }
+}
+
+}  // namespace
+
+std::vector<WindowRef> unlabelled_windows(const EvalData& data, const std::vector<int>& subjects, int64_t max_windows) {
+  std::vector<WindowRef> all;
+  for (int s : subjects)
+    for (size_t r = 0; r < data.subjects[size_t(s)].runs.size(); ++r)
+      for (int64_t t = 0; t + data.window <= data.subjects[size_t(s)].runs[r].length; t += data.window)
+        all.push_back({s, int(r), t});
+  if (int64_t(all.size()) <= max_windows) return all;
+  std::vector<WindowRef> out;  // evenly spread: the i-th of max_windows at i * size / max_windows
+  for (int64_t i = 0; i < max_windows; ++i) out.push_back(all[size_t(i * int64_t(all.size()) / max_windows)]);
+  return out;
+}
+
+TokenBasis fit_token_basis(const model::BrainModel& model, const EvalData& data, const std::vector<WindowRef>& windows,
+                           runtime::Communicator& comm, const std::string& device, int max_components,
+                           double explained) {
+  const int64_t D = model.config().d_model, N = model.config().n_tokens();
+  require(max_components >= 1 && max_components <= D, "eval: ", max_components, " token components of d_model ", D);
+  // Sums of the tokens and of their outer products on each rank, reduced, then the covariance. The count travels
+  // with the sums (last entry) so that every rank divides by the same number.
+  std::vector<double> sums(size_t(D + D * D + 1), 0.0);
+  encode_windows(model, data, windows, comm, device, [&](size_t, const float* tokens) {
+    for (int64_t t = 0; t < N; ++t) {
+      const float* e = tokens + t * D;
+      for (int64_t a = 0; a < D; ++a) {
+        sums[size_t(a)] += e[a];
+        double* row = &sums[size_t(D + a * D)];
+        for (int64_t b = 0; b <= a; ++b) row[b] += double(e[a]) * e[b];
+      }
+    }
+    sums.back() += double(N);
+  });
+  if (comm.size() > 1) comm.allreduce_sum_host(sums.data(), int64_t(sums.size()));
+  TokenBasis out;
+  out.d_model = int(D);
+  out.tokens = int64_t(sums.back());
+  require(out.tokens >= 2, data.corpus, ": the probe's token basis: no window of a pre-training subject to fit on");
+  const double n = sums.back();
+  out.mean.assign(sums.begin(), sums.begin() + D);
+  for (double& m : out.mean) m /= n;
+  std::vector<double> cov(size_t(D * D));
+  for (int64_t a = 0; a < D; ++a)
+    for (int64_t b = 0; b <= a; ++b)
+      cov[size_t(a * D + b)] = cov[size_t(b * D + a)] =
+          sums[size_t(D + a * D + b)] / n - out.mean[size_t(a)] * out.mean[size_t(b)];
+  for (int64_t a = 0; a < D; ++a) out.total_variance += cov[size_t(a * D + a)];
+  std::vector<double> values, vectors;
+  symmetric_eigen(cov, int(D), &values, &vectors);
+  int components = 0;
+  for (double kept = 0; components < max_components && (explained >= 1 || kept < explained * out.total_variance);
+       ++components)
+    kept += values[size_t(components)];
+  out.components = std::max(components, 1);
+  out.variance.assign(values.begin(), values.begin() + out.components);
+  out.basis.assign(vectors.begin(), vectors.begin() + out.components * D);
+  for (int c = 0; c < out.components; ++c) {  // sign convention, as fit_pca's: each row's largest entry positive
+    double* row = &out.basis[size_t(c * D)];
+    const double* big = std::max_element(row, row + D, [](double a, double b) { return std::abs(a) < std::abs(b); });
+    if (*big < 0)
+      for (int64_t a = 0; a < D; ++a) row[a] = -row[a];
+  }
+  return out;
+}
+
+std::vector<double> window_features(const model::BrainModel& source, const EvalData& data,
+                                    const std::vector<WindowRef>& windows, runtime::Communicator& comm,
+                                    const std::string& device, TokenPool pool, const TokenBasis* basis) {
+  const model::ModelConfig& c = source.config();
+  const int64_t P = c.n_parcels, D = c.d_model, nt = c.n_time();
+  require(pool != TokenPool::per_token || (basis && basis->d_model == D), "window_features: per_token needs a basis "
+          "of the model's width");
+  const int64_t C = basis ? basis->components : 0;
+  const int64_t width = pool == TokenPool::per_patch ? nt * D : pool == TokenPool::per_parcel ? P * D : nt * P * C;
+  // Features in float32 wherever they are computed, as the encoder gives them; summed over the ranks in float32.
+  std::vector<float> out(windows.size() * size_t(width), 0.0f);
+  std::vector<double> centred(static_cast<size_t>(D));
+  encode_windows(source, data, windows, comm, device, [&](size_t w, const float* enc) {
+    float* f = &out[w * size_t(width)];
+    for (int64_t j = 0; j < nt; ++j)
+      for (int64_t p = 0; p < P; ++p) {
+        const float* e = enc + (j * P + p) * D;
+        if (pool == TokenPool::per_token) {
+          for (int64_t a = 0; a < D; ++a) centred[size_t(a)] = e[a] - basis->mean[size_t(a)];
+          for (int64_t k = 0; k < C; ++k) {
+            double v = 0;
+            for (int64_t a = 0; a < D; ++a) v += basis->basis[size_t(k * D + a)] * centred[size_t(a)];
+            f[(j * P + p) * C + k] = float(v);
+          }
+          continue;
+        }
+        const bool per_patch = pool == TokenPool::per_patch;
+        float* to = per_patch ? f + j * D : f + p * D;
+        const float n = per_patch ? float(P) : float(nt);  // what the mean is over
+        for (int64_t k = 0; k < D; ++k) to[k] += e[k] / n;
+      }
+  });
   if (comm.size() > 1) comm.allreduce_sum(out.data(), int64_t(out.size()));
   return std::vector<double>(out.begin(), out.end());
 }

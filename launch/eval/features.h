@@ -51,15 +51,39 @@ std::vector<double> pca_features(const PcaBasis& pca, const std::vector<double>&
 
 // How window_features pools the encoder's tokens (token j * P + p: time patch j, parcel p).
 enum class TokenPool {
-  per_patch,   // per time patch, the mean over parcels: [n_t * D] (the probe's features)
+  per_patch,   // per time patch, the mean over parcels: [n_t * D] (pooled: clip, finetune, scratch)
   per_parcel,  // per parcel, the mean over time patches: [P * D] (the parcels' own features: model connectivity)
+  per_token,   // every token projected on a TokenBasis: [n_t * P * C] (the probe's features)
 };
+
+// The principal components of the encoder's token space (D numbers per token), fitted without labels on the tokens of
+// pre-training windows: the probe keeps every token (time patch x parcel), each reduced to its top C components, so
+// that it neither averages the parcels away (a ridge on the mean over parcels reads a pattern over parcels only where
+// the encoder put each parcel in its own directions) nor grows to n_t * P * D columns.
+struct TokenBasis {
+  int d_model = 0, components = 0;
+  int64_t tokens = 0;               // tokens the basis was fitted on
+  std::vector<double> mean;         // [D]
+  std::vector<double> basis;        // [C, D], unit rows
+  std::vector<double> variance;     // [C] (divisor: tokens)
+  double total_variance = 0;
+};
+// Fitted on the encoder's tokens of `windows` (split over the ranks, their sums reduced): the top max_components
+// components (explained < 1: the fewest reaching that fraction of the variance, at most max_components).
+TokenBasis fit_token_basis(const model::BrainModel& model, const EvalData& data, const std::vector<WindowRef>& windows,
+                           runtime::Communicator& comm, const std::string& device, int max_components,
+                           double explained = 1.0);
+// Non-overlapping windows of the given subjects' runs (every run, rest or task; no label read), at most max_windows,
+// spread evenly over them: what fit_token_basis is fitted on.
+std::vector<WindowRef> unlabelled_windows(const EvalData& data, const std::vector<int>& subjects, int64_t max_windows);
 
 // The encoder features of windows (model run over all tokens), pooled as `pool` says, [n_windows, width] row-major.
 // Windows split over the ranks and summed back. device: auto | cpu | cuda (one GPU per rank, float32, so the
 // features match the CPU's to about 1e-5).
+// per_token needs `basis`.
 std::vector<double> window_features(const model::BrainModel& model, const EvalData& data,
                                     const std::vector<WindowRef>& windows, runtime::Communicator& comm,
-                                    const std::string& device = "cpu", TokenPool pool = TokenPool::per_patch);
+                                    const std::string& device = "cpu", TokenPool pool = TokenPool::per_patch,
+                                    const TokenBasis* basis = nullptr);
 
 }  // namespace bfm::launch::eval

@@ -154,6 +154,11 @@ std::string write_report(const std::string& dir, const EvalReport& report, const
     for (const auto& line : report.pca_table) text += line + "\n";
     write_text(d / "pca.csv", text);
   }
+  if (!report.probe_table.empty()) {
+    std::string text;
+    for (const auto& line : report.probe_table) text += line + "\n";
+    write_text(d / "probe_basis.csv", text);
+  }
   std::ostringstream md;
   md << "# bfm eval\n\n";
   md << "Corpus `" << provenance.value("corpus", "") << "`, checkpoint `" << provenance.value("checkpoint", "")
@@ -168,6 +173,11 @@ std::string write_report(const std::string& dir, const EvalReport& report, const
        << report.pca.value("subjects", 0) << " pre-training subjects' time series (" << report.pca.value("patches", 0)
        << " patches), " << num(100 * report.pca.value("explained_variance", 0.0), 1)
        << "% of their variance (pca.csv).\n\n";
+  if (!report.probe_basis.is_null())
+    md << "The probe's features (probe, probe_pop): every token on " << report.probe_basis.value("components", 0)
+       << " of the encoder's " << report.probe_basis.value("d_model", 0) << " token dimensions' principal components ("
+       << report.probe_basis.value("tokens", 0) << " unlabelled tokens of pre-training windows), "
+       << num(100 * report.probe_basis.value("explained_variance", 0.0), 1) << "% of their variance (probe_basis.csv).\n\n";
   std::string first_table;
   for (double f : headline) {
     const std::string t = headline_table(report, f);
@@ -346,10 +356,12 @@ std::string write_report(const std::string& dir, const EvalReport& report, const
   config["encoding_folds"] = report.encoding_folds;
   config["labelled_seed"] = options.labelled_seed;
   config["pca_components"] = options.pca_components;
+  config["probe_components"] = options.probe_components;
   config["labelled"] = nlohmann::json::array();
   for (const auto& g : report.labelled)
     config["labelled"].push_back({{"k", labelled_name(g.k)}, {"subjects", g.subjects}});
   if (!report.pca.is_null()) config["pca"] = report.pca;
+  if (!report.probe_basis.is_null()) config["probe_basis"] = report.probe_basis;
   write_text(d / "config.json", config.dump(2) + "\n");
   return first_table;
 }
@@ -378,6 +390,7 @@ EvalReport read_report(const std::string& dir, nlohmann::json* provenance) {
       r.labelled.push_back({k == "all" ? -1 : std::stoi(k), g.at("subjects").get<std::vector<std::string>>()});
     }
     if (cfg.contains("pca")) r.pca = cfg["pca"];
+    if (cfg.contains("probe_basis")) r.probe_basis = cfg["probe_basis"];
   } catch (const std::exception& e) {
     fail(cfg_path, ": ", e.what());
   }
@@ -420,6 +433,8 @@ EvalReport read_report(const std::string& dir, nlohmann::json* provenance) {
   }
   std::ifstream pf(d / "pca.csv");
   for (std::string pl; pf && std::getline(pf, pl);) r.pca_table.push_back(pl);
+  std::ifstream tf(d / "probe_basis.csv");
+  for (std::string tl; tf && std::getline(tf, tl);) r.probe_table.push_back(tl);
   summarize(r);
   if (provenance) *provenance = cfg;
   return r;
@@ -443,9 +458,11 @@ EvalReport merge_reports(const std::vector<std::string>& dirs, const std::string
       merged.labelled = r.labelled;
       merged.pca = r.pca;
       merged.pca_table = r.pca_table;
+      merged.probe_basis = r.probe_basis;
+      merged.probe_table = r.probe_table;
     } else {
       for (const char* key : {"corpus", "checkpoint", "tasks", "folds", "cv_unit", "fractions", "seed", "parts",
-                              "labelled", "labelled_seed", "pca_components"})
+                              "labelled", "labelled_seed", "pca_components", "probe_components"})
         require(cfg.value(key, nlohmann::json()) == first.value(key, nlohmann::json()), dirs[i],
                 "/config.json: its ", key, " differs from ", dirs[0], "'s: parts of different evaluations");
     }

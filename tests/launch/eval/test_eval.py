@@ -249,6 +249,48 @@ def check_pca(rep, corpus, patch_len, d_model, components=None):
     return C, var[:C].sum() / var.sum()
 
 
+def check_probe_basis(rep, corpus, ckpt, window):
+    """probe_basis.csv against numpy: the encoder's tokens (the PyTorch reference, float64) of every non-overlapping
+    window of every run of the pre-training subjects (evenly thinned to 4,096 windows), their mean and covariance
+    (divisor: tokens) and its eigenvectors; the fewest components explaining 90 % of the variance, at most d_model and
+    at most 4096 / tokens per window."""
+    config, state = bfm_torch.load_checkpoint(ckpt)
+    model = bfm_torch.BrainModel(config, dtype=bfm_torch.torch.float64)
+    model.load_state_dict(state, strict=True)
+    windows = []
+    for _, held, x, _, _ in corpus_runs(corpus):
+        if not held:
+            windows += [x[t0:t0 + window] for t0 in range(0, len(x) - window + 1, window)]
+    if len(windows) > 4096:
+        windows = [windows[i * len(windows) // 4096] for i in range(4096)]
+    with bfm_torch.torch.no_grad():
+        tokens = np.concatenate([model(bfm_torch.torch.tensor(np.stack(windows[i:i + 256])))["encoder_out"].numpy()
+                                 for i in range(0, len(windows), 256)])
+    n_tokens, D = tokens.shape[1], tokens.shape[2]
+    E = tokens.reshape(-1, D)
+    mean = E.mean(0)
+    var, vecs = np.linalg.eigh(np.cov(E, rowvar=False, bias=True))
+    var, vecs = var[::-1], vecs[:, ::-1]
+    explained = np.cumsum(var) / var.sum()
+    C = min(D, max(1, 4096 // n_tokens), int(np.searchsorted(explained, 0.9)) + 1)
+    rows = {r[0]: np.array(r[1:], float) for r in csv.reader(open(os.path.join(rep, "probe_basis.csv")))
+            if r[0] != "row"}
+    assert len(rows) == C + 1, (len(rows), C)
+    scale = np.sqrt(var[0])
+    assert np.abs(rows["mean"][1:] - mean).max() < 1e-4 * scale, np.abs(rows["mean"][1:] - mean).max()
+    assert abs(rows["mean"][0] - var.sum()) < 1e-4 * var.sum(), (rows["mean"][0], var.sum())
+    for c in range(C):
+        comp = rows[f"component_{c}"]
+        assert abs(comp[0] - var[c]) < 1e-4 * var[0], (c, comp[0], var[c])
+        gap = min(abs(var[c] - var[c - 1]) if c > 0 else np.inf, abs(var[c] - var[c + 1]))
+        if gap > 1e-2 * var[0]:  # a well separated component is determined up to its sign
+            assert abs(abs(comp[1:] @ vecs[:, c]) - 1) < 1e-4, (c, comp[1:] @ vecs[:, c])
+    cfg = json.load(open(os.path.join(rep, "config.json")))["probe_basis"]
+    assert cfg["components"] == C and cfg["tokens"] == len(E) and cfg["d_model"] == D, cfg
+    assert abs(cfg["explained_variance"] - var[:C].sum() / var.sum()) < 1e-4, cfg
+    return C, var[:C].sum() / var.sum()
+
+
 # Student's t 0.975 quantiles by degrees of freedom (printed tables), where scipy is missing.
 T975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445, 5: 2.570582, 6: 2.446912, 7: 2.364624, 8: 2.306004,
         9: 2.262157, 10: 2.228139, 11: 2.200985, 12: 2.178813, 13: 2.160369, 14: 2.144787, 15: 2.131450}
@@ -518,6 +560,9 @@ def main():
     assert "| pca |" in proc.stdout and "| pca_pop |" in proc.stdout, proc.stdout
     C, explained = check_pca(rep, corpus, patch_len=6, d_model=16)
     print(f"pca basis matches numpy's SVD ({explained:.3f} of the variance in {C} components)")
+    C, explained = check_probe_basis(rep, corpus, ckpt, window=12)
+    print(f"probe token basis matches numpy on the PyTorch reference's tokens ({explained:.3f} of the variance in "
+          f"{C} components)")
     print(f"{check_comparisons(rep)} paired comparisons match the recomputation")
     n = check_category(rep, results)
     n += check_embedding(rep, results)
