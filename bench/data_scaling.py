@@ -20,7 +20,8 @@ the pre-training data alone (ridge, ridge_pop, pca, pca_pop stay put; probe and 
 is skipped when its output is there (rerun to continue; --plot-only redraws). --repeats R pre-trains each N R
 times (other train.seed values) and averages: one run's outcome varies a lot from seed to seed.
 
-Outputs: OUT/data_scaling.csv (n_subjects, task, method, fraction, metric, mean, sd, n, per-subject values) and
+Outputs: OUT/data_scaling.csv (n_subjects, task, method, fraction, metric, mean, sd, n, per-subject values),
+OUT/data_scaling_paired.csv (the largest N against the smallest, paired over the held-out subjects, 95 % t interval) and
 OUT/data_scaling.png (the headline metric of each task against N, log scale, one line per method, mean with the
 held-out subjects' spread, +-1 sd, and the chance level). Run on a cluster, each step is one command: the same
 commands under slurm/pretrain.sbatch and slurm/eval.sbatch (the script prints them).
@@ -70,7 +71,9 @@ def tag(n, repeat):
 
 
 def collect(out, sizes, repeats):
-    rows = []
+    """data_scaling.csv's rows, and (task, method, fraction, metric) -> N -> subject -> its mean over folds and
+    repeats."""
+    rows, subject_values = [], defaultdict(dict)
     for n in sizes:
         # (task, method, fraction, metric) -> subject -> [its mean over folds, one per repeat]
         per = defaultdict(lambda: defaultdict(list))
@@ -95,6 +98,7 @@ def collect(out, sizes, repeats):
             values = [sum(v) / len(v) for v in subjects.values()]  # each subject: its mean over folds and repeats
             mean = sum(values) / len(values)
             sd = (sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
+            subject_values[(task, method, fraction, metric)][n] = {k: sum(v) / len(v) for k, v in subjects.items()}
             rows.append({"n_subjects": n, "task": task, "method": method, "fraction": fraction, "metric": metric,
                          "mean": mean, "sd": sd, "n": len(values), "chance": chance.get((task, metric), ""),
                          "repeat_means": " ".join(f"{v:.4f}" for v in repeat_means[(task, method, fraction, metric)]),
@@ -102,6 +106,43 @@ def collect(out, sizes, repeats):
     with open(os.path.join(out, "data_scaling.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["n_subjects", "task", "method", "fraction", "metric", "mean", "sd", "n",
                                           "chance", "repeat_means", "values"])
+        w.writeheader()
+        w.writerows(rows)
+    return rows, subject_values
+
+
+# Student's t 0.975 quantiles by degrees of freedom (printed tables); larger df: the normal's 1.96 plus a small term.
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        12: 2.179, 15: 2.131, 20: 2.086, 23: 2.069, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+
+
+def t975(df):
+    below = [d for d in T975 if d <= df]
+    return T975[max(below)] if below else T975[1]
+
+
+def paired(out, subject_values):
+    """The largest N against the smallest, subject by subject (the same held-out subjects at every N): the mean
+    paired difference with its 95 % t interval (the table's df at or below n - 1, so slightly wide), one row per task,
+    method, fraction and metric that moves with N. OUT/data_scaling_paired.csv."""
+    rows = []
+    for (task, method, fraction, metric), by_n in sorted(subject_values.items()):
+        lo, hi = min(by_n), max(by_n)
+        common = sorted(set(by_n[lo]) & set(by_n[hi]))
+        if lo == hi or len(common) < 2:
+            continue
+        d = [by_n[hi][k] - by_n[lo][k] for k in common]
+        mean = sum(d) / len(d)
+        sd = (sum((x - mean) ** 2 for x in d) / (len(d) - 1)) ** 0.5
+        if sd == 0 and mean == 0:
+            continue  # a method that does not read the model (ridge, pca, oracle): the same at every N
+        half = t975(len(d) - 1) * sd / len(d) ** 0.5
+        rows.append({"task": task, "method": method, "fraction": fraction, "metric": metric, "n_low": lo,
+                     "n_high": hi, "mean_difference": mean, "ci_low": mean - half, "ci_high": mean + half,
+                     "n": len(d)})
+    with open(os.path.join(out, "data_scaling_paired.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["task", "method", "fraction", "metric", "n_low", "n_high",
+                                          "mean_difference", "ci_low", "ci_high", "n"])
         w.writeheader()
         w.writerows(rows)
     return rows
@@ -190,7 +231,8 @@ def main():
                 sh([*launch, bfm, "eval", "--checkpoint", os.path.join(run, "release"), "--corpus", labelled_view,
                     "--out", report, "--held-out", str(a.held_out), "--population", "0", "--tasks", a.tasks,
                     "--fractions", a.fractions, "--no-predictions", *a.eval_args.split()], log)
-    rows = collect(out, sizes, a.repeats)
+    rows, subject_values = collect(out, sizes, a.repeats)
+    differences = paired(out, subject_values)
     fraction = max(float(f) for f in a.fractions.split(","))
     plot(out, rows, fraction)
     print(f"data_scaling: {os.path.join(out, 'data_scaling.csv')}, {os.path.join(out, 'data_scaling.png')}")
@@ -203,6 +245,11 @@ def main():
             if line:
                 print(f"  {task} {metric} {method}: " + "  ".join(
                     f"N={n}: {v}" for n, v in zip(sorted({r['n_subjects'] for r in rows}), line)))
+    for r in differences:
+        if HEADLINE.get(r["task"]) == r["metric"]:
+            print(f"  paired, N={r['n_high']} - N={r['n_low']}: {r['task']} {r['metric']} {r['method']} at "
+                  f"{100 * r['fraction']:g} %: {r['mean_difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] "
+                  f"over {r['n']} held-out subjects")
 
 
 if __name__ == "__main__":
