@@ -88,8 +88,13 @@ int run(const RunConfig& rc) {
   released.tr_seconds = result.data_tr;
   released.data_provenance = result.data_provenance;
   released.train_steps = result.steps_done;
-  released.train_datasets = {rc.data.source == "corpus" ? fs::path(rc.data.corpus).filename().string()
-                                                        : std::string("synthetic-windows")};
+  // What the model learned from: the corpus' studies it trained on (those of data.exclude_studies left out; a study's
+  // own name where its runs have one, else the corpus folder's), and how many subjects.
+  released.train_datasets.clear();
+  for (const std::string& study : result.data_studies)
+    released.train_datasets.push_back(study.empty() ? fs::path(rc.data.corpus).filename().string() : study);
+  if (rc.data.source != "corpus") released.train_datasets = {"synthetic-windows"};
+  released.train_subjects = result.data_subjects;
   // The trained weights under the released config (its provenance fields), on the host.
   const std::unique_ptr<model::BrainModel> out_model = model::make_model(released, model::Placement::cpu());
   out_model->load_params(result.model->params_copy().data());

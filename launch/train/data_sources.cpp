@@ -73,13 +73,18 @@ struct CorpusRuns {
   std::string atlas;  // the shards' atlas ("mixed" when they name several)
   double tr = 0;      // the TR every run shares, 0 when they differ
   std::string provenance;  // launch/data/provenance.h, as JSON text
+  std::vector<std::string> train_studies;  // of the runs trained on, in order of first appearance
+  int64_t train_subjects = 0;
 };
 
-CorpusRuns scan_corpus(const std::string& dir) {
+CorpusRuns scan_corpus(const std::string& dir, const std::vector<std::string>& exclude_studies) {
   const io::CorpusManifest manifest = io::read_corpus_manifest(dir);
   CorpusRuns out;
   std::set<std::string> train(manifest.train.begin(), manifest.train.end());
   std::set<std::string> validation(manifest.validation.begin(), manifest.validation.end());
+  const std::set<std::string> excluded(exclude_studies.begin(), exclude_studies.end());
+  std::set<std::string> found, studies;  // the excluded studies seen; every study
+  std::set<std::string> trained_on;       // the training subjects kept
   {
     io::Corpus corpus(dir, manifest.shard_files);
     std::set<std::string> atlases;
@@ -96,15 +101,31 @@ CorpusRuns scan_corpus(const std::string& dir) {
       out.n_parcels = shard.header().n_parcels;
       out.stimulus_dim = std::max<int64_t>(out.stimulus_dim, shard.header().stimulus_dim);
       for (const io::Run& run : shard.runs()) {
-        out.train_lengths.push_back(train.count(run.subject) ? run.length : 0);
-        out.validation_lengths.push_back(validation.count(run.subject) ? run.length : 0);
+        const bool kept = !excluded.count(run.study);
+        if (!kept) found.insert(run.study);
+        out.train_lengths.push_back(kept && train.count(run.subject) ? run.length : 0);
+        if (kept && train.count(run.subject)) {
+          trained_on.insert(run.subject);
+          if (std::find(out.train_studies.begin(), out.train_studies.end(), run.study) == out.train_studies.end())
+            out.train_studies.push_back(run.study);
+        }
+        out.validation_lengths.push_back(kept && validation.count(run.subject) ? run.length : 0);
+        studies.insert(run.study);
       }
     }
   }  // no HDF5 call of ours may overlap a loader's
+  out.train_subjects = int64_t(trained_on.size());
+  for (const std::string& study : excluded) {
+    std::string names;
+    for (const std::string& s : studies) names += (names.empty() ? "" : ", ") + s;
+    require(found.count(study), dir, ": data.exclude_studies names '", study, "', a study no run of this corpus "
+            "belongs to (its studies: ", names, ")");
+  }
   for (const auto& f : manifest.shard_files) out.shard_paths.push_back((std::filesystem::path(dir) / f).string());
   std::ostringstream os;
   os << "corpus " << dir << " (" << manifest.shard_files.size() << " shards, " << manifest.n_subjects
      << " subjects: " << manifest.train.size() << " train, " << manifest.validation.size() << " validation)";
+  for (const std::string& study : excluded) os << ", without study " << study;
   out.summary = os.str();
   return out;
 }
@@ -195,10 +216,12 @@ RunData open_run_data(const RunConfig& rc, int rank, int ranks, bool on_gpu) {
     return out;
   }
 #ifdef BFM_WITH_HDF5
-  const CorpusRuns runs = scan_corpus(rc.data.corpus);
+  const CorpusRuns runs = scan_corpus(rc.data.corpus, rc.data.exclude_studies);
   out.atlas = runs.atlas;
   out.tr = runs.tr;
   out.provenance = runs.provenance;
+  out.studies = runs.train_studies;
+  out.subjects = runs.train_subjects;
   require(runs.n_parcels == m.n_parcels, rc.data.corpus, ": the corpus has ", runs.n_parcels,
           " parcels, the model (model.n_parcels) ", m.n_parcels);
   int64_t held_windows = 0;

@@ -42,6 +42,8 @@ struct RunData {
   std::string atlas = "synthetic";  // the corpus' atlas ("mixed" when its shards name several)
   double tr = 0;                    // the TR every run shares (0 when they differ, or synthetic)
   std::string provenance;           // the corpus' provenance as JSON text (launch/data/provenance.h); "" = none
+  std::vector<std::string> studies;  // the studies of the training runs (corpus order of first appearance)
+  int64_t subjects = 0;              // the training subjects (0 for synthetic windows)
 };
 
 // data.source "synthetic" or "corpus" (checked against the model: parcels, enough held-out windows). Collective

@@ -189,6 +189,8 @@ Pretraining::Pretraining(const RunConfig& rc, const TrainOptions& options, Train
   result_.data_atlas = data_.atlas;
   result_.data_tr = data_.tr;
   result_.data_provenance = data_.provenance;
+  result_.data_studies = data_.studies;
+  result_.data_subjects = data_.subjects;
   result_.data_description = data_.train->describe();
   // train.epochs (corpus data): passes over the training windows, each of batches_per_epoch() global batches.
   total_steps_ = t_.steps;
@@ -226,6 +228,9 @@ Pretraining::Pretraining(const RunConfig& rc, const TrainOptions& options, Train
           ? nlohmann::json{{"data.stride", d.stride}, {"data.shuffle", d.shuffle}, {"data.shuffle_blocks", d.shuffle_blocks}}
           : nlohmann::json{{"data.seed", d.seed}, {"data.n_networks", d.n_networks}, {"data.n_categories", d.n_categories},
                            {"data.noise", d.noise}, {"data.stim_gain", d.stim_gain}};
+  // Left-out studies change the windows too; named only when there are some, so that checkpoints written before the
+  // key existed resume as they did.
+  if (d.source == "corpus" && !d.exclude_studies.empty()) config_json_["data_order"]["data.exclude_studies"] = d.exclude_studies;
   // Settings a resume may change (a longer run, a lower learning rate after a spike): each change is named.
   config_json_[kNoted] = {{"train.steps", total_steps_},
                           {"train.lr", t_.optimizer.lr},

@@ -32,6 +32,8 @@ struct TrainResult {
   std::string data_atlas = "synthetic";
   double data_tr = 0;
   std::string data_provenance;  // the corpus' (launch/data/provenance.h), JSON text; "" for synthetic windows
+  std::vector<std::string> data_studies;  // the studies trained on (the runs' study names); empty for synthetic
+  int64_t data_subjects = 0;              // the subjects trained on; 0 for synthetic windows
   double seconds = 0;
 };
 

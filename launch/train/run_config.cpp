@@ -65,6 +65,9 @@ void visit_keys(RunConfig& rc, Spelled& spelled, Visitor& v) {
         "shuffle = \"block\": blocks of 256 time points drawn together (the shuffle buffer)");
   v.key("read_threads", d.read_threads,
         "corpus: threads reading chunks per rank (0: 2 on a GPU rank, 1 on a CPU rank)");
+  v.key("exclude_studies", d.exclude_studies,
+        "corpus: studies (the runs' study names) left out of pre-training and its held-out loss, e.g. for a "
+        "leave-one-study-out evaluation (bfm eval --heldout-study)");
   v.key("n_networks", d.n_networks, "");
   v.key("n_categories", d.n_categories, "");
   v.key("noise", d.noise, "observation noise relative to the network signals");

@@ -24,6 +24,7 @@ struct DataConfig {
   std::string shuffle = "window";    // corpus: "window" (every window shuffled over the corpus) | "block"
   int64_t shuffle_blocks = 64;       // shuffle = "block": blocks of 256 time points per group (the shuffle buffer)
   int read_threads = 0;              // corpus: reading threads per rank; 0: 2 on GPU ranks, 1 on CPU ranks
+  std::vector<std::string> exclude_studies;  // corpus: studies (/runs/study) left out of training and validation
   int n_networks = 6;
   int n_categories = 16;
   double noise = 0.3;
