@@ -48,6 +48,7 @@ struct EvalCli {
   int64_t labelled_seed = -1;  // -1: --seed
   int pca_components = 0;
   int probe_components = 0;
+  std::string heldout_study;
 };
 
 // --labelled-subjects: K values (integers >= 0, or "all" for -1), ascending, "all" last, each once.
@@ -138,6 +139,10 @@ Command add_eval_command(CLI::App& app) {
                   "0 chooses automatically (docs/EVALUATION.md)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--heldout-study", opt->heldout_study,
+                  "Leave one study out: the subjects of this study (the runs' study name, any split) are the new "
+                  "subjects, and the population methods learn from the other studies' training subjects only; "
+                  "pre-train with data.exclude_studies = [\"NAME\"] so that the study is new to the model too");
   cmd->add_flag("--no-predictions", opt->no_predictions, "Do not write OUT/predictions/*.csv");
   cmd->add_option("--device", opt->device,
                   "Encoder features and fine-tuning: auto (a GPU where there is one) | cpu | cuda (one GPU per rank)")
@@ -218,6 +223,14 @@ Command add_eval_command(CLI::App& app) {
     d.window = pretrained->config().window;
     d.max_held_out = opt->held_out;
     d.max_population = opt->population;
+    d.heldout_study = opt->heldout_study;
+    const std::vector<std::string>& seen = pretrained->config().train_datasets;
+    if (lead && !opt->heldout_study.empty() &&
+        std::find(seen.begin(), seen.end(), opt->heldout_study) != seen.end())
+      runtime::log_line("warning: --heldout-study " + opt->heldout_study + ": " + opt->checkpoint +
+                        " was pre-trained on that study (its config.json train_datasets names it), so its subjects "
+                        "are not new to the model; pre-train with data.exclude_studies = [\"" + opt->heldout_study +
+                        "\"] for a leave-one-study-out evaluation");
     // The corpus must be in the checkpoint's atlas and parcel order (refused otherwise); other steps are warned about.
     for (const std::string& warning : check_provenance(pretrained->config().data_provenance, opt->checkpoint,
                                                        corpus_provenance(opt->corpus), opt->corpus))
@@ -239,6 +252,7 @@ Command add_eval_command(CLI::App& app) {
     const eval::ModelSet set = eval::gather_models(*pretrained, data, options, sources, *comm);
     const eval::EvalModels& models = set.models;
     nlohmann::json provenance = set.provenance;
+    if (!opt->heldout_study.empty()) provenance["heldout_study"] = opt->heldout_study;
     const eval::EvalReport report = eval::evaluate(data, models, options, *comm);
     if (lead) {
       const std::vector<double> headline = headline_fractions(options.fractions);

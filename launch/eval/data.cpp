@@ -35,22 +35,41 @@ std::vector<std::string> first_sorted(std::vector<std::string> ids, int64_t n) {
 EvalData load_eval_data(const std::string& corpus_dir, const EvalDataOptions& options) {
   require(options.window > 0, "eval: the window length must be positive");
   const io::CorpusManifest manifest = io::read_corpus_manifest(corpus_dir);
-  std::vector<std::string> held = manifest.test;
+  io::Corpus corpus(corpus_dir, manifest.shard_files);
+  std::vector<std::string> held = manifest.test, candidates = manifest.train;
   if (options.held_out_include_validation) held.insert(held.end(), manifest.validation.begin(), manifest.validation.end());
+  if (!options.heldout_study.empty()) {
+    // Leave one study out: its subjects (any split) are new; the training split's others are the population.
+    std::set<std::string> in_study, studies;
+    for (int64_t s = 0; s < corpus.n_shards(); ++s)
+      for (const io::Run& run : corpus.shard(s).runs()) {
+        studies.insert(run.study);
+        if (run.study == options.heldout_study) in_study.insert(run.subject);
+      }
+    std::string names;
+    for (const std::string& s : studies) names += (names.empty() ? "" : ", ") + (s.empty() ? "\"\"" : s);
+    require(!in_study.empty(), corpus_dir, ": --heldout-study ", options.heldout_study,
+            ": no run of the corpus belongs to that study (its studies: ", names, ")");
+    held.assign(in_study.begin(), in_study.end());
+    std::erase_if(candidates, [&](const std::string& id) { return in_study.count(id) > 0; });
+  }
   held = options.load_held_out ? first_sorted(held, options.max_held_out) : std::vector<std::string>{};
   require(!held.empty() || !options.load_held_out, manifest.path,
           ": the corpus split has no held-out (validation or test) subject to evaluate on");
-  const std::vector<std::string> population = first_sorted(manifest.train, options.max_population);
+  const std::vector<std::string> population = first_sorted(candidates, options.max_population);
 
   std::map<std::string, std::pair<std::string, bool>> wanted;  // id -> (split, held out)
   for (const auto& id : population) wanted[id] = {"train", false};
-  for (const auto& id : manifest.test) wanted.erase(id);
+  if (options.heldout_study.empty())
+    for (const auto& id : manifest.test) wanted.erase(id);
   for (const auto& id : held) {
-    const bool is_test = std::find(manifest.test.begin(), manifest.test.end(), id) != manifest.test.end();
-    wanted[id] = {is_test ? "test" : "validation", true};
+    const auto in = [&](const std::vector<std::string>& split) {
+      return std::find(split.begin(), split.end(), id) != split.end();
+    };
+    // A left-out study's subjects keep their split's name, "train" included (new to a model pre-trained without it).
+    wanted[id] = {in(manifest.test) ? "test" : in(manifest.validation) ? "validation" : "train", true};
   }
 
-  io::Corpus corpus(corpus_dir, manifest.shard_files);
   EvalData data;
   data.corpus = corpus_dir;
   data.window = options.window;

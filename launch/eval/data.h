@@ -72,6 +72,9 @@ struct EvalDataOptions {
   int64_t max_population = 0;         // at most this many pre-training subjects for population models (0: all)
   bool held_out_include_validation = true;  // validation and test subjects are both held out from pre-training
   bool load_held_out = true;          // false: the pre-training subjects only (fine-tuning never touches the others)
+  // Leave one study out: the subjects with a run of this study (any split) are the held-out ones, and the population
+  // is the training split's subjects without one; "" = the corpus' own split.
+  std::string heldout_study;
 };
 
 #ifdef BFM_WITH_HDF5

@@ -100,7 +100,7 @@ void score_embedding(const EvalScope& scope, const StimTask& task, const std::st
     out.add("embedding", method, q, sid, f, "r", mean_spread(rs).mean);
     out.add("embedding", method, q, sid, f, "r2", mean_spread(r2s).mean);
   }
-  if (scope.wants("retrieval")) add_retrieval_rows(scope.data, method, q, sid, f, pred, split.test, out);
+  if (scope.wants("retrieval")) add_retrieval_rows(scope, method, q, sid, f, pred, split.test, out);
   if (!scope.options.predictions_dir.empty())
     for (int64_t i = 0; i < n; ++i) {
       std::string line = prediction_key(method, q, sid, f) + "," +

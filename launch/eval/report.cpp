@@ -162,7 +162,11 @@ std::string write_report(const std::string& dir, const EvalReport& report, const
   std::ostringstream md;
   md << "# bfm eval\n\n";
   md << "Corpus `" << provenance.value("corpus", "") << "`, checkpoint `" << provenance.value("checkpoint", "")
-     << "`: " << report.held_out_subjects << " held-out subjects evaluated, " << report.population_subjects
+     << "`: " << report.held_out_subjects << " held-out subjects evaluated"
+     << (provenance.contains("heldout_study")
+             ? " (leave one study out: every subject of study " + provenance["heldout_study"].get<std::string>() + ")"
+             : std::string())
+     << ", " << report.population_subjects
      << " pre-training subjects for the population methods, " << report.trials << " stimulus trials. " << options.folds
      << "-fold cross-validation by " << options.cv_unit
      << " within each held-out subject (training windows overlapping a test window "

@@ -27,24 +27,32 @@ Candidates candidates_of(const EvalData& data, const std::vector<int64_t>& trial
   return c;
 }
 
-void add_identification_rows(const std::string& method, double fraction, const std::string& subject, int fold,
+// top1, top5 and the candidates' count of one fold; top1_novel over the test trials of novel stimuli (scope.h,
+// seen_stimuli), where the fold has any: the same candidates, the stimuli that no population method learned from.
+void add_identification_rows(const EvalScope& scope, const std::string& method, double fraction,
+                             const std::string& subject, int fold, const std::vector<int64_t>& test,
                              const std::vector<int>& ranks, size_t candidates, RankResults& out) {
   out.add("retrieval", method, fraction, subject, fold, "top1", top_k(ranks, 1));
   out.add("retrieval", method, fraction, subject, fold, "top5", top_k(ranks, 5));
+  std::vector<int> novel;
+  for (size_t i = 0; i < test.size(); ++i)
+    if (!scope.seen_stimuli[size_t(scope.data.trials[size_t(test[i])].stimulus)]) novel.push_back(ranks[i]);
+  if (!novel.empty()) out.add("retrieval", method, fraction, subject, fold, "top1_novel", top_k(novel, 1));
   out.add("retrieval", method, fraction, subject, fold, kCandidates, double(candidates));
 }
 
 }  // namespace
 
-void add_retrieval_rows(const EvalData& data, const std::string& method, double fraction, const std::string& subject,
+void add_retrieval_rows(const EvalScope& scope, const std::string& method, double fraction, const std::string& subject,
                         int fold, const std::vector<double>& pred, const std::vector<int64_t>& test, RankResults& out) {
+  const EvalData& data = scope.data;
   const int64_t S = data.stim_dim;
   const Candidates c = candidates_of(data, test);  // the fold's distinct test stimuli
   std::vector<double> cand;
   for (int64_t st : c.stimuli)
     for (int64_t j = 0; j < S; ++j) cand.push_back(data.stimuli[size_t(st)][size_t(j)]);
   const auto ranks = identification_ranks(pred, cand, c.target, int(S));
-  add_identification_rows(method, fraction, subject, fold, ranks, c.stimuli.size(), out);
+  add_identification_rows(scope, method, fraction, subject, fold, test, ranks, c.stimuli.size(), out);
 }
 
 void zero_shot_retrieval(const EvalScope& scope, const model::BrainModel& pretrained, const TrialCv& cv,
@@ -99,7 +107,8 @@ void zero_shot_retrieval(const EvalScope& scope, const model::BrainModel& pretra
       ranks = identification_ranks(brain, cand, c.target, E, /*cosine=*/true);
       n_candidates = c.stimuli.size();
     }
-    add_identification_rows("clip", split.fraction, split.subject_id, split.fold, ranks, n_candidates, out);
+    add_identification_rows(scope, "clip", split.fraction, split.subject_id, split.fold, split.test, ranks, n_candidates,
+                            out);
   });
 }
 

@@ -17,8 +17,8 @@
 namespace bfm::launch::eval {
 
 // The retrieval rows of one method on one fold: pred [n_test, S] the embeddings decoded for the trials `test`, ranked
-// among the distinct stimuli of those trials.
-void add_retrieval_rows(const EvalData& data, const std::string& method, double fraction, const std::string& subject,
+// among the distinct stimuli of those trials (top1, top5, and top1_novel over the trials of novel stimuli).
+void add_retrieval_rows(const EvalScope& scope, const std::string& method, double fraction, const std::string& subject,
                         int fold, const std::vector<double>& pred, const std::vector<int64_t>& test, RankResults& out);
 
 // `clip` rows (per fold, among the fold's distinct test stimuli as add_retrieval_rows; the same at every fraction)

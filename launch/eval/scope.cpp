@@ -41,6 +41,9 @@ EvalScope::EvalScope(const EvalData& data_, const EvalOptions& options_, runtime
   for (size_t i = 0; i < held_all.size(); ++i)
     if (int(i % size_t(options.parts)) == options.part) held.push_back(held_all[i]);
   labelled = labelled_sets(data, options);
+  seen_stimuli.assign(data.stimuli.size(), 0);
+  for (const EvalTrial& t : data.trials)
+    if (!data.subjects[size_t(t.subject)].held_out) seen_stimuli[size_t(t.stimulus)] = 1;
 }
 
 bool EvalScope::wants(const std::string& task) const {

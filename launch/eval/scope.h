@@ -36,6 +36,9 @@ struct EvalScope {
   std::vector<int> held_all;    // every held-out subject (the subject tasks test on them all)
   std::vector<int> population;  // the pre-training subjects
   std::vector<LabelledSet> labelled;  // whose labels the population methods use, per K (labelled_sets)
+  // Per stimulus (data.stimuli): 1 where a trial of a pre-training subject showed it. A held-out subject's trial of a
+  // stimulus with 0 is of a novel stimulus, one that no population method or pre-training subject in memory saw.
+  std::vector<char> seen_stimuli;
 
   bool wants(const std::string& task) const;
   // This rank's share of `held`: every comm.size()-th from comm.rank().

@@ -12,7 +12,7 @@ const std::vector<TaskInfo>& tasks() {
   static const std::vector<TaskInfo> all = {
       {"category", TaskKind::decoding, true, {"balanced_accuracy", "accuracy", "auc"}, "category", true},
       {"embedding", TaskKind::decoding, false, {"r", "r2"}, "embedding", true},
-      {"retrieval", TaskKind::decoding, false, {"top1", "top5"}, "embedding", false},
+      {"retrieval", TaskKind::decoding, false, {"top1", "top5", "top1_novel"}, "embedding", false},
       {"encoding", TaskKind::encoding, false, {"r", "r2"}, "encoding", false},
       {"diagnosis", TaskKind::subject, true, {"auc", "balanced_accuracy", "accuracy"}, "diagnosis", false},
       {"sex", TaskKind::subject, true, {"auc", "balanced_accuracy", "accuracy"}, "sex", false},
@@ -113,8 +113,8 @@ double chance_level(const std::string& task, const std::string& metric, int n_ca
   if (metric == "accuracy" || metric == "balanced_accuracy")
     return 1.0 / (task_info(task).kind == TaskKind::decoding ? std::max(1, n_categories) : 2);
   if (metric == "auc") return 0.5;
-  if (metric == "top1" || metric == "top5") {
-    const double k = metric == "top1" ? 1.0 : 5.0;
+  if (metric == "top1" || metric == "top5" || metric == "top1_novel") {
+    const double k = metric == "top5" ? 5.0 : 1.0;
     double m = 0, n = 0;
     for (double c : candidates) {
       m += std::min(1.0, k / c);

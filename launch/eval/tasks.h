@@ -68,7 +68,8 @@ bool method_before(const std::string& a, const std::string& b);
 
 // The chance level of a metric of a task: 1 / classes for (balanced) accuracy, 0.5 for AUC, 0 for r and R²; for
 // top-k identification the mean over rows of k / candidates (candidates: the kCandidates values of the same task,
-// method and fraction, in row order), NaN without any.
+// method and fraction, in row order), NaN without any; top1_novel the same as top1 (over every fold's candidates,
+// also those without a novel stimulus: close, not exact).
 double chance_level(const std::string& task, const std::string& metric, int n_categories,
                     const std::vector<double>& candidates);
 
