@@ -346,15 +346,17 @@ def transform_matches_numpy(env):
         assert got.dtype == torch.float32, label
         expect_close(label, got, want)
         assert sample["bold"].shape == (n, P), "the transform changed its input"
-    # Resampling alone against numpy.interp, on a ramp-plus-sine signal whose interpolation error is visible.
-    from brainmarks.models import bfm as plugin
+    # Resampling alone (the bfm package's, which the transform calls) against numpy.interp, on a ramp-plus-sine
+    # signal whose interpolation error is visible.
+    sys.path.insert(0, os.path.join(REPO, "python"))  # the package the plugin imports (installed or this checkout)
+    from bfm import preprocess
     x = np.sin(np.arange(30)[:, None] * np.array([0.3, 1.1, 2.0])) + np.arange(30)[:, None] * 0.1
     for tr, target in [(1.0, 0.8), (0.72, 0.8), (2.0, 0.7), (0.8, 2.4)]:
-        got = plugin.resample_linear(torch.tensor(x), tr, target).numpy()
+        got = preprocess(x, {"detrend": False, "scaling": "none", "target_tr": target}, tr=tr)
         t_in = np.arange(30) * tr
         t_out = np.arange(0.0, t_in[-1] + 1e-9 * target, target)
         want = np.stack([np.interp(t_out, t_in, x[:, p]) for p in range(3)], axis=1)
-        expect_close(f"resample_linear TR {tr} -> {target}", got, want)
+        expect_close(f"resampling TR {tr} -> {target}", got, want)
 
 
 @case

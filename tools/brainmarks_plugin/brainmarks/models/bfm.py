@@ -24,14 +24,15 @@ Keywords of `create_model("bfm", ...)`:
   max_windows   windows per forward pass inside the wrapper (bounds memory; default 64).
 
 Transform (one sample {bold [n_frames, dim] z-scored per parcel, mean, std, tr} -> the same dict with bold
-[n_windows, window, n_parcels] float32), the per-run preprocessing of `bfm convert` (io/run_preprocess.cpp) in the
-same order, so that the model sees what it was trained on:
+[n_windows, window, n_parcels] float32), the per-run preprocessing of `bfm convert` (io/run_preprocess.cpp) as the
+`bfm` package implements it (bfm.preprocess, with the checkpoint's data_provenance but this transform's detrend and
+TR, and no confounds or scrubbing), so that the model sees what it was trained on:
   1. linear detrend per parcel (skipped with detrend=False);
   2. linear interpolation from the sample's TR onto the grid k * tr_seconds, k = 0 .. floor((n-1) tr / tr_seconds),
      never extrapolating past the last frame (numpy.interp on the same grid gives the same numbers); skipped when
      tr_seconds is 0 or equal to the sample's TR;
-  3. z-score per parcel (population std; a constant parcel becomes 0), since interpolation shrinks the variance
-     and bfm's windows are z-scored per parcel per run;
+  3. scaling per parcel as the checkpoint's corpus had it (z-score by default: population std; a constant parcel
+     becomes 0), since interpolation shrinks the variance and bfm's windows are scaled per parcel per run;
   4. consecutive, non-overlapping windows of the checkpoint's `window` frames. The frames after the last whole
      window are DROPPED by default: zero-padding them would feed the model frames of "no signal" (0 is the parcel
      mean after z-scoring) that it never saw in training, and because the embedding is a mean over all tokens the
@@ -55,7 +56,6 @@ ones), in float32:
                are the finest representation the encoder has: one token per parcel and patch of time, what
                brainmarks' attention-pooling probes ("patch" representation) are for.
 """
-import math
 import os
 import re
 import sys
@@ -81,18 +81,18 @@ ATLAS_SPACES = {
 _BFM_PYTHON = Path(__file__).resolve().parents[4] / "python"
 
 
-def _bfm_torch():
-    """The project's PyTorch model (the `bfm` package's model module): installed (pip install bfm's python/), or
-    else from the checkout this plugin sits in."""
+def _bfm_module(name):
+    """A module of the project's `bfm` package (model: the PyTorch model; preprocess: bfm convert's per-run steps):
+    installed (pip install bfm's python/), or else from the checkout this plugin sits in."""
+    import importlib
     try:
-        from bfm import model
+        return importlib.import_module(f"bfm.{name}")
     except ImportError:
-        if not (_BFM_PYTHON / "bfm" / "model.py").is_file():
+        if not (_BFM_PYTHON / "bfm" / f"{name}.py").is_file():
             raise ImportError(f"bfm plugin: the bfm package is not installed and {_BFM_PYTHON} has none; "
                               "pip install bfm's python/ folder") from None
         sys.path.insert(0, str(_BFM_PYTHON))
-        from bfm import model
-    return model
+        return importlib.import_module(f"bfm.{name}")
 
 
 def _atlas_key(atlas) -> str:
@@ -110,64 +110,32 @@ def space_of_atlas(atlas):
     return None
 
 
-def resample_linear(x: Tensor, tr: float, target_tr: float) -> Tensor:
-    """x [T, P] sampled at t * tr -> [K, P] at k * target_tr, K = floor((T-1) tr / target_tr + 1e-9) + 1.
-
-    The grid and the rule of bfm convert's resample_linear (io/run_preprocess.cpp): never extrapolates.
-    """
-    T = x.shape[0]
-    K = int(math.floor((T - 1) * tr / target_tr + 1e-9)) + 1
-    pos = torch.arange(K, dtype=torch.float64) * (target_tr / tr)
-    lo = torch.clamp(torch.floor(pos).long(), max=T - 1)
-    hi = torch.clamp(lo + 1, max=T - 1)
-    w = (pos - lo.to(torch.float64)).unsqueeze(1)
-    return (1 - w) * x[lo] + w * x[hi]
-
-
-def detrend_linear(x: Tensor) -> Tensor:
-    """x [T, P] minus its least-squares line a + b t per column (scipy.signal.detrend 'linear')."""
-    T = x.shape[0]
-    if T < 2:
-        return x
-    tc = torch.arange(T, dtype=x.dtype) - 0.5 * (T - 1)
-    b = (tc[:, None] * x).sum(0) / (tc * tc).sum()
-    return x - x.mean(0) - tc[:, None] * b
-
-
-def zscore(x: Tensor) -> Tensor:
-    """Per column, population std; a column whose spread is rounding noise becomes 0 (as bfm convert does)."""
-    centre = x.mean(0)
-    scale = torch.sqrt(((x - centre) ** 2).mean(0))
-    constant = ~(scale > 1e-12 * torch.clamp(centre.abs(), min=1.0))
-    return torch.where(constant, torch.zeros_like(x), (x - centre) / torch.where(constant, torch.ones_like(scale), scale))
-
-
 class BfmTransform:
     """One brainmarks sample -> bold [n_windows, window, n_parcels] float32 (module docstring, "Transform")."""
 
     def __init__(self, n_parcels: int, window: int, tr_seconds: float, detrend: bool = True,
-                 last_window: str = "drop", name: str = "bfm"):
+                 last_window: str = "drop", name: str = "bfm", provenance: dict = None):
         if last_window not in ("drop", "pad"):
             raise ValueError(f"bfm: last_window must be 'drop' or 'pad', not {last_window!r}")
         self.n_parcels, self.window, self.tr_seconds = int(n_parcels), int(window), float(tr_seconds or 0.0)
         self.detrend, self.last_window, self.name = detrend, last_window, name
+        # The package's preprocessing with the checkpoint's provenance (its scaling, its parcel count), but this
+        # transform's detrend and TR, and no confounds or scrubbing: brainmarks hands over series without them.
+        self.provenance = dict(provenance or {}, detrend=bool(detrend), target_tr=self.tr_seconds, confounds="none",
+                               scrub_fd=0.0, tr=None)
 
     def preprocess(self, bold, tr: float) -> Tensor:
-        """bold [n_frames, n_parcels] -> detrended, resampled, z-scored [K, n_parcels] float64."""
+        """bold [n_frames, n_parcels] -> detrended, resampled, scaled [K, n_parcels] float64 (bfm.preprocess)."""
         x = torch.as_tensor(bold).detach().to("cpu", torch.float64)
         if x.ndim != 2 or x.shape[1] != self.n_parcels:
             raise ValueError(f"{self.name}: bold has shape {tuple(x.shape)}, expected [n_frames, {self.n_parcels}] "
                              f"(the checkpoint's n_parcels)")
         if x.shape[0] < 1:
             raise ValueError(f"{self.name}: bold has no frames")
-        if self.detrend:
-            x = detrend_linear(x)
         tr = float(tr)
-        if self.tr_seconds > 0 and abs(self.tr_seconds - tr) > 1e-9 * tr:
-            if not tr > 0:
-                raise ValueError(f"{self.name}: sample TR {tr} s; cannot resample to {self.tr_seconds} s")
-            x = resample_linear(x, tr, self.tr_seconds)
-        return zscore(x)
+        if self.tr_seconds > 0 and abs(self.tr_seconds - tr) > 1e-9 * tr and not tr > 0:
+            raise ValueError(f"{self.name}: sample TR {tr} s; cannot resample to {self.tr_seconds} s")
+        return torch.from_numpy(_bfm_module("preprocess").preprocess(x.numpy(), self.provenance, tr=tr))
 
     def windows(self, x: Tensor) -> Tensor:
         """[K, P] -> [W, window, P]: consecutive windows; the tail dropped (or padded), a short run padded."""
@@ -216,7 +184,7 @@ class BfmModelWrapper(nn.Module):
 
 def load_model(ckpt_path):
     """(config dict, frozen float32 BrainModel in eval mode) of a released checkpoint folder."""
-    bt = _bfm_torch()
+    bt = _bfm_module("model")
     config, state = bt.load_checkpoint(str(ckpt_path))
     model = bt.BrainModel(config, dtype=torch.float32, fused=True)
     model.load_state_dict(state, strict=True)
@@ -260,5 +228,6 @@ def bfm(ckpt_path=None, space=None, tr_seconds=None, detrend=True, last_window="
     if tr_seconds is None:
         tr_seconds = config.get("tr_seconds") or 0.0
     transform = BfmTransform(config["n_parcels"], config["window"], tr_seconds, detrend=detrend,
-                             last_window=last_window, name=f"bfm ({ckpt_path})")
+                             last_window=last_window, name=f"bfm ({ckpt_path})",
+                             provenance=config.get("data_provenance") or {})
     return transform, BfmModelWrapper(model, space, max_windows=max_windows).eval()
