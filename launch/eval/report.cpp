@@ -466,7 +466,7 @@ EvalReport merge_reports(const std::vector<std::string>& dirs, const std::string
       merged.probe_table = r.probe_table;
     } else {
       for (const char* key : {"corpus", "checkpoint", "tasks", "folds", "cv_unit", "fractions", "seed", "parts",
-                              "labelled", "labelled_seed", "pca_components", "probe_components"})
+                              "labelled", "labelled_seed", "pca_components", "probe_components", "heldout_study"})
         require(cfg.value(key, nlohmann::json()) == first.value(key, nlohmann::json()), dirs[i],
                 "/config.json: its ", key, " differs from ", dirs[0], "'s: parts of different evaluations");
     }
