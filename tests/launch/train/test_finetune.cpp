@@ -165,6 +165,33 @@ TEST(EvalFeatures, GpuMatchesCpu) {
     den += cpu[i] * cpu[i];
   }
   EXPECT_LT(std::sqrt(num / den), 1e-4) << "GPU (fp32) features differ from the CPU's";
+  // The probe's path: the token basis fitted from the GPU's tokens, and every token projected on it.
+  const auto basis_cpu = launch::eval::fit_token_basis(m, data, windows, *comm, "cpu", 5);
+  const auto basis_gpu = launch::eval::fit_token_basis(m, data, windows, *comm, "cuda", 5);
+  ASSERT_EQ(basis_gpu.components, 5);
+  for (int c = 0; c < 4; ++c) {
+    EXPECT_NEAR(basis_gpu.variance[size_t(c)], basis_cpu.variance[size_t(c)], 1e-3 * basis_cpu.variance[0]) << c;
+    // A component well apart from its neighbours is determined up to its sign (the sign is fixed by convention).
+    const auto& v = basis_cpu.variance;
+    const double gap = std::min(c > 0 ? v[size_t(c - 1)] - v[size_t(c)] : 1e300,
+                                v[size_t(c)] - v[size_t(c + 1)]);
+    if (gap < 1e-2 * v[0]) continue;
+    double dot = 0;
+    for (int a = 0; a < basis_cpu.d_model; ++a)
+      dot += basis_cpu.basis[size_t(c * basis_cpu.d_model + a)] * basis_gpu.basis[size_t(c * basis_cpu.d_model + a)];
+    EXPECT_GT(dot, 0.999) << "component " << c << " of the GPU's token basis";
+  }
+  const auto tok_cpu = launch::eval::window_features(m, data, windows, *comm, "cpu",
+                                                     launch::eval::TokenPool::per_token, &basis_cpu);
+  const auto tok_gpu = launch::eval::window_features(m, data, windows, *comm, "cuda",
+                                                     launch::eval::TokenPool::per_token, &basis_cpu);
+  ASSERT_EQ(tok_cpu.size(), tok_gpu.size());
+  num = den = 0;
+  for (size_t i = 0; i < tok_cpu.size(); ++i) {
+    num += (tok_cpu[i] - tok_gpu[i]) * (tok_cpu[i] - tok_gpu[i]);
+    den += tok_cpu[i] * tok_cpu[i];
+  }
+  EXPECT_LT(std::sqrt(num / den), 1e-4) << "GPU (fp32) token features differ from the CPU's";
 #endif
 }
 
