@@ -39,6 +39,13 @@ std::vector<std::string> basis_table(const std::vector<double>& mean, double tot
   return lines;
 }
 
+// The share of the total variance the kept components hold (config.json's explained_variance).
+double explained_fraction(const std::vector<double>& variance, double total) {
+  double kept = 0;
+  for (double v : variance) kept += v;
+  return total > 0 ? kept / total : 0.0;
+}
+
 }  // namespace
 
 EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOptions& options,
@@ -83,22 +90,18 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
     report.labelled.push_back(std::move(g));
   }
   if (pca.components > 0) {
-    double kept = 0;
-    for (double v : pca.variance) kept += v;
     report.pca = {{"components", pca.components},
                   {"patch_len", pca.patch_len},
                   {"patches", pca.patches},
                   {"subjects", scope.population.size()},
-                  {"explained_variance", pca.total_variance > 0 ? kept / pca.total_variance : 0.0}};
+                  {"explained_variance", explained_fraction(pca.variance, pca.total_variance)}};
     report.pca_table = basis_table(pca.mean, pca.total_variance, pca.variance, pca.basis, "parcel_");
   }
   if (probe_basis.components > 0) {
-    double kept = 0;
-    for (double v : probe_basis.variance) kept += v;
     report.probe_basis = {{"components", probe_basis.components},
                           {"d_model", probe_basis.d_model},
                           {"tokens", probe_basis.tokens},
-                          {"explained_variance", probe_basis.total_variance > 0 ? kept / probe_basis.total_variance : 0.0}};
+                          {"explained_variance", explained_fraction(probe_basis.variance, probe_basis.total_variance)}};
     report.probe_table = basis_table(probe_basis.mean, probe_basis.total_variance, probe_basis.variance,
                                      probe_basis.basis, "dim_");
   }

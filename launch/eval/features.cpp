@@ -67,6 +67,49 @@ std::vector<double> oracle_features(const EvalData& data, const std::vector<doub
   return out;
 }
 
+namespace {
+
+// The principal components of samples given by their moments: sum [w], the lower triangle of the sum of outer
+// products cross [w, w] (row-major, q <= p filled) and their count n. Covariance with divisor n, its eigenvectors by
+// descending eigenvalue; the top max_components, or (explained < 1) the fewest whose variance reaches that fraction
+// of the total, at least 1. Sign convention, so that the basis does not depend on the rotations' order: each row's
+// largest entry positive. What fit_pca (parcel space) and fit_token_basis (token space) share.
+struct Components {
+  std::vector<double> mean;      // [w]
+  std::vector<double> basis;     // [C, w], unit rows
+  std::vector<double> variance;  // [C]
+  double total_variance = 0;
+};
+Components principal_components(const double* sum, const double* cross, double n, int64_t w, int max_components,
+                                double explained) {
+  Components out;
+  out.mean.resize(size_t(w));
+  for (int64_t p = 0; p < w; ++p) out.mean[size_t(p)] = sum[p] / n;
+  std::vector<double> cov(size_t(w * w));
+  for (int64_t p = 0; p < w; ++p)
+    for (int64_t q = 0; q <= p; ++q)
+      cov[size_t(p * w + q)] = cov[size_t(q * w + p)] = cross[p * w + q] / n - out.mean[size_t(p)] * out.mean[size_t(q)];
+  for (int64_t p = 0; p < w; ++p) out.total_variance += cov[size_t(p * w + p)];
+  std::vector<double> values, vectors;
+  symmetric_eigen(cov, int(w), &values, &vectors);
+  int components = 0;
+  for (double kept = 0; components < max_components && (explained >= 1 || kept < explained * out.total_variance);
+       ++components)
+    kept += values[size_t(components)];
+  components = std::max(components, 1);
+  out.variance.assign(values.begin(), values.begin() + components);
+  out.basis.assign(vectors.begin(), vectors.begin() + components * w);
+  for (int c = 0; c < components; ++c) {
+    double* row = &out.basis[size_t(c * w)];
+    const double* big = std::max_element(row, row + w, [](double a, double b) { return std::abs(a) < std::abs(b); });
+    if (*big < 0)
+      for (int64_t p = 0; p < w; ++p) row[p] = -row[p];
+  }
+  return out;
+}
+
+}  // namespace
+
 PcaBasis fit_pca(const EvalData& data, const std::vector<int>& subjects, int patch_len, int max_components,
                  double explained) {
   const int64_t P = data.n_parcels, L = patch_len;
@@ -89,32 +132,10 @@ PcaBasis fit_pca(const EvalData& data, const std::vector<int>& subjects, int pat
         ++out.patches;
       }
   require(out.patches >= 2, data.corpus, ": pca: fewer than 2 patches of pre-training subjects to fit on");
-  const double n = double(out.patches);
-  out.mean.resize(size_t(P));
-  for (int64_t p = 0; p < P; ++p) out.mean[size_t(p)] = sum[size_t(p)] / n;
-  std::vector<double> cov(size_t(P * P));
-  for (int64_t p = 0; p < P; ++p)
-    for (int64_t q = 0; q <= p; ++q)
-      cov[size_t(p * P + q)] = cov[size_t(q * P + p)] =
-          cross[size_t(p * P + q)] / n - out.mean[size_t(p)] * out.mean[size_t(q)];
-  for (int64_t p = 0; p < P; ++p) out.total_variance += cov[size_t(p * P + p)];
-  std::vector<double> values, vectors;
-  symmetric_eigen(cov, int(P), &values, &vectors);
-  int components = 0;
-  for (double kept = 0; components < max_components && (explained >= 1 || kept < explained * out.total_variance);
-       ++components)
-    kept += values[size_t(components)];
-  components = std::max(components, 1);
-  out.components = components;
-  out.variance.assign(values.begin(), values.begin() + components);
-  out.basis.assign(vectors.begin(), vectors.begin() + components * P);
-  // A sign convention, so that the basis does not depend on the rotations' order: each row's largest entry positive.
-  for (int c = 0; c < components; ++c) {
-    double* row = &out.basis[size_t(c * P)];
-    const double* big = std::max_element(row, row + P, [](double a, double b) { return std::abs(a) < std::abs(b); });
-    if (*big < 0)
-      for (int64_t p = 0; p < P; ++p) row[p] = -row[p];
-  }
+  Components pc = principal_components(sum.data(), cross.data(), double(out.patches), P, max_components, explained);
+  out.components = int(pc.variance.size());
+  out.mean = std::move(pc.mean), out.basis = std::move(pc.basis), out.variance = std::move(pc.variance);
+  out.total_variance = pc.total_variance;
   return out;
 }
 
@@ -206,30 +227,10 @@ TokenBasis fit_token_basis(const model::BrainModel& model, const EvalData& data,
   out.d_model = int(D);
   out.tokens = int64_t(sums.back());
   require(out.tokens >= 2, data.corpus, ": the probe's token basis: no window of a pre-training subject to fit on");
-  const double n = sums.back();
-  out.mean.assign(sums.begin(), sums.begin() + D);
-  for (double& m : out.mean) m /= n;
-  std::vector<double> cov(size_t(D * D));
-  for (int64_t a = 0; a < D; ++a)
-    for (int64_t b = 0; b <= a; ++b)
-      cov[size_t(a * D + b)] = cov[size_t(b * D + a)] =
-          sums[size_t(D + a * D + b)] / n - out.mean[size_t(a)] * out.mean[size_t(b)];
-  for (int64_t a = 0; a < D; ++a) out.total_variance += cov[size_t(a * D + a)];
-  std::vector<double> values, vectors;
-  symmetric_eigen(cov, int(D), &values, &vectors);
-  int components = 0;
-  for (double kept = 0; components < max_components && (explained >= 1 || kept < explained * out.total_variance);
-       ++components)
-    kept += values[size_t(components)];
-  out.components = std::max(components, 1);
-  out.variance.assign(values.begin(), values.begin() + out.components);
-  out.basis.assign(vectors.begin(), vectors.begin() + out.components * D);
-  for (int c = 0; c < out.components; ++c) {  // sign convention, as fit_pca's: each row's largest entry positive
-    double* row = &out.basis[size_t(c * D)];
-    const double* big = std::max_element(row, row + D, [](double a, double b) { return std::abs(a) < std::abs(b); });
-    if (*big < 0)
-      for (int64_t a = 0; a < D; ++a) row[a] = -row[a];
-  }
+  Components pc = principal_components(sums.data(), sums.data() + D, sums.back(), D, max_components, explained);
+  out.components = int(pc.variance.size());
+  out.mean = std::move(pc.mean), out.basis = std::move(pc.basis), out.variance = std::move(pc.variance);
+  out.total_variance = pc.total_variance;
   return out;
 }
 
