@@ -150,10 +150,12 @@ TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pr
     features["pretrained"] = {mc.n_time() * mc.d_model,
                               window_features(pretrained, data, windows, scope.comm, scope.options.device)};
     // The probe's token basis, fitted on the pre-training subjects' windows (on the held-out subjects' where there
-    // are none), labels unread.
+    // are none), labels unread: at most 4,096 windows and 2^19 tokens, so that the D x D sums (D^2 / 2 per token)
+    // stay a small part of the evaluation on a large model too.
     const std::vector<int>& unlabelled = scope.population.empty() ? scope.held : scope.population;
     const int components = probe_components(mc, scope.options.probe_components);
-    *probe_basis = fit_token_basis(pretrained, data, unlabelled_windows(data, unlabelled, 4096), scope.comm,
+    const int64_t max_windows = std::clamp<int64_t>((int64_t(1) << 19) / mc.n_tokens(), 1, 4096);
+    *probe_basis = fit_token_basis(pretrained, data, unlabelled_windows(data, unlabelled, max_windows), scope.comm,
                                    scope.options.device, components, scope.options.probe_components > 0 ? 1.0 : 0.9);
     scope.log("eval: the probe's token basis, " + std::to_string(probe_basis->components) + " of " +
               std::to_string(mc.d_model) + " components, from " + std::to_string(probe_basis->tokens) + " tokens");

@@ -93,7 +93,8 @@ def check_category(rep, results):
     return checked
 
 
-def check_embedding(rep, results):
+def embedding_predictions(rep):
+    """predictions/embedding.csv: (method, fraction, subject, fold) -> [(stimulus, truth [S], prediction [S])], S."""
     groups = defaultdict(list)
     with open(os.path.join(rep, "predictions", "embedding.csv")) as f:
         reader = csv.reader(f)
@@ -102,6 +103,27 @@ def check_embedding(rep, results):
         for r in reader:
             groups[(r[0], float(r[1]), r[2], int(r[3]))].append(
                 (int(r[4]), np.array(r[5:5 + S], float), np.array(r[5 + S:5 + 2 * S], float)))
+    return groups, S
+
+
+def identification_ranks(rows):
+    """Retrieval as docs/EVALUATION.md defines it: the candidates are the fold's distinct test stimuli (their true
+    embeddings), ranked by correlation with each decoded one; per row the number of candidates ranked above its own,
+    and the candidates' stimulus ids."""
+    ids = []
+    for r in rows:
+        if r[0] not in ids:
+            ids.append(r[0])
+    cand = np.stack([next(x[1] for x in rows if x[0] == i) for i in ids])
+    ranks = []
+    for r in rows:
+        sim = np.array([np.corrcoef(r[2], c)[0, 1] for c in cand])
+        ranks.append(int((sim > sim[ids.index(r[0])]).sum()))
+    return np.array(ranks), ids
+
+
+def check_embedding(rep, results):
+    groups, S = embedding_predictions(rep)
     checked = 0
     for (method, q, subject, fold), rows in groups.items():
         truth = np.stack([r[1] for r in rows])
@@ -110,17 +132,7 @@ def check_embedding(rep, results):
         rs = [np.corrcoef(truth[:, j], pred[:, j])[0, 1] for j in range(S)]
         assert close(results[key + ("r",)], float(np.nanmean(rs)))
         assert close(results[key + ("r2",)], r2_score(truth, pred, multioutput="uniform_average"))
-        # Retrieval: candidates are the fold's distinct test stimuli (their true embeddings), ranked by correlation.
-        ids = []
-        for r in rows:
-            if r[0] not in ids:
-                ids.append(r[0])
-        cand = np.stack([next(x[1] for x in rows if x[0] == i) for i in ids])
-        ranks = []
-        for r in rows:
-            sim = np.array([np.corrcoef(r[2], c)[0, 1] for c in cand])
-            ranks.append(int((sim > sim[ids.index(r[0])]).sum()))
-        ranks = np.array(ranks)
+        ranks, ids = identification_ranks(rows)
         rkey = ("retrieval", method, q, subject, fold)
         assert close(results[rkey + ("top1",)], float((ranks < 1).mean()))
         assert close(results[rkey + ("top5",)], float((ranks < 5).mean()))
@@ -251,7 +263,7 @@ def check_pca(rep, corpus, patch_len, d_model, components=None):
 
 def check_probe_basis(rep, corpus, ckpt, window):
     """probe_basis.csv against numpy: the encoder's tokens (the PyTorch reference, float64) of every non-overlapping
-    window of every run of the pre-training subjects (evenly thinned to 4,096 windows), their mean and covariance
+    window of every run of the pre-training subjects (evenly thinned to 4,096 windows and 2^19 tokens), their mean and covariance
     (divisor: tokens) and its eigenvectors; the fewest components explaining 90 % of the variance, at most d_model and
     at most 4096 / tokens per window."""
     config, state = bfm_torch.load_checkpoint(ckpt)
@@ -261,8 +273,9 @@ def check_probe_basis(rep, corpus, ckpt, window):
     for _, held, x, _, _ in corpus_runs(corpus):
         if not held:
             windows += [x[t0:t0 + window] for t0 in range(0, len(x) - window + 1, window)]
-    if len(windows) > 4096:
-        windows = [windows[i * len(windows) // 4096] for i in range(4096)]
+    cap = max(1, min(4096, 2 ** 19 // (config["n_parcels"] * (config["window"] // config["patch_len"]))))
+    if len(windows) > cap:
+        windows = [windows[i * len(windows) // cap] for i in range(cap)]
     with bfm_torch.torch.no_grad():
         tokens = np.concatenate([model(bfm_torch.torch.tensor(np.stack(windows[i:i + 256])))["encoder_out"].numpy()
                                  for i in range(0, len(windows), 256)])
