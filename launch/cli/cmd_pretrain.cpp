@@ -91,9 +91,9 @@ int run(const RunConfig& rc) {
   // What the model learned from: the corpus' studies it trained on (those of data.exclude_studies left out; a study's
   // own name where its runs have one, else the corpus folder's), and how many subjects.
   released.train_datasets.clear();
+  if (rc.data.source != "corpus") released.train_datasets = {"synthetic-windows"};
   for (const std::string& study : result.data_studies)
     released.train_datasets.push_back(study.empty() ? fs::path(rc.data.corpus).filename().string() : study);
-  if (rc.data.source != "corpus") released.train_datasets = {"synthetic-windows"};
   released.train_subjects = result.data_subjects;
   // The trained weights under the released config (its provenance fields), on the host.
   const std::unique_ptr<model::BrainModel> out_model = model::make_model(released, model::Placement::cpu());

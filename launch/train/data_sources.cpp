@@ -115,12 +115,13 @@ CorpusRuns scan_corpus(const std::string& dir, const std::vector<std::string>& e
     }
   }  // no HDF5 call of ours may overlap a loader's
   out.train_subjects = int64_t(trained_on.size());
-  for (const std::string& study : excluded) {
-    std::string names;
-    for (const std::string& s : studies) names += (names.empty() ? "" : ", ") + s;
+  std::string names;
+  for (const std::string& s : studies) names += (names.empty() ? "" : ", ") + s;
+  for (const std::string& study : excluded)
     require(found.count(study), dir, ": data.exclude_studies names '", study, "', a study no run of this corpus "
             "belongs to (its studies: ", names, ")");
-  }
+  require(excluded.empty() || out.train_subjects > 0, dir, ": data.exclude_studies leaves no training subject (its "
+          "studies: ", names, ")");
   for (const auto& f : manifest.shard_files) out.shard_paths.push_back((std::filesystem::path(dir) / f).string());
   std::ostringstream os;
   os << "corpus " << dir << " (" << manifest.shard_files.size() << " shards, " << manifest.n_subjects

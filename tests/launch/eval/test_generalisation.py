@@ -14,7 +14,6 @@
     /usr/bin/python3 tests/launch/eval/test_generalisation.py --bfm build/launch/bfm --workdir DIR
 """
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -26,7 +25,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from test_eval import MODEL, corpus_runs, one_error_line, read_results, run, trial_onsets  # noqa: E402
+from test_eval import (MODEL, corpus_runs, embedding_predictions, identification_ranks, one_error_line,  # noqa: E402
+                       read_results, run, trial_onsets)
 
 CONFIG = os.path.join(HERE, "..", "..", "..", "configs", "quickstart.toml")
 WINDOW = 12
@@ -76,27 +76,11 @@ def check_novel(rep, results, corpus, population):
         if sid in population:
             for t in trial_onsets(lab, emb, WINDOW):
                 seen.add(tuple(np.float32(emb[t])))
-    groups = defaultdict(list)
-    with open(os.path.join(rep, "predictions", "embedding.csv")) as f:
-        reader = csv.reader(f)
-        header = next(reader)
-        S = len([h for h in header if h.startswith("truth_")])
-        for r in reader:
-            groups[(r[0], float(r[1]), r[2], int(r[3]))].append(
-                (int(r[4]), np.array(r[5:5 + S], float), np.array(r[5 + S:5 + 2 * S], float)))
+    groups, _ = embedding_predictions(rep)
     checked = novel_trials = 0
     for (method, q, subject, fold), rows in groups.items():
-        ids = []
-        for r in rows:
-            if r[0] not in ids:
-                ids.append(r[0])
-        cand = np.stack([next(x[1] for x in rows if x[0] == i) for i in ids])
-        ranks, novel = [], []
-        for r in rows:
-            sim = np.array([np.corrcoef(r[2], c)[0, 1] for c in cand])
-            ranks.append(int((sim > sim[ids.index(r[0])]).sum()))
-            novel.append(tuple(np.float32(r[1])) not in seen)
-        ranks, novel = np.array(ranks), np.array(novel)
+        ranks, _ = identification_ranks(rows)
+        novel = np.array([tuple(np.float32(r[1])) not in seen for r in rows])
         key = ("retrieval", method, q, subject, fold, "top1_novel")
         if novel.any():
             assert abs(results[key] - float((ranks[novel] < 1).mean())) < 1e-9, (key, results[key])
@@ -144,6 +128,10 @@ def main():
     proc = pretrain(bfm, corpus, os.path.join(work, "run-bad"), "--set", 'data.exclude_studies=["study09"]', ok=False)
     assert proc.returncode == 2, proc.returncode
     one_error_line(proc, "study09", "study01, study02")
+    proc = pretrain(bfm, corpus, os.path.join(work, "run-none"), "--set", 'data.exclude_studies=["study01", "study02"]',
+                    ok=False)
+    assert proc.returncode == 2, proc.returncode
+    one_error_line(proc, "leaves no training subject")
 
     # Leave study02 out: its subjects are the new ones, the population the other study's training subjects.
     rep = os.path.join(work, "report")
