@@ -13,7 +13,7 @@
 //   optimizer_step(lr)                        global-norm clipping, AdamW, logit_scale clamped to ln(100)
 //   checkpoint_tensors() / checkpoint_loaded  the state a training checkpoint saves and loads (host views)
 // and for downstream use: forward (losses and outputs, no gradient), encoder_out / pooled (token and pooled features),
-// backward_pooled (a task head's gradient sent back through the encoder: fine-tuning).
+// backward_tokens (a task head's gradient sent back through the encoder: fine-tuning).
 //
 // Parameters cross the interface in the CPU arena's layout (ParamLayout order, arena_size floats, host memory).
 #pragma once
@@ -103,10 +103,10 @@ class BrainModel {
   // mask) leaves the gradients as they are.
   virtual Losses forward_backward(const Batch& batch, float scale = 1.0f, const ReadyHook& on_ready = {},
                                   const std::string& source = "batch") = 0;
-  // After a forward: grads += scale * the gradient that d_pooled [B, D] (host, dLoss/dpooled of a task head outside
-  // the model) sends back through the mean pool, the encoder and the token embeddings. The objective heads'
-  // gradients are left as they are; on_ready covers every tensor.
-  virtual void backward_pooled(const float* d_pooled, float scale = 1.0f, const ReadyHook& on_ready = {}) = 0;
+  // After an encoder-only forward: grads += scale * the gradient that d_enc_out [B, N_enc, D] (host, dLoss/dencoder_out
+  // of a task head outside the model) sends back through the encoder (ln_f included) and the token embeddings. The
+  // objective heads' gradients are left as they are; on_ready covers every tensor.
+  virtual void backward_tokens(const float* d_enc_out, float scale = 1.0f, const ReadyHook& on_ready = {}) = 0;
 
   // Outputs of the last forward, host float32.
   virtual int encoder_tokens() const = 0;                     // N_enc

@@ -55,7 +55,11 @@ Command add_finetune_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--lr", o.lr, "Encoder learning rate")->capture_default_str();
   cmd->add_option("--head-lr", o.head_lr, "Task head learning rate")->capture_default_str();
-  cmd->add_option("--seed", o.seed, "Seed (batches, head initialisation, --scratch weights)")->capture_default_str();
+  cmd->add_option("--components", o.components, "The task head's values per token (0: as bfm eval's probe chooses, "
+                  "90 % of the token variance)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--seed", o.seed, "Seed (batches, --scratch weights)")->capture_default_str();
   cmd->add_option("--device", o.device, "cpu | cuda | auto (one GPU per rank: its node-local rank picks it)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));

@@ -111,15 +111,6 @@ void score_embedding(const EvalScope& scope, const StimTask& task, const std::st
     }
 }
 
-
-// The probe's components per token: as asked, else 0 (fit_token_basis then keeps the fewest explaining 90 % of the
-// token variance, as the PCA baseline does for the parcels); never so many that the window's features pass 4,096
-// columns (the population ridge solves a d x d system per penalty), and at least 1.
-int probe_components(const model::ModelConfig& mc, int asked) {
-  const int64_t cap = std::max<int64_t>(1, 4096 / mc.n_tokens());
-  return int(std::min<int64_t>({asked > 0 ? asked : mc.d_model, mc.d_model, cap}));
-}
-
 }  // namespace
 
 TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pretrained, PcaBasis* pca,
@@ -153,15 +144,14 @@ TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pr
     // are none), labels unread: at most 4,096 windows and 2^19 tokens, so that the D x D sums (D^2 / 2 per token)
     // stay a small part of the evaluation on a large model too.
     const std::vector<int>& unlabelled = scope.population.empty() ? scope.held : scope.population;
-    const int components = probe_components(mc, scope.options.probe_components);
-    const int64_t max_windows = std::clamp<int64_t>((int64_t(1) << 19) / mc.n_tokens(), 1, 4096);
-    *probe_basis = fit_token_basis(pretrained, data, unlabelled_windows(data, unlabelled, max_windows), scope.comm,
-                                   scope.options.device, components, scope.options.probe_components > 0 ? 1.0 : 0.9);
+    *probe_basis = fit_probe_basis(pretrained, data, unlabelled, scope.comm, scope.options.device,
+                                   scope.options.probe_components);
+    const TokenProjection probe_projection = token_projection(*probe_basis);
     scope.log("eval: the probe's token basis, " + std::to_string(probe_basis->components) + " of " +
               std::to_string(mc.d_model) + " components, from " + std::to_string(probe_basis->tokens) + " tokens");
     features["probe"] = {int(mc.n_tokens()) * probe_basis->components,
                          window_features(pretrained, data, windows, scope.comm, scope.options.device,
-                                         TokenPool::per_token, probe_basis)};
+                                         TokenPool::per_token, &probe_projection)};
     if (data.n_networks > 0)
       features["oracle"] = {mc.n_time() * data.n_networks, oracle_features(data, features["raw"].x, windows, mc.n_time())};
   }
@@ -195,10 +185,13 @@ void decode_stimuli(const EvalScope& scope, const EvalModels& models, const Tria
                                           std::pair{std::string("scratch"), &models.scratch}}) {
         auto it = table->find(task.name + set.suffix);
         if (it == table->end()) continue;
+        // The fine-tuned model's tokens through its own head's projection: what its task head was trained on.
         scope.log("eval: " + method + set.suffix + " features for " + task.name);
-        extra[method + set.suffix] = {it->second->config().n_time() * it->second->config().d_model,
-                                      window_features(*it->second, scope.data, trial_windows(scope.data), scope.comm,
-                                                      scope.options.device)};
+        const TokenProjection projection = token_projection(*it->second.head);
+        extra[method + set.suffix] = {int(it->second.head->width()),
+                                      window_features(*it->second.model, scope.data, trial_windows(scope.data),
+                                                      scope.comm, scope.options.device, TokenPool::per_token,
+                                                      &projection)};
         methods.push_back({method, &extra[method + set.suffix]});
       }
       std::vector<int64_t> pop_rows, pop_group;

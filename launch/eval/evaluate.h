@@ -22,8 +22,9 @@
 //   pca_pop      the same features, over the pre-training subjects' trials plus the subject's
 //   probe        linear probe (ridge) on the frozen pre-trained encoder's features, the subject's trials only
 //   probe_pop    the same features, over the pre-training subjects' trials plus the subject's
-//   finetune     features of the model fine-tuned on the task (bfm finetune), pre-training subjects plus the subject's
-//   scratch      the same architecture trained on the task from a random initialisation, likewise
+//   finetune     the tokens of the model fine-tuned on the task (bfm finetune) through its task head's projection,
+//                ridge over the pre-training subjects' trials plus the subject's
+//   scratch      the same architecture and head trained on the task from a random initialisation, likewise
 //   clip         zero-shot retrieval with the contrastive projections (contrastive checkpoints only)
 //   connectivity ridge on the parcel correlation matrix (subject tasks' baseline); probe: the mean encoder features
 //
@@ -45,6 +46,7 @@
 #include "launch/eval/data.h"
 #include "launch/eval/tasks.h"
 #include "model/brain_model.h"
+#include "model/task_head.h"
 #include "runtime/comm.h"
 
 namespace bfm::launch::eval {
@@ -76,11 +78,18 @@ struct EvalOptions {
   uint64_t labelled_seed = 0;
 };
 
+// A fine-tuned (or from-scratch) model and the task head trained with it: its features are the model's tokens
+// through the head's projection.
+struct TunedModel {
+  const model::BrainModel* model = nullptr;
+  const model::TaskHead* head = nullptr;
+};
+
 // A model whose features a method uses: the pre-trained one (probe, probe_pop, clip), or one fine-tuned per task.
 struct EvalModels {
   const model::BrainModel* pretrained = nullptr;
-  std::map<std::string, const model::BrainModel*> finetuned;  // task -> model
-  std::map<std::string, const model::BrainModel*> scratch;    // task -> model
+  std::map<std::string, TunedModel> finetuned;  // task (and the label-scarce suffix) -> model and head
+  std::map<std::string, TunedModel> scratch;
 };
 
 struct ResultRow {

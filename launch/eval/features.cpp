@@ -1,6 +1,6 @@
 // The features of windows that the methods of bfm eval learn from (launch/eval/evaluate.h): the raw parcel means
 // per time patch (ridge), the generator's latent networks recovered from them (oracle, synthetic corpora), and the
-// encoder's output per time patch (probe, finetune, scratch; on the CPU or one GPU per rank). Kept apart from the
+// encoder's tokens (probe, finetune, scratch, clip; on the CPU or one GPU per rank). Kept apart from the
 // methods so that the model and its device are met in this one file.
 #include "launch/eval/features.h"
 
@@ -234,28 +234,49 @@ TokenBasis fit_token_basis(const model::BrainModel& model, const EvalData& data,
   return out;
 }
 
+TokenBasis fit_probe_basis(const model::BrainModel& model, const EvalData& data, const std::vector<int>& subjects,
+                           runtime::Communicator& comm, const std::string& device, int asked) {
+  const model::ModelConfig& mc = model.config();
+  const int64_t cap = std::max<int64_t>(1, 4096 / mc.n_tokens());
+  const int components = int(std::min<int64_t>({asked > 0 ? asked : mc.d_model, mc.d_model, cap}));
+  const int64_t max_windows = std::clamp<int64_t>((int64_t(1) << 19) / mc.n_tokens(), 1, 4096);
+  return fit_token_basis(model, data, unlabelled_windows(data, subjects, max_windows), comm, device, components,
+                         asked > 0 ? 1.0 : 0.9);
+}
+
+TokenProjection token_projection(const TokenBasis& b) {
+  TokenProjection p{b.d_model, b.components, b.basis, std::vector<double>(size_t(b.components), 0.0)};
+  for (int k = 0; k < b.components; ++k)
+    for (int a = 0; a < b.d_model; ++a) p.bias[size_t(k)] -= b.basis[size_t(k * b.d_model + a)] * b.mean[size_t(a)];
+  return p;
+}
+
+TokenProjection token_projection(const model::TaskHead& head) {
+  const int64_t CD = int64_t(head.components()) * head.d_model();
+  return {head.d_model(), head.components(), std::vector<double>(head.proj_weight(), head.proj_weight() + CD),
+          std::vector<double>(head.proj_bias(), head.proj_bias() + head.components())};
+}
+
 std::vector<double> window_features(const model::BrainModel& source, const EvalData& data,
                                     const std::vector<WindowRef>& windows, runtime::Communicator& comm,
-                                    const std::string& device, TokenPool pool, const TokenBasis* basis) {
+                                    const std::string& device, TokenPool pool, const TokenProjection* projection) {
   const model::ModelConfig& c = source.config();
   const int64_t P = c.n_parcels, D = c.d_model, nt = c.n_time();
-  require(pool != TokenPool::per_token || (basis && basis->d_model == D), "window_features: per_token needs a basis "
-          "of the model's width");
-  const int64_t C = basis ? basis->components : 0;
+  require(pool != TokenPool::per_token || (projection && projection->d_model == D), "window_features: per_token "
+          "needs a projection of the model's width");
+  const int64_t C = projection ? projection->components : 0;
   const int64_t width = pool == TokenPool::per_patch ? nt * D : pool == TokenPool::per_parcel ? P * D : nt * P * C;
   // Features in float32 wherever they are computed, as the encoder gives them; summed over the ranks in float32.
   std::vector<float> out(windows.size() * size_t(width), 0.0f);
-  std::vector<double> centred(static_cast<size_t>(D));
   encode_windows(source, data, windows, comm, device, [&](size_t w, const float* enc) {
     float* f = &out[w * size_t(width)];
     for (int64_t j = 0; j < nt; ++j)
       for (int64_t p = 0; p < P; ++p) {
         const float* e = enc + (j * P + p) * D;
         if (pool == TokenPool::per_token) {
-          for (int64_t a = 0; a < D; ++a) centred[size_t(a)] = e[a] - basis->mean[size_t(a)];
           for (int64_t k = 0; k < C; ++k) {
-            double v = 0;
-            for (int64_t a = 0; a < D; ++a) v += basis->basis[size_t(k * D + a)] * centred[size_t(a)];
+            double v = projection->bias[size_t(k)];
+            for (int64_t a = 0; a < D; ++a) v += projection->weight[size_t(k * D + a)] * e[a];
             f[(j * P + p) * C + k] = float(v);
           }
           continue;

@@ -1,7 +1,7 @@
 // The features of windows that the methods of bfm eval learn from (docs/EVALUATION.md, "Methods"): the raw parcel
 // means per time patch (ridge, ridge_pop), the generator's latent networks recovered from them (oracle, oracle_pop;
-// synthetic corpora), and the encoder's output per time patch (probe, probe_pop, finetune, scratch). The one place
-// where evaluation meets the model and its device.
+// synthetic corpora), and the encoder's tokens (probe, probe_pop, finetune, scratch: each token reduced to a few
+// values; clip: pooled). The one place where evaluation meets the model and its device.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +10,7 @@
 
 #include "launch/eval/data.h"
 #include "model/brain_model.h"
+#include "model/task_head.h"
 #include "runtime/comm.h"
 
 namespace bfm::launch::eval {
@@ -51,9 +52,9 @@ std::vector<double> pca_features(const PcaBasis& pca, const std::vector<double>&
 
 // How window_features pools the encoder's tokens (token j * P + p: time patch j, parcel p).
 enum class TokenPool {
-  per_patch,   // per time patch, the mean over parcels: [n_t * D] (pooled: clip, finetune, scratch)
+  per_patch,   // per time patch, the mean over parcels: [n_t * D] (pooled)
   per_parcel,  // per parcel, the mean over time patches: [P * D] (the parcels' own features: model connectivity)
-  per_token,   // every token projected on a TokenBasis: [n_t * P * C] (the probe's features)
+  per_token,   // every token through a TokenProjection: [n_t * P * C] (probe, finetune, scratch)
 };
 
 // The principal components of the encoder's token space (D numbers per token), fitted without labels on the tokens of
@@ -76,14 +77,30 @@ TokenBasis fit_token_basis(const model::BrainModel& model, const EvalData& data,
 // Non-overlapping windows of the given subjects' runs (every run, rest or task; no label read), at most max_windows,
 // spread evenly over them: what fit_token_basis is fitted on.
 std::vector<WindowRef> unlabelled_windows(const EvalData& data, const std::vector<int>& subjects, int64_t max_windows);
+// The probe's basis of a model (bfm eval's probe, and the projection a fine-tuned task head starts from): fitted on at
+// most 4,096 unlabelled windows and 2^19 tokens of `subjects` (so that the D x D sums stay small on a large model),
+// `asked` components (0: the fewest explaining 90 % of the token variance, as the PCA baseline chooses for the
+// parcels), never so many that a window's N x C values pass 4,096 (the population ridge solves a d x d system per
+// penalty), at least 1.
+TokenBasis fit_probe_basis(const model::BrainModel& model, const EvalData& data, const std::vector<int>& subjects,
+                           runtime::Communicator& comm, const std::string& device, int asked);
+
+// A linear map of each token, z = weight x + bias (weight [C, D], bias [C]): a TokenBasis's projection (bias
+// -basis mean) or a fine-tuned task head's (model/task_head.h).
+struct TokenProjection {
+  int d_model = 0, components = 0;
+  std::vector<double> weight, bias;
+};
+TokenProjection token_projection(const TokenBasis& basis);
+TokenProjection token_projection(const model::TaskHead& head);
 
 // The encoder features of windows (model run over all tokens), pooled as `pool` says, [n_windows, width] row-major.
 // Windows split over the ranks and summed back. device: auto | cpu | cuda (one GPU per rank, float32, so the
 // features match the CPU's to about 1e-5).
-// per_token needs `basis`.
+// per_token needs `projection`.
 std::vector<double> window_features(const model::BrainModel& model, const EvalData& data,
                                     const std::vector<WindowRef>& windows, runtime::Communicator& comm,
                                     const std::string& device = "cpu", TokenPool pool = TokenPool::per_patch,
-                                    const TokenBasis* basis = nullptr);
+                                    const TokenProjection* projection = nullptr);
 
 }  // namespace bfm::launch::eval

@@ -9,6 +9,7 @@
 #include "launch/train/finetune.h"
 #include "model/placement.h"
 #include "model/released_checkpoint.h"
+#include "model/task_head.h"
 #include "runtime/progress.h"
 
 namespace bfm::launch::eval {
@@ -20,7 +21,7 @@ ModelSet gather_models(const model::BrainModel& pretrained, const EvalData& data
   ModelSet set;
   set.models.pretrained = &pretrained;
   set.provenance = {{"corpus", data.corpus}, {"checkpoint", sources.checkpoint}, {"ranks", comm.size()}};
-  auto add_given = [&](const std::vector<std::string>& specs, std::map<std::string, const model::BrainModel*>& to,
+  auto add_given = [&](const std::vector<std::string>& specs, std::map<std::string, TunedModel>& to,
                        const char* what) {
     for (const auto& spec : specs) {
       const auto eq = spec.find('=');
@@ -32,7 +33,11 @@ ModelSet gather_models(const model::BrainModel& pretrained, const EvalData& data
       require(set.owned.back()->config().n_parcels == data.n_parcels &&
                   set.owned.back()->config().window == data.window,
               dir, ": a checkpoint of another input shape than ", sources.checkpoint);
-      to[task] = set.owned.back().get();
+      const model::ModelConfig& mc = set.owned.back()->config();
+      set.heads.push_back(std::make_unique<model::TaskHead>(model::load_task_head(dir, mc.d_model, mc.n_tokens())));
+      require(set.heads.back()->task() == task, dir, ": a head for task '", set.heads.back()->task(), "', given as ",
+              task);
+      to[task] = {set.owned.back().get(), set.heads.back().get()};
       set.provenance[what][task] = dir;
     }
   };
@@ -77,7 +82,8 @@ ModelSet gather_models(const model::BrainModel& pretrained, const EvalData& data
         if (lead) save_finetuned(dir, r, fo, scratch ? std::string("scratch") : sources.checkpoint);
         set.provenance[scratch ? "scratch" : "finetuned"][key] = dir;
         set.owned.push_back(std::move(r.model));
-        table[key] = set.owned.back().get();
+        set.heads.push_back(std::make_unique<model::TaskHead>(std::move(r.head)));
+        table[key] = {set.owned.back().get(), set.heads.back().get()};
       }
     }
   }

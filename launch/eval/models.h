@@ -27,8 +27,9 @@ struct ModelSources {
 };
 
 struct ModelSet {
-  EvalModels models;  // points into `owned` (and at the pre-trained model)
+  EvalModels models;  // points into `owned` and `heads` (and at the pre-trained model)
   std::vector<std::unique_ptr<model::BrainModel>> owned;
+  std::vector<std::unique_ptr<model::TaskHead>> heads;
   nlohmann::json provenance;  // corpus, checkpoint, ranks, and where each fine-tuned / scratch model came from
 };
 

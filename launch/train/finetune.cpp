@@ -11,6 +11,7 @@
 #include "model/released_checkpoint.h"
 #include "base/error.h"
 #include "base/hash.h"
+#include "launch/eval/features.h"
 #include "launch/eval/tasks.h"
 #include "launch/train/step_engine.h"
 #include "model/placement.h"
@@ -119,12 +120,21 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
   so.reduction = StepOptions::Reduction::sum;  // each rank's loss is divided by the global batch already
   StepEngine engine(m, comm, so);
 
-  const int D = config.d_model, O = tg.outputs;
+  // The head's projection starts as the initial model's probe basis (the principal components of its tokens on
+  // every pre-training subject's windows, no label read), so that fine-tuning starts where the frozen probe is; the
+  // output map starts at zero.
+  const int D = config.d_model, O = tg.outputs, N = int(config.n_tokens());
+  std::vector<int> population;
+  for (int s = 0; s < int(data.subjects.size()); ++s)
+    if (!data.subjects[size_t(s)].held_out) population.push_back(s);
+  const eval::TokenProjection basis = eval::token_projection(
+      eval::fit_probe_basis(init, data, population, comm, options.device, options.components));
   model::TaskHead& head = result.head;
-  head = model::TaskHead(options.task, tg.classes, O, D);
+  head = model::TaskHead(options.task, tg.classes, O, D, N, basis.components);
   head.target_mean = tg.mean;
   head.target_scale = tg.scale;
-  head.initialize(options.seed);
+  head.initialize(std::vector<float>(basis.weight.begin(), basis.weight.end()),
+                  std::vector<float>(basis.bias.begin(), basis.bias.end()));
   runtime::AdamWConfig head_opt = opt;
   head_opt.lr = options.head_lr;
   head_opt.grad_clip = 0;  // the encoder's clipping covers the model; the head's norm is reported with it
@@ -136,12 +146,14 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
   const int local = options.batch_size / ranks;
   std::vector<float> x(size_t(local) * T * P);
 
-  // The head's loss (and with d_pooled, its gradients) on the pooled features of trials; `norm` divides the summed
+  // The head's loss (and with d_enc_out, its gradients) on the encoder's tokens of trials; `norm` divides the summed
   // loss (the global batch size during training).
   std::vector<int32_t> labels;
   std::vector<float> values;
-  auto head_loss = [&](const std::vector<float>& pooled, const std::vector<int64_t>& trials, double norm,
-                       float* d_pooled, int64_t* correct) {
+  auto head_loss = [&](const std::vector<float>& enc_out, const std::vector<int64_t>& trials, double norm,
+                       float* d_enc_out, int64_t* correct) {
+    require(int64_t(enc_out.size()) == int64_t(trials.size()) * N * D, "finetune: the encoder gave ", enc_out.size(),
+            " values for ", trials.size(), " windows of ", N, " tokens");
     labels.clear();
     values.clear();
     for (int64_t i : trials) {
@@ -149,7 +161,7 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
       if (tg.classes) labels.push_back(t.label);
       else values.insert(values.end(), data.stimuli[size_t(t.stimulus)].begin(), data.stimuli[size_t(t.stimulus)].end());
     }
-    return head.loss(pooled.data(), int(trials.size()), labels.data(), values.data(), norm, d_pooled, correct);
+    return head.loss(enc_out.data(), int(trials.size()), labels.data(), values.data(), norm, d_enc_out, correct);
   };
   auto fill = [&](const std::vector<int64_t>& trials) {
     for (size_t r = 0; r < trials.size(); ++r) {
@@ -169,9 +181,8 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
     for (int64_t first = rank * local; first < n; first += int64_t(local) * ranks) {
       std::vector<int64_t> rows(valid.trials.begin() + first, valid.trials.begin() + std::min(n, first + local));
       m.forward(fill(rows), "fine-tuning batch");
-      const auto pooled = m.pooled();
       int64_t correct = 0;
-      sums[0] += head_loss(pooled, rows, 1.0, nullptr, &correct);
+      sums[0] += head_loss(m.encoder_out(), rows, 1.0, nullptr, &correct);
       sums[1] += double(correct);
     }
     comm.allreduce_sum_host(sums, 2);
@@ -187,7 +198,7 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
                       std::to_string(valid.trials.size()) + " validation trials (pre-training subjects only), " +
                       std::to_string(ranks) + " rank(s), validation loss " +
                       std::to_string(result.first_validation_loss));
-  std::vector<float> d_pooled(size_t(local) * D);
+  std::vector<float> d_enc_out(size_t(local) * N * D);
   Stopwatch train_clock;
   for (int64_t step = 0; step < options.steps; ++step) {
     // The global batch: drawn the same on every rank from (seed, step); this rank takes its slice.
@@ -203,8 +214,8 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
         [&](int, float scale, const model::ReadyHook& on_ready) {
           m.forward(fill(rows), "fine-tuning batch");
           model::Losses l;
-          l.total = head_loss(m.pooled(), rows, double(options.batch_size), d_pooled.data(), nullptr);
-          m.backward_pooled(d_pooled.data(), scale, on_ready);
+          l.total = head_loss(m.encoder_out(), rows, double(options.batch_size), d_enc_out.data(), nullptr);
+          m.backward_tokens(d_enc_out.data(), scale, on_ready);
           return l;
         },
         options.lr * lr_scale, options.head_lr * lr_scale);
@@ -248,6 +259,7 @@ void save_finetuned(const std::string& dir, const FinetuneResult& result, const 
       {"batch_size", options.batch_size},
       {"lr", options.lr},
       {"head_lr", options.head_lr},
+      {"components_asked", options.components},
       {"train_trials", result.train_trials},
       {"validation_trials", result.validation_trials},
       {"validation_loss", {result.first_validation_loss, result.last_validation_loss}},

@@ -1,5 +1,6 @@
 // Full fine-tuning of a brain model on a downstream task (bfm finetune, and the `finetune` / `scratch` methods of bfm
-// eval): a linear task head on the pooled encoder output (the mean over tokens, MODEL_SPEC "contrastive"), trained
+// eval): a task head on the encoder's output tokens (model/task_head.h: each token reduced to C values by a projection
+// that starts as the model's probe basis, launch/eval/features.h, then a linear map over all of them), trained
 // with every encoder weight on the labelled trials of the corpus' pre-training subjects (never a held-out subject),
 // data parallel over the ranks of a communicator (each rank its share of every global batch, gradients summed, the
 // same AdamW step everywhere), on the CPU or one GPU per rank.
@@ -8,8 +9,8 @@
 // stimulus embedding, standardised per dimension on the training trials).
 //
 // The fine-tuned model is written as a released checkpoint (model.safetensors + config.json, the encoder and the
-// pre-training heads, unchanged in layout) plus task_head.safetensors (task_head.weight [O, D], task_head.bias [O])
-// and task.json (the task, its outputs, the target standardisation, the training summary): docs/EVALUATION.md.
+// pre-training heads, unchanged in layout) plus task_head.safetensors and task.json (the head's tensors, the task,
+// its outputs, the target standardisation, the training summary): docs/EVALUATION.md.
 #pragma once
 
 #include <cstdint>
@@ -33,6 +34,9 @@ struct FinetuneOptions {
   double weight_decay = 0.05;
   int64_t warmup_steps = 20;
   double validation_fraction = 0.15;  // of the pre-training subjects, held back to report a validation loss
+  // The head's values per token: 0 chooses as bfm eval's probe does (the fewest components explaining 90 % of the
+  // token variance, at most 4,096 / N); N > 0 keeps N (at most d_model).
+  int components = 0;
   // Non-empty: the ids of the only pre-training subjects whose labels it may use (bfm eval --labelled-subjects), all
   // of them trained on (no hold-back: the validation loss is then a training loss).
   std::vector<std::string> labelled_subjects;

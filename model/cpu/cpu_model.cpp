@@ -294,10 +294,10 @@ void CpuBrainModel::backward(float scale, const ReadyHook& on_ready) {
   backward_encoder(d_enc_out.data(), on_ready);
 }
 
-void CpuBrainModel::backward_pooled(const float* d_pooled, float scale, const ReadyHook& on_ready) {
+void CpuBrainModel::backward_tokens(const float* d_enc_out, float scale, const ReadyHook& on_ready) {
   const ModelConfig& c = config_;
-  require(B_ > 0, "CpuBrainModel::backward_pooled called before forward");
-  require(d_pooled != nullptr, "CpuBrainModel::backward_pooled: no gradient given");
+  require(B_ > 0, "CpuBrainModel::backward_tokens called before forward");
+  require(d_enc_out != nullptr, "CpuBrainModel::backward_tokens: no gradient given");
   // The heads take no part: their gradients are final as they are.
   if (on_ready) {
     if (c.mae) {
@@ -313,13 +313,10 @@ void CpuBrainModel::backward_pooled(const float* d_pooled, float scale, const Re
       on_ready("logit_scale");
     }
   }
-  const int64_t BD = int64_t(B_) * c.d_model;
-  std::vector<float> scaled(d_pooled, d_pooled + BD);
+  std::vector<float> scaled(d_enc_out, d_enc_out + int64_t(B_) * n_enc_ * c.d_model);
   if (scale != 1.0f)
     for (float& v : scaled) v *= scale;
-  std::vector<float> d_enc_out(int64_t(B_) * n_enc_ * c.d_model, 0.0f);
-  k::mean_pool_backward(d_enc_out.data(), scaled.data(), B_, n_enc_, c.d_model);
-  backward_encoder(d_enc_out.data(), on_ready);
+  backward_encoder(scaled.data(), on_ready);
 }
 
 void CpuBrainModel::backward_encoder(const float* d_enc_out, const ReadyHook& on_ready) {

@@ -43,7 +43,7 @@ class CpuBrainModel final : public BrainModel {
   // grads += scale * d(loss_total)/d(params) for the last forward (which must have had a loss). on_ready as in
   // forward_backward.
   void backward(float scale = 1.0f, const ReadyHook& on_ready = {});
-  void backward_pooled(const float* d_pooled, float scale = 1.0f, const ReadyHook& on_ready = {}) override;
+  void backward_tokens(const float* d_enc_out, float scale = 1.0f, const ReadyHook& on_ready = {}) override;
 
   int batch_size() const { return B_; }
   int encoder_tokens() const override { return n_enc_; }

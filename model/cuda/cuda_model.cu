@@ -158,7 +158,7 @@ struct CudaBrainModel::Impl {
   const std::function<void(const std::string&)>* ready_ = nullptr;
   virtual void* stream() const = 0;
   virtual std::vector<std::pair<int64_t, int64_t>> device_tensors() const = 0;
-  virtual void backward_pooled(const float* d_pooled_host, float scale) = 0;
+  virtual void backward_tokens(const float* d_enc_out_host, float scale) = 0;
   virtual double optimizer_step(double lr, bool* applied) = 0;
   virtual int64_t steps_taken() const = 0;
   virtual std::vector<float> encoder_out() const = 0;
@@ -608,29 +608,26 @@ class Model final : public CudaBrainModel::Impl {
     if (ready_ && *ready_) (*ready_)(prefix);
   }
 
-  // Fine-tuning: d_pooled [B, D] from the host (times scale) -> mean pool backward -> the encoder tail.
-  void backward_pooled(const float* d_pooled_host, float scale) override {
+  // Fine-tuning: d_enc_out [B, N_enc, D] from the host (times scale) -> the encoder tail.
+  void backward_tokens(const float* d_enc_out_host, float scale) override {
     const int B = B_, D = config.d_model;
-    require(B > 0, "CudaBrainModel::backward_pooled called before forward");
-    require(d_pooled_host != nullptr, "CudaBrainModel::backward_pooled: no gradient given");
-    const int64_t BD = int64_t(B) * D;
+    require(B > 0, "CudaBrainModel::backward_tokens called before forward");
+    require(d_enc_out_host != nullptr, "CudaBrainModel::backward_tokens: no gradient given");
+    const int64_t n = int64_t(B) * n_enc_ * D;
     prof_.mark(s_, "inputs and embedding");
-    // Scaled in float on the host, as the CPU back-end's backward_pooled does, then rounded to T once.
-    std::vector<float> scaled(d_pooled_host, d_pooled_host + BD);
+    // Scaled in float on the host, as the CPU back-end's backward_tokens does, then rounded to T once.
+    std::vector<float> scaled(d_enc_out_host, d_enc_out_host + n);
     if (scale != 1.0f)
       for (float& v : scaled) v *= scale;
-    d_pooled_f_.resize(BD);
-    check(cudaMemcpyAsync(d_pooled_f_.get(), scaled.data(), BD * sizeof(float), cudaMemcpyHostToDevice, s_),
-          "upload d_pooled");
-    d_pooled_.resize(BD);
-    kc::copy_to_mirror<T>(d_pooled_.get(), d_pooled_f_.get(), BD, s_);
+    d_enc_out_f_.resize(n);
+    check(cudaMemcpyAsync(d_enc_out_f_.get(), scaled.data(), n * sizeof(float), cudaMemcpyHostToDevice, s_),
+          "upload d_enc_out");
     prof_.mark(s_, "heads and losses backward");
-    d_enc_out_.resize(int64_t(B) * n_enc_ * D);
-    d_enc_out_.zero(s_);
-    kc::mean_pool_backward<T>(d_enc_out_.get(), d_pooled_.get(), B, n_enc_, D, s_);
+    d_enc_out_.resize(n);
+    kc::copy_to_mirror<T>(d_enc_out_.get(), d_enc_out_f_.get(), n, s_);
     backward_encoder();
     prof_.mark(s_, "end");
-    check(cudaStreamSynchronize(s_), "backward_pooled");  // `scaled` leaves scope; errors surface here
+    check(cudaStreamSynchronize(s_), "backward_tokens");  // `scaled` leaves scope; errors surface here
     prof_.collect();
   }
 
@@ -731,7 +728,7 @@ class Model final : public CudaBrainModel::Impl {
   int B_ = 0, n_enc_ = 0;
   bool masked_ = false;  // the encoder saw the visible tokens only (visible_)
   bool ran_decoder_ = false, ran_next_ = false, contrastive_ = false;
-  DeviceVec<float> x_, patches_, stim_f_, d_pooled_f_;
+  DeviceVec<float> x_, patches_, stim_f_, d_enc_out_f_;
   DeviceVec<uint8_t> mask_;
   DeviceVec<int32_t> visible_;
   DeviceVec<T> tokens_, enc_out_, pooled_, dec_z_, dec_in_, dec_out_, recon_, next_, stim_, brain_e_, stim_e_;
@@ -798,8 +795,8 @@ std::vector<float> CudaBrainModel::forward_pooled(const Batch& batch, const std:
   impl_->run(b, false, 1.0f, source);
   return impl_->pooled();
 }
-void CudaBrainModel::backward_pooled(const float* d_pooled_host, float scale, const ReadyHook& on_ready) {
-  impl_->backward_pooled(d_pooled_host, scale);
+void CudaBrainModel::backward_tokens(const float* d_enc_out_host, float scale, const ReadyHook& on_ready) {
+  impl_->backward_tokens(d_enc_out_host, scale);
   if (on_ready) on_ready("");
 }
 void CudaBrainModel::set_contrastive_group(int rank, int ranks, Allgather allgather) {

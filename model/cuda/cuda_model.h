@@ -45,17 +45,17 @@ class CudaBrainModel final : public BrainModel {
   void store_params(float* host_arena) const override;
 
   // Forward only: the losses the batch allows. With batch.encoder_only, only the token embeddings, the encoder
-  // (with its ln_f) and the mean pool run: no head, no loss (the Losses are empty); backward_pooled can follow.
+  // (with its ln_f) and the mean pool run: no head, no loss (the Losses are empty); backward_tokens can follow.
   Losses forward(const Batch& batch, const std::string& source = "batch") override;
   // Forward, fused losses, backward: grads += scale * d(total)/d(params). on_ready(prefix) is called once the
   // gradient kernels of every tensor under the prefix are enqueued on stream(): a device all-reduce of their bucket
   // may then start on another stream that waits for stream()'s work so far (an event).
   Losses forward_backward(const Batch& batch, float scale = 1.0f, const ReadyHook& on_ready = {},
                           const std::string& source = "batch") override;
-  // dLoss/dpooled [B, D] (float32, host) of a task head, for the last forward (a mae model with batch.mask encodes
-  // the visible tokens only, as on the CPU). on_ready is called once with "" (every tensor) after the kernels are
-  // enqueued.
-  void backward_pooled(const float* d_pooled, float scale = 1.0f, const ReadyHook& on_ready = {}) override;
+  // dLoss/dencoder_out [B, N_enc, D] (float32, host) of a task head, for the last forward (a mae model with
+  // batch.mask encodes the visible tokens only, as on the CPU). on_ready is called once with "" (every tensor) after
+  // the kernels are enqueued.
+  void backward_tokens(const float* d_enc_out, float scale = 1.0f, const ReadyHook& on_ready = {}) override;
   // The encoder-only forward's pooled embedding [B, D] (batch.encoder_only implied).
   std::vector<float> forward_pooled(const Batch& batch, const std::string& source = "batch");
 

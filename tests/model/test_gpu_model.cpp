@@ -188,7 +188,7 @@ bool is_head(const std::string& name) {
 }
 
 // Fine-tuning's path against CpuBrainModel's: the encoder-only forward (pooled embedding, encoder output, no heads and
-// no losses) and backward_pooled with a fixed random d_pooled (every encoder and embedding gradient; the heads'
+// no losses) and backward_tokens with a fixed random d_enc_out (every encoder and embedding gradient; the heads'
 // gradients stay exactly zero), then that the gradient accumulates and an AdamW step runs on it.
 void compare_pooled(const std::string& objectives, Precision precision, bool with_mask, double out_tol,
                     double grad_tol) {
@@ -203,15 +203,15 @@ void compare_pooled(const std::string& objectives, Precision precision, bool wit
   in.batch.encoder_only = true;
   const int B = in.batch.size, D = c.d_model;
   const int64_t n = cpu->arena_size();
-  bfm::Rng rng(21);
-  std::vector<float> d_pooled(size_t(B) * D);
-  for (float& v : d_pooled) v = float(rng.normal());
   const float scale = 0.5f;
 
   cpu->zero_grads();
   const auto lc = cpu->forward(in.batch);
   ASSERT_FALSE(lc.total.has_value());
-  cpu->backward_pooled(d_pooled.data(), scale);
+  bfm::Rng rng(21);
+  std::vector<float> d_enc(size_t(B) * cpu->encoder_tokens() * D);
+  for (float& v : d_enc) v = float(rng.normal());
+  cpu->backward_tokens(d_enc.data(), scale);
   const std::vector<float> g_cpu(cpu->grads(), cpu->grads() + n);
 
   // forward() with encoder_only: no head runs and no loss comes back.
@@ -246,7 +246,7 @@ void compare_pooled(const std::string& objectives, Precision precision, bool wit
   EXPECT_LT(bfm::test::norm_rel_error(gpu.encoder_out(), cpu->encoder_out()), out_tol) << "encoder output";
   EXPECT_TRUE(gpu.reconstruction().empty());
   EXPECT_TRUE(gpu.next_prediction().empty());
-  gpu.backward_pooled(d_pooled.data(), scale);
+  gpu.backward_tokens(d_enc.data(), scale);
 
   std::vector<float> g_gpu(n);
   gpu.store_grads(g_gpu.data());
@@ -265,11 +265,11 @@ void compare_pooled(const std::string& objectives, Precision precision, bool wit
   }
 
   // grads += scale * ...: a second call with twice the scale leaves three times the first gradient.
-  gpu.backward_pooled(d_pooled.data(), 2 * scale);
+  gpu.backward_tokens(d_enc.data(), 2 * scale);
   std::vector<float> g3(n), want3(n);
   gpu.store_grads(g3.data());
   for (int64_t i = 0; i < n; ++i) want3[i] = 3 * g_gpu[i];
-  EXPECT_LT(bfm::test::norm_rel_error(g3, want3), 1e-5) << "backward_pooled does not accumulate";
+  EXPECT_LT(bfm::test::norm_rel_error(g3, want3), 1e-5) << "backward_tokens does not accumulate";
 
   // One fine-tuning step: AdamW over the arena on these gradients (the global norm is theirs).
   double norm2 = 0;

@@ -121,28 +121,31 @@ TEST(ModelGradcheck, CausalContrastive) { check_gradients(tiny(false, true, true
 
 }  // namespace
 
-// Fine-tuning's path: a task loss on the pooled embedding, here sum(w * pooled) with a fixed random w (so
-// dLoss/dpooled = w), sent back with backward_pooled, against finite differences of that loss; the heads get nothing.
-void check_pooled_gradients(const ModelConfig& config, int B) {
+// Fine-tuning's path: a task loss on the encoder's output tokens, here sum(w * encoder_out) with a fixed random w
+// (so dLoss/dencoder_out = w), sent back with backward_tokens, against finite differences of that loss; the heads get
+// nothing.
+void check_token_gradients(const ModelConfig& config, int B) {
   CpuBrainModel model(config);
   randomise(model, 13);
   Inputs in = make_inputs(config, B, 7);
   in.batch.mask = nullptr;  // fine-tuning runs the encoder over all tokens
   in.batch.encoder_only = true;
   bfm::Rng rng(3);
-  std::vector<float> w(size_t(B) * config.d_model);
+  std::vector<float> w(size_t(B) * config.n_tokens() * config.d_model);
   for (auto& v : w) v = float(rng.normal());
   auto task_loss = [&] {
     EXPECT_FALSE(model.forward(in.batch).total.has_value()) << "encoder_only computes no objective loss";
     double s = 0;
-    for (size_t i = 0; i < w.size(); ++i) s += double(w[i]) * model.pooled()[i];
+    const std::vector<float>& out = model.encoder_out_ref();
+    EXPECT_EQ(out.size(), w.size());
+    for (size_t i = 0; i < w.size(); ++i) s += double(w[i]) * out[i];
     return s;
   };
   model.zero_grads();
   task_loss();
   ASSERT_TRUE(model.reconstruction().empty() && model.next_prediction().empty());
   std::vector<std::string> ready;
-  model.backward_pooled(w.data(), 1.0f, [&](const std::string& prefix) { ready.push_back(prefix); });
+  model.backward_tokens(w.data(), 1.0f, [&](const std::string& prefix) { ready.push_back(prefix); });
   const std::vector<float> grad(model.grads(), model.grads() + model.arena_size());
 
   for (const auto& p : model.layout().params()) {
@@ -175,9 +178,9 @@ void check_pooled_gradients(const ModelConfig& config, int B) {
   // scale multiplies the whole gradient.
   model.zero_grads();
   task_loss();
-  model.backward_pooled(w.data(), 0.5f);
+  model.backward_tokens(w.data(), 0.5f);
   for (int64_t i = 0; i < model.arena_size(); ++i) ASSERT_FLOAT_EQ(model.grads()[i], 0.5f * grad[i]) << i;
 }
 
-TEST(ModelGradcheck, PooledPathMaeContrastive) { check_pooled_gradients(tiny(true, false, true), 3); }
-TEST(ModelGradcheck, PooledPathCausal) { check_pooled_gradients(tiny(false, true, false), 2); }
+TEST(ModelGradcheck, TokenPathMaeContrastive) { check_token_gradients(tiny(true, false, true), 3); }
+TEST(ModelGradcheck, TokenPathCausal) { check_token_gradients(tiny(false, true, false), 2); }

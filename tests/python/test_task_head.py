@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """bfm.TaskHead.from_pretrained, run from the installed package, on heads that `bfm finetune` wrote:
 
-- category: head(model(x)) equals pooled @ W.T + b with W, b decoded here from task_head.safetensors' raw bytes
-  (struct + numpy, not the package's reader) and pooled from the package's model; on the corpus' training trials the
-  fine-tuned head's argmax beats chance, so the head is the one the C++ trained, applied to the right input;
-- embedding: the predictions are de-standardised, (pooled @ W.T + b) * target_scale + target_mean with both taken
+- category: head(model(x)) equals flatten(tokens @ Wp.T + bp) @ W.T + b with Wp, bp, W, b decoded here from
+  task_head.safetensors' raw bytes (struct + numpy, not the package's reader) and the tokens (encoder_out) from the
+  package's model; on the corpus' training trials the fine-tuned head's argmax beats chance, so the head is the one
+  the C++ trained, applied to the right input;
+- embedding: the predictions are de-standardised, (... @ W.T + b) * target_scale + target_mean with both taken
   from task.json, and they fit the trials' stimulus embeddings better than their mean does;
-- task.json of another format, and a head whose shape disagrees with task.json: errors naming the file.
+- task.json of another format, a head whose shape disagrees with task.json, and a head on the pooled output (bfm
+  before 2026-12-04): errors naming the file.
 
     BUILD/tests/python/venv/bin/python tests/python/test_task_head.py --bfm BUILD/launch/bfm --workdir DIR
 """
@@ -37,7 +39,8 @@ def run(cmd):
 
 
 def raw_head(folder):
-    """(W [O, D], b [O]) float64 from the bytes of task_head.safetensors: u64 header length, JSON header, F32 data."""
+    """(Wp [C, D], bp [C], W [O, N*C], b [O]) float64 from the bytes of task_head.safetensors: u64 header length, JSON
+    header, F32 data."""
     blob = open(os.path.join(folder, "task_head.safetensors"), "rb").read()
     (n,) = struct.unpack("<Q", blob[:8])
     header = json.loads(blob[8:8 + n])
@@ -48,7 +51,14 @@ def raw_head(folder):
         assert info["dtype"] == "F32", info
         begin, end = info["data_offsets"]
         return np.frombuffer(data[begin:end], dtype="<f4").reshape(info["shape"]).astype(np.float64)
-    return tensor("task_head.weight"), tensor("task_head.bias")
+    return (tensor("task_head.proj.weight"), tensor("task_head.proj.bias"), tensor("task_head.weight"),
+            tensor("task_head.bias"))
+
+
+def raw_outputs(folder, tokens):
+    """The head's raw outputs on encoder tokens [B, N, D] (numpy float64), from the file's bytes."""
+    pw, pb, w, b = raw_head(folder)
+    return (tokens @ pw.T + pb).reshape(tokens.shape[0], -1) @ w.T + b
 
 
 def training_trials(corpus, window):
@@ -85,15 +95,14 @@ def check_category(ft, x, labels):
     with torch.no_grad():
         out = model(torch.from_numpy(x).double())
         logits = head(out).numpy()
-        assert np.array_equal(logits, head(out["pooled"]).numpy()), "head(dict) differs from head(pooled)"
-    W, b = raw_head(ft)
-    want = out["pooled"].numpy() @ W.T + b
+        assert np.array_equal(logits, head(out["encoder_out"]).numpy()), "head(dict) differs from head(encoder_out)"
+    want = raw_outputs(ft, out["encoder_out"].numpy())
     err = float(np.abs(logits - want).max() / np.abs(want).max())
-    assert err < 1e-12, f"category logits differ from the raw file's W, b by {err:.1e}"
+    assert err < 1e-12, f"category logits differ from the raw file's Wp, bp, W, b by {err:.1e}"
     accuracy = float((logits.argmax(1) == labels).mean())
     chance = float(np.bincount(labels).max() / len(labels))
     assert accuracy > chance + 0.1, f"fine-tuned head: training accuracy {accuracy:.2f}, majority class {chance:.2f}"
-    print(f"category: logits == pooled @ W.T + b of the raw file; training accuracy {accuracy:.2f} "
+    print(f"category: logits == flatten(tokens @ Wp.T + bp) @ W.T + b of the raw file; training accuracy {accuracy:.2f} "
           f"(majority class {chance:.2f}) over {len(labels)} trials")
 
 
@@ -106,15 +115,14 @@ def check_embedding(ft, x, embs):
     head = bfm.TaskHead.from_pretrained(ft)  # float32, as a user gets it
     assert not head.classification and head.outputs == embs.shape[1]
     with torch.no_grad():
-        pooled = model(torch.from_numpy(x).double())["pooled"]
-        pred = head(pooled.float()).double().numpy()
-    W, b = raw_head(ft)
-    want = (pooled.numpy() @ W.T + b) * scale + mean
+        tokens = model(torch.from_numpy(x).double())["encoder_out"]
+        pred = head(tokens.float()).double().numpy()
+    want = raw_outputs(ft, tokens.numpy()) * scale + mean
     err = float(np.abs(pred - want).max() / np.abs(want).max())
-    assert err < 1e-5, f"embedding predictions differ from (pooled @ W.T + b) * scale + mean by {err:.1e}"
+    assert err < 1e-5, f"embedding predictions differ from (head outputs) * scale + mean by {err:.1e}"
     fit, base = float(((pred - embs) ** 2).mean()), float(((embs.mean(0) - embs) ** 2).mean())
     assert fit < base, f"predicted embeddings (mse {fit:.3f}) fit worse than their mean (mse {base:.3f})"
-    print(f"embedding: predictions == (pooled @ W.T + b) * target_scale + target_mean (float32, {err:.1e}); "
+    print(f"embedding: predictions == (head outputs) * target_scale + target_mean (float32, {err:.1e}); "
           f"mse {fit:.3f} against the mean's {base:.3f}")
 
 
@@ -123,7 +131,9 @@ def check_errors(work, ft):
     shutil.copytree(ft, bad)
     task_json = os.path.join(bad, "task.json")
     task = json.load(open(task_json))
-    cases = [(dict(task, format="bfm-checkpoint"), "format"), (dict(task, outputs=task["outputs"] + 1), "outputs")]
+    cases = [(dict(task, format="bfm-checkpoint"), "format"), (dict(task, outputs=task["outputs"] + 1), "outputs"),
+             (dict(task, components=task["components"] + 1), "components"),
+             (dict(task, input="pooled", format_version=1), "pooled")]
     for spec, needle in cases:
         json.dump(spec, open(task_json, "w"))
         try:
@@ -132,7 +142,7 @@ def check_errors(work, ft):
             assert "task.json" in str(e) and needle in str(e), str(e)
         else:
             raise AssertionError(f"TaskHead.from_pretrained accepted a task.json with {needle} changed")
-    print("task.json of another format, or disagreeing with the head's shape: errors naming the file")
+    print("task.json of another format, disagreeing with the head's shape, or of a pooled head: errors naming the file")
 
 
 def main():

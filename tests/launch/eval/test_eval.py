@@ -548,11 +548,15 @@ def main():
     model.load_state_dict(state, strict=True)
     head = bfm_torch.read_safetensors(os.path.join(ft, "task_head.safetensors"))
     head = head[0] if isinstance(head, tuple) else head
+    pw, pb = np.asarray(head["task_head.proj.weight"]), np.asarray(head["task_head.proj.bias"])
     w, b = np.asarray(head["task_head.weight"]), np.asarray(head["task_head.bias"])
-    assert w.shape == (task["outputs"], config["d_model"]) and b.shape == (task["outputs"],)
+    C, N = task["components"], task["tokens"]
+    assert task["input"] == "tokens" and N == (config["window"] // config["patch_len"]) * config["n_parcels"], task
+    assert pw.shape == (C, config["d_model"]) and pb.shape == (C,), (pw.shape, pb.shape)
+    assert w.shape == (task["outputs"], N * C) and b.shape == (task["outputs"],), (w.shape, b.shape)
     x = bfm_torch.torch.randn(2, config["window"], config["n_parcels"], dtype=bfm_torch.torch.float64)
-    out = model(x)
-    logits = out["pooled"].detach().numpy() @ w.T + b
+    tokens = model(x)["encoder_out"].detach().numpy()  # [2, N, D]
+    logits = (tokens @ pw.T + pb).reshape(2, N * C) @ w.T + b
     assert np.isfinite(logits).all() and logits.shape == (2, task["outputs"])
     scratch = os.path.join(work, "scratch-category")
     run([bfm, "finetune", "--checkpoint", ckpt, "--corpus", corpus, "--task", "category", "--out", scratch,

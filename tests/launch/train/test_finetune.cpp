@@ -112,7 +112,10 @@ TEST(Finetune, CpuLowersTheHeldBackLoss) {
   for (int64_t i = 0; i < init.arena_size(); ++i) moved += std::abs(trained[size_t(i)] - init.params()[i]);
   EXPECT_GT(moved, 1e-3);
   EXPECT_EQ(r.head.outputs(), 3);
-  EXPECT_EQ(r.head.size(), int64_t(3 * 64 + 3));
+  EXPECT_EQ(r.head.tokens(), 32);
+  const int64_t C = r.head.components();
+  EXPECT_GE(C, 1);
+  EXPECT_EQ(r.head.size(), C * 64 + C + 3 * 32 * C + 3);
 }
 
 TEST(Finetune, GpuFollowsTheCpu) {
@@ -181,10 +184,11 @@ TEST(EvalFeatures, GpuMatchesCpu) {
       dot += basis_cpu.basis[size_t(c * basis_cpu.d_model + a)] * basis_gpu.basis[size_t(c * basis_cpu.d_model + a)];
     EXPECT_GT(dot, 0.999) << "component " << c << " of the GPU's token basis";
   }
+  const launch::eval::TokenProjection projection = launch::eval::token_projection(basis_cpu);
   const auto tok_cpu = launch::eval::window_features(m, data, windows, *comm, "cpu",
-                                                     launch::eval::TokenPool::per_token, &basis_cpu);
+                                                     launch::eval::TokenPool::per_token, &projection);
   const auto tok_gpu = launch::eval::window_features(m, data, windows, *comm, "cuda",
-                                                     launch::eval::TokenPool::per_token, &basis_cpu);
+                                                     launch::eval::TokenPool::per_token, &projection);
   ASSERT_EQ(tok_cpu.size(), tok_gpu.size());
   num = den = 0;
   for (size_t i = 0; i < tok_cpu.size(); ++i) {
