@@ -1,6 +1,6 @@
 // The GPU model against the CPU model: one step in float32 (losses, every gradient tensor, parameters after AdamW),
-// one step in bf16 (looser), repeatability, fine-tuning's path (encoder-only forward, backward from the pooled
-// embedding), a training checkpoint's round trip, and 200 bf16 training steps whose held-out loss follows the CPU
+// one step in bf16 (looser), repeatability, fine-tuning's path (encoder-only forward, backward from the encoder's
+// output tokens), a training checkpoint's round trip, and 200 bf16 training steps whose held-out loss follows the CPU
 // run's. Every test skips itself where there is no GPU.
 #include <gtest/gtest.h>
 
