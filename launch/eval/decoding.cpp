@@ -9,6 +9,7 @@
 #include "launch/eval/retrieval.h"
 #include "launch/eval/stats.h"
 #include "launch/eval/tasks.h"
+#include "model/placement.h"
 
 namespace bfm::launch::eval {
 
@@ -152,6 +153,19 @@ TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pr
     features["probe"] = {int(mc.n_tokens()) * probe_basis->components,
                          window_features(pretrained, data, windows, scope.comm, scope.options.device,
                                          TokenPool::per_token, &probe_projection)};
+    // The untrained control (random, random_pop): the same probe on the same architecture with its initial weights
+    // (MODEL_SPEC's initialisation, seeded), its own token basis by the same rule. What the probe gains over it is
+    // what pre-training gave; what both gain over ridge the architecture's random features and the per-token form.
+    auto untrained = model::make_model(mc, model::Placement::cpu());
+    untrained->initialize(scope.options.seed + 1);
+    const TokenBasis random_basis = fit_probe_basis(*untrained, data, unlabelled, scope.comm, scope.options.device,
+                                                    scope.options.probe_components);
+    const TokenProjection random_projection = token_projection(random_basis);
+    scope.log("eval: the untrained control's token basis (seed " + std::to_string(scope.options.seed + 1) + "), " +
+              std::to_string(random_basis.components) + " of " + std::to_string(mc.d_model) + " components");
+    features["random"] = {int(mc.n_tokens()) * random_basis.components,
+                          window_features(*untrained, data, windows, scope.comm, scope.options.device,
+                                          TokenPool::per_token, &random_projection)};
     if (data.n_networks > 0)
       features["oracle"] = {mc.n_time() * data.n_networks, oracle_features(data, features["raw"].x, windows, mc.n_time())};
   }
@@ -163,7 +177,8 @@ void decode_stimuli(const EvalScope& scope, const EvalModels& models, const Tria
   for (const StimTask& task : decoding_targets(scope, out)) {
     // The per-subject methods: the subject's own trials only.
     std::map<std::string, const FeatureSet*> method_features = {{"ridge", &features.at("raw")},
-                                                                 {"probe", &features.at("probe")}};
+                                                                 {"probe", &features.at("probe")},
+                                                                 {"random", &features.at("random")}};
     if (features.count("pca")) method_features["pca"] = &features.at("pca");
     if (features.count("oracle")) method_features["oracle"] = &features.at("oracle");
     // The population methods, for each K of the label-scarce protocol: ridge over the labelled pre-training subjects'
@@ -174,11 +189,12 @@ void decode_stimuli(const EvalScope& scope, const EvalModels& models, const Tria
     for (const LabelledSet& set : scope.labelled) {
       if (set.k == 0) {
         out.note(task.name + ": with 0 labelled pre-training subjects the population methods are their per-subject "
-                 "forms (ridge, pca, probe, oracle); finetune and scratch do not run");
+                 "forms (ridge, pca, probe, random, oracle); finetune and scratch do not run");
         continue;
       }
       std::vector<std::pair<std::string, const FeatureSet*>> methods = {{"ridge_pop", &features.at("raw")},
-                                                                         {"probe_pop", &features.at("probe")}};
+                                                                         {"probe_pop", &features.at("probe")},
+                                                                         {"random_pop", &features.at("random")}};
       if (features.count("pca")) methods.push_back({"pca_pop", &features.at("pca")});
       if (features.count("oracle")) methods.push_back({"oracle_pop", &features.at("oracle")});
       for (const auto& [method, table] : {std::pair{std::string("finetune"), &models.finetuned},

@@ -10,8 +10,8 @@ namespace bfm::launch::eval {
 // (Re)computes report.summary from report.rows: mean and sd per task, method, metric and fraction, with chance; then
 // report.comparisons: for each decoding task, K of report.labelled and fraction, the pre-trained method with the best
 // mean main metric (probe, probe_pop, finetune of that K) against each baseline present (ridge, ridge_pop, scratch,
-// pca, pca_pop of that K): per held-out subject its mean over folds, the paired differences over the subjects both
-// have, their mean and 95 % paired t interval.
+// pca, pca_pop, random, random_pop of that K): per held-out subject its mean over folds, the paired differences over
+// the subjects both have, their mean and 95 % paired t interval.
 void summarize(EvalReport& report);
 
 }  // namespace bfm::launch::eval

@@ -48,11 +48,12 @@ std::vector<std::string> row_metrics();
 
 // Every method, in the order the report lists them (docs/EVALUATION.md, "Methods").
 const std::vector<std::string>& methods();
-// The methods that learn from pre-training subjects' labels (ridge_pop, pca_pop, probe_pop, finetune, scratch,
-// oracle_pop): the label-scarce protocol (bfm eval --labelled-subjects) restricts them to K subjects' labels.
+// The methods that learn from pre-training subjects' labels (ridge_pop, pca_pop, probe_pop, random_pop, finetune,
+// scratch, oracle_pop): the label-scarce protocol (bfm eval --labelled-subjects) restricts them to K subjects' labels.
 bool is_population_method(const std::string& method);
-// Their per-subject form (ridge_pop -> ridge, pca_pop -> pca, probe_pop -> probe, oracle_pop -> oracle), what they
-// reduce to with K = 0 labelled pre-training subjects; "" for finetune and scratch, which have none.
+// Their per-subject form (ridge_pop -> ridge, pca_pop -> pca, probe_pop -> probe, random_pop -> random, oracle_pop ->
+// oracle), what they reduce to with K = 0 labelled pre-training subjects; "" for finetune and scratch, which have
+// none.
 std::string per_subject_form(const std::string& method);
 
 // A population method that used the labels of only K pre-training subjects carries "@K" in its name

@@ -339,7 +339,8 @@ def check_comparisons(rep):
                 if not cands:
                     continue
                 best = max(cands, key=lambda m: means[(task, m, q)])
-                for b in ["ridge", "ridge_pop" + sfx, "scratch" + sfx, "pca", "pca_pop" + sfx]:
+                for b in ["ridge", "ridge_pop" + sfx, "scratch" + sfx, "pca", "pca_pop" + sfx, "random",
+                          "random_pop" + sfx]:
                     if (task, b, q) not in per:
                         continue
                     mine, theirs = per[(task, best, q)], per[(task, b, q)]
@@ -386,7 +387,7 @@ def check_labelled(bfm, work, corpus, ckpt, window):
     assert sorted(groups["all"]) == population
     results = read_results(os.path.join(rep, "results.csv"))
     methods = {k[1] for k in results}
-    for m in ["ridge_pop", "pca_pop", "probe_pop", "finetune", "scratch", "oracle_pop"]:
+    for m in ["ridge_pop", "pca_pop", "probe_pop", "random_pop", "finetune", "scratch", "oracle_pop"]:
         assert m in methods and m + "@2" in methods and m + "@0" not in methods, (m, methods)
     chosen = set(groups["2"])
     trials = sum(len(trial_onsets(lab, emb, window)) for sid, _, _, lab, emb in corpus_runs(corpus) if sid in chosen)
@@ -421,7 +422,8 @@ def check_labelled(bfm, work, corpus, ckpt, window):
     r2 = read_results(os.path.join(rep2, "results.csv"))
     moved = 0
     for key, v in results.items():
-        if key[1] in ("ridge", "pca", "probe", "ridge_pop@2", "pca_pop@2", "probe_pop@2", "oracle_pop@2"):
+        if key[1] in ("ridge", "pca", "probe", "random", "ridge_pop@2", "pca_pop@2", "probe_pop@2", "random_pop@2",
+                      "oracle_pop@2"):
             assert close(v, r2[key], 1e-9), (key, v, r2[key])
         if key[1] == "ridge_pop" and not close(v, r2[key], 1e-9):
             moved += 1
@@ -572,8 +574,14 @@ def main():
         assert os.path.exists(os.path.join(rep, f)), f
     results = read_results(os.path.join(rep, "results.csv"))
     methods = {k[1] for k in results if k[0] == "category"}
-    assert methods == {"ridge", "ridge_pop", "pca", "pca_pop", "probe", "probe_pop", "finetune", "scratch", "oracle",
-                       "oracle_pop"}, methods
+    assert methods == {"ridge", "ridge_pop", "pca", "pca_pop", "probe", "probe_pop", "random", "random_pop", "finetune",
+                       "scratch", "oracle", "oracle_pop"}, methods
+    # The untrained control is MODEL_SPEC's initialisation with seed --seed + 1 (= 1 here): the very weights `bfm init
+    # --seed 1` wrote into this checkpoint, so random and probe must agree row for row.
+    pairs = [(k, (k[0], k[1].replace("random", "probe"), *k[2:])) for k in results if k[1].startswith("random")]
+    assert pairs and all(close(results[a], results[b], 1e-9) for a, b in pairs), \
+        [(a, results[a], results[b]) for a, b in pairs if not close(results[a], results[b], 1e-9)][:5]
+    print(f"the untrained control equals the probe on the seed-1 initialised checkpoint ({len(pairs)} rows)")
     assert "| pca |" in proc.stdout and "| pca_pop |" in proc.stdout, proc.stdout
     C, explained = check_pca(rep, corpus, patch_len=6, d_model=16)
     print(f"pca basis matches numpy's SVD ({explained:.3f} of the variance in {C} components)")
