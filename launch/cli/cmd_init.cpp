@@ -21,7 +21,7 @@ Command add_init_command(CLI::App& app) {
   cmd->add_option("--seed", opt->seed, "Initialisation seed")->capture_default_str();
   cmd->add_option("--set", opt->overrides, "Override a config key, e.g. --set model.d_model=256 (repeatable)");
   return [opt] {
-    const RunConfig rc = load_run_config(opt->config, opt->overrides);
+    const RunConfig rc = load_run_config(opt->config, opt->overrides, /*model_only=*/true);
     const std::unique_ptr<model::BrainModel> model = model::make_model(rc.model, model::Placement::cpu());
     model->initialize(opt->seed);
     model::save_released_checkpoint(opt->out, *model);

@@ -293,7 +293,7 @@ std::string default_config_toml() {
   return os.str();
 }
 
-RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides) {
+RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides, bool model_only) {
   toml::table table;
   RunConfig rc;  // the defaults, which the file's keys replace
   rc.source = path.empty() ? "built-in defaults" : path;
@@ -332,7 +332,8 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   const DataConfig& d = rc.data;
   require(d.source == "synthetic" || d.source == "corpus", rc.source, ": data.source \"", d.source,
           "\" is not one of \"synthetic\", \"corpus\"");
-  require(d.source != "corpus" || !d.corpus.empty(), rc.source, ": data.source = \"corpus\" needs data.corpus (a folder)");
+  require(model_only || d.source != "corpus" || !d.corpus.empty(), rc.source,
+          ": data.source = \"corpus\" needs data.corpus (a folder)");
   require(d.stride > 0 && d.memory_budget_mb > 0, rc.source, ": data.stride and data.memory_budget_mb must be positive");
   require(d.shuffle == "window" || d.shuffle == "block", rc.source, ": data.shuffle \"", d.shuffle,
           "\" is not one of \"window\", \"block\"");

@@ -84,8 +84,9 @@ struct RunConfig {
 };
 
 // Reads `path` (may be empty: the built-in defaults) over a default-constructed RunConfig and applies `overrides`
-// ("train.steps=100"), then validates.
-RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides);
+// ("train.steps=100"), then validates. model_only (bfm init): a corpus source without data.corpus is not an error,
+// since only [model] is used (a training config may leave the corpus to pretrain's command line).
+RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides, bool model_only = false);
 
 // The built-in defaults (a default-constructed RunConfig) as a commented TOML document (`bfm config --defaults`).
 std::string default_config_toml();

@@ -82,6 +82,17 @@ def defaults_round_trip_through_a_config_file(bfm, work):
 
 
 @case
+def init_reads_only_the_model_of_a_training_config(bfm, work):
+    # The quickstart's config leaves data.corpus to pretrain's command line: init needs only [model].
+    path = os.path.join(work, "training.toml")
+    with open(path, "w") as f:
+        f.write('[model]\nd_model = 32\nn_heads = 2\n\n[data]\nsource = "corpus"\n')
+    out = os.path.join(work, "init-from-training-config")
+    run(bfm, "init", "--config", path, "--out", out)
+    assert json.load(open(os.path.join(out, "config.json")))["d_model"] == 32
+
+
+@case
 def unknown_key_is_named(bfm, work):
     path = os.path.join(work, "typo.toml")
     with open(path, "w") as f:
