@@ -16,7 +16,8 @@ data.corpus=VIEW --set train.steps=S`; with --ranks 1, no mpirun) and evaluated 
 ... --fractions ...`) on the view of the first L training subjects (--labelled, default the smallest N) for every
 N: the held-out subjects (the corpus' validation and test subjects) and the labelled subjects of the population
 methods (ridge_pop, pca_pop, probe_pop: those L) are the same at every N, so what changes from one N to the next is
-the pre-training data alone (ridge, ridge_pop, pca, pca_pop stay put; probe and probe_pop move with it). Every step
+the pre-training data alone (ridge, ridge_pop, pca, pca_pop stay put; probe and probe_pop move with it; random_pop,
+the untrained encoder at the probe's width, is the line pre-training has to clear). Every step
 is skipped when its output is there (rerun to continue; --plot-only redraws). --repeats R pre-trains each N R
 times (other train.seed values) and averages: one run's outcome varies a lot from seed to seed.
 
@@ -37,7 +38,7 @@ import sys
 from collections import defaultdict
 
 HEADLINE = {"category": "balanced_accuracy", "embedding": "r", "retrieval": "top1", "encoding": "r"}
-METHODS = ["ridge", "ridge_pop", "pca_pop", "probe", "probe_pop"]
+METHODS = ["ridge", "ridge_pop", "pca_pop", "probe", "probe_pop", "random_pop"]
 
 
 def sh(cmd, log):

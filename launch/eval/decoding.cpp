@@ -154,12 +154,15 @@ TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pr
                          window_features(pretrained, data, windows, scope.comm, scope.options.device,
                                          TokenPool::per_token, &probe_projection)};
     // The untrained control (random, random_pop): the same probe on the same architecture with its initial weights
-    // (MODEL_SPEC's initialisation, seeded), its own token basis by the same rule. What the probe gains over it is
-    // what pre-training gave; what both gain over ridge the architecture's random features and the per-token form.
+    // (MODEL_SPEC's initialisation, seeded), its own token basis of as many components as the probe's, so that both
+    // hand the heads the same number of columns. What the probe gains over it is what pre-training gave; what both
+    // gain over ridge the architecture's random features and the per-token form. (The 90 % rule would keep more
+    // components of a random encoder, whose token variance is spread: 10 against 3 on the quickstart, a population
+    // ridge 30 times the cost, and a comparison of widths as much as of weights.)
     auto untrained = model::make_model(mc, model::Placement::cpu());
     untrained->initialize(scope.options.seed + 1);
     const TokenBasis random_basis = fit_probe_basis(*untrained, data, unlabelled, scope.comm, scope.options.device,
-                                                    scope.options.probe_components);
+                                                    probe_basis->components);
     const TokenProjection random_projection = token_projection(random_basis);
     scope.log("eval: the untrained control's token basis (seed " + std::to_string(scope.options.seed + 1) + "), " +
               std::to_string(random_basis.components) + " of " + std::to_string(mc.d_model) + " components");

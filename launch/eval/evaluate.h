@@ -23,7 +23,8 @@
 //   probe        linear probe (ridge) on the frozen pre-trained encoder's features, the subject's trials only
 //   probe_pop    the same features, over the pre-training subjects' trials plus the subject's
 //   random       the untrained control: the same probe on the same architecture with its initial weights (seed
-//                options.seed + 1), so that "pre-training helps" means more than "random features help"
+//                options.seed + 1) and as many components per token, so that "pre-training helps" means more than
+//                "random features help"
 //   random_pop   the same features, over the pre-training subjects' trials plus the subject's
 //   finetune     the tokens of the model fine-tuned on the task (bfm finetune) through its task head's projection,
 //                ridge over the pre-training subjects' trials plus the subject's
