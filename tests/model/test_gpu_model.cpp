@@ -190,7 +190,7 @@ bool is_head(const std::string& name) {
 // Fine-tuning's path against CpuBrainModel's: the encoder-only forward (pooled embedding, encoder output, no heads and
 // no losses) and backward_tokens with a fixed random d_enc_out (every encoder and embedding gradient; the heads'
 // gradients stay exactly zero), then that the gradient accumulates and an AdamW step runs on it.
-void compare_pooled(const std::string& objectives, Precision precision, bool with_mask, double out_tol,
+void compare_finetune_path(const std::string& objectives, Precision precision, bool with_mask, double out_tol,
                     double grad_tol) {
   SCOPED_TRACE(objectives + (precision == Precision::fp32 ? " fp32" : " bf16") +
                (with_mask ? " (mask: visible tokens only)" : ""));
@@ -290,21 +290,21 @@ void compare_pooled(const std::string& objectives, Precision precision, bool wit
   }
 }
 
-TEST(GpuModel, Fp32PooledPathMatchesCpuMaeContrastive) {
+TEST(GpuModel, Fp32FinetunePathMatchesCpuMaeContrastive) {
   SKIP_WITHOUT_GPU();
-  compare_pooled("mae+contrastive", Precision::fp32, false, 2e-5, 2e-4);
-  compare_pooled("mae+contrastive", Precision::fp32, true, 2e-5, 2e-4);
+  compare_finetune_path("mae+contrastive", Precision::fp32, false, 2e-5, 2e-4);
+  compare_finetune_path("mae+contrastive", Precision::fp32, true, 2e-5, 2e-4);
 }
 
-TEST(GpuModel, Fp32PooledPathMatchesCpuCausal) {
+TEST(GpuModel, Fp32FinetunePathMatchesCpuCausal) {
   SKIP_WITHOUT_GPU();
-  compare_pooled("causal", Precision::fp32, false, 2e-5, 2e-4);
+  compare_finetune_path("causal", Precision::fp32, false, 2e-5, 2e-4);
 }
 
-TEST(GpuModel, Bf16PooledPathFollowsCpu) {
+TEST(GpuModel, Bf16FinetunePathFollowsCpu) {
   SKIP_WITHOUT_GPU();
-  compare_pooled("mae+contrastive", Precision::bf16, false, 1e-2, 6e-2);
-  compare_pooled("causal", Precision::bf16, false, 1e-2, 6e-2);
+  compare_finetune_path("mae+contrastive", Precision::bf16, false, 1e-2, 6e-2);
+  compare_finetune_path("causal", Precision::bf16, false, 1e-2, 6e-2);
 }
 
 // A training checkpoint's round trip on the device: model A trains a few steps, its parameters, AdamW moments and
