@@ -181,7 +181,9 @@ std::string write_report(const std::string& dir, const EvalReport& report, const
     md << "The probe's features (probe, probe_pop): every token on " << report.probe_basis.value("components", 0)
        << " of the encoder's " << report.probe_basis.value("d_model", 0) << " token dimensions' principal components ("
        << report.probe_basis.value("tokens", 0) << " unlabelled tokens of pre-training windows), "
-       << num(100 * report.probe_basis.value("explained_variance", 0.0), 1) << "% of their variance (probe_basis.csv).\n\n";
+       << num(100 * report.probe_basis.value("explained_variance", 0.0), 1) << "% of their variance (probe_basis.csv). "
+       << "The untrained control (random, random_pop): the same probe, as many components, on the same architecture "
+          "with its initial weights: what probe gains over it is what pre-training gave.\n\n";
   std::string first_table;
   for (double f : headline) {
     const std::string t = headline_table(report, f);
