@@ -133,10 +133,14 @@ TaskHead load_task_head(const std::string& dir, int d_model, int tokens) {
           "tokens: fine-tune the checkpoint again");
   TaskHead h;
   try {
-    const int file_tokens = j.at("tokens").get<int>();
+    const int file_tokens = j.at("tokens").get<int>(), outputs = j.at("outputs").get<int>(),
+              components = j.at("components").get<int>();
     require(file_tokens == tokens, json_path, ": a head on ", file_tokens, " tokens, the model has ", tokens);
-    h = TaskHead(j.at("task").get<std::string>(), j.at("loss").get<std::string>() == "cross_entropy",
-                 j.at("outputs").get<int>(), d_model, tokens, j.at("components").get<int>());
+    require(outputs >= 1 && components >= 1 && components <= d_model, json_path, ": ", outputs, " outputs and ",
+            components, " components per token; a head needs at least 1 of each and at most the model's width ",
+            d_model, " components");
+    h = TaskHead(j.at("task").get<std::string>(), j.at("loss").get<std::string>() == "cross_entropy", outputs, d_model,
+                 tokens, components);
     h.target_mean = j.value("target_mean", std::vector<float>{});
     h.target_scale = j.value("target_scale", std::vector<float>{});
   } catch (const Error&) {
@@ -156,11 +160,14 @@ TaskHead load_task_head(const std::string& dir, int d_model, int tokens) {
     for (float v : it->second.data) require(std::isfinite(v), st, ": tensor ", name, " holds a non-finite value");
     std::copy(it->second.data.begin(), it->second.data.end(), to);
   };
+  // Each tensor where the head's own accessors say it lives in the arena.
+  float* arena = h.params();
+  auto at = [&](const float* p) { return arena + (p - arena); };
   const int64_t C = h.components(), D = d_model;
-  take("task_head.proj.weight", {C, D}, h.params());
-  take("task_head.proj.bias", {C}, h.params() + C * D);
-  take("task_head.weight", {int64_t(h.outputs()), h.width()}, h.params() + C * D + C);
-  take("task_head.bias", {h.outputs()}, h.params() + C * D + C + int64_t(h.outputs()) * h.width());
+  take("task_head.proj.weight", {C, D}, at(h.proj_weight()));
+  take("task_head.proj.bias", {C}, at(h.proj_bias()));
+  take("task_head.weight", {int64_t(h.outputs()), h.width()}, at(h.weight()));
+  take("task_head.bias", {h.outputs()}, at(h.bias()));
   return h;
 }
 

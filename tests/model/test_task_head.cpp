@@ -181,6 +181,10 @@ TEST(TaskHeadFiles, MismatchedOrDamagedFilesAreNamed) {
                                    {"task_head.weight", {4, 8}, std::vector<float>(32, nan).data()},
                                    {"task_head.bias", {4}, head.bias()}});
   EXPECT_THAT(error_of(dir, 6), HasSubstr("non-finite"));
+  // More components than the model's width: named, not an error of the head's constructor.
+  std::ofstream(dir / "task.json") << R"({"format": "bfm-task-head", "format_version": 2, "task": "category",
+      "outputs": 4, "input": "tokens", "tokens": 4, "components": 9, "loss": "cross_entropy"})";
+  EXPECT_THAT(error_of(dir, 6), AllOf(HasSubstr("task.json"), HasSubstr("9 components")));
   // A head written before the token heads (format_version 1, input "pooled").
   std::ofstream(dir / "task.json") << R"({"format": "bfm-task-head", "format_version": 1, "task": "category",
       "outputs": 4, "input": "pooled", "loss": "cross_entropy"})";
