@@ -44,6 +44,17 @@ ModelSet gather_models(const model::BrainModel& pretrained, const EvalData& data
   add_given(sources.finetuned, set.models.finetuned, "finetuned");
   add_given(sources.scratch, set.models.scratch, "scratch");
   if (sources.finetune_steps <= 0) return set;
+  // The two initial models (the pre-trained one; the from-scratch one, seeded alike for every task) and their heads'
+  // starting projections, each fitted once for all the tasks and K that start from it.
+  std::unique_ptr<model::BrainModel> fresh;
+  std::map<bool, TokenProjection> start;
+  auto initial = [&](bool scratch) -> const model::BrainModel& {
+    if (scratch && !fresh) {
+      fresh = model::make_model(pretrained.config(), model::Placement::cpu());
+      fresh->initialize(sources.seed + 1);
+    }
+    return scratch ? *fresh : pretrained;
+  };
   for (const TaskInfo& info : tasks()) {
     // A task with a fine-tuned model is fine-tuned where it or a task using its decoder (retrieval: embedding's) is
     // evaluated and the corpus has its target (categories for a classifier, stimulus embeddings otherwise).
@@ -68,12 +79,9 @@ ModelSet gather_models(const model::BrainModel& pretrained, const EvalData& data
         fo.device = sources.device;
         if (labelled.k > 0)
           for (int s : labelled.subjects) fo.labelled_subjects.push_back(data.subjects[size_t(s)].id);
-        std::unique_ptr<model::BrainModel> fresh;
-        if (scratch) {
-          fresh = model::make_model(pretrained.config(), model::Placement::cpu());
-          fresh->initialize(sources.seed + 1);
-        }
-        const model::BrainModel& init = scratch ? *fresh : pretrained;
+        const model::BrainModel& init = initial(scratch);
+        if (!start.count(scratch)) start[scratch] = initial_head_projection(init, data, fo.components, fo.device, comm);
+        fo.initial_projection = &start.at(scratch);
         if (lead)
           runtime::log_line(std::string("eval: ") + (scratch ? "training from scratch" : "fine-tuning") + " for " +
                             task + (labelled.k > 0 ? " on " + std::to_string(labelled.k) + " labelled subjects" : ""));

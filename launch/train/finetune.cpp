@@ -44,6 +44,14 @@ struct Targets {
 
 }  // namespace
 
+eval::TokenProjection initial_head_projection(const model::BrainModel& init, const eval::EvalData& data,
+                                              int components, const std::string& device, runtime::Communicator& comm) {
+  std::vector<int> population;
+  for (int s = 0; s < int(data.subjects.size()); ++s)
+    if (!data.subjects[size_t(s)].held_out) population.push_back(s);
+  return eval::token_projection(eval::fit_probe_basis(init, data, population, comm, device, components));
+}
+
 FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& data, const FinetuneOptions& options,
                         runtime::Communicator& comm) {
   const model::ModelConfig& config = init.config();
@@ -124,11 +132,10 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
   // every pre-training subject's windows, no label read), so that fine-tuning starts where the frozen probe is; the
   // output map starts at zero.
   const int D = config.d_model, O = tg.outputs, N = int(config.n_tokens());
-  std::vector<int> population;
-  for (int s = 0; s < int(data.subjects.size()); ++s)
-    if (!data.subjects[size_t(s)].held_out) population.push_back(s);
-  const eval::TokenProjection basis = eval::token_projection(
-      eval::fit_probe_basis(init, data, population, comm, options.device, options.components));
+  const eval::TokenProjection basis =
+      options.initial_projection ? *options.initial_projection
+                                 : initial_head_projection(init, data, options.components, options.device, comm);
+  require(basis.d_model == D, "finetune: a starting projection of width ", basis.d_model, " for a model of width ", D);
   model::TaskHead& head = result.head;
   head = model::TaskHead(options.task, tg.classes, O, D, N, basis.components);
   head.target_mean = tg.mean;

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "launch/eval/data.h"
+#include "launch/eval/features.h"
 #include "model/brain_model.h"
 #include "model/task_head.h"
 #include "runtime/comm.h"
@@ -42,6 +43,9 @@ struct FinetuneOptions {
   std::vector<std::string> labelled_subjects;
   uint64_t seed = 0;
   std::string device = "cpu";      // cpu | cuda | auto (model/placement.h)
+  // The head's starting projection where the caller has it already (initial_head_projection of the same initial
+  // model, data and components: bfm eval fine-tunes one model for several tasks); null: fitted here.
+  const eval::TokenProjection* initial_projection = nullptr;
   bool verbose = true;             // progress lines (rank 0)
   int64_t log_every = 20;
 };
@@ -55,6 +59,12 @@ struct FinetuneResult {
   int64_t train_trials = 0, validation_trials = 0, steps = 0;
   double seconds = 0;
 };
+
+// The projection a task head on `init` starts from: its probe basis (launch/eval/features.h, fit_probe_basis) on the
+// windows of every pre-training subject of `data`, no label read, `components` as FinetuneOptions::components.
+// Collective over comm.
+eval::TokenProjection initial_head_projection(const model::BrainModel& init, const eval::EvalData& data,
+                                              int components, const std::string& device, runtime::Communicator& comm);
 
 // Fine-tunes `init` (a copy is trained; pass a freshly initialised model for training from scratch) on the
 // population (non-held-out) subjects' trials of `data`. Collective over comm.
