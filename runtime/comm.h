@@ -112,8 +112,10 @@ std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm comm, int64_t max_c
 std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicator> host);
 #endif
 
-// backend: "self", "mpi", "nccl" or "auto": nccl where built and the training runs on the GPU, else mpi where MPI is
-// built (on the world: runtime::world()), else self. A back-end this build lacks, or nccl with on_gpu false, throws.
+// backend: "self", "mpi", "nccl" or "auto": nccl where built, the training runs on the GPU and every rank has a GPU
+// of its own, else mpi where MPI is built (on the world: runtime::world()), else self. A back-end this build lacks,
+// nccl with on_gpu false, or nccl where ranks share a GPU (NCCL takes one rank per device) throws. Collective: every
+// rank of the world calls it.
 std::unique_ptr<Communicator> make_communicator(const std::string& backend, bool on_gpu);
 
 }  // namespace bfm::runtime

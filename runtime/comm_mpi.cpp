@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "runtime/comm.h"
+#include "runtime/device.h"
 #include "base/error.h"
 #include "runtime/progress.h"
 #include "runtime/world.h"
@@ -496,6 +497,18 @@ std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm comm, int64_t max_c
 }  // namespace detail
 #endif
 
+#ifdef BFM_WITH_NCCL
+// NCCL takes one rank per GPU (ncclCommInitRank refuses two ranks on one device), so where any node has more ranks
+// than GPUs the gradients go through the host. Asked of every rank (a collective), so that all choose alike: the
+// most ranks that share one GPU on any node, 0 where every rank has its own.
+static int ranks_sharing_a_gpu() {
+  const int devices = cuda_device_count();
+  double sharing = devices > 0 && world().local_size > devices ? (world().local_size + devices - 1) / devices : 0;
+  if (world().size > 1) world_host_communicator()->allreduce_max_host(&sharing, 1);
+  return static_cast<int>(sharing);
+}
+#endif
+
 std::unique_ptr<Communicator> make_communicator(const std::string& backend, bool on_gpu) {
   if (backend == "self") return make_self_communicator();
   if (backend == "mpi") {
@@ -508,6 +521,9 @@ std::unique_ptr<Communicator> make_communicator(const std::string& backend, bool
   if (backend == "nccl") {
 #ifdef BFM_WITH_NCCL
     require(on_gpu, "communicator back-end 'nccl' needs the training on the GPU");
+    const int sharing = ranks_sharing_a_gpu();
+    require(sharing == 0, "communicator back-end 'nccl' needs a GPU per rank, but ", sharing,
+            " ranks share one on a node (more ranks than GPUs); use the host back-end ('mpi', or 'auto')");
     return make_nccl_communicator(world_host_communicator());
 #else
     fail("communicator back-end 'nccl' asked for, but this build has no NCCL (needs BFM_WITH_CUDA and nccl.h)");
@@ -515,7 +531,7 @@ std::unique_ptr<Communicator> make_communicator(const std::string& backend, bool
   }
   if (backend == "auto") {
 #ifdef BFM_WITH_NCCL
-    if (on_gpu) return make_nccl_communicator(world_host_communicator());
+    if (on_gpu && ranks_sharing_a_gpu() == 0) return make_nccl_communicator(world_host_communicator());
 #endif
     (void)on_gpu;
     return world_host_communicator();
