@@ -8,12 +8,15 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cfloat>
 #include <chrono>
 #include <climits>
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -569,6 +572,66 @@ TEST(NcclCommunicator, CollectivesOnDeviceBuffers) {
   EXPECT_THROW(comm->wait(12345), bfm::Error);
   comm->barrier();
   EXPECT_STREQ(make_communicator("auto", true)->backend(), "nccl");
+}
+
+// The abort path: a device wait that does not finish within the collective timeout aborts the NCCL communicator
+// (ncclCommAbort) and throws CollectiveTimeout naming the wait and the context, so that a rank whose peer is gone
+// reports and exits instead of waiting on the device forever; the aborted communicator refuses further work. One
+// GPU cannot hold two NCCL ranks, so the stall is made on this rank: the producer stream (whose work every started
+// all-reduce waits for) is held by a host function that a second thread lets go after 2 s. ncclCommAbort frees the
+// communicator's device memory, which waits for the work already on the device (on the H200 it returned when the
+// held stream was let go, not at the timeout): an NCCL kernel that waits for a gone peer is ended by the abort
+// itself, but other work held up on the device holds the abort up too. So the wait throws after the stall ends.
+TEST(NcclCommunicator, AWaitPastTheTimeoutAbortsAndThrows) {
+  if (cuda_device_count() < 1) GTEST_SKIP() << "needs a GPU";
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+  auto comm = make_nccl_communicator(make_self_communicator());
+  comm->set_timeout(0.3);
+  comm->set_context("test step 7");
+  cudaStream_t producer = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&producer, cudaStreamNonBlocking), cudaSuccess);
+  struct Gate {
+    std::atomic<bool> open{false};
+  };
+  auto* gate = new Gate;
+  ASSERT_EQ(cudaLaunchHostFunc(
+                producer,
+                [](void* p) {
+                  auto* g = static_cast<Gate*>(p);
+                  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(8);
+                  while (!g->open.load() && std::chrono::steady_clock::now() < until)
+                    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+                },
+                gate),
+            cudaSuccess);
+  std::thread opener([gate] {
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    gate->open = true;
+  });
+  comm->set_producer_stream(producer);
+  DeviceFloats data(4096);
+  data.upload(filled(4096, small_int, 0));
+  const int64_t handle = comm->start_allreduce_sum(data.get(), 4096);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::string report;
+  try {
+    comm->wait(handle);
+  } catch (const CollectiveTimeout& e) {
+    report = e.what();
+  }
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(report.find("collective timeout"), std::string::npos) << report;
+  EXPECT_NE(report.find("test step 7"), std::string::npos) << report;
+  EXPECT_GE(waited, 0.3);
+  EXPECT_LT(waited, 6.0) << "the wait did not end when the stall did";
+  opener.join();
+  // The aborted communicator refuses further work with an error instead of waiting.
+  EXPECT_THROW(comm->allreduce_sum(data.get(), 4096), bfm::Error);
+  EXPECT_EQ(cudaStreamSynchronize(producer), cudaSuccess);
+  cudaStreamDestroy(producer);
+  delete gate;
+  comm.reset();
+  std::printf("nccl abort: wait threw after %.2f s (timeout 0.3 s): %s\n", waited, report.c_str());
 }
 #endif
 
