@@ -8,8 +8,9 @@
 # openmpi-common (mpirun, orted, help files), libopenmpi-dev and libhdf5-openmpi-dev (headers and link names, to build
 # bfm there). Each is fetched with `apt-get download` and unpacked with `dpkg-deb -x` (no root needed) into
 # .bundle/root; .bundle/env.sh points Open MPI at it (OPAL_PREFIX, so its plugins and help files are found where they
-# lie now) and the loader at its libraries. .bundle.tar.zst is what travels with a device call (carry it; the
-# 64 MiB of a call hold it: the script prints its size).
+# lie now) and the loader at its libraries. .bundle.tar.xz is what travels with a device call (carry it; the
+# 64 MiB of a call hold it: the script prints its size). xz rather than zstd: the GPU machine is not known to have
+# zstd, and Python's tarfile unpacks xz where tar cannot).
 #
 #   bench/gpu_bundle.sh                       make it (needs build/launch/bfm: scripts/build.sh)
 #   bench/gpu_bundle.sh --check               also check that ldd resolves bfm and mpirun to the bundle alone, with the
@@ -17,7 +18,7 @@
 #                                             that its mpirun runs bfm synth and pretrain on 2 ranks
 #   bench/gpu_bundle.sh --check-build         and, hidden the same way, that cmake finds MPI and parallel HDF5 in the
 #                                             bundle and a bfm built against them alone links and runs (minutes)
-# On the GPU machine: tar -xf .bundle.tar.zst (or carry .bundle itself), then `. .bundle/env.sh`.
+# On the GPU machine: tar -xf .bundle.tar.xz (bench/gpu_check.sh does it), then `. .bundle/env.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bfm=build/launch/bfm
@@ -50,7 +51,7 @@ done
 mapfile -t packages < <(printf '%s\n' "${packages[@]}" | sort -u)
 echo "gpu_bundle: ${#packages[@]} packages: ${packages[*]}"
 
-rm -rf .bundle .bundle.tar.zst
+rm -rf .bundle .bundle.tar.xz .bundle.tar.zst
 mkdir -p .bundle/debs .bundle/root
 (cd .bundle/debs && apt-get download "${packages[@]}" >/dev/null)
 for d in .bundle/debs/*.deb; do dpkg-deb -x "$d" .bundle/root; done
@@ -81,8 +82,8 @@ export LD_LIBRARY_PATH=$bundle_root/usr/lib/x86_64-linux-gnu/openmpi/lib:$bundle
 export BFM_BUNDLE_ROOT=$bundle_root
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
 EOF
-tar -C . -cf - .bundle | zstd -q -19 -T0 -o .bundle.tar.zst
-echo "gpu_bundle: .bundle $(du -sh .bundle | cut -f1), .bundle.tar.zst $(du -h .bundle.tar.zst | cut -f1)"
+tar -C . -cf - .bundle | xz -9 -T0 > .bundle.tar.xz
+echo "gpu_bundle: .bundle $(du -sh .bundle | cut -f1), .bundle.tar.xz $(du -h .bundle.tar.xz | cut -f1)"
 
 [ "${1:-}" = "--check" ] || [ "${1:-}" = "--check-build" ] || exit 0
 # ---- the closure: in a private mount namespace the system's Open MPI, PMIx and HDF5 libraries are hidden (empty
