@@ -127,6 +127,7 @@ fi
 # ---- the whole system on the GPU: the main job's corpus written by 2 ranks, pre-training on it over 2 MPI ranks
 # that share the GPU (gradients through the host: NCCL takes one rank per GPU), export, embed on the GPU against
 # embed on the CPU (h5py; every 4th window, the CPU being slow), and the evaluation with fine-tuning on the GPU.
+if has_phase system && [ $bundle = 0 ]; then row "system" "left out: no .bundle.tar.xz carried (bench/gpu_bundle.sh)"; fi
 if has_phase system && [ $bundle = 1 ] && [ -x $bfm ]; then
   sys=$out/system
   mkdir -p $sys
