@@ -30,6 +30,7 @@ commands under slurm/pretrain.sbatch and slurm/eval.sbatch (the script prints th
 import argparse
 import csv
 import json
+import math
 import os
 import random
 import shlex
@@ -163,9 +164,11 @@ def plot(out, rows, fraction):
         found = sorted({r["method"] for r in rows if r["task"] == task and r["method"].split("@")[0] in METHODS},
                        key=lambda m: (METHODS.index(m.split("@")[0]), m))
         for method in found:
-            pts = sorted((r["n_subjects"], r["mean"], r["sd"]) for r in rows
+            # A point whose mean is not finite (no subject gave a value: a tiny corpus) is left out; an sd that is not
+            # (one subject) is drawn as none.
+            pts = sorted((r["n_subjects"], r["mean"], r["sd"] if math.isfinite(r["sd"]) else 0.0) for r in rows
                          if r["task"] == task and r["method"] == method and r["metric"] == metric
-                         and abs(r["fraction"] - fraction) < 1e-9)
+                         and abs(r["fraction"] - fraction) < 1e-9 and math.isfinite(r["mean"]))
             if not pts:
                 continue
             xs, ms, sds = zip(*pts)
