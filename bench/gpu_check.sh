@@ -6,9 +6,13 @@
 #
 #   here:   bench/gpu_deps.sh                       (fills the git-ignored .deps/ with GoogleTest and headers)
 #           bench/gpu_bundle.sh                     (.bundle.tar.xz: Open MPI and parallel HDF5, for the system phase)
-#   there:  bench/gpu_check.sh [all|test|system|bench|test,system...]
+#   there:  bench/gpu_check.sh [all|test|system|bench|scaling|test,system...]
 #           (carry .deps and .bundle.tar.xz; logs and CSVs go to $OUT, else out/gpu_check)
-# Without the bundle bfm is built without MPI and HDF5 and the system phase is left out.
+# Without the bundle bfm is built without MPI and HDF5 and the system phase is left out. `scaling` (never part of
+# "all": it wants a call of its own, about 8 minutes) runs bench/data_scaling.py on the GPU up to 10,000 pre-training
+# subjects (SCALING_SUBJECTS, default 10,100,1000,10000; the smallest and largest first, so that a call cut short
+# still compares them; its runs stay in runs/gpu_scaling, so a second call on a warm machine goes on where it
+# stopped); its CSVs and plot come back beside the log.
 #
 # Environment: SKIP_TORCH, SKIP_ATTN_BENCH, SKIP_SANITIZE (non-empty: leave that part out), BENCH_BATCH (16),
 # BFM_CUDA_ARCH (90), TESTS (names among gpu_model_tests finetune_tests comm_tests cuda_kernel_tests sanitize cli:
@@ -215,6 +219,29 @@ if has_phase test; then
   fi
 fi
 
+# ---- the data-scaling study on the GPU (issue 17: "on the GPU up to 10,000"): one synthetic corpus, the same model
+# pre-trained for the same steps on the first N training subjects, each evaluated alike (bench/data_scaling.py).
+if [[ ",$phase," == *",scaling,"* ]] && [ $bundle = 1 ] && [ -x $bfm ]; then
+  printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$bundle_ld" "$PWD/$bfm" >.bundle/wrap/bfm
+  chmod +x .bundle/wrap/bfm
+  sizes=${SCALING_SUBJECTS:-10,100,1000,10000}
+  ends="${sizes%%,*},${sizes##*,}"
+  for list in "$ends" "$sizes"; do
+    lim=$(limit 540)
+    [ "$lim" = 0 ] && { row "data scaling N=$list" "no time"; break; }
+    PYTHONUNBUFFERED=1 timeout "$lim" python3 bench/data_scaling.py --out runs/gpu_scaling --bfm .bundle/wrap/bfm \
+      --ranks 1 --subjects "$list" --steps "${SCALING_STEPS:-1500}" --tasks category,embedding --fractions 0.1,1 \
+      --set 'train.device="cuda"' --set model.n_heads=2 --set model.decoder.n_heads=2 --eval-args "--device cuda" \
+      >>"$out/scaling.log" 2>&1
+    rc=$?
+    row "data scaling N=$list" "rc=$rc ($(elapsed))"
+  done
+  python3 bench/data_scaling.py --out runs/gpu_scaling --subjects "$sizes" --tasks category,embedding \
+    --fractions 0.1,1 --plot-only 2>&1 | tail -12
+  cp runs/gpu_scaling/data_scaling.csv runs/gpu_scaling/data_scaling_paired.csv runs/gpu_scaling/data_scaling.png \
+    "$out"/ 2>/dev/null
+fi
+
 if has_phase bench; then
   : >"$out/bench.csv"
   bench() {  # name limit command... (its CSV lines appended to bench.csv)
@@ -241,10 +268,12 @@ if has_phase bench; then
   cat "$out/bench.csv"
 fi
 
-# The device returns at most 8 files: the logs travel as one archive beside gpu_check.log, bench.csv and the
-# system phase's summary.
-(cd "$out" && tar czf /tmp/bfm_logs.tar.gz --exclude=gpu_check.log --exclude=bench.csv --exclude=eval_summary.md . 2>/dev/null;
-  find . -mindepth 1 ! -name gpu_check.log ! -name bench.csv ! -name eval_summary.md -delete; mv /tmp/bfm_logs.tar.gz logs.tar.gz)
+# The device returns at most 8 files: the logs travel as one archive beside gpu_check.log, bench.csv, the system
+# phase's summary and the scaling phase's CSVs and plot.
+keep=(gpu_check.log bench.csv eval_summary.md data_scaling.csv data_scaling_paired.csv data_scaling.png)
+(cd "$out" && tar czf /tmp/bfm_logs.tar.gz "${keep[@]/#/--exclude=}" . 2>/dev/null;
+  find . -mindepth 1 -type f $(printf '! -name %s ' "${keep[@]}") -delete; find . -mindepth 1 -type d -empty -delete
+  mv /tmp/bfm_logs.tar.gz logs.tar.gz)
 echo
 echo "== gpu_check on ${gpu:-?}, $(date -u +%F), $(elapsed) in all"
 printf '%s\n' "${rows[@]}"
