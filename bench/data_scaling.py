@@ -6,10 +6,11 @@ evaluated the same way, on the same held-out subjects; a CSV and a plot of the d
     /usr/bin/python3 bench/data_scaling.py --out runs/data_scaling [--subjects 10,40,160,640] [--held-out 24]
         [--steps 1500] [--ranks 2] [--config configs/quickstart.toml] [--tasks category,embedding]
         [--fractions 0.1,1] [--synth-args "..."] [--eval-args "..."] [--set key=value ...] [--bfm build/launch/bfm]
-        [--plot-only]
+        [--corpus DIR] [--plot-only]
 
-One corpus, so that everything but N stays put: `bfm synth` makes max(N) / 0.75 subjects (80 % train; the main job's
-generator settings: 64 parcels, 20 minutes, 2 studies, 4 categories; --synth-args to change them). For each N, a
+One corpus, so that everything but N stays put (--corpus: an existing one, e.g. a converted BIDS study such as
+bench/independent_study.py's; else `bfm synth` makes max(N) / 0.75 subjects (80 % train; the main job's
+generator settings: 64 parcels, 20 minutes, 2 studies, 4 categories; --synth-args to change them)). For each N, a
 view of that corpus (OUT/views/N: manifest.json whose train split is the first N training subjects in a seeded
 order, the shards linked, not copied) is pre-trained (`mpirun -np R bfm pretrain --config C --set
 data.corpus=VIEW --set train.steps=S`; with --ranks 1, no mpirun) and evaluated (`bfm eval --held-out H --tasks
@@ -199,6 +200,8 @@ def main():
     ap.add_argument("--fractions", default="0.1,1")
     ap.add_argument("--synth-args", default="--parcels 64 --minutes 20 --studies 2 --stim-dim 16 --categories 4 "
                                             "--clips 200 --seed 7")
+    ap.add_argument("--corpus", default="", help="an existing corpus (bfm convert of a BIDS study, another bfm synth) "
+                    "instead of the one --synth-args makes; --set its model.n_parcels (and model.stim_dim)")
     ap.add_argument("--eval-args", default="", help="more bfm eval arguments, e.g. \"--labelled-subjects 10,all\"")
     ap.add_argument("--set", action="append", default=[], help="more bfm pretrain --set key=value")
     ap.add_argument("--seed", type=int, default=0, help="order in which training subjects join")
@@ -214,8 +217,8 @@ def main():
     bfm = os.path.abspath(a.bfm)
     launch = [] if a.ranks == 1 else ["mpirun", "--oversubscribe", "-np", str(a.ranks)]
     if not a.plot_only:
-        corpus = os.path.join(out, "corpus")
-        if not os.path.exists(os.path.join(corpus, "manifest.json")):
+        corpus = os.path.abspath(a.corpus) if a.corpus else os.path.join(out, "corpus")
+        if not a.corpus and not os.path.exists(os.path.join(corpus, "manifest.json")):
             total = int(max(sizes) / 0.75 + 0.999)  # synth's split: 80 % train by a hash, so some to spare
             sh([bfm, "synth", "--subjects", str(total), "--out", corpus, *a.synth_args.split()], log)
         labelled = a.labelled or sizes[0]
