@@ -89,7 +89,9 @@ def collect(out, sizes, repeats):
             folds = defaultdict(lambda: defaultdict(list))
             for r in csv.DictReader(open(results)):
                 key = (r["task"], r["method"], float(r["fraction"]), r["metric"])
-                folds[key][r["subject"]].append(float(r["value"]))
+                value = float(r["value"])
+                if math.isfinite(value):  # a fold whose metric is undefined (one stimulus in its test set: r) is left
+                    folds[key][r["subject"]].append(value)  # out, as bfm eval's summary leaves it out
             for key, subjects in folds.items():
                 means = [sum(v) / len(v) for v in subjects.values()]
                 repeat_means[key].append(sum(means) / len(means))
