@@ -13,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/error.h"
 
@@ -103,6 +104,12 @@ namespace detail {
 std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm comm, int64_t max_count);
 }  // namespace detail
 #endif
+
+namespace detail {
+// The most ranks that use one device, given each rank's device id (its GPU's UUID); 0 where every rank has its own,
+// or where a rank names none ("": no GPU to compare, so no sharing is claimed).
+int most_ranks_on_one_device(const std::vector<std::string>& device_ids);
+}  // namespace detail
 
 #ifdef BFM_WITH_NCCL
 // An NCCL communicator over the same ranks as `host` (mpi on the world, or self: with no MPI only a world of one is

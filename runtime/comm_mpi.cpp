@@ -497,16 +497,39 @@ std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm comm, int64_t max_c
 }  // namespace detail
 #endif
 
-#ifdef BFM_WITH_NCCL
-// NCCL takes one rank per GPU (ncclCommInitRank refuses two ranks on one device), so where any node has more ranks
-// than GPUs the gradients go through the host. Asked of every rank (a collective), so that all choose alike: the
-// most ranks that share one GPU on any node, 0 where every rank has its own.
-static int ranks_sharing_a_gpu() {
-  const int devices = cuda_device_count();
-  double sharing = devices > 0 && world().local_size > devices ? (world().local_size + devices - 1) / devices : 0;
-  if (world().size > 1) world_host_communicator()->allreduce_max_host(&sharing, 1);
-  return static_cast<int>(sharing);
+namespace detail {
+int most_ranks_on_one_device(const std::vector<std::string>& device_ids) {
+  std::map<std::string, int> ranks_on;
+  int most = 0;
+  for (const std::string& id : device_ids) {
+    if (id.empty()) return 0;
+    most = std::max(most, ++ranks_on[id]);
+  }
+  return most > 1 ? most : 0;
 }
+}  // namespace detail
+
+#ifdef BFM_WITH_NCCL
+namespace {
+// NCCL takes one rank per GPU (ncclCommInitRank refuses two ranks on one device). Which GPU a rank uses is told by
+// its UUID, not its index: a rank bound to its GPU (Slurm's --gpus-per-task, CUDA_VISIBLE_DEVICES) sees it as device
+// 0 however many ranks its node runs. Gathered over `host` (a collective: every rank decides alike), each byte as a
+// float (exact).
+int ranks_sharing_a_gpu(Communicator& host) {
+  constexpr int kBytes = 16;
+  const std::string uuid = cuda_current_device_uuid();
+  std::vector<float> mine(kBytes, 0.0f), all(size_t(kBytes) * size_t(host.size()));
+  for (size_t i = 0; i < uuid.size() && i < size_t(kBytes); ++i) mine[i] = static_cast<unsigned char>(uuid[i]);
+  host.allgather(mine.data(), all.data(), kBytes);
+  std::vector<std::string> ids(size_t(host.size()));
+  for (size_t r = 0; r < ids.size(); ++r) {
+    const float* b = &all[r * kBytes];
+    if (std::all_of(b, b + kBytes, [](float v) { return v == 0.0f; })) continue;  // no GPU named: ""
+    for (int i = 0; i < kBytes; ++i) ids[r].push_back(static_cast<char>(static_cast<unsigned char>(b[i])));
+  }
+  return detail::most_ranks_on_one_device(ids);
+}
+}  // namespace
 #endif
 
 std::unique_ptr<Communicator> make_communicator(const std::string& backend, bool on_gpu) {
@@ -521,20 +544,22 @@ std::unique_ptr<Communicator> make_communicator(const std::string& backend, bool
   if (backend == "nccl") {
 #ifdef BFM_WITH_NCCL
     require(on_gpu, "communicator back-end 'nccl' needs the training on the GPU");
-    const int sharing = ranks_sharing_a_gpu();
+    auto host = world_host_communicator();
+    const int sharing = ranks_sharing_a_gpu(*host);
     require(sharing == 0, "communicator back-end 'nccl' needs a GPU per rank, but ", sharing,
-            " ranks share one on a node (more ranks than GPUs); use the host back-end ('mpi', or 'auto')");
-    return make_nccl_communicator(world_host_communicator());
+            " ranks share one GPU (more ranks than GPUs on a node); use the host back-end ('mpi', or 'auto')");
+    return make_nccl_communicator(std::move(host));
 #else
     fail("communicator back-end 'nccl' asked for, but this build has no NCCL (needs BFM_WITH_CUDA and nccl.h)");
 #endif
   }
   if (backend == "auto") {
+    auto host = world_host_communicator();
 #ifdef BFM_WITH_NCCL
-    if (on_gpu && ranks_sharing_a_gpu() == 0) return make_nccl_communicator(world_host_communicator());
+    if (on_gpu && ranks_sharing_a_gpu(*host) == 0) return make_nccl_communicator(std::move(host));
 #endif
     (void)on_gpu;
-    return world_host_communicator();
+    return host;
   }
   fail("unknown communicator back-end '", backend, "' (self, mpi, nccl or auto)");
 }

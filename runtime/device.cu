@@ -20,6 +20,16 @@ std::string cuda_device_name(int device) {
   return prop.name;
 }
 
+std::string cuda_current_device_uuid() {
+  int device = -1;
+  cudaDeviceProp prop{};
+  if (cudaGetDevice(&device) != cudaSuccess || cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return "";
+  }
+  return std::string(prop.uuid.bytes, sizeof prop.uuid.bytes);
+}
+
 void select_cuda_device(int device) {
   const cudaError_t e = cudaSetDevice(device);
   require(e == cudaSuccess, "cannot use GPU ", device, ": ", cudaGetErrorString(e));

@@ -8,6 +8,9 @@ namespace bfm::runtime {
 
 int cuda_device_count();
 std::string cuda_device_name(int device);  // "" when there is none
+// The UUID of the GPU this thread uses (cudaGetDevice), 16 bytes: which physical GPU it is, whatever index
+// CUDA_VISIBLE_DEVICES gives it. "" when there is none.
+std::string cuda_current_device_uuid();
 #ifdef BFM_WITH_CUDA
 // cudaSetDevice for this host thread; bfm::Error naming the device and CUDA's reason when it fails.
 void select_cuda_device(int device);

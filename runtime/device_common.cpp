@@ -7,6 +7,7 @@ namespace bfm::runtime {
 #ifndef BFM_WITH_CUDA
 int cuda_device_count() { return 0; }
 std::string cuda_device_name(int) { return ""; }
+std::string cuda_current_device_uuid() { return ""; }
 #endif
 
 std::string describe_devices() {

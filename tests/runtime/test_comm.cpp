@@ -125,6 +125,18 @@ TEST(SelfCommunicator, IsTheIdentity) {
 
 // --- the choice of back-end
 
+// NCCL takes one rank per GPU: the most ranks on one GPU, counted by the GPUs' UUIDs (a rank bound to its own GPU
+// sees it as device 0, so indices would not tell). Here as ids of one character.
+TEST(MakeCommunicator, CountsTheRanksOnOneDeviceByItsId) {
+  using bfm::runtime::detail::most_ranks_on_one_device;
+  EXPECT_EQ(most_ranks_on_one_device({}), 0);
+  EXPECT_EQ(most_ranks_on_one_device({"a"}), 0);
+  EXPECT_EQ(most_ranks_on_one_device({"a", "b", "c", "d"}), 0);  // 4 ranks, each bound to its own GPU
+  EXPECT_EQ(most_ranks_on_one_device({"a", "a"}), 2);            // 2 ranks on one GPU
+  EXPECT_EQ(most_ranks_on_one_device({"a", "b", "a", "c", "a"}), 3);
+  EXPECT_EQ(most_ranks_on_one_device({"a", "", "a"}), 0);        // a rank names no GPU: no claim
+}
+
 TEST(MakeCommunicator, ChoosesTheBackEnd) {
   EXPECT_STREQ(make_communicator("self", false)->backend(), "self");
   auto chosen = make_communicator("auto", false);
