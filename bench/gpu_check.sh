@@ -56,14 +56,15 @@ if [ -f .bundle/env.sh ]; then
   # Open MPI's compiler wrappers (which cmake's FindMPI and h5pcc ask for flags) load the bundle's libraries: they
   # alone get bundle_ld, through scripts of the same names first on PATH.
   mkdir -p .bundle/wrap
+  wrap() {  # wrap NAME PROGRAM: .bundle/wrap/NAME runs PROGRAM with the bundle's libraries
+    printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$bundle_ld" "$2" >.bundle/wrap/$1
+    chmod +x .bundle/wrap/$1
+  }
   for n in mpicc mpicxx mpirun mpiexec mpicc.openmpi mpicxx.openmpi; do  # h5pcc calls mpicc.openmpi
-    printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$bundle_ld" "$bundle_root/usr/bin/${n%.openmpi}.openmpi" >.bundle/wrap/$n
-    chmod +x .bundle/wrap/$n
+    wrap $n "$bundle_root/usr/bin/${n%.openmpi}.openmpi"
   done
   export PATH=$PWD/.bundle/wrap:$PATH
   export PMIX_MCA_gds=hash OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_hwloc_base_binding_policy=none
-  # PMIx looks for its plugins where Debian put them, where a machine may hold another PMIx's: the bundle's instead.
-  export PMIX_MCA_mca_base_component_path=$bundle_root/usr/lib/x86_64-linux-gnu/pmix2/lib/pmix
   bundle=1
 fi
 # What runs bfm's programs: the bundle's libraries on the loader's path where there is one.
@@ -222,8 +223,7 @@ fi
 # ---- the data-scaling study on the GPU (issue 17: "on the GPU up to 10,000"): one synthetic corpus, the same model
 # pre-trained for the same steps on the first N training subjects, each evaluated alike (bench/data_scaling.py).
 if [[ ",$phase," == *",scaling,"* ]] && [ $bundle = 1 ] && [ -x $bfm ]; then
-  printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$bundle_ld" "$PWD/$bfm" >.bundle/wrap/bfm
-  chmod +x .bundle/wrap/bfm
+  wrap bfm "$PWD/$bfm"
   sizes=${SCALING_SUBJECTS:-10,100,1000,10000}
   ends="${sizes%%,*},${sizes##*,}"
   for list in "$ends" "$sizes"; do
