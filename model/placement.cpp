@@ -47,11 +47,9 @@ Placement choose_placement(const ModelConfig& config, const std::string& request
   }
   // The node-local rank picks the GPU. A command that never started MPI (bfm forward) is a world of one.
   const int local_rank = runtime::world_started() ? runtime::world().local_rank : 0;
-  const int local_size = runtime::world_started() ? runtime::world().local_size : 1;
   p.gpu = true;
   p.cuda_device = local_rank % devices;
   p.precision = precision;
-  p.ranks_sharing_gpu = (local_size + devices - 1) / devices;
   return p;
 #endif
 }

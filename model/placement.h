@@ -22,7 +22,6 @@ struct Placement {
   int cuda_device = -1;                  // gpu: the device index this process uses
   Precision precision = Precision::fp32;  // gpu: bf16 (mixed precision) or fp32; the CPU is always fp32
   std::string note;                      // why "auto" stayed on the CPU although there is a GPU ("" otherwise)
-  int ranks_sharing_gpu = 1;             // gpu: ranks of this node per GPU (> 1: they share one)
 
   static Placement cpu() { return {}; }
   std::string describe() const;  // "the CPU" | "GPU 0 (NVIDIA H200, bf16)"

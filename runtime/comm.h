@@ -122,7 +122,9 @@ std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicato
 // backend: "self", "mpi", "nccl" or "auto": nccl where built, the training runs on the GPU and every rank has a GPU
 // of its own, else mpi where MPI is built (on the world: runtime::world()), else self. A back-end this build lacks,
 // nccl with on_gpu false, or nccl where ranks share a GPU (NCCL takes one rank per device) throws. Collective: every
-// rank of the world calls it.
-std::unique_ptr<Communicator> make_communicator(const std::string& backend, bool on_gpu);
+// rank of the world calls it. `why_host`, where given, is set to why "auto" on the GPU took the host path ("" where it
+// did not): for the log, so that a user who expected NCCL reads the reason.
+std::unique_ptr<Communicator> make_communicator(const std::string& backend, bool on_gpu,
+                                                std::string* why_host = nullptr);
 
 }  // namespace bfm::runtime

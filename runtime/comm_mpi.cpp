@@ -532,7 +532,8 @@ int ranks_sharing_a_gpu(Communicator& host) {
 }  // namespace
 #endif
 
-std::unique_ptr<Communicator> make_communicator(const std::string& backend, bool on_gpu) {
+std::unique_ptr<Communicator> make_communicator(const std::string& backend, bool on_gpu, std::string* why_host) {
+  if (why_host != nullptr) why_host->clear();
   if (backend == "self") return make_self_communicator();
   if (backend == "mpi") {
 #ifdef BFM_WITH_MPI
@@ -556,9 +557,15 @@ std::unique_ptr<Communicator> make_communicator(const std::string& backend, bool
   if (backend == "auto") {
     auto host = world_host_communicator();
 #ifdef BFM_WITH_NCCL
-    if (on_gpu && ranks_sharing_a_gpu(*host) == 0) return make_nccl_communicator(std::move(host));
+    if (on_gpu) {
+      const int sharing = ranks_sharing_a_gpu(*host);
+      if (sharing == 0) return make_nccl_communicator(std::move(host));
+      if (why_host != nullptr)
+        *why_host = std::to_string(sharing) + " ranks share one GPU and NCCL takes one rank per GPU";
+    }
+#else
+    if (on_gpu && why_host != nullptr) *why_host = "this bfm was built without NCCL";
 #endif
-    (void)on_gpu;
     return host;
   }
   fail("unknown communicator back-end '", backend, "' (self, mpi, nccl or auto)");

@@ -168,9 +168,6 @@ Pretraining::Pretraining(const RunConfig& rc, const TrainOptions& options, Train
   accumulation_ = local / micro_;
 
   if (!placement_.note.empty()) log("pretrain: " + placement_.note);
-  if (placement_.ranks_sharing_gpu > 1)
-    log("pretrain: " + std::to_string(placement_.ranks_sharing_gpu) + " ranks on this node share " +
-        placement_.describe());
   result_.model = model::make_model(m_, placement_, t_.optimizer);
   model_ = result_.model.get();
   model_->initialize(t_.seed);

@@ -42,7 +42,7 @@ StepEngine::StepEngine(model::BrainModel& model, runtime::Communicator& comm, co
   const auto bucket_bytes = static_cast<int64_t>(options_.bucket_mb * (1 << 20));
   reported_.assign(g.tensors.size(), 0);
   if (g.on_device && (comm_.size() > 1 || options_.gpu_comm == "nccl"))
-    device_comm_ = runtime::make_communicator(options_.gpu_comm == "mpi" ? "mpi" : options_.gpu_comm, true);
+    device_comm_ = runtime::make_communicator(options_.gpu_comm == "mpi" ? "mpi" : options_.gpu_comm, true, &why_host_);
   if (device_comm_) device_comm_->set_timeout(options_.collective_timeout_s);
   const bool nccl = device_comm_ && std::string(device_comm_->backend()) == "nccl";
   if (!g.on_device) {
@@ -70,7 +70,7 @@ StepEngine::~StepEngine() = default;
 std::string StepEngine::describe() const {
   if (!device_comm_) return comm_.backend();
   const std::string b = device_comm_->backend();
-  return b + (b == "nccl" ? " on the device" : " through the host");
+  return b + (b == "nccl" ? " on the device" : " through the host") + (why_host_.empty() ? "" : " (" + why_host_ + ")");
 }
 
 void StepEngine::set_context(const std::string& context) {

@@ -95,6 +95,7 @@ class StepEngine {
   runtime::Communicator& comm_;
   StepOptions options_;
   std::unique_ptr<runtime::Communicator> device_comm_;  // GPU models over several ranks (or "nccl")
+  std::string why_host_;  // why "auto" took the host path for a GPU model ("" where it did not)
   std::unique_ptr<runtime::GradientBuckets> overlap_;   // buckets started during the last micro-batch's backward
   model::ReadyHook on_ready_;
   std::vector<char> reported_;
