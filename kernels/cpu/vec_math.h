@@ -16,6 +16,8 @@ typedef float Float4 __attribute__((vector_size(16)));
 typedef float Float8 __attribute__((vector_size(32)));
 typedef float Float16 __attribute__((vector_size(64)));
 typedef int32_t Int4 __attribute__((vector_size(16)));
+// Eight doubles: one AVX-512 register, two AVX or four SSE ones (bfm eval's float64 linear algebra).
+typedef double Double8 __attribute__((vector_size(64)));
 
 // The widest vector the compile target has registers for (-march decides), and how many of them register-blocked
 // code may keep as accumulators: AVX-512 has 32 vector registers, SSE and AVX 16; the rest hold loaded operands.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <numeric>
@@ -9,40 +10,104 @@
 
 #include "base/error.h"
 #include "base/rng.h"
+#include "kernels/cpu/vec_math.h"
 
 namespace bfm::launch::eval {
 
 namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
+// The blocked Cholesky's trailing update of one tile: rows i .. i+MR of the block column that starts at j0 lose
+// their products with the panel's rows c0 .. c0+8 over the columns 0 .. j0 already factored. `panel` holds those panel
+// rows transposed, p-major with a row stride of `stride` (the block's width rounded up to 8), so that each step
+// loads 8 contiguous values once and multiplies them by MR broadcast entries into MR vector accumulators.
+template <int MR>
+void update_tile(double* a, int64_t n, int64_t i, int64_t j0, int64_t c0, int64_t width, const double* panel,
+                 int64_t stride) {
+  using kernels::cpu::Double8;
+  Double8 acc[MR] = {};
+  const double* rows[MR];
+  for (int r = 0; r < MR; ++r) rows[r] = a + (i + r) * n;
+  for (int64_t p = 0; p < j0; ++p) {
+    Double8 b;
+    std::memcpy(&b, panel + p * stride + c0, sizeof b);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) acc[r] += rows[r][p] * b;
+  }
+  const int64_t cols = std::min<int64_t>(8, width - c0);
+  for (int r = 0; r < MR; ++r)
+    for (int64_t q = 0; q < cols; ++q) a[(i + r) * n + j0 + c0 + q] -= acc[r][q];
+}
+
+// In-place Cholesky a = L L^T of the SPD matrix a [n, n] (row-major; the lower triangle is read, L written there,
+// the upper triangle left undefined). Left-looking by block columns of kBlock: each block column first loses its
+// products with the columns already factored (a matrix product, nearly all of the n^3 / 3 operations, done in the
+// register tiles above), then its diagonal block is factored and the rows below it solved against that block.
+// Every sum runs over the same terms as the textbook's j-p-i loops, in blocks; the float64 result agrees with them
+// to rounding.
+void cholesky_factor(double* a, int64_t n) {
+  constexpr int64_t kBlock = 64;
+  std::vector<double> panel;
+  for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
+    const int64_t width = std::min(kBlock, n - j0);
+    const int64_t stride = (width + 7) / 8 * 8;
+    if (j0 > 0) {
+      panel.assign(size_t(j0 * stride), 0.0);
+      for (int64_t c = 0; c < width; ++c)
+        for (int64_t p = 0; p < j0; ++p) panel[size_t(p * stride + c)] = a[(j0 + c) * n + p];
+      for (int64_t c0 = 0; c0 < width; c0 += 8) {
+        // Rows above the tile's first column are in the upper triangle: skipped.
+        int64_t i = j0 + c0;
+        for (; i + 6 <= n; i += 6) update_tile<6>(a, n, i, j0, c0, width, panel.data(), stride);
+        for (; i < n; ++i) update_tile<1>(a, n, i, j0, c0, width, panel.data(), stride);
+      }
+    }
+    for (int64_t j = j0; j < j0 + width; ++j) {  // the diagonal block, and the rows below it, column by column
+      double s = a[j * n + j];
+      for (int64_t p = j0; p < j; ++p) s -= a[j * n + p] * a[j * n + p];
+      require(s > 0, "ridge: the regularised system is not positive definite (alpha too small?)");
+      const double d = std::sqrt(s);
+      a[j * n + j] = d;
+      const double* aj = &a[j * n];
+      for (int64_t i = j + 1; i < n; ++i) {
+        double* ai = &a[i * n];
+        double t = ai[j];
+        for (int64_t p = j0; p < j; ++p) t -= ai[p] * aj[p];
+        ai[j] = t / d;
+      }
+    }
+  }
+}
+
+// Solves L L^T x = b in place for k right-hand sides b [n, k] (row-major), L from cholesky_factor. Both sweeps go
+// along L's rows (contiguous) and update whole rows of b.
+void cholesky_solve_factored(const double* l, double* b, int64_t n, int k) {
+  for (int64_t i = 0; i < n; ++i) {  // L z = b
+    double* bi = b + i * k;
+    const double* li = l + i * n;
+    for (int64_t p = 0; p < i; ++p) {
+      const double v = li[p];
+      const double* bp = b + p * k;
+      for (int c = 0; c < k; ++c) bi[c] -= v * bp[c];
+    }
+    for (int c = 0; c < k; ++c) bi[c] /= li[i];
+  }
+  for (int64_t i = n - 1; i >= 0; --i) {  // L^T x = z: x_i final once the rows below have given theirs
+    double* bi = b + i * k;
+    const double* li = l + i * n;
+    for (int c = 0; c < k; ++c) bi[c] /= li[i];
+    for (int64_t p = 0; p < i; ++p) {
+      const double v = li[p];
+      double* bp = b + p * k;
+      for (int c = 0; c < k; ++c) bp[c] -= v * bi[c];
+    }
+  }
+}
+
 // In-place Cholesky of the SPD matrix a [n, n] (lower triangle), then solves a x = b for k right-hand sides b [n, k].
 void cholesky_solve(std::vector<double>& a, std::vector<double>& b, int64_t n, int k) {
-  for (int64_t j = 0; j < n; ++j) {
-    double s = a[j * n + j];
-    for (int64_t p = 0; p < j; ++p) s -= a[j * n + p] * a[j * n + p];
-    require(s > 0, "ridge: the regularised system is not positive definite (alpha too small?)");
-    const double d = std::sqrt(s);
-    a[j * n + j] = d;
-    for (int64_t i = j + 1; i < n; ++i) {
-      double t = a[i * n + j];
-      const double* ai = &a[i * n];
-      const double* aj = &a[j * n];
-      for (int64_t p = 0; p < j; ++p) t -= ai[p] * aj[p];
-      a[i * n + j] = t / d;
-    }
-  }
-  for (int c = 0; c < k; ++c) {
-    for (int64_t i = 0; i < n; ++i) {  // L z = b
-      double t = b[i * k + c];
-      for (int64_t p = 0; p < i; ++p) t -= a[i * n + p] * b[p * k + c];
-      b[i * k + c] = t / a[i * n + i];
-    }
-    for (int64_t i = n - 1; i >= 0; --i) {  // L^T x = z
-      double t = b[i * k + c];
-      for (int64_t p = i + 1; p < n; ++p) t -= a[p * n + i] * b[p * k + c];
-      b[i * k + c] = t / a[i * n + i];
-    }
-  }
+  cholesky_factor(a.data(), n);
+  cholesky_solve_factored(a.data(), b.data(), n, k);
 }
 }  // namespace
 

@@ -152,6 +152,56 @@ void check_ridge(int n, int d, double alpha) {
 TEST(EvalRidge, PrimalFormMatchesClosedForm) { check_ridge(40, 9, 3.0); }
 TEST(EvalRidge, DualFormMatchesClosedForm) { check_ridge(12, 30, 0.7); }  // d > n: the dual path
 
+// solve_spd (the blocked Cholesky every ridge solves with) against Gauss-Jordan elimination with partial pivoting in
+// long double, at sizes below, at and across its block width (64) and its register tiles (6 rows, 8 columns), with
+// several right-hand sides, on badly scaled SPD matrices (Gram matrices of correlated columns plus a small ridge).
+TEST(EvalRidge, SolveSpdMatchesGaussJordanAcrossBlockSizes) {
+  for (int n : {1, 3, 8, 63, 64, 65, 131, 200}) {
+    for (int k : {1, 5}) {
+      bfm::Rng rng(uint64_t(n * 10 + k));
+      const int m = n + 7;
+      std::vector<double> z(size_t(m) * n), a(size_t(n) * n), b(size_t(n) * k);
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < n; ++j) z[size_t(i) * n + j] = rng.normal() * (1 + j % 5) + (j > 0 ? 0.6 * z[size_t(i) * n + j - 1] : 0);
+      for (int p = 0; p < n; ++p)
+        for (int q = 0; q < n; ++q) {
+          long double s = p == q ? 0.05L : 0.0L;
+          for (int i = 0; i < m; ++i) s += (long double)z[size_t(i) * n + p] * z[size_t(i) * n + q];
+          a[size_t(p) * n + q] = double(s);
+        }
+      for (auto& v : b) v = rng.normal();
+      std::vector<std::vector<long double>> g(size_t(n), std::vector<long double>(size_t(n + k)));
+      for (int p = 0; p < n; ++p) {
+        for (int q = 0; q < n; ++q) g[size_t(p)][size_t(q)] = a[size_t(p) * n + q];
+        for (int c = 0; c < k; ++c) g[size_t(p)][size_t(n + c)] = b[size_t(p) * k + c];
+      }
+      for (int c = 0; c < n; ++c) {
+        int piv = c;
+        for (int r = c + 1; r < n; ++r)
+          if (std::fabs(g[size_t(r)][size_t(c)]) > std::fabs(g[size_t(piv)][size_t(c)])) piv = r;
+        std::swap(g[size_t(c)], g[size_t(piv)]);
+        for (int r = 0; r < n; ++r) {
+          if (r == c) continue;
+          const long double f = g[size_t(r)][size_t(c)] / g[size_t(c)][size_t(c)];
+          for (int q = c; q < n + k; ++q) g[size_t(r)][size_t(q)] -= f * g[size_t(c)][size_t(q)];
+        }
+      }
+      std::vector<double> x = b, work = a;
+      solve_spd(work, x, n, k);
+      double worst = 0, scale = 0;
+      for (int p = 0; p < n; ++p)
+        for (int c = 0; c < k; ++c) {
+          const long double want = g[size_t(p)][size_t(n + c)] / g[size_t(p)][size_t(p)];
+          worst = std::max(worst, double(std::fabs(x[size_t(p) * k + c] - want)));
+          scale = std::max(scale, double(std::fabs(want)));
+        }
+      EXPECT_LT(worst, 1e-7 * scale) << "n " << n << " k " << k;
+    }
+  }
+  std::vector<double> indefinite = {1, 2, 2, 1}, rhs = {1, 1};
+  EXPECT_THROW(solve_spd(indefinite, rhs, 2, 1), bfm::Error);
+}
+
 TEST(EvalRidge, WeightsActAsRepeatedRows) {
   bfm::Rng rng(3);
   const int n = 15, d = 4;
