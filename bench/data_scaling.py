@@ -4,7 +4,7 @@ the first N training subjects of one synthetic corpus (N = 10, 40, 160, 640 by d
 evaluated the same way, on the same held-out subjects; a CSV and a plot of the downstream metric against N.
 
     /usr/bin/python3 bench/data_scaling.py --out runs/data_scaling [--subjects 10,40,160,640] [--held-out 24]
-        [--steps 1500] [--ranks 2] [--config configs/quickstart.toml] [--tasks category,embedding]
+        [--steps 1500] [--ranks 2] [--eval-ranks E] [--config configs/quickstart.toml] [--tasks category,embedding]
         [--fractions 0.1,1] [--synth-args "..."] [--eval-args "..."] [--set key=value ...] [--bfm build/launch/bfm]
         [--corpus DIR] [--plot-only]
 
@@ -197,6 +197,9 @@ def main():
                     "methods use, the same at every N (default: the smallest N)")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--eval-ranks", type=int, default=0, help="MPI ranks of each evaluation (default: --ranks); its "
+                    "cross-validation splits the held-out subjects over them, so on a GPU machine with many cores "
+                    "more ranks than pre-training's pay")
     ap.add_argument("--config", default="configs/quickstart.toml")
     ap.add_argument("--tasks", default="category,embedding")
     ap.add_argument("--fractions", default="0.1,1")
@@ -218,6 +221,8 @@ def main():
     log = os.path.join(out, "log")
     bfm = os.path.abspath(a.bfm)
     launch = [] if a.ranks == 1 else ["mpirun", "--oversubscribe", "-np", str(a.ranks)]
+    eval_ranks = a.eval_ranks or a.ranks
+    eval_launch = [] if eval_ranks == 1 else ["mpirun", "--oversubscribe", "-np", str(eval_ranks)]
     if not a.plot_only:
         corpus = os.path.abspath(a.corpus) if a.corpus else os.path.join(out, "corpus")
         if not a.corpus and not os.path.exists(os.path.join(corpus, "manifest.json")):
@@ -237,7 +242,7 @@ def main():
                 sh([*launch, bfm, "pretrain", "--config", a.config, *sets, "--out", run], log)
             report = os.path.join(out, "eval", tag(n, k))
             if not os.path.exists(os.path.join(report, "results.csv")):
-                sh([*launch, bfm, "eval", "--checkpoint", os.path.join(run, "release"), "--corpus", labelled_view,
+                sh([*eval_launch, bfm, "eval", "--checkpoint", os.path.join(run, "release"), "--corpus", labelled_view,
                     "--out", report, "--held-out", str(a.held_out), "--population", "0", "--tasks", a.tasks,
                     "--fractions", a.fractions, "--no-predictions", *a.eval_args.split()], log)
     rows, subject_values = collect(out, sizes, a.repeats)

@@ -9,7 +9,8 @@
 #   there:  bench/gpu_check.sh [all|test|system|bench|scaling|test,system...]
 #           (carry .deps and .bundle.tar.xz; logs and CSVs go to $OUT, else out/gpu_check)
 # Without the bundle bfm is built without MPI and HDF5 and the system phase is left out. `scaling` (never part of
-# "all": it wants a call of its own, about 8 minutes) runs bench/data_scaling.py on the GPU up to 10,000 pre-training
+# "all": it wants a call of its own, 8 minutes or more: on 2026-12-04 one evaluation alone took over 220 s there, so
+# each evaluation now runs on 8 ranks, at 100 % of the data only) runs bench/data_scaling.py on the GPU up to 10,000 pre-training
 # subjects (SCALING_SUBJECTS, default 10,100,1000,10000; the smallest and largest first, so that a call cut short
 # still compares them; its runs stay in runs/gpu_scaling, so a second call on a warm machine goes on where it
 # stopped); its CSVs and plot come back beside the log.
@@ -230,14 +231,14 @@ if [[ ",$phase," == *",scaling,"* ]] && [ $bundle = 1 ] && [ -x $bfm ]; then
     lim=$(limit 540)
     [ "$lim" = 0 ] && { row "data scaling N=$list" "no time"; break; }
     PYTHONUNBUFFERED=1 timeout "$lim" python3 bench/data_scaling.py --out runs/gpu_scaling --bfm .bundle/wrap/bfm \
-      --ranks 1 --subjects "$list" --steps "${SCALING_STEPS:-1500}" --tasks category,embedding --fractions 0.1,1 \
+      --ranks 1 --eval-ranks 8 --subjects "$list" --steps "${SCALING_STEPS:-1500}" --tasks category,embedding --fractions 1 \
       --set 'train.device="cuda"' --set model.n_heads=2 --set model.decoder.n_heads=2 --eval-args "--device cuda" \
       >>"$out/scaling.log" 2>&1
     rc=$?
     row "data scaling N=$list" "rc=$rc ($(elapsed))"
   done
   python3 bench/data_scaling.py --out runs/gpu_scaling --subjects "$sizes" --tasks category,embedding \
-    --fractions 0.1,1 --plot-only 2>&1 | tail -12
+    --fractions 1 --plot-only 2>&1 | tail -12
   cp runs/gpu_scaling/data_scaling.csv runs/gpu_scaling/data_scaling_paired.csv runs/gpu_scaling/data_scaling.png \
     "$out"/ 2>/dev/null
 fi
