@@ -39,7 +39,7 @@ struct EvalCli {
   std::vector<std::string> finetuned, scratch, merge;
   std::string part;
   int folds = 5;
-  int64_t held_out = 0, population = 256, finetune_steps = 0;
+  int64_t held_out = 0, population = 256, finetune_steps = 0, finetune_head_steps = 0;
   uint64_t seed = 0;
   bool no_predictions = false;
   std::string device = "auto";
@@ -118,6 +118,11 @@ Command add_eval_command(CLI::App& app) {
                   "> 0: fine-tune (and train from scratch) for category and embedding here, this many steps each, "
                   "writing the checkpoints into OUT/finetuned-TASK and OUT/scratch-TASK")
       ->capture_default_str();
+  cmd->add_option("--finetune-head-steps", opt->finetune_head_steps,
+                  "Of the --finetune-steps, the first ones train the task head alone (encoder frozen; the same for "
+                  "scratch): linear probe, then fine-tune")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--seed", opt->seed, "Seed of the folds and the bootstrap")->capture_default_str();
   cmd->add_option("--labelled-subjects", opt->labelled,
                   "The label-scarce protocol: K[,K...] (integers, or 'all'). For each K the population methods "
@@ -246,6 +251,7 @@ Command add_eval_command(CLI::App& app) {
     sources.finetuned = opt->finetuned;
     sources.scratch = opt->scratch;
     sources.finetune_steps = opt->finetune_steps;
+    sources.finetune_head_steps = opt->finetune_head_steps;
     sources.out = opt->out;
     sources.device = opt->device;
     sources.seed = opt->seed;

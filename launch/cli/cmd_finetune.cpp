@@ -55,6 +55,11 @@ Command add_finetune_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--lr", o.lr, "Encoder learning rate")->capture_default_str();
   cmd->add_option("--head-lr", o.head_lr, "Task head learning rate")->capture_default_str();
+  cmd->add_option("--head-steps", o.head_steps,
+                  "The first steps train the task head alone (encoder frozen), the rest everything (linear probe, "
+                  "then fine-tune)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--components", o.components, "The task head's values per token (0: as bfm eval's probe chooses, "
                   "90 % of the token variance)")
       ->capture_default_str()

@@ -74,6 +74,7 @@ ModelSet gather_models(const model::BrainModel& pretrained, const EvalData& data
         FinetuneOptions fo;
         fo.task = task;
         fo.steps = sources.finetune_steps;
+        fo.head_steps = sources.finetune_head_steps;
         fo.seed = sources.seed;
         fo.verbose = true;
         fo.device = sources.device;

@@ -21,6 +21,7 @@ struct ModelSources {
   std::string checkpoint;                       // the pre-trained checkpoint's folder (provenance, fine-tuned heads)
   std::vector<std::string> finetuned, scratch;  // TASK=DIR
   int64_t finetune_steps = 0;                   // > 0: fine-tune (and train from scratch) the tasks that need it
+  int64_t finetune_head_steps = 0;              // of those, the first ones train the head alone (FinetuneOptions)
   std::string out;                              // the report folder
   std::string device = "auto";                  // fine-tuning's device (model/placement.h)
   uint64_t seed = 0;

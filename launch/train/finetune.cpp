@@ -216,6 +216,11 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
       if (i / local == rank) rows[size_t(i % local)] = pick;
     }
     const double lr_scale = runtime::learning_rate(1.0, step, options.warmup_steps, options.steps, 0.1);
+    // The encoder: frozen for the head-only steps, then its own warm-up and decay over the steps left.
+    const int64_t encoder_step = step - options.head_steps;
+    const double encoder_lr = encoder_step < 0 ? 0.0
+                              : options.lr * runtime::learning_rate(1.0, encoder_step, options.warmup_steps,
+                                                                    options.steps - options.head_steps, 0.1);
     const StepResult r = engine.step(
         1,
         [&](int, float scale, const model::ReadyHook& on_ready) {
@@ -225,7 +230,7 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
           m.backward_tokens(d_enc_out.data(), scale, on_ready);
           return l;
         },
-        options.lr * lr_scale, options.head_lr * lr_scale);
+        encoder_lr, options.head_lr * lr_scale);
     const double loss = r.losses.total.value_or(std::nan(""));
     const double grad_norm = r.grad_norm;
     if (step == 0) result.first_train_loss = loss;
@@ -237,7 +242,7 @@ FinetuneResult finetune(const model::BrainModel& init, const eval::EvalData& dat
       f.step = step + 1;
       f.total_steps = options.steps;
       f.losses = {{"loss", loss}};
-      f.lr = options.lr * lr_scale;
+      f.lr = encoder_lr;
       f.elapsed_s = train_clock.seconds();
       f.grad_norm = grad_norm;
       f.samples_per_s = double(options.batch_size) * double(step + 1) / std::max(1e-9, train_clock.seconds());
@@ -266,6 +271,7 @@ void save_finetuned(const std::string& dir, const FinetuneResult& result, const 
       {"batch_size", options.batch_size},
       {"lr", options.lr},
       {"head_lr", options.head_lr},
+      {"head_steps", options.head_steps},
       {"components_asked", options.components},
       {"train_trials", result.train_trials},
       {"validation_trials", result.validation_trials},

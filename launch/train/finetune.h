@@ -34,6 +34,10 @@ struct FinetuneOptions {
   double head_lr = 5e-3;           // task head
   double weight_decay = 0.05;
   int64_t warmup_steps = 20;
+  // The first head_steps steps train the task head alone (the encoder's learning rate 0), then everything: "linear
+  // probe, then fine-tune" (LP-FT), so that the encoder's first gradients come through a head that already fits
+  // rather than through a zero output map, which moves pre-trained features most where labels are few.
+  int64_t head_steps = 0;
   double validation_fraction = 0.15;  // of the pre-training subjects, held back to report a validation loss
   // The head's values per token: 0 chooses as bfm eval's probe does (the fewest components explaining 90 % of the
   // token variance, at most 4,096 / N); N > 0 keeps N (at most d_model).

@@ -118,6 +118,29 @@ TEST(Finetune, CpuLowersTheHeldBackLoss) {
   EXPECT_EQ(r.head.size(), C * 64 + C + 3 * 32 * C + 3);
 }
 
+// Linear probe, then fine-tune: through the head-only steps the encoder stays bit for bit where it started while the
+// head learns; after them the encoder moves too. (A frozen encoder that still moved, or a head-only phase that never
+// ended, fails one of the two.)
+TEST(Finetune, HeadOnlyStepsKeepTheEncoderThenReleaseIt) {
+  const auto data = make_data(12);
+  model::CpuBrainModel init(tiny());
+  init.initialize(1);
+  auto comm = runtime::make_self_communicator();
+  auto o = options("cpu");
+  o.steps = 120;
+  o.head_steps = 120;
+  const auto probe = launch::finetune(init, data, o, *comm);
+  const std::vector<float> frozen = probe.model->params_copy();
+  for (int64_t i = 0; i < init.arena_size(); ++i) ASSERT_EQ(frozen[size_t(i)], init.params()[i]) << "parameter " << i;
+  EXPECT_LT(probe.last_validation_loss, probe.first_validation_loss - 0.02) << "the head alone learns";
+  o.steps = 140;  // 120 head-only steps, then 20 of everything
+  const auto both = launch::finetune(init, data, o, *comm);
+  const std::vector<float> trained = both.model->params_copy();
+  double moved = 0;
+  for (int64_t i = 0; i < init.arena_size(); ++i) moved += std::abs(trained[size_t(i)] - init.params()[i]);
+  EXPECT_GT(moved, 1e-3);
+}
+
 TEST(Finetune, GpuFollowsTheCpu) {
 #ifndef BFM_WITH_CUDA
   GTEST_SKIP() << "built without CUDA";
