@@ -237,6 +237,10 @@ if [[ ",$phase," == *",scaling,"* ]] && [ $bundle = 1 ] && [ -x $bfm ]; then
     rc=$?
     row "data scaling N=$list" "rc=$rc ($(elapsed))"
   done
+  # bfm's own lines (runs/gpu_scaling/log stays on that machine): the corpus, each run's held-out loss, each
+  # evaluation's time, in the order the runs went.
+  grep -E "held-out loss after|synth: [0-9]+ subjects in|eval: done in" runs/gpu_scaling/log 2>/dev/null | cut -c1-160 \
+    | tee -a "$out/scaling.log" | tail -12
   python3 bench/data_scaling.py --out runs/gpu_scaling --subjects "$sizes" --tasks category,embedding \
     --fractions 1 --plot-only 2>&1 | tail -12
   cp runs/gpu_scaling/data_scaling.csv runs/gpu_scaling/data_scaling_paired.csv runs/gpu_scaling/data_scaling.png \
