@@ -7,6 +7,8 @@
 #include <set>
 
 #include "base/hash.h"
+#include "base/stopwatch.h"
+#include "runtime/progress.h"
 
 namespace bfm::launch::eval {
 
@@ -88,13 +90,13 @@ void TrialCv::trials_of_subjects(const std::vector<int>& subjects, std::vector<i
     }
 }
 
-void cross_validate(const TrialCv& cv, const EvalScope& scope, size_t min_test, const std::string& too_few,
-                    RankResults& out, const std::function<void(const CvSplit&)>& each) {
-  for (const int s : scope.my_held()) {
+void cross_validate(const TrialCv& cv, const EvalScope& scope, const std::string& what, size_t min_test,
+                    const std::string& too_few, RankResults& out, const std::function<void(const CvSplit&)>& each) {
+  auto one_subject = [&](int s) {
     const std::vector<int64_t>& mine = cv.trials_of[size_t(s)];
     if (mine.size() < 4) {
       if (!too_few.empty()) out.note(too_few);
-      continue;
+      return;
     }
     // Seeded by the subject's id, not its place among the subjects read: its folds do not depend on the others.
     const auto folds = subject_folds(mine, cv.group, cv.series, cv.start, cv.end, scope.options.folds,
@@ -107,6 +109,21 @@ void cross_validate(const TrialCv& cv, const EvalScope& scope, size_t min_test, 
         const std::vector<int64_t> train = first_fraction(train_all, q);
         each(CvSplit{scope.data.subjects[size_t(s)].id, f, q, train, test});
       }
+    }
+  };
+  const std::vector<int> held = scope.my_held();
+  Stopwatch clock;
+  double logged = 0;
+  for (size_t done = 1; done <= held.size(); ++done) {
+    one_subject(held[done - 1]);
+    // Rank 0's progress through its share (the ranks' shares differ by at most one subject).
+    const double t = clock.seconds();
+    if (t - logged >= 15 && done < held.size()) {
+      logged = t;
+      scope.log("eval: " + what + ": " + std::to_string(done) + " of " + std::to_string(held.size()) +
+                " held-out subjects" + (scope.comm.size() > 1 ? " (rank 0's share)" : "") + " in " +
+                runtime::format_duration(t) + ", ETA " +
+                runtime::format_duration(t / double(done) * double(held.size() - done)));
     }
   }
 }

@@ -46,8 +46,9 @@ struct CvSplit {
 
 // Calls each(split) for this rank's held-out subjects (scope.my_held()) with at least 4 trials, each of their folds
 // with training trials and at least min_test test trials, and each of options.fractions, in that order. A subject
-// with fewer than 4 trials is skipped, with the note too_few in out where it is not empty.
-void cross_validate(const TrialCv& cv, const EvalScope& scope, size_t min_test, const std::string& too_few,
-                    RankResults& out, const std::function<void(const CvSplit&)>& each);
+// with fewer than 4 trials is skipped, with the note too_few in out where it is not empty. Rank 0 logs its progress
+// through its subjects (`what`: the task), with an ETA, every 15 s or so.
+void cross_validate(const TrialCv& cv, const EvalScope& scope, const std::string& what, size_t min_test,
+                    const std::string& too_few, RankResults& out, const std::function<void(const CvSplit&)>& each);
 
 }  // namespace bfm::launch::eval

@@ -230,7 +230,7 @@ void decode_stimuli(const EvalScope& scope, const EvalModels& models, const Tria
     }
     scope.log("eval: " + task.name + ": cross-validating " + std::to_string(method_features.size()) + " methods on " +
               std::to_string(scope.held.size()) + " held-out subjects");
-    cross_validate(cv, scope, 1, task.name + ": subjects with fewer than 4 trials skipped", out, [&](const CvSplit& split) {
+    cross_validate(cv, scope, task.name, 1, task.name + ": subjects with fewer than 4 trials skipped", out, [&](const CvSplit& split) {
       const int64_t n = int64_t(split.test.size());
       const auto y_test = take_rows(task.y, task.k, split.test);
       for (const auto& [method, fs] : method_features) {

@@ -45,7 +45,7 @@ void encode_stimuli(const EvalScope& scope, const TrialCv& cv, RankResults& out)
     out.encoding_sum[method].assign(size_t(P), 0.0);
     out.encoding_count[method] = 0;
   }
-  cross_validate(cv, scope, 2, "", out, [&](const CvSplit& split) {
+  cross_validate(cv, scope, "encoding", 2, "", out, [&](const CvSplit& split) {
     const std::string& sid = split.subject_id;
     const double q = split.fraction;
     const int f = split.fold;

@@ -92,7 +92,7 @@ void zero_shot_retrieval(const EvalScope& scope, const model::BrainModel& pretra
   std::string last_subject;
   std::vector<int> ranks;
   size_t n_candidates = 0;
-  cross_validate(cv, scope, 1, "", out, [&](const CvSplit& split) {
+  cross_validate(cv, scope, "retrieval", 1, "", out, [&](const CvSplit& split) {
     if (split.fold != last_fold || split.subject_id != last_subject) {
       last_fold = split.fold, last_subject = split.subject_id;
       std::vector<double> brain, cand;
