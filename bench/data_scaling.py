@@ -197,9 +197,10 @@ def main():
                     "methods use, the same at every N (default: the smallest N)")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--ranks", type=int, default=2)
-    ap.add_argument("--eval-ranks", type=int, default=0, help="MPI ranks of each evaluation (default: --ranks); its "
-                    "cross-validation splits the held-out subjects over them, so on a GPU machine with many cores "
-                    "more ranks than pre-training's pay")
+    ap.add_argument("--eval-ranks", type=int, default=0, help="MPI ranks of bfm synth and of each evaluation "
+                    "(default: --ranks): synth writes its shards in parallel and the evaluation's cross-validation "
+                    "splits the held-out subjects over them, so on a GPU machine with many cores more ranks than "
+                    "pre-training's pay")
     ap.add_argument("--config", default="configs/quickstart.toml")
     ap.add_argument("--tasks", default="category,embedding")
     ap.add_argument("--fractions", default="0.1,1")
@@ -227,7 +228,7 @@ def main():
         corpus = os.path.abspath(a.corpus) if a.corpus else os.path.join(out, "corpus")
         if not a.corpus and not os.path.exists(os.path.join(corpus, "manifest.json")):
             total = int(max(sizes) / 0.75 + 0.999)  # synth's split: 80 % train by a hash, so some to spare
-            sh([bfm, "synth", "--subjects", str(total), "--out", corpus, *a.synth_args.split()], log)
+            sh([*eval_launch, bfm, "synth", "--subjects", str(total), "--out", corpus, *a.synth_args.split()], log)
         labelled = a.labelled or sizes[0]
         labelled_view = os.path.join(out, "views", f"labelled-{labelled}")
         make_view(corpus, labelled_view, labelled, a.seed)
