@@ -103,15 +103,12 @@ void cholesky_solve_factored(const double* l, double* b, int64_t n, int k) {
     }
   }
 }
+}  // namespace
 
-// In-place Cholesky of the SPD matrix a [n, n] (lower triangle), then solves a x = b for k right-hand sides b [n, k].
-void cholesky_solve(std::vector<double>& a, std::vector<double>& b, int64_t n, int k) {
+void solve_spd(std::vector<double>& a, std::vector<double>& b, int64_t n, int k) {
   cholesky_factor(a.data(), n);
   cholesky_solve_factored(a.data(), b.data(), n, k);
 }
-}  // namespace
-
-void solve_spd(std::vector<double>& a, std::vector<double>& b, int64_t n, int k) { cholesky_solve(a, b, n, k); }
 
 double accuracy(const std::vector<int>& truth, const std::vector<int>& predicted) {
   require(truth.size() == predicted.size(), "accuracy: sizes differ");
@@ -334,7 +331,7 @@ void Ridge::fit(const std::vector<double>& x, const std::vector<double>& y, int6
       a[size_t(p) * d + p] += alpha;
       for (int q = p + 1; q < d; ++q) a[size_t(p) * d + q] = a[size_t(q) * d + p];
     }
-    cholesky_solve(a, rhs, d, k);
+    solve_spd(a, rhs, d, k);
     w_ = rhs;
   } else {  // (Z Z^T + alpha I) A = T, W = Z^T A
     std::vector<double> a(size_t(n * n), 0.0);
@@ -348,7 +345,7 @@ void Ridge::fit(const std::vector<double>& x, const std::vector<double>& y, int6
       }
     for (int64_t i = 0; i < n; ++i) a[size_t(i * n + i)] += alpha;
     std::vector<double> dual = t;
-    cholesky_solve(a, dual, n, k);
+    solve_spd(a, dual, n, k);
     for (int64_t i = 0; i < n; ++i)
       for (int p = 0; p < d; ++p)
         for (int c = 0; c < k; ++c) w_[size_t(p) * k + c] += z[size_t(i * d + p)] * dual[size_t(i * k + c)];

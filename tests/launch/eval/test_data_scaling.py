@@ -83,6 +83,8 @@ def main():
         lo, hi = (per_subject(results[n], "category", method, "balanced_accuracy") for n in (4, 8))
         assert lo and lo.keys() == hi.keys(), method
         assert all(lo[s] == hi[s] for s in lo), f"{method} differs between N = 4 and N = 8: {lo} vs {hi}"
+    lo, hi = (per_subject(results[n], "category", "probe", "auc") for n in (4, 8))
+    assert any(lo[s] != hi[s] for s in lo), f"the probe is the same at N = 4 and N = 8 (one checkpoint for both?): {lo}"
     lo, hi = (per_subject(results[n], "category", "probe", "balanced_accuracy") for n in (4, 8))
     assert lo.keys() == hi.keys() and len(lo) == 3, (lo, hi)
 
