@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <set>
 
 #include "launch/eval/features.h"
 #include "launch/eval/population_ridge.h"
@@ -112,10 +113,34 @@ void score_embedding(const EvalScope& scope, const StimTask& task, const std::st
     }
 }
 
+// StimulusMap (decoding.h): the population's stimulus trials, each subject a group of the penalty's cross-validation.
+StimulusMap fit_stimulus_map(const EvalScope& scope, const FeatureSet& raw) {
+  const EvalData& data = scope.data;
+  const std::set<int> population(scope.population.begin(), scope.population.end());
+  const int64_t S = data.stim_dim;
+  std::vector<double> x, y;
+  std::vector<int64_t> group;
+  for (size_t i = 0; i < data.trials.size(); ++i) {
+    const EvalTrial& t = data.trials[i];
+    if (!population.count(t.subject)) continue;
+    x.insert(x.end(), raw.x.begin() + int64_t(i) * raw.d, raw.x.begin() + int64_t(i + 1) * raw.d);
+    for (int64_t j = 0; j < S; ++j) y.push_back(data.stimuli[size_t(t.stimulus)][size_t(j)]);
+    group.push_back(t.subject);
+  }
+  StimulusMap out;
+  if (group.size() < 2) return out;
+  const PopulationRidge ridge(x, y, raw.d, int(S), group, default_alphas(), scope.options.seed);
+  out.map = ridge.fit_with(x, y, {});  // the population alone
+  out.alpha = ridge.alpha();
+  out.trials = int64_t(group.size());
+  out.subjects = int(std::set<int64_t>(group.begin(), group.end()).size());
+  return out;
+}
+
 }  // namespace
 
 TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pretrained, PcaBasis* pca,
-                             TokenBasis* probe_basis) {
+                             TokenBasis* probe_basis, StimulusMap* stim_map) {
   const EvalData& data = scope.data;
   const model::ModelConfig& mc = pretrained.config();
   const std::vector<WindowRef> windows = trial_windows(data);
@@ -135,6 +160,14 @@ TrialFeatures trial_features(const EvalScope& scope, const model::BrainModel& pr
                 std::to_string(pca->components) + " components");
       features["pca"] = {int((T / L) * pca->components),
                          pca_features(*pca, features["raw"].x, n_trials, int(T / L))};
+      if (scope.wants("category") && data.stim_dim > 0) {
+        *stim_map = fit_stimulus_map(scope, features["raw"]);
+        if (stim_map->trials > 0) {
+          features["stimridge"] = {int(data.stim_dim), stim_map->map.predict(features["raw"].x, n_trials)};
+          scope.log("eval: the stimulus map (stimridge) on " + std::to_string(stim_map->trials) +
+                    " pre-training trials, alpha " + csv_value(stim_map->alpha));
+        }
+      }
     }
     scope.log("eval: encoder features of " + std::to_string(n_trials) + " trial windows (" +
               std::to_string(scope.held.size()) + " held-out, " + std::to_string(scope.population.size()) +
@@ -183,6 +216,7 @@ void decode_stimuli(const EvalScope& scope, const EvalModels& models, const Tria
                                                                  {"probe", &features.at("probe")},
                                                                  {"random", &features.at("random")}};
     if (features.count("pca")) method_features["pca"] = &features.at("pca");
+    if (task.classes && features.count("stimridge")) method_features["stimridge"] = &features.at("stimridge");
     if (features.count("oracle")) method_features["oracle"] = &features.at("oracle");
     // The population methods, for each K of the label-scarce protocol: ridge over the labelled pre-training subjects'
     // trials plus the subject's, one model per method (fitted identically on every rank); finetune and scratch where
@@ -192,13 +226,14 @@ void decode_stimuli(const EvalScope& scope, const EvalModels& models, const Tria
     for (const LabelledSet& set : scope.labelled) {
       if (set.k == 0) {
         out.note(task.name + ": with 0 labelled pre-training subjects the population methods are their per-subject "
-                 "forms (ridge, pca, probe, random, oracle); finetune and scratch do not run");
+                 "forms (ridge, pca, stimridge, probe, random, oracle); finetune and scratch do not run");
         continue;
       }
       std::vector<std::pair<std::string, const FeatureSet*>> methods = {{"ridge_pop", &features.at("raw")},
                                                                          {"probe_pop", &features.at("probe")},
                                                                          {"random_pop", &features.at("random")}};
       if (features.count("pca")) methods.push_back({"pca_pop", &features.at("pca")});
+      if (task.classes && features.count("stimridge")) methods.push_back({"stimridge_pop", &features.at("stimridge")});
       if (features.count("oracle")) methods.push_back({"oracle_pop", &features.at("oracle")});
       for (const auto& [method, table] : {std::pair{std::string("finetune"), &models.finetuned},
                                           std::pair{std::string("scratch"), &models.scratch}}) {

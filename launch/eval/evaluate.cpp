@@ -39,6 +39,27 @@ std::vector<std::string> basis_table(const std::vector<double>& mean, double tot
   return lines;
 }
 
+// A fitted linear map as CSV lines (stimridge.csv), header first: `mean` and `scale` of the inputs (bias column
+// empty), then output_c with its bias and its weights over the standardised inputs: y_c = b_c + sum_p w_pc (x_p -
+// mean_p) / scale_p.
+std::vector<std::string> linear_table(const Linear& map) {
+  std::vector<std::string> lines;
+  std::string header = "row,bias";
+  for (int p = 0; p < map.d; ++p) header += ",input_" + std::to_string(p);
+  lines.push_back(header);
+  for (const auto& [name, values] : {std::pair{"mean", &map.mean}, std::pair{"scale", &map.scale}}) {
+    std::string line = std::string(name) + ",";
+    for (double v : *values) (line += ",") += csv_value(v);
+    lines.push_back(line);
+  }
+  for (int c = 0; c < map.k; ++c) {
+    std::string line = "output_" + std::to_string(c) + "," + csv_value(map.b[size_t(c)]);
+    for (int p = 0; p < map.d; ++p) (line += ",") += csv_value(map.w[size_t(p) * map.k + size_t(c)]);
+    lines.push_back(line);
+  }
+  return lines;
+}
+
 // The share of the total variance the kept components hold (config.json's explained_variance).
 double explained_fraction(const std::vector<double>& variance, double total) {
   double kept = 0;
@@ -65,7 +86,8 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
   // Stimulus tasks, within each held-out subject, on the same outer folds.
   PcaBasis pca;
   TokenBasis probe_basis;
-  const TrialFeatures features = trial_features(scope, *models.pretrained, &pca, &probe_basis);
+  StimulusMap stim_map;
+  const TrialFeatures features = trial_features(scope, *models.pretrained, &pca, &probe_basis, &stim_map);
   const TrialCv cv = trial_cv(data, options, mine);
   decode_stimuli(scope, models, cv, features, mine);
   if (scope.wants("retrieval")) zero_shot_retrieval(scope, *models.pretrained, cv, features, mine);
@@ -104,6 +126,14 @@ EvalReport evaluate(const EvalData& data, const EvalModels& models, const EvalOp
                           {"explained_variance", explained_fraction(probe_basis.variance, probe_basis.total_variance)}};
     report.probe_table = basis_table(probe_basis.mean, probe_basis.total_variance, probe_basis.variance,
                                      probe_basis.basis, "dim_");
+  }
+  if (stim_map.trials > 0) {
+    report.stimridge = {{"alpha", stim_map.alpha},
+                        {"trials", stim_map.trials},
+                        {"subjects", stim_map.subjects},
+                        {"features", stim_map.map.d},
+                        {"stim_dim", stim_map.map.k}};
+    report.stimridge_table = linear_table(stim_map.map);
   }
   report.notes = mine.notes;
   report.rows = gather_rows(mine.rows, data, method_names(options.labelled), comm);

@@ -141,6 +141,9 @@ struct EvalReport {
   nlohmann::json probe_basis;  // the probe's token basis: components, explained variance (config.json "probe_basis")
   std::vector<std::string> pca_table;  // pca.csv's lines (header first): mean, then each component with its variance
   std::vector<std::string> probe_table;  // probe_basis.csv's lines, the same layout over the token space's dims
+  nlohmann::json stimridge;  // the stimulus map's penalty and size (config.json "stimridge"); null without one
+  std::vector<std::string> stimridge_table;  // stimridge.csv's lines: mean and scale of the raw features, then per
+                                             // embedding dimension its bias and weights
   int held_out_subjects = 0, population_subjects = 0;
   int64_t trials = 0;
   int n_categories = 0;  // for the category task's chance level

@@ -159,6 +159,11 @@ std::string write_report(const std::string& dir, const EvalReport& report, const
     for (const auto& line : report.probe_table) text += line + "\n";
     write_text(d / "probe_basis.csv", text);
   }
+  if (!report.stimridge_table.empty()) {
+    std::string text;
+    for (const auto& line : report.stimridge_table) text += line + "\n";
+    write_text(d / "stimridge.csv", text);
+  }
   std::ostringstream md;
   md << "# bfm eval\n\n";
   md << "Corpus `" << provenance.value("corpus", "") << "`, checkpoint `" << provenance.value("checkpoint", "")
@@ -177,6 +182,13 @@ std::string write_report(const std::string& dir, const EvalReport& report, const
        << report.pca.value("subjects", 0) << " pre-training subjects' time series (" << report.pca.value("patches", 0)
        << " patches), " << num(100 * report.pca.value("explained_variance", 0.0), 1)
        << "% of their variance (pca.csv).\n\n";
+  if (!report.stimridge.is_null())
+    md << "The stimulus map (stimridge, stimridge_pop; category): ridge from the raw window to the stimulus embedding "
+          "over the "
+       << report.stimridge.value("subjects", 0) << " pre-training subjects' " << report.stimridge.value("trials", 0)
+       << " stimulus trials (alpha " << num(report.stimridge.value("alpha", 0.0), 3)
+       << ", stimridge.csv), its decoded embedding as features: the linear model that sees what the contrastive "
+          "objective sees, the stimuli of every pre-training subject and no category label.\n\n";
   if (!report.probe_basis.is_null())
     md << "The probe's features (probe, probe_pop): every token on " << report.probe_basis.value("components", 0)
        << " of the encoder's " << report.probe_basis.value("d_model", 0) << " token dimensions' principal components ("
@@ -207,9 +219,9 @@ std::string write_report(const std::string& dir, const EvalReport& report, const
   }
   if (report.labelled.size() > 1 || headline_labelled(report) >= 0) {
     md << "## Label-scarce curve\n\nThe population methods learn from the labels of K pre-training subjects only "
-          "(--labelled-subjects; pre-training and the PCA basis used every subject, unlabelled). With K = 0 they are "
-          "their per-subject forms (ridge, pca, probe, oracle); finetune and scratch have none (-). Main metric, mean "
-          "± sd over held-out subjects x folds.\n\n";
+          "(--labelled-subjects; pre-training, the PCA basis and the stimulus map used every subject, unlabelled). "
+          "With K = 0 they are their per-subject forms (ridge, pca, stimridge, probe, random, oracle); finetune and "
+          "scratch have none (-). Main metric, mean ± sd over held-out subjects x folds.\n\n";
     std::vector<std::string> bases;  // the population methods present, in registry order
     for (const auto& m : methods())
       if (is_population_method(m))
@@ -368,6 +380,7 @@ std::string write_report(const std::string& dir, const EvalReport& report, const
     config["labelled"].push_back({{"k", labelled_name(g.k)}, {"subjects", g.subjects}});
   if (!report.pca.is_null()) config["pca"] = report.pca;
   if (!report.probe_basis.is_null()) config["probe_basis"] = report.probe_basis;
+  if (!report.stimridge.is_null()) config["stimridge"] = report.stimridge;
   write_text(d / "config.json", config.dump(2) + "\n");
   return first_table;
 }
@@ -397,6 +410,7 @@ EvalReport read_report(const std::string& dir, nlohmann::json* provenance) {
     }
     if (cfg.contains("pca")) r.pca = cfg["pca"];
     if (cfg.contains("probe_basis")) r.probe_basis = cfg["probe_basis"];
+    if (cfg.contains("stimridge")) r.stimridge = cfg["stimridge"];
   } catch (const std::exception& e) {
     fail(cfg_path, ": ", e.what());
   }
@@ -441,6 +455,8 @@ EvalReport read_report(const std::string& dir, nlohmann::json* provenance) {
   for (std::string pl; pf && std::getline(pf, pl);) r.pca_table.push_back(pl);
   std::ifstream tf(d / "probe_basis.csv");
   for (std::string tl; tf && std::getline(tf, tl);) r.probe_table.push_back(tl);
+  std::ifstream sf(d / "stimridge.csv");
+  for (std::string sl; sf && std::getline(sf, sl);) r.stimridge_table.push_back(sl);
   summarize(r);
   if (provenance) *provenance = cfg;
   return r;
@@ -466,6 +482,8 @@ EvalReport merge_reports(const std::vector<std::string>& dirs, const std::string
       merged.pca_table = r.pca_table;
       merged.probe_basis = r.probe_basis;
       merged.probe_table = r.probe_table;
+      merged.stimridge = r.stimridge;
+      merged.stimridge_table = r.stimridge_table;
     } else {
       for (const char* key : {"corpus", "checkpoint", "tasks", "folds", "cv_unit", "fractions", "seed", "parts",
                               "labelled", "labelled_seed", "pca_components", "probe_components", "heldout_study"})

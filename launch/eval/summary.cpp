@@ -48,7 +48,7 @@ void compare(EvalReport& report) {
         const auto& mine = folds.at({task, best, fraction});
         for (const std::string& b :
              {std::string("ridge"), "ridge_pop" + sfx, "scratch" + sfx, std::string("pca"), "pca_pop" + sfx,
-              std::string("random"), "random_pop" + sfx}) {
+              std::string("stimridge"), "stimridge_pop" + sfx, std::string("random"), "random_pop" + sfx}) {
           auto other = folds.find({task, b, fraction});
           if (other == folds.end()) continue;
           std::vector<double> diffs;

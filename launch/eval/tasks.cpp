@@ -63,16 +63,17 @@ std::vector<std::string> row_metrics() {
 }
 
 const std::vector<std::string>& methods() {
-  static const std::vector<std::string> all = {"ridge",  "ridge_pop",  "pca",      "pca_pop", "connectivity",
-                                               "probe",  "probe_pop",  "probe_conn", "random",  "random_pop",
-                                               "finetune", "scratch",  "clip",     "oracle",  "oracle_pop"};
+  static const std::vector<std::string> all = {"ridge",     "ridge_pop",  "pca",      "pca_pop",    "stimridge",
+                                               "stimridge_pop", "connectivity", "probe", "probe_pop", "probe_conn",
+                                               "random",    "random_pop", "finetune", "scratch",    "clip",
+                                               "oracle",    "oracle_pop"};
   return all;
 }
 
 bool is_population_method(const std::string& method) {
   const std::string b = base_method(method);
-  return b == "ridge_pop" || b == "pca_pop" || b == "probe_pop" || b == "random_pop" || b == "oracle_pop" ||
-         b == "finetune" || b == "scratch";
+  return b == "ridge_pop" || b == "pca_pop" || b == "stimridge_pop" || b == "probe_pop" || b == "random_pop" ||
+         b == "oracle_pop" || b == "finetune" || b == "scratch";
 }
 
 std::string per_subject_form(const std::string& method) {

@@ -261,6 +261,42 @@ def check_pca(rep, corpus, patch_len, d_model, components=None):
     return C, var[:C].sum() / var.sum()
 
 
+def check_stimridge(rep, corpus, window, patch_len):
+    """stimridge.csv against numpy: ridge from every pre-training trial's raw window (its patch means) to the trial's
+    stimulus embedding, inputs standardised by their mean and sd over those trials, intercept unpenalised, at the
+    penalty config.json records (chosen by bfm's cross-validation over subjects; one of the grid's values)."""
+    X, Y, subjects = [], [], set()
+    for sid, held, x, lab, emb in corpus_runs(corpus):
+        if held:
+            continue
+        for t0 in trial_onsets(lab, emb, window):
+            w = x[t0:t0 + window]
+            X.append(w.reshape(window // patch_len, patch_len, -1).mean(1).reshape(-1))
+            Y.append(emb[t0].astype(np.float64))
+            subjects.add(sid)
+    X, Y = np.array(X), np.array(Y)
+    cfg = json.load(open(os.path.join(rep, "config.json")))["stimridge"]
+    assert cfg["trials"] == len(X) and cfg["subjects"] == len(subjects), (cfg, len(X), len(subjects))
+    assert cfg["features"] == X.shape[1] and cfg["stim_dim"] == Y.shape[1], cfg
+    mean, sd = X.mean(0), X.std(0)
+    sd[sd <= 1e-12] = 1.0
+    Z = (X - mean) / sd
+    alpha = cfg["alpha"]
+    assert any(abs(alpha - 10.0 ** e) <= 1e-9 * alpha for e in range(-6, 9)), alpha
+    Zc, Yc = Z - Z.mean(0), Y - Y.mean(0)
+    W = np.linalg.solve(Zc.T @ Zc + alpha * np.eye(Z.shape[1]), Zc.T @ Yc)
+    b = Y.mean(0) - Z.mean(0) @ W
+    rows = {r[0]: r[1:] for r in csv.reader(open(os.path.join(rep, "stimridge.csv"))) if r[0] != "row"}
+    assert np.allclose(np.array(rows["mean"][1:], float), mean, rtol=1e-9, atol=1e-12)
+    assert np.allclose(np.array(rows["scale"][1:], float), sd, rtol=1e-9, atol=1e-12)
+    got_w = np.array([rows[f"output_{c}"][1:] for c in range(Y.shape[1])], float).T
+    got_b = np.array([rows[f"output_{c}"][0] for c in range(Y.shape[1])], float)
+    scale = np.abs(W).max()
+    assert np.abs(got_w - W).max() <= 1e-6 * scale, np.abs(got_w - W).max()
+    assert np.abs(got_b - b).max() <= 1e-6 * (1 + np.abs(b).max()), (got_b, b)
+    return len(X), alpha
+
+
 def check_probe_basis(rep, corpus, ckpt, window):
     """probe_basis.csv against numpy: the encoder's tokens (the PyTorch reference, float64) of every non-overlapping
     window of every run of the pre-training subjects (evenly thinned to 4,096 windows and 2^19 tokens), their mean and covariance
@@ -339,8 +375,8 @@ def check_comparisons(rep):
                 if not cands:
                     continue
                 best = max(cands, key=lambda m: means[(task, m, q)])
-                for b in ["ridge", "ridge_pop" + sfx, "scratch" + sfx, "pca", "pca_pop" + sfx, "random",
-                          "random_pop" + sfx]:
+                for b in ["ridge", "ridge_pop" + sfx, "scratch" + sfx, "pca", "pca_pop" + sfx, "stimridge",
+                          "stimridge_pop" + sfx, "random", "random_pop" + sfx]:
                     if (task, b, q) not in per:
                         continue
                     mine, theirs = per[(task, best, q)], per[(task, b, q)]
@@ -387,7 +423,7 @@ def check_labelled(bfm, work, corpus, ckpt, window):
     assert sorted(groups["all"]) == population
     results = read_results(os.path.join(rep, "results.csv"))
     methods = {k[1] for k in results}
-    for m in ["ridge_pop", "pca_pop", "probe_pop", "random_pop", "finetune", "scratch", "oracle_pop"]:
+    for m in ["ridge_pop", "pca_pop", "stimridge_pop", "probe_pop", "random_pop", "finetune", "scratch", "oracle_pop"]:
         assert m in methods and m + "@2" in methods and m + "@0" not in methods, (m, methods)
     chosen = set(groups["2"])
     trials = sum(len(trial_onsets(lab, emb, window)) for sid, _, _, lab, emb in corpus_runs(corpus) if sid in chosen)
@@ -422,8 +458,9 @@ def check_labelled(bfm, work, corpus, ckpt, window):
     r2 = read_results(os.path.join(rep2, "results.csv"))
     moved = 0
     for key, v in results.items():
-        if key[1] in ("ridge", "pca", "probe", "random", "ridge_pop@2", "pca_pop@2", "probe_pop@2", "random_pop@2",
-                      "oracle_pop@2"):
+        # stimridge reads the other subjects' stimuli, never their labels: unmoved too.
+        if key[1] in ("ridge", "pca", "stimridge", "probe", "random", "ridge_pop@2", "pca_pop@2", "stimridge_pop@2",
+                      "probe_pop@2", "random_pop@2", "oracle_pop@2"):
             assert close(v, r2[key], 1e-9), (key, v, r2[key])
         if key[1] == "ridge_pop" and not close(v, r2[key], 1e-9):
             moved += 1
@@ -574,8 +611,9 @@ def main():
         assert os.path.exists(os.path.join(rep, f)), f
     results = read_results(os.path.join(rep, "results.csv"))
     methods = {k[1] for k in results if k[0] == "category"}
-    assert methods == {"ridge", "ridge_pop", "pca", "pca_pop", "probe", "probe_pop", "random", "random_pop", "finetune",
-                       "scratch", "oracle", "oracle_pop"}, methods
+    assert methods == {"ridge", "ridge_pop", "pca", "pca_pop", "stimridge", "stimridge_pop", "probe", "probe_pop",
+                       "random", "random_pop", "finetune", "scratch", "oracle", "oracle_pop"}, methods
+    assert not any(k[1].startswith("stimridge") for k in results if k[0] != "category"), "stimridge outside category"
     # The untrained control is MODEL_SPEC's initialisation with seed --seed + 1 (= 1 here): the very weights `bfm init
     # --seed 1` wrote into this checkpoint, so random and probe must agree row for row.
     pairs = [(k, (k[0], k[1].replace("random", "probe"), *k[2:])) for k in results if k[1].startswith("random")]
@@ -585,6 +623,8 @@ def main():
     assert "| pca |" in proc.stdout and "| pca_pop |" in proc.stdout, proc.stdout
     C, explained = check_pca(rep, corpus, patch_len=6, d_model=16)
     print(f"pca basis matches numpy's SVD ({explained:.3f} of the variance in {C} components)")
+    n_stim, alpha = check_stimridge(rep, corpus, window=12, patch_len=6)
+    print(f"stimulus map matches numpy's ridge on {n_stim} pre-training trials (alpha {alpha:g})")
     C, explained = check_probe_basis(rep, corpus, ckpt, window=12)
     print(f"probe token basis matches numpy on the PyTorch reference's tokens ({explained:.3f} of the variance in "
           f"{C} components)")
