@@ -133,8 +133,8 @@ fi
 # ---- the whole system on the GPU: the main job's corpus written by 2 ranks, pre-training on it over 2 MPI ranks
 # that share the GPU (gradients through the host: NCCL takes one rank per GPU), export, embed on the GPU against
 # embed on the CPU (h5py; every 4th window, the CPU being slow), and the evaluation with fine-tuning on the GPU. MAE
-# only: the main job's contrastive objective over several GPU ranks waits for the embeddings' all-gather on the device
-# (launch/train/pretrain.cpp, run_placement).
+# only there; the main job's contrastive objective over 2 GPU ranks (CLIP's negatives gathered through the host) runs
+# on its own below: under "auto" it stays on the CPU until it has been checked on a GPU (run_placement).
 if has_phase system && [ $bundle = 0 ]; then row "system" "left out: no .bundle.tar.xz carried (bench/gpu_bundle.sh)"; fi
 if has_phase system && [ $bundle = 1 ] && [ -x $bfm ]; then
   sys=$out/system
@@ -148,7 +148,13 @@ if has_phase system && [ $bundle = 1 ] && [ -x $bfm ]; then
     --set train.out=\"$sys/run\"
   rc=$?; grep -E "share|summed|step +1500|held-out" $out/pretrain_corpus.log | tail -5
   row "system: mpirun -np 2 pretrain, corpus, cuda" "rc=$rc $(grep -o 'held-out loss after.*' $out/pretrain_corpus.log | tail -1 | cut -c1-50) ($(elapsed))"
-  # The main job's own config (contrastive) on 2 ranks under train.device = "auto": the CPU, with the reason logged.
+  # The main job's own config (mae + contrastive) on 2 ranks: on the GPU when asked ("cuda"; the held-out losses
+  # printed), on the CPU with the reason logged under "auto".
+  step pretrain_cuda_contrastive 90 "${mpirun_[@]}" $bfm pretrain --config configs/quickstart.toml \
+    --set data.corpus=\"$sys/corpus\" --set model.n_heads=2 --set model.decoder.n_heads=2 --set train.steps=200 \
+    --set train.device=\"cuda\" --set train.out=\"$sys/run_contrastive\"
+  rc=$?; grep -E "held-out loss" $out/pretrain_cuda_contrastive.log | tail -2
+  row "system: 2 GPU ranks, mae + contrastive" "rc=$rc $(grep -o 'held-out loss after.*' $out/pretrain_cuda_contrastive.log | tail -1 | cut -c1-60)"
   step pretrain_auto_contrastive 60 "${mpirun_[@]}" $bfm pretrain --config configs/quickstart.toml \
     --set data.corpus=\"$sys/corpus\" --set train.steps=20 --set train.out=\"$sys/run_auto\"
   row "system: 2 ranks, contrastive, auto" "rc=$? $(grep -o 'on the CPU although.*' $out/pretrain_auto_contrastive.log | head -1 | cut -c1-70)"

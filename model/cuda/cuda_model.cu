@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <map>
+#include <type_traits>
+#include <vector>
 
 #include "kernels/adamw.h"
 #include "kernels/attention.h"
@@ -35,6 +37,15 @@ namespace {
 
 void check(cudaError_t err, const char* what) {
   if (err != cudaSuccess) bfm::fail("GPU model: ", what, ": ", cudaGetErrorString(err));
+}
+
+// Host-side conversions of an activation element (float or bf16) for the work done on the host.
+inline float to_float(float v) { return v; }
+inline float to_float(bf16 v) { return __bfloat162float(v); }
+template <typename T>
+T from_float(float v) {
+  if constexpr (std::is_same_v<T, float>) return v;
+  else return __float2bfloat16(v);
 }
 
 // A device array that grows on demand and keeps its memory between steps.
@@ -172,6 +183,9 @@ struct CudaBrainModel::Impl {
   ModelConfig config;
   ParamLayout layout;
   Precision precision;
+  // The contrastive objective's group (set_contrastive_group): this rank, the ranks, their all-gather.
+  int group_rank = 0, group_size = 1;
+  Allgather allgather;
   Impl(const ModelConfig& c, Precision p) : config(c), layout((c.validate("model config"), c)), precision(p) {}
 };
 
@@ -531,10 +545,14 @@ class Model final : public CudaBrainModel::Impl {
       kc::linear_forward<T>(stim_e_.get(), stim_.get(), Wm + off("stim_proj.weight"), nullptr, B, S, E, s_);
       d_brain_.resize(int64_t(B) * E), d_stim_.resize(int64_t(B) * E);
       if (backward) d_brain_.zero(s_), d_stim_.zero(s_);
-      kc::contrastive<T>(loss + 2, backward ? d_brain_.get() : nullptr, backward ? d_stim_.get() : nullptr,
-                         backward ? G() + off("logit_scale") : nullptr, brain_e_.get(), stim_e_.get(),
-                         P + off("logit_scale"), float(BrainModel::kMaxLogitScale), B, E,
-                         float(scale * c.weight_contrastive), s_);
+      if (group_size > 1) {
+        group_contrastive(loss + 2, backward, float(scale * c.weight_contrastive));
+      } else {
+        kc::contrastive<T>(loss + 2, backward ? d_brain_.get() : nullptr, backward ? d_stim_.get() : nullptr,
+                           backward ? G() + off("logit_scale") : nullptr, brain_e_.get(), stim_e_.get(),
+                           P + off("logit_scale"), float(BrainModel::kMaxLogitScale), B, E,
+                           float(scale * c.weight_contrastive), s_);
+      }
     }
     if (backward) backward_pass();
 
@@ -550,6 +568,50 @@ class Model final : public CudaBrainModel::Impl {
     if (contrastive_) out.contrastive = host_loss[2], total += c.weight_contrastive * host_loss[2], any = true;
     if (any) out.total = total;
     return out;
+  }
+
+  // The contrastive loss over the group's global batch (BrainModel::set_contrastive_group), through the host: this
+  // rank's brain and stimulus embeddings go down, the all-gather joins every rank's (rank order), the loss and its
+  // gradient for every gathered row come from the CPU reference kernel (R B x R B logits of E: small beside the
+  // step), and this rank's rows of the gradient go back up times the group size (the trainer averages summed
+  // gradients over ranks); logit_scale's gradient once. The same loss on every rank, as on the CPU back-end.
+  void group_contrastive(float* d_loss, bool backward, float dloss) {
+    const int B = B_, E = config.proj_dim, R = group_size, rows = B * R;
+    const int64_t n = int64_t(B) * E;
+    host_t_.resize(size_t(2 * n));
+    float logit_scale = 0;
+    check(cudaMemcpyAsync(host_t_.data(), brain_e_.get(), n * sizeof(T), cudaMemcpyDeviceToHost, s_), "read brain_e");
+    check(cudaMemcpyAsync(host_t_.data() + n, stim_e_.get(), n * sizeof(T), cudaMemcpyDeviceToHost, s_), "read stim_e");
+    check(cudaMemcpyAsync(&logit_scale, P() + off("logit_scale"), sizeof(float), cudaMemcpyDeviceToHost, s_),
+          "read logit_scale");
+    check(cudaStreamSynchronize(s_), "contrastive embeddings");
+    std::vector<float> mine(size_t(2 * n));
+    for (size_t i = 0; i < mine.size(); ++i) mine[i] = to_float(host_t_[i]);
+    std::vector<float> brain_all(size_t(rows) * E), stim_all(size_t(rows) * E);
+    allgather(mine.data(), brain_all.data(), n);
+    allgather(mine.data() + n, stim_all.data(), n);
+    const float max_scale = float(BrainModel::kMaxLogitScale);
+    host_loss_ = kernels::cpu::contrastive_forward(brain_all.data(), stim_all.data(), logit_scale, max_scale, rows, E);
+    check(cudaMemcpyAsync(d_loss, &host_loss_, sizeof(float), cudaMemcpyHostToDevice, s_), "write loss");
+    if (backward) {
+      std::vector<float> d_brain_all(brain_all.size(), 0.0f), d_stim_all(stim_all.size(), 0.0f);
+      float d_scale = 0;
+      kernels::cpu::contrastive_backward(d_brain_all.data(), d_stim_all.data(), &d_scale, brain_all.data(),
+                                         stim_all.data(), logit_scale, max_scale, rows, E, dloss);
+      const int64_t first = int64_t(group_rank) * n;
+      for (int64_t i = 0; i < n; ++i) {
+        host_t_[size_t(i)] = from_float<T>(d_brain_all[size_t(first + i)] * float(R));
+        host_t_[size_t(n + i)] = from_float<T>(d_stim_all[size_t(first + i)] * float(R));
+      }
+      check(cudaMemcpyAsync(d_brain_.get(), host_t_.data(), n * sizeof(T), cudaMemcpyHostToDevice, s_), "d_brain");
+      check(cudaMemcpyAsync(d_stim_.get(), host_t_.data() + n, n * sizeof(T), cudaMemcpyHostToDevice, s_), "d_stim");
+      float g = 0;
+      check(cudaMemcpyAsync(&g, G() + off("logit_scale"), sizeof(float), cudaMemcpyDeviceToHost, s_), "read grad");
+      check(cudaStreamSynchronize(s_), "logit_scale gradient");
+      g += d_scale;
+      check(cudaMemcpyAsync(G() + off("logit_scale"), &g, sizeof(float), cudaMemcpyHostToDevice, s_), "write grad");
+    }
+    check(cudaStreamSynchronize(s_), "contrastive group");  // the host buffers above are read by the copies
   }
 
   void backward_pass() {
@@ -728,6 +790,8 @@ class Model final : public CudaBrainModel::Impl {
   int B_ = 0, n_enc_ = 0;
   bool masked_ = false;  // the encoder saw the visible tokens only (visible_)
   bool ran_decoder_ = false, ran_next_ = false, contrastive_ = false;
+  std::vector<T> host_t_;  // group_contrastive's host copies of this rank's embeddings and their gradients
+  float host_loss_ = 0;
   DeviceVec<float> x_, patches_, stim_f_, d_enc_out_f_;
   DeviceVec<uint8_t> mask_;
   DeviceVec<int32_t> visible_;
@@ -800,9 +864,11 @@ void CudaBrainModel::backward_tokens(const float* d_enc_out_host, float scale, c
   if (on_ready) on_ready("");
 }
 void CudaBrainModel::set_contrastive_group(int rank, int ranks, Allgather allgather) {
-  (void)rank, (void)allgather;
-  require(ranks == 1, "the contrastive objective over ", ranks, " GPU ranks needs the all-gather of embeddings on "
-          "the device, which the GPU model does not do yet: train it on one GPU, or on CPU ranks");
+  require(ranks >= 1 && rank >= 0 && rank < ranks && (ranks == 1 || allgather), "set_contrastive_group: rank ", rank,
+          " of ", ranks, (ranks > 1 && !allgather ? " without an all-gather" : ""));
+  impl_->group_rank = rank;
+  impl_->group_size = ranks;
+  impl_->allgather = std::move(allgather);
 }
 void CudaBrainModel::shard_optimizer(runtime::Communicator&) {
   fail("train.zero (sharded optimizer state) is for CPU ranks for now; GPU runs keep AdamW whole on the device");

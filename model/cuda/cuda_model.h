@@ -72,8 +72,8 @@ class CudaBrainModel final : public BrainModel {
   void store_grads(float* host_arena) const override;
   void load_grads(const float* host_arena) override;
 
-  // Contrastive negatives across GPU ranks need the device all-gather of the embeddings, not written yet: ranks > 1
-  // throws bfm::Error saying so.
+  // Contrastive negatives across ranks: the embeddings go through the host (allgather), where the global loss and
+  // its gradient are computed by the CPU kernel; this rank's gradient rows go back to the device.
   void set_contrastive_group(int rank, int ranks, Allgather allgather) override;
   // ZeRO-1 on GPU ranks is not written yet: throws bfm::Error saying so.
   void shard_optimizer(runtime::Communicator& comm) override;

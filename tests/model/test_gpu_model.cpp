@@ -5,8 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-
+#include <barrier>
 #include <cmath>
+#include <memory>
+#include <mutex>
+#include <thread>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -377,6 +380,104 @@ TEST(GpuModel, Bf16CheckpointRoundTripIsBitExact) {
 TEST(GpuModel, Fp32CheckpointRoundTripIsBitExact) {
   SKIP_WITHOUT_GPU();
   checkpoint_round_trip("causal+contrastive", Precision::fp32);
+}
+
+// An all-gather among threads of one process: each thread (a rank) deposits its block, all wait, each copies the
+// whole (rank order); the second wait keeps a fast rank from overwriting the buffer before every copy is done.
+class ThreadAllgather {
+ public:
+  explicit ThreadAllgather(int ranks) : ranks_(ranks), barrier_(ranks) {}
+  bfm::model::Allgather for_rank(int rank) {
+    return [this, rank](const float* mine, float* all, int64_t n) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (int64_t(buffer_.size()) < ranks_ * n) buffer_.resize(size_t(ranks_ * n));
+        std::copy_n(mine, n, buffer_.data() + rank * n);
+      }
+      barrier_.arrive_and_wait();
+      std::copy_n(buffer_.data(), ranks_ * n, all);
+      barrier_.arrive_and_wait();
+    };
+  }
+
+ private:
+  int64_t ranks_;
+  std::barrier<> barrier_;
+  std::mutex mutex_;
+  std::vector<float> buffer_;
+};
+
+struct RankResult {
+  bfm::model::Losses losses;
+  std::vector<float> grads;
+};
+
+// R ranks (threads) of one back-end, each with its B rows of the global batch `in`, the contrastive group set.
+template <typename MakeModel>
+std::vector<RankResult> run_group(const ModelConfig& c, const std::vector<float>& params, const Inputs& in, int B,
+                                  int R, MakeModel make) {
+  ThreadAllgather gather(R);
+  std::vector<RankResult> out(static_cast<size_t>(R));
+  std::vector<std::string> errors(static_cast<size_t>(R));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < R; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        std::unique_ptr<bfm::model::BrainModel> m = make();
+        m->load_params(params.data());
+        m->set_contrastive_group(r, R, gather.for_rank(r));
+        bfm::model::Batch b = in.batch;
+        b.size = B;
+        b.x += int64_t(r) * B * c.window * c.n_parcels;
+        if (b.mask) b.mask += int64_t(r) * B * c.n_tokens();
+        b.stim += int64_t(r) * B * c.stim_dim;
+        m->zero_grads();
+        out[size_t(r)].losses = m->forward_backward(b);
+        out[size_t(r)].grads.resize(size_t(m->arena_size()));
+        m->store_grads(out[size_t(r)].grads.data());
+      } catch (const std::exception& e) {
+        errors[size_t(r)] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < R; ++r) EXPECT_EQ(errors[size_t(r)], "") << "rank " << r;
+  return out;
+}
+
+TEST(GpuModel, ContrastiveGroupOverRanksMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  // Two ranks (threads) share CLIP's negatives through an all-gather: on the GPU (fp32) as on the CPU, rank by rank;
+  // and the group's contrastive loss is the one-model loss over the global batch.
+  const ModelConfig c = small_config("mae+contrastive");
+  auto cpu = perturbed_model(c, 5);
+  const std::vector<float> params(cpu->params(), cpu->params() + cpu->arena_size());
+  const int B = 3, R = 2;
+  const Inputs in = make_inputs(c, B * R, 23);
+  const auto on_cpu = run_group(c, params, in, B, R, [&] { return std::make_unique<CpuBrainModel>(c); });
+  const auto on_gpu =
+      run_group(c, params, in, B, R, [&] { return std::make_unique<CudaBrainModel>(c, Precision::fp32); });
+  ASSERT_EQ(on_cpu.size(), size_t(R));
+  ASSERT_EQ(on_gpu.size(), size_t(R));
+  cpu->zero_grads();
+  const auto whole = cpu->forward(in.batch);
+  ASSERT_TRUE(whole.contrastive);
+  for (int r = 0; r < R; ++r) {
+    SCOPED_TRACE("rank " + std::to_string(r));
+    const auto& g = on_gpu[size_t(r)];
+    const auto& h = on_cpu[size_t(r)];
+    ASSERT_TRUE(g.losses.contrastive && h.losses.contrastive && g.losses.mae && h.losses.mae);
+    EXPECT_NEAR(*h.losses.contrastive, *whole.contrastive, 1e-5 * std::abs(*whole.contrastive));
+    EXPECT_NEAR(*g.losses.contrastive, *h.losses.contrastive, 2e-5 * std::abs(*h.losses.contrastive));
+    EXPECT_NEAR(*g.losses.mae, *h.losses.mae, 2e-5 * std::abs(*h.losses.mae));
+    EXPECT_EQ(bfm::test::count_nonfinite(g.grads), 0u);
+    for (const auto& p : cpu->layout().params()) {
+      const auto want = slice(h.grads, p);
+      double norm = 0;
+      for (float v : want) norm += double(v) * v;
+      if (norm == 0) continue;
+      EXPECT_LT(bfm::test::norm_rel_error(slice(g.grads, p), want), 2e-4) << "gradient of " << p.name;
+    }
+  }
 }
 
 TEST(GpuModel, UnsupportedHeadDimIsAClearError) {
