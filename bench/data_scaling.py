@@ -40,7 +40,7 @@ import sys
 from collections import defaultdict
 
 HEADLINE = {"category": "balanced_accuracy", "embedding": "r", "retrieval": "top1", "encoding": "r"}
-METHODS = ["ridge", "ridge_pop", "pca_pop", "probe", "probe_pop", "random_pop"]
+METHODS = ["ridge", "ridge_pop", "pca_pop", "stimridge_pop", "probe", "probe_pop", "random_pop", "clip"]
 
 
 def sh(cmd, log):

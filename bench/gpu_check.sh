@@ -235,7 +235,8 @@ if has_phase test; then
 fi
 
 # ---- the data-scaling study on the GPU (issue 17: "on the GPU up to 10,000"): one synthetic corpus, the same model
-# pre-trained for the same steps on the first N training subjects, each evaluated alike (bench/data_scaling.py).
+# (the main job's config: mae + contrastive, one GPU rank) pre-trained for the same steps on the first N training
+# subjects, each evaluated alike (bench/data_scaling.py), zero-shot clip retrieval included.
 if [[ ",$phase," == *",scaling,"* ]] && [ $bundle = 1 ] && [ -x $bfm ]; then
   wrap bfm "$PWD/$bfm"
   sizes=${SCALING_SUBJECTS:-10,100,1000,10000}
@@ -244,7 +245,7 @@ if [[ ",$phase," == *",scaling,"* ]] && [ $bundle = 1 ] && [ -x $bfm ]; then
     lim=$(limit 540)
     [ "$lim" = 0 ] && { row "data scaling N=$list" "no time"; break; }
     PYTHONUNBUFFERED=1 timeout "$lim" python3 bench/data_scaling.py --out runs/gpu_scaling --bfm .bundle/wrap/bfm \
-      --ranks 1 --eval-ranks 8 --subjects "$list" --steps "${SCALING_STEPS:-1500}" --tasks category,embedding --fractions 1 \
+      --ranks 1 --eval-ranks 8 --subjects "$list" --steps "${SCALING_STEPS:-1500}" --tasks category,embedding,retrieval --fractions 1 \
       --set 'train.device="cuda"' --set model.n_heads=2 --set model.decoder.n_heads=2 --eval-args "--device cuda" \
       >>"$out/scaling.log" 2>&1
     rc=$?
@@ -254,7 +255,7 @@ if [[ ",$phase," == *",scaling,"* ]] && [ $bundle = 1 ] && [ -x $bfm ]; then
   # evaluation's time, in the order the runs went.
   grep -E "held-out loss after|synth: [0-9]+ subjects in|eval: done in" runs/gpu_scaling/log 2>/dev/null | cut -c1-160 \
     | tee -a "$out/scaling.log" | tail -12
-  python3 bench/data_scaling.py --out runs/gpu_scaling --subjects "$sizes" --tasks category,embedding \
+  python3 bench/data_scaling.py --out runs/gpu_scaling --subjects "$sizes" --tasks category,embedding,retrieval \
     --fractions 1 --plot-only 2>&1 | tail -12
   cp runs/gpu_scaling/data_scaling.csv runs/gpu_scaling/data_scaling_paired.csv runs/gpu_scaling/data_scaling.png \
     "$out"/ 2>/dev/null
