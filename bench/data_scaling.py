@@ -175,7 +175,9 @@ def plot(out, rows, fraction):
             if not pts:
                 continue
             xs, ms, sds = zip(*pts)
-            ax.errorbar(xs, ms, yerr=sds, marker="o", capsize=3, label=method)
+            # One colour per method across the panels (the panels hold different methods).
+            ax.errorbar(xs, ms, yerr=sds, marker="o", capsize=3, label=method,
+                        color=f"C{METHODS.index(method.split('@')[0]) % 10}")
             chance = chance or next((r["chance"] for r in rows if r["task"] == task and r["metric"] == metric), None)
         if chance not in (None, ""):
             ax.axhline(float(chance), color="grey", linestyle=":", label="chance")
