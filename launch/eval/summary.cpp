@@ -40,7 +40,8 @@ void compare(EvalReport& report) {
         const std::string sfx = labelled_suffix(k);
         std::string best;
         double best_mean = -std::numeric_limits<double>::infinity();
-        for (const std::string& m : {std::string("probe"), "probe_pop" + sfx, "finetune" + sfx}) {
+        // clip (retrieval only) reads no label at all: a candidate at every K.
+        for (const std::string& m : {std::string("probe"), "probe_pop" + sfx, "finetune" + sfx, std::string("clip")}) {
           const double v = summary_mean(task, m, fraction);
           if (std::isfinite(v) && v > best_mean) best = m, best_mean = v;
         }

@@ -12,6 +12,7 @@
 
 #include "launch/eval/features.h"
 #include "launch/eval/stats.h"
+#include "launch/eval/summary.h"
 #include "base/rng.h"
 
 namespace {
@@ -319,6 +320,39 @@ TEST(EvalPaired, IntervalIsMeanPlusMinusTTimesStandardError) {
   EXPECT_NEAR(pi.low, 0.25 - 3.182446 * se, 1e-6);
   EXPECT_NEAR(pi.high, 0.25 + 3.182446 * se, 1e-6);
   EXPECT_TRUE(std::isnan(paired_t_interval({0.3}).low));
+}
+
+TEST(EvalPaired, ComparisonsPickTheBestPreTrainedMethodZeroShotClipIncluded) {
+  // Three held-out subjects, two folds. Retrieval: the zero-shot clip (no label read) beats probe_pop, so it is the
+  // method compared; category: probe_pop, against stimridge_pop (a baseline). Differences worked by hand.
+  EvalReport report;
+  const auto add = [&](const std::string& task, const std::string& method, const std::string& metric,
+                       const std::string& subject, int fold, double v) {
+    report.rows.push_back({task, method, 1.0, subject, fold, metric, v});
+  };
+  const std::vector<std::string> subjects = {"s1", "s2", "s3"};
+  for (size_t i = 0; i < subjects.size(); ++i)
+    for (int f = 0; f < 2; ++f) {
+      const double base = 0.1 * double(i) + 0.01 * f;
+      add("retrieval", "clip", "top1", subjects[i], f, 0.5 + base);
+      add("retrieval", "probe_pop", "top1", subjects[i], f, 0.4 + base);
+      add("retrieval", "ridge", "top1", subjects[i], f, 0.2 + base * (1 + double(i)));
+      add("category", "probe_pop", "balanced_accuracy", subjects[i], f, 0.8 + base);
+      add("category", "stimridge_pop", "balanced_accuracy", subjects[i], f, 0.7 + base * double(i));
+    }
+  summarize(report);
+  std::map<std::string, Comparison> got;
+  for (const Comparison& c : report.comparisons) got[c.task + "/" + c.baseline] = c;
+  ASSERT_EQ(got.count("retrieval/ridge"), 1u);
+  EXPECT_EQ(got["retrieval/ridge"].method, "clip");
+  // clip - ridge per subject: 0.3 - base * i, base's fold mean 0.1 i + 0.005: 0.3, 0.3 - 0.105, 0.3 - 0.41.
+  const std::vector<double> d = {0.3, 0.3 - 0.105, 0.3 - 2 * 0.205};
+  EXPECT_NEAR(got["retrieval/ridge"].mean, (d[0] + d[1] + d[2]) / 3, 1e-12);
+  EXPECT_EQ(got["retrieval/ridge"].n, 3);
+  ASSERT_EQ(got.count("category/stimridge_pop"), 1u);
+  EXPECT_EQ(got["category/stimridge_pop"].method, "probe_pop");
+  // probe_pop - stimridge_pop per subject: 0.1 + mean base (1 - i): 0.1 + 0.005, 0.1, 0.1 - 0.205.
+  EXPECT_NEAR(got["category/stimridge_pop"].mean, (0.105 + 0.1 + (0.1 - 0.205)) / 3, 1e-12);
 }
 
 TEST(EvalPca, EigenDecompositionSatisfiesItsDefinition) {
