@@ -39,6 +39,8 @@ void update_tile(double* a, int64_t n, int64_t i, int64_t j0, int64_t c0, int64_
     for (int64_t q = 0; q < cols; ++q) a[(i + r) * n + j0 + c0 + q] -= acc[r][q];
 }
 
+}  // namespace
+
 // In-place Cholesky a = L L^T of the SPD matrix a [n, n] (row-major; the lower triangle is read, L written there,
 // the upper triangle left undefined). Left-looking by block columns of kBlock: each block column first loses its
 // products with the columns already factored (a matrix product, nearly all of the n^3 / 3 operations, done in the
@@ -79,9 +81,8 @@ void cholesky_factor(double* a, int64_t n) {
   }
 }
 
-// Solves L L^T x = b in place for k right-hand sides b [n, k] (row-major), L from cholesky_factor. Both sweeps go
-// along L's rows (contiguous) and update whole rows of b.
-void cholesky_solve_factored(const double* l, double* b, int64_t n, int k) {
+// Both sweeps go along L's rows (contiguous) and update whole rows of b.
+void cholesky_forward(const double* l, double* b, int64_t n, int k) {
   for (int64_t i = 0; i < n; ++i) {  // L z = b
     double* bi = b + i * k;
     const double* li = l + i * n;
@@ -92,6 +93,9 @@ void cholesky_solve_factored(const double* l, double* b, int64_t n, int k) {
     }
     for (int c = 0; c < k; ++c) bi[c] /= li[i];
   }
+}
+
+void cholesky_backward(const double* l, double* b, int64_t n, int k) {
   for (int64_t i = n - 1; i >= 0; --i) {  // L^T x = z: x_i final once the rows below have given theirs
     double* bi = b + i * k;
     const double* li = l + i * n;
@@ -103,11 +107,37 @@ void cholesky_solve_factored(const double* l, double* b, int64_t n, int k) {
     }
   }
 }
-}  // namespace
+
+void solve_general(std::vector<double>& a, std::vector<double>& b, int64_t n, int k) {
+  for (int64_t c = 0; c < n; ++c) {
+    int64_t piv = c;
+    for (int64_t r = c + 1; r < n; ++r)
+      if (std::fabs(a[size_t(r * n + c)]) > std::fabs(a[size_t(piv * n + c)])) piv = r;
+    require(a[size_t(piv * n + c)] != 0, "ridge: a singular system");
+    if (piv != c) {
+      for (int64_t q = 0; q < n; ++q) std::swap(a[size_t(c * n + q)], a[size_t(piv * n + q)]);
+      for (int q = 0; q < k; ++q) std::swap(b[size_t(c * k + q)], b[size_t(piv * k + q)]);
+    }
+    for (int64_t r = c + 1; r < n; ++r) {
+      const double f = a[size_t(r * n + c)] / a[size_t(c * n + c)];
+      if (f == 0) continue;
+      for (int64_t q = c; q < n; ++q) a[size_t(r * n + q)] -= f * a[size_t(c * n + q)];
+      for (int q = 0; q < k; ++q) b[size_t(r * k + q)] -= f * b[size_t(c * k + q)];
+    }
+  }
+  for (int64_t r = n - 1; r >= 0; --r) {
+    for (int q = 0; q < k; ++q) {
+      double v = b[size_t(r * k + q)];
+      for (int64_t c = r + 1; c < n; ++c) v -= a[size_t(r * n + c)] * b[size_t(c * k + q)];
+      b[size_t(r * k + q)] = v / a[size_t(r * n + r)];
+    }
+  }
+}
 
 void solve_spd(std::vector<double>& a, std::vector<double>& b, int64_t n, int k) {
   cholesky_factor(a.data(), n);
-  cholesky_solve_factored(a.data(), b.data(), n, k);
+  cholesky_forward(a.data(), b.data(), n, k);
+  cholesky_backward(a.data(), b.data(), n, k);
 }
 
 double accuracy(const std::vector<int>& truth, const std::vector<int>& predicted) {

@@ -108,6 +108,13 @@ Ridge fit_ridge_cv(const std::vector<double>& x, const std::vector<double>& y, i
 
 // Solves a x = b in place for the symmetric positive definite a [n, n] (destroyed) and k right-hand sides b [n, k].
 void solve_spd(std::vector<double>& a, std::vector<double>& b, int64_t n, int k);
+// Its parts, for a factor kept and reused: a = L L^T in place (row-major; L in the lower triangle, the upper left
+// undefined; throws bfm::Error when a is not positive definite), then L z = b and L^T x = z in place for b [n, k].
+void cholesky_factor(double* a, int64_t n);
+void cholesky_forward(const double* l, double* b, int64_t n, int k);
+void cholesky_backward(const double* l, double* b, int64_t n, int k);
+// Solves a x = b in place for a general a [n, n] (destroyed; Gaussian elimination with partial pivoting; small n).
+void solve_general(std::vector<double>& a, std::vector<double>& b, int64_t n, int k);
 
 // Gathers rows of a row-major [n, width] matrix.
 std::vector<double> take_rows(const std::vector<double>& m, int width, const std::vector<int64_t>& rows);

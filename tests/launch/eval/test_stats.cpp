@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "launch/eval/features.h"
+#include "launch/eval/population_ridge.h"
 #include "launch/eval/stats.h"
 #include "launch/eval/summary.h"
 #include "base/rng.h"
@@ -320,6 +321,79 @@ TEST(EvalPaired, IntervalIsMeanPlusMinusTTimesStandardError) {
   EXPECT_NEAR(pi.low, 0.25 - 3.182446 * se, 1e-6);
   EXPECT_NEAR(pi.high, 0.25 + 3.182446 * se, 1e-6);
   EXPECT_TRUE(std::isnan(paired_t_interval({0.3}).low));
+}
+
+// PopulationRidge::fit_with against the normal equations in long double, Gauss-Jordan: features standardised with the
+// population's mean and sd, the intercept's centring over population and subject rows together, the penalty the
+// constructor chose. Subject row counts on both sides of the low-rank (Woodbury) path's limit (d / 3 - 2 rows).
+TEST(EvalRidge, PopulationRidgeWithASubjectsRowsMatchesTheNormalEquations) {
+  const int n_pop = 160, d = 36, k = 2;
+  bfm::Rng rng(17);
+  std::vector<double> x(size_t(n_pop + 40) * d), y(size_t(n_pop + 40) * k);
+  for (int i = 0; i < n_pop + 40; ++i) {
+    const double shift = i < n_pop ? 0.0 : 0.7;  // the subject's rows sit off the population's mean
+    for (int p = 0; p < d; ++p) x[size_t(i * d + p)] = rng.normal() * (1 + p % 4) + shift + (p % 5 == 0 ? 3.0 : 0.0);
+    for (int c = 0; c < k; ++c) {
+      double v = c + rng.normal();
+      for (int p = 0; p < d; ++p) v += x[size_t(i * d + p)] * (((p + c) % 3) - 1.0) * 0.3;
+      y[size_t(i * k + c)] = v;
+    }
+  }
+  std::vector<double> xp(x.begin(), x.begin() + n_pop * d), yp(y.begin(), y.begin() + n_pop * k);
+  std::vector<int64_t> group(n_pop);
+  for (int i = 0; i < n_pop; ++i) group[size_t(i)] = i / 20;
+  const PopulationRidge ridge(xp, yp, d, k, group, default_alphas(), 3);
+  for (int r : {0, 1, 5, 10, 11, 30}) {
+    SCOPED_TRACE("subject rows " + std::to_string(r));
+    std::vector<int64_t> rows;
+    for (int i = 0; i < r; ++i) rows.push_back(n_pop + i);
+    const Linear got = ridge.fit_with(x, y, rows);
+    // Reference.
+    std::vector<long double> mean(d, 0), sd(d, 0);
+    for (int i = 0; i < n_pop; ++i)
+      for (int p = 0; p < d; ++p) mean[p] += x[size_t(i * d + p)] / (long double)n_pop;
+    for (int i = 0; i < n_pop; ++i)
+      for (int p = 0; p < d; ++p) sd[p] += (x[size_t(i * d + p)] - mean[p]) * (x[size_t(i * d + p)] - mean[p]) / n_pop;
+    for (auto& v : sd) v = std::sqrt(v);
+    std::vector<int> all;
+    for (int i = 0; i < n_pop; ++i) all.push_back(i);
+    for (int64_t i : rows) all.push_back(int(i));
+    const long double n = all.size();
+    std::vector<long double> zm(d, 0), ym(k, 0);
+    for (int i : all) {
+      for (int p = 0; p < d; ++p) zm[p] += (x[size_t(i * d + p)] - mean[p]) / sd[p] / n;
+      for (int c = 0; c < k; ++c) ym[c] += y[size_t(i * k + c)] / n;
+    }
+    std::vector<std::vector<long double>> a(d, std::vector<long double>(d + k, 0));
+    for (int i : all)
+      for (int p = 0; p < d; ++p) {
+        const long double zp = (x[size_t(i * d + p)] - mean[p]) / sd[p] - zm[p];
+        for (int q = 0; q < d; ++q) a[p][q] += zp * ((x[size_t(i * d + q)] - mean[q]) / sd[q] - zm[q]);
+        for (int c = 0; c < k; ++c) a[p][d + c] += zp * (y[size_t(i * k + c)] - ym[c]);
+      }
+    for (int p = 0; p < d; ++p) a[p][p] += ridge.alpha();
+    for (int c = 0; c < d; ++c) {
+      int piv = c;
+      for (int q = c + 1; q < d; ++q)
+        if (std::fabs(a[q][c]) > std::fabs(a[piv][c])) piv = q;
+      std::swap(a[c], a[piv]);
+      for (int q = 0; q < d; ++q) {
+        if (q == c) continue;
+        const long double f = a[q][c] / a[c][c];
+        for (int j = c; j < d + k; ++j) a[q][j] -= f * a[c][j];
+      }
+    }
+    for (int c = 0; c < k; ++c) {
+      long double b = ym[c], wmax = 0;
+      for (int p = 0; p < d; ++p) {
+        const long double w = a[p][d + c] / a[p][p];
+        b -= zm[p] * w;
+        wmax = std::max(wmax, std::fabs(w));
+        EXPECT_NEAR(got.w[size_t(p * k + c)], double(w), 1e-9 * double(wmax + 1)) << "weight " << p << ", " << c;
+      }
+      EXPECT_NEAR(got.b[size_t(c)], double(b), 1e-9 * (1 + std::fabs(double(b)))) << "bias " << c;
+    }
+  }
 }
 
 TEST(EvalPaired, ComparisonsPickTheBestPreTrainedMethodZeroShotClipIncluded) {
