@@ -93,7 +93,7 @@ model::Placement run_placement(const RunConfig& rc) {
   // (the embeddings through the host, model/cuda/cuda_model.cu) has not run on a GPU yet
   // (GpuModel.ContrastiveGroupOverRanksMatchesCpu waits for one): under "auto" several GPU ranks with the
   // contrastive objective train on the CPU, with the reason logged; "cuda" asks for it explicitly.
-  const int ranks = runtime::world().size;
+  const int ranks = runtime::world_started() ? runtime::world().size : 1;  // as choose_placement: MPI not started here
   if (p.gpu && rc.model.contrastive && ranks > 1 && rc.train.device == "auto") {
     p = model::Placement::cpu();
     p.note = who + " = \"auto\": on the CPU although there is a GPU: the contrastive objective over " +

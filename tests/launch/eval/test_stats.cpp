@@ -93,6 +93,25 @@ TEST(EvalMetrics, IdentificationRanks) {
   EXPECT_DOUBLE_EQ(top_k(r, 2), 1.0);
 }
 
+// Gauss-Jordan elimination with partial pivoting in long double on the augmented rows g [n][n + k]: afterwards
+// g[p][n + c] holds the solution x[p][c]. The independent reference every solver here is checked against.
+void gauss_jordan(std::vector<std::vector<long double>>& g, int n) {
+  const int width = int(g.empty() ? 0 : g[0].size());
+  for (int c = 0; c < n; ++c) {
+    int piv = c;
+    for (int r = c + 1; r < n; ++r)
+      if (std::fabs(g[size_t(r)][size_t(c)]) > std::fabs(g[size_t(piv)][size_t(c)])) piv = r;
+    std::swap(g[size_t(c)], g[size_t(piv)]);
+    for (int r = 0; r < n; ++r) {
+      if (r == c) continue;
+      const long double f = g[size_t(r)][size_t(c)] / g[size_t(c)][size_t(c)];
+      for (int q = c; q < width; ++q) g[size_t(r)][size_t(q)] -= f * g[size_t(c)][size_t(q)];
+    }
+  }
+  for (int p = 0; p < n; ++p)
+    for (int q = n; q < width; ++q) g[size_t(p)][size_t(q)] /= g[size_t(p)][size_t(p)];
+}
+
 // Closed-form ridge on standardised features, by Gaussian elimination in long double on the primal normal equations.
 std::vector<long double> closed_form(const std::vector<double>& x, const std::vector<double>& y, int n, int d,
                                      double alpha, const std::vector<double>& xq) {
@@ -113,22 +132,12 @@ std::vector<long double> closed_form(const std::vector<double>& x, const std::ve
       a[p][d] += zp * (y[i] - ym);
     }
   for (int p = 0; p < d; ++p) a[p][p] += alpha;
-  for (int c = 0; c < d; ++c) {
-    int piv = c;
-    for (int r = c + 1; r < d; ++r)
-      if (std::fabs(a[r][c]) > std::fabs(a[piv][c])) piv = r;
-    std::swap(a[c], a[piv]);
-    for (int r = 0; r < d; ++r) {
-      if (r == c) continue;
-      const long double f = a[r][c] / a[c][c];
-      for (int k = c; k <= d; ++k) a[r][k] -= f * a[c][k];
-    }
-  }
+  gauss_jordan(a, d);
   std::vector<long double> out;
   const int m = int(xq.size()) / d;
   for (int i = 0; i < m; ++i) {
     long double v = ym;
-    for (int p = 0; p < d; ++p) v += (xq[i * d + p] - mean[p]) / sd[p] * a[p][d] / a[p][p];
+    for (int p = 0; p < d; ++p) v += (xq[i * d + p] - mean[p]) / sd[p] * a[p][d];
     out.push_back(v);
   }
   return out;
@@ -177,23 +186,13 @@ TEST(EvalRidge, SolveSpdMatchesGaussJordanAcrossBlockSizes) {
         for (int q = 0; q < n; ++q) g[size_t(p)][size_t(q)] = a[size_t(p) * n + q];
         for (int c = 0; c < k; ++c) g[size_t(p)][size_t(n + c)] = b[size_t(p) * k + c];
       }
-      for (int c = 0; c < n; ++c) {
-        int piv = c;
-        for (int r = c + 1; r < n; ++r)
-          if (std::fabs(g[size_t(r)][size_t(c)]) > std::fabs(g[size_t(piv)][size_t(c)])) piv = r;
-        std::swap(g[size_t(c)], g[size_t(piv)]);
-        for (int r = 0; r < n; ++r) {
-          if (r == c) continue;
-          const long double f = g[size_t(r)][size_t(c)] / g[size_t(c)][size_t(c)];
-          for (int q = c; q < n + k; ++q) g[size_t(r)][size_t(q)] -= f * g[size_t(c)][size_t(q)];
-        }
-      }
+      gauss_jordan(g, n);
       std::vector<double> x = b, work = a;
       solve_spd(work, x, n, k);
       double worst = 0, scale = 0;
       for (int p = 0; p < n; ++p)
         for (int c = 0; c < k; ++c) {
-          const long double want = g[size_t(p)][size_t(n + c)] / g[size_t(p)][size_t(p)];
+          const long double want = g[size_t(p)][size_t(n + c)];
           worst = std::max(worst, double(std::fabs(x[size_t(p) * k + c] - want)));
           scale = std::max(scale, double(std::fabs(want)));
         }
@@ -372,21 +371,11 @@ TEST(EvalRidge, PopulationRidgeWithASubjectsRowsMatchesTheNormalEquations) {
         for (int c = 0; c < k; ++c) a[p][d + c] += zp * (y[size_t(i * k + c)] - ym[c]);
       }
     for (int p = 0; p < d; ++p) a[p][p] += ridge.alpha();
-    for (int c = 0; c < d; ++c) {
-      int piv = c;
-      for (int q = c + 1; q < d; ++q)
-        if (std::fabs(a[q][c]) > std::fabs(a[piv][c])) piv = q;
-      std::swap(a[c], a[piv]);
-      for (int q = 0; q < d; ++q) {
-        if (q == c) continue;
-        const long double f = a[q][c] / a[c][c];
-        for (int j = c; j < d + k; ++j) a[q][j] -= f * a[c][j];
-      }
-    }
+    gauss_jordan(a, d);
     for (int c = 0; c < k; ++c) {
       long double b = ym[c], wmax = 0;
       for (int p = 0; p < d; ++p) {
-        const long double w = a[p][d + c] / a[p][p];
+        const long double w = a[p][d + c];
         b -= zm[p] * w;
         wmax = std::max(wmax, std::fabs(w));
         EXPECT_NEAR(got.w[size_t(p * k + c)], double(w), 1e-9 * double(wmax + 1)) << "weight " << p << ", " << c;
